@@ -1,0 +1,53 @@
+/** Access-token authentication for routes: who is calling, or a 401. */
+import type { FastifyRequest } from "fastify";
+import { Errors } from "../errors.js";
+import type { AuthService, Requester } from "../services/auth.js";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    requester: Requester | null;
+  }
+}
+
+/** The token from `Authorization: Bearer` or `?access_token=`; undefined when none was sent. */
+export function tokenFrom(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  const query = (request.query as Record<string, unknown> | undefined)?.access_token;
+  if (header !== undefined && query !== undefined) {
+    throw Errors.missingToken();
+  }
+  if (header !== undefined) {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (!match) throw Errors.missingToken();
+    return match[1];
+  }
+  return typeof query === "string" && query !== "" ? query : undefined;
+}
+
+export type AuthMode = "required" | "optional";
+
+export interface AuthRouteOptions {
+  /** Guests are refused unless the route says otherwise, as in Synapse. */
+  allowGuest?: boolean;
+}
+
+export function authHook(auth: AuthService, mode: AuthMode, opts: AuthRouteOptions = {}) {
+  return async (request: FastifyRequest) => {
+    const token = tokenFrom(request);
+    if (token === undefined) {
+      if (mode === "required") throw Errors.missingToken();
+      return;
+    }
+    const requester = await auth.authenticate(token);
+    if (!requester) throw Errors.unknownToken();
+    if (requester.isGuest && !opts.allowGuest) throw Errors.guestForbidden();
+    request.requester = requester;
+    request.logUser = requester.userId;
+  };
+}
+
+/** The authenticated caller; only valid on routes with a required auth hook. */
+export function requester(request: FastifyRequest): Requester {
+  if (!request.requester) throw Errors.missingToken();
+  return request.requester;
+}

@@ -1,0 +1,30 @@
+/** `GET /_matrix/client/versions`: what this server speaks, and nothing it does not. */
+import type { App } from "../../http/server.js";
+import type { Services } from "../../services/index.js";
+import { authHook } from "../auth.js";
+
+/**
+ * Spec versions whose endpoints clients need from this server. Clients gate
+ * features on these, so the list grows only with what is implemented.
+ */
+const SPEC_VERSIONS = ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6"];
+
+export function versionsBody(services: Services) {
+  const { features } = services.config;
+  return {
+    versions: SPEC_VERSIONS,
+    unstable_features: {
+      "org.matrix.msc4143": features.msc4143,
+    },
+  };
+}
+
+export function registerVersionsRoutes(app: App, services: Services): void {
+  const body = JSON.stringify(versionsBody(services));
+  app.get("/_matrix/client/versions", { onRequest: authHook(services.auth, "optional", { allowGuest: true }) }, async (request, reply) => {
+    reply.header("vary", "Authorization");
+    reply.header("cache-control", request.requester ? "private, no-cache" : "public, max-age=600");
+    reply.type("application/json");
+    return body;
+  });
+}

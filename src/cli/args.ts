@@ -1,0 +1,80 @@
+/** Command-line parsing: one place that knows the commands and their flags. */
+import { parseArgs } from "node:util";
+
+export class UsageError extends Error {}
+
+export const USAGE = `Usage:
+  switchboard [--config FILE]                      serve (default config: ./switchboard.yaml)
+  switchboard generate-config --server-name NAME [--output FILE] [--data-dir DIR] [--enable-registration]
+  switchboard check-config --config FILE
+  switchboard register-user --config FILE --user NAME --password PW [--admin]
+  switchboard --help | --version`;
+
+export type Command =
+  | { name: "serve"; config?: string }
+  | { name: "generate-config"; serverName: string; output: string; dataDir: string; openRegistration: boolean }
+  | { name: "check-config"; config: string }
+  | { name: "register-user"; config: string; user: string; password: string; admin: boolean }
+  | { name: "help" }
+  | { name: "version" };
+
+export function parseCommand(argv: string[]): Command {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        config: { type: "string", short: "c" },
+        "server-name": { type: "string" },
+        output: { type: "string", short: "o" },
+        "data-dir": { type: "string" },
+        "enable-registration": { type: "boolean" },
+        user: { type: "string", short: "u" },
+        password: { type: "string", short: "p" },
+        admin: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "V" },
+      },
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const { values: v, positionals } = parsed;
+  if (v.help) return { name: "help" };
+  if (v.version) return { name: "version" };
+  if (positionals.length > 1) throw new UsageError(`unexpected argument: ${positionals[1]}`);
+  const command = positionals[0] ?? "serve";
+  const allowed: Record<string, string[]> = {
+    serve: ["config"],
+    "generate-config": ["server-name", "output", "data-dir", "enable-registration"],
+    "check-config": ["config"],
+    "register-user": ["config", "user", "password", "admin"],
+  };
+  if (!allowed[command]) throw new UsageError(`unknown command: ${command}`);
+  for (const key of Object.keys(v)) {
+    if (!allowed[command]!.includes(key)) throw new UsageError(`--${key} does not apply to ${command}`);
+  }
+  const need = (key: keyof typeof v): string => {
+    const value = v[key];
+    if (typeof value !== "string" || value === "") throw new UsageError(`${command} needs --${key}`);
+    return value;
+  };
+  switch (command) {
+    case "generate-config":
+      return {
+        name: "generate-config",
+        serverName: need("server-name"),
+        output: v.output ?? "switchboard.yaml",
+        dataDir: v["data-dir"] ?? "data",
+        openRegistration: v["enable-registration"] ?? false,
+      };
+    case "check-config":
+      return { name: "check-config", config: need("config") };
+    case "register-user":
+      return { name: "register-user", config: need("config"), user: need("user"), password: need("password"), admin: v.admin ?? false };
+    default:
+      return { name: "serve", config: v.config };
+  }
+}

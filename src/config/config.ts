@@ -1,0 +1,64 @@
+/** The validated, resolved configuration that the rest of the server sees. */
+import type { ListenerResource } from "./sections/server.js";
+import type { Secret } from "./types.js";
+
+export interface RateLimitConfig {
+  per_second: number;
+  burst_count: number;
+}
+
+export interface ListenerConfig {
+  port: number;
+  bindAddresses: string[];
+  xForwarded: boolean;
+  resources: Set<ListenerResource>;
+}
+
+export type DatabaseConfig =
+  | { kind: "sqlite"; path: string }
+  | { kind: "postgres"; user?: string; password?: Secret; host?: string; port?: number; dbname?: string };
+
+export interface RtcTransport {
+  type: string;
+  [key: string]: unknown;
+}
+
+export interface Config {
+  /** Absolute path of the file this came from, or undefined for an in-memory config. */
+  configPath?: string;
+  serverName: string;
+  /** Always ends with "/". */
+  publicBaseUrl: string;
+  listeners: ListenerConfig[];
+  serveServerWellKnown: boolean;
+  extraWellKnownClientContent: Record<string, unknown>;
+  maxRequestBodyBytes: number;
+  logLevel: string;
+  database: DatabaseConfig;
+  signingKeyPath: string;
+  registration: {
+    enabled: boolean;
+    requiresToken: boolean;
+    sharedSecret?: Secret;
+    allowGuests: boolean;
+  };
+  rateLimits: {
+    message: RateLimitConfig;
+    loginAddress: RateLimitConfig;
+    loginAccount: RateLimitConfig;
+    loginFailedAttempts: RateLimitConfig;
+    registration: RateLimitConfig;
+    delayedEventMgmt: RateLimitConfig;
+  };
+  delayedEvents: { enabled: boolean; maxDelayMs: number; maxPerUser: number };
+  features: { msc4143: boolean; msc4354: boolean };
+  matrixRtc: { transports: RtcTransport[]; advertiseInWellKnown: boolean };
+  turn: {
+    uris: string[];
+    sharedSecret?: Secret;
+    username?: string;
+    password?: Secret;
+    lifetimeMs: number;
+    allowGuests: boolean;
+  };
+}

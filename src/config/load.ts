@@ -1,0 +1,150 @@
+/** Reads a YAML config file, validates it against the schema and resolves it. */
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { Value } from "typebox/value";
+import { LineCounter, parseDocument } from "yaml";
+import type { Config, DatabaseConfig, RateLimitConfig } from "./config.js";
+import { ConfigError } from "./errors.js";
+import { ConfigSchema, type RawConfig } from "./schema.js";
+import { resolveTransports } from "./transports.js";
+import { parseDuration, parseSize, Secret } from "./types.js";
+import { schemaProblems } from "./validate.js";
+
+export interface LoadResult {
+  config: Config;
+  /** Things worth a log line at start, but not worth refusing to start. */
+  warnings: string[];
+}
+
+export function loadConfigFile(file: string): LoadResult {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError([
+      code === "ENOENT" ? `config file not found: ${file}` : `cannot read config file ${file}: ${(err as Error).message}`,
+    ]);
+  }
+  return parseConfig(text, path.resolve(file));
+}
+
+export function parseConfig(text: string, configPath?: string): LoadResult {
+  const counter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: counter, uniqueKeys: true, prettyErrors: false });
+  const where = configPath ?? "config";
+  if (doc.errors.length) {
+    throw new ConfigError(
+      doc.errors.map((e) => `${where}: line ${e.linePos?.[0]?.line ?? "?"}: YAML syntax error: ${e.message.split("\n")[0]}`),
+    );
+  }
+  const raw: unknown = doc.toJS() ?? {};
+  if (typeof raw !== "object" || Array.isArray(raw) || raw === null) {
+    throw new ConfigError([`${where}: the file must be a YAML mapping of keys to values`]);
+  }
+  const withDefaults = Value.Default(ConfigSchema, structuredClone(raw)) as unknown;
+  const problems = schemaProblems(ConfigSchema, withDefaults, doc, counter);
+  if (problems.length) throw new ConfigError(problems.map((p) => `${where}: ${p}`));
+  const warnings: string[] = [];
+  const config = resolve(withDefaults as RawConfig, configPath, warnings);
+  return { config, warnings };
+}
+
+/** Builds a config from a plain object, as tests and tools do. */
+export function configFromObject(raw: Record<string, unknown>, configPath?: string): LoadResult {
+  const withDefaults = Value.Default(ConfigSchema, structuredClone(raw)) as unknown;
+  const problems = schemaProblems(ConfigSchema, withDefaults, undefined, undefined);
+  if (problems.length) throw new ConfigError(problems);
+  const warnings: string[] = [];
+  return { config: resolve(withDefaults as RawConfig, configPath, warnings), warnings };
+}
+
+function rate(r: { per_second: number; burst_count: number }): RateLimitConfig {
+  return { per_second: r.per_second, burst_count: r.burst_count };
+}
+
+function resolve(raw: RawConfig, configPath: string | undefined, warnings: string[]): Config {
+  const problems: string[] = [];
+  const baseDir = configPath ? path.dirname(configPath) : process.cwd();
+  const fromBase = (p: string) => path.resolve(baseDir, p);
+
+  let database: DatabaseConfig;
+  if (raw.database.name === "sqlite3") {
+    database = { kind: "sqlite", path: fromBase(raw.database.args.database ?? "data/homeserver.db") };
+  } else {
+    const a = raw.database.args;
+    database = {
+      kind: "postgres",
+      user: a.user,
+      password: a.password === undefined ? undefined : new Secret(a.password),
+      host: a.host,
+      port: a.port,
+      dbname: a.dbname,
+    };
+  }
+
+  if (raw.enable_registration && !raw.enable_registration_without_verification && !raw.registration_requires_token) {
+    problems.push(
+      "`enable_registration` is true, but nothing verifies who registers: set `enable_registration_without_verification: true` to accept open registration, or `registration_requires_token: true`",
+    );
+  }
+  if (raw.turn_shared_secret && (raw.turn_username || raw.turn_password)) {
+    problems.push("`turn_shared_secret` and `turn_username`/`turn_password` exclude each other: use one or the other");
+  }
+  if (Boolean(raw.turn_username) !== Boolean(raw.turn_password)) {
+    problems.push("`turn_username` and `turn_password` go together: set both or neither");
+  }
+
+  const transports = resolveTransports(raw.matrix_rtc.transports, problems, warnings);
+  if (problems.length) throw new ConfigError(problems.map((p) => (configPath ? `${configPath}: ${p}` : p)));
+
+  let publicBaseUrl = raw.public_baseurl ?? `https://${raw.server_name}/`;
+  if (!publicBaseUrl.endsWith("/")) publicBaseUrl += "/";
+
+  return {
+    configPath,
+    serverName: raw.server_name,
+    publicBaseUrl,
+    listeners: raw.listeners.map((l) => ({
+      port: l.port,
+      bindAddresses: l.bind_addresses,
+      xForwarded: l.x_forwarded,
+      resources: new Set(l.resources.flatMap((r) => r.names)),
+    })),
+    serveServerWellKnown: raw.serve_server_wellknown,
+    extraWellKnownClientContent: raw.extra_well_known_client_content,
+    maxRequestBodyBytes: parseSize(raw.max_request_body_size),
+    logLevel: raw.log_level,
+    database,
+    signingKeyPath: fromBase(raw.signing_key_path ?? `data/${raw.server_name.replace(/[^A-Za-z0-9.-]/g, "_")}.signing.key`),
+    registration: {
+      enabled: raw.enable_registration,
+      requiresToken: raw.registration_requires_token,
+      sharedSecret: raw.registration_shared_secret === undefined ? undefined : new Secret(raw.registration_shared_secret),
+      allowGuests: raw.allow_guest_access,
+    },
+    rateLimits: {
+      message: rate(raw.rc_message),
+      loginAddress: rate(raw.rc_login.address),
+      loginAccount: rate(raw.rc_login.account),
+      loginFailedAttempts: rate(raw.rc_login.failed_attempts),
+      registration: rate(raw.rc_registration),
+      delayedEventMgmt: rate(raw.rc_delayed_event_mgmt),
+    },
+    delayedEvents: {
+      enabled: raw.experimental_features.msc4140_enabled,
+      maxDelayMs: parseDuration(raw.max_event_delay_duration),
+      maxPerUser: raw.experimental_features.msc4140_max_delayed_events_per_user,
+    },
+    features: { msc4143: raw.experimental_features.msc4143_enabled, msc4354: raw.experimental_features.msc4354_enabled },
+    matrixRtc: { transports, advertiseInWellKnown: raw.matrix_rtc.advertise_in_well_known },
+    turn: {
+      uris: raw.turn_uris,
+      sharedSecret: raw.turn_shared_secret === undefined ? undefined : new Secret(raw.turn_shared_secret),
+      username: raw.turn_username,
+      password: raw.turn_password === undefined ? undefined : new Secret(raw.turn_password),
+      lifetimeMs: parseDuration(raw.turn_user_lifetime),
+      allowGuests: raw.turn_allow_guests,
+    },
+  };
+}

@@ -1,0 +1,37 @@
+/** The whole config file: one schema, composed from one module per section. */
+import { Type, type Static } from "typebox";
+import { databaseFields } from "./sections/database.js";
+import { experimentalFields } from "./sections/experimental.js";
+import { keyFields } from "./sections/keys.js";
+import { matrixRtcFields } from "./sections/matrixrtc.js";
+import { ratelimitFields } from "./sections/ratelimiting.js";
+import { registrationFields } from "./sections/registration.js";
+import { serverFields } from "./sections/server.js";
+import { voipFields } from "./sections/voip.js";
+
+export const SECTIONS = [
+  { title: "Server", fields: serverFields },
+  { title: "Database", fields: databaseFields },
+  { title: "Signing key", fields: keyFields },
+  { title: "Registration", fields: registrationFields },
+  { title: "Rate limits", fields: ratelimitFields },
+  { title: "Delayed events and experimental features", fields: experimentalFields },
+  { title: "MatrixRTC", fields: matrixRtcFields },
+  { title: "TURN (VoIP)", fields: voipFields },
+] as const;
+
+export const ConfigSchema = Type.Object(
+  {
+    ...serverFields,
+    ...databaseFields,
+    ...keyFields,
+    ...registrationFields,
+    ...ratelimitFields,
+    ...experimentalFields,
+    ...matrixRtcFields,
+    ...voipFields,
+  },
+  { additionalProperties: false },
+);
+
+export type RawConfig = Static<typeof ConfigSchema>;

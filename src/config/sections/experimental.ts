@@ -1,0 +1,22 @@
+import { Type } from "typebox";
+import { duration } from "../types.js";
+
+export const experimentalFields = {
+  max_event_delay_duration: duration({
+    default: "24h",
+    description: "Longest delay a delayed event (MSC4140) may ask for.",
+  }),
+  experimental_features: Type.Object(
+    {
+      msc4143_enabled: Type.Boolean({ default: true, description: "MatrixRTC transport discovery (`rtc/transports`)." }),
+      msc4140_enabled: Type.Boolean({ default: true, description: "Delayed events." }),
+      msc4140_max_delayed_events_per_user: Type.Integer({
+        minimum: 1,
+        default: 100,
+        description: "Pending delayed events one user may have.",
+      }),
+      msc4354_enabled: Type.Boolean({ default: true, description: "Sticky events." }),
+    },
+    { additionalProperties: false, default: {}, description: "Switches for features whose MSC is not merged yet. All on by default." },
+  ),
+};

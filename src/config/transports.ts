@@ -1,0 +1,78 @@
+/**
+ * Validates `matrix_rtc.transports`. Every entry is served to every user, so
+ * anything that looks like a secret refuses the config.
+ */
+import type { RtcTransport } from "./config.js";
+
+const LIVEKIT_TYPES = new Set(["livekit", "msc4195.livekit"]);
+const LIVEKIT_KEYS = new Set(["type", "livekit_service_url"]);
+const SECRET_WORDS = ["secret", "password", "api_key", "apikey", "token"];
+
+function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h.endsWith(".localhost") || h === "::1" || /^127\./.test(h);
+}
+
+function findSecretKeys(value: unknown, path: string, out: string[]): void {
+  if (Array.isArray(value)) {
+    value.forEach((v, i) => findSecretKeys(v, `${path}[${i}]`, out));
+  } else if (value && typeof value === "object") {
+    for (const [k, v] of Object.entries(value)) {
+      const lower = k.toLowerCase();
+      if (SECRET_WORDS.some((w) => lower.includes(w))) out.push(`${path}.${k}`);
+      findSecretKeys(v, `${path}.${k}`, out);
+    }
+  }
+}
+
+export function resolveTransports(
+  raw: Record<string, unknown>[],
+  problems: string[],
+  warnings: string[],
+): RtcTransport[] {
+  const out: RtcTransport[] = [];
+  raw.forEach((entry, i) => {
+    const where = `matrix_rtc.transports[${i}]`;
+    const secrets: string[] = [];
+    findSecretKeys(entry, where, secrets);
+    for (const key of secrets) {
+      problems.push(
+        `\`${key}\` looks like a secret; transports are served to every user, so they may not hold secrets (keep LiveKit credentials out of this list)`,
+      );
+    }
+    const type = String(entry.type);
+    if (!LIVEKIT_TYPES.has(type)) {
+      warnings.push(`${where} has type "${type}", which Switchboard does not know; it is served to clients as written`);
+      out.push(structuredClone(entry) as RtcTransport);
+      return;
+    }
+    for (const key of Object.keys(entry)) {
+      if (!LIVEKIT_KEYS.has(key)) {
+        problems.push(`unknown key \`${where}.${key}\`; a ${type} transport allows: ${[...LIVEKIT_KEYS].join(", ")}`);
+      }
+    }
+    const url = entry.livekit_service_url;
+    if (typeof url !== "string" || url === "") {
+      problems.push(`\`${where}.livekit_service_url\` is missing: a ${type} transport needs the absolute https:// URL of its LiveKit JWT service`);
+      return;
+    }
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      problems.push(`\`${where}.livekit_service_url\` is ${JSON.stringify(url)}, which is not allowed: expected an absolute https:// URL`);
+      return;
+    }
+    if (parsed.protocol === "http:" && isLoopbackHost(parsed.hostname)) {
+      warnings.push(`${where}.livekit_service_url uses plain http; that only works for clients on this machine`);
+    } else if (parsed.protocol !== "https:") {
+      problems.push(
+        `\`${where}.livekit_service_url\` is ${JSON.stringify(url)}, which is not allowed: expected an https:// URL (http:// only for loopback hosts)`,
+      );
+      return;
+    }
+    // Built from the validated model, never copied from the raw entry.
+    out.push({ type, livekit_service_url: url });
+  });
+  return out;
+}

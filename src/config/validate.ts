@@ -1,0 +1,168 @@
+/**
+ * Turns schema errors into messages an operator can act on: the key's dotted
+ * path, its line in the file, the offending value and what is allowed.
+ */
+import { Value } from "typebox/value";
+import { isMap, isScalar, LineCounter, type Document } from "yaml";
+import type { SchemaWithMeta } from "./types.js";
+
+interface SchemaError {
+  keyword: string;
+  instancePath: string;
+  params: Record<string, unknown>;
+  message: string;
+}
+
+export function dottedPath(segments: (string | number)[]): string {
+  let out = "";
+  for (const s of segments) {
+    if (typeof s === "number" || /^[0-9]+$/.test(s)) out += `[${s}]`;
+    else out += out ? `.${s}` : s;
+  }
+  return out || "(top level)";
+}
+
+function splitPointer(pointer: string): string[] {
+  if (!pointer) return [];
+  return pointer
+    .slice(1)
+    .split("/")
+    .map((s) => s.replace(/~1/g, "/").replace(/~0/g, "~"));
+}
+
+/** Finds the sub-schema that describes the value at `segments`. */
+export function schemaAt(schema: SchemaWithMeta, segments: string[]): SchemaWithMeta | undefined {
+  let current: SchemaWithMeta | undefined = schema;
+  for (const seg of segments) {
+    if (!current) return undefined;
+    current = childSchema(current, seg);
+  }
+  return current;
+}
+
+function childSchema(schema: SchemaWithMeta, seg: string): SchemaWithMeta | undefined {
+  const s = schema as Record<string, unknown>;
+  const props = s.properties as Record<string, SchemaWithMeta> | undefined;
+  if (props && props[seg]) return props[seg];
+  if (s.items && /^[0-9]+$/.test(seg)) return s.items as SchemaWithMeta;
+  if (Array.isArray(s.anyOf)) {
+    for (const branch of s.anyOf as SchemaWithMeta[]) {
+      const found = childSchema(branch, seg);
+      if (found) return found;
+    }
+  }
+  if (s.patternProperties) return Object.values(s.patternProperties as Record<string, SchemaWithMeta>)[0];
+  return undefined;
+}
+
+export function describeAllowed(schema: SchemaWithMeta | undefined): string {
+  if (!schema) return "nothing (remove it)";
+  const s = schema as Record<string, unknown>;
+  if (typeof s.allowed === "string") return s.allowed;
+  if ("const" in s) return `exactly ${JSON.stringify(s.const)}`;
+  if (Array.isArray(s.anyOf)) {
+    const branches = s.anyOf as Record<string, unknown>[];
+    if (branches.every((b) => "const" in b)) return `one of ${branches.map((b) => JSON.stringify(b.const)).join(", ")}`;
+    return branches.map((b) => describeAllowed(b as SchemaWithMeta)).join(", or ");
+  }
+  const range = (noun: string) => {
+    const min = s.minimum as number | undefined;
+    const max = s.maximum as number | undefined;
+    if (min !== undefined && max !== undefined) return `${noun} from ${min} to ${max}`;
+    if (min !== undefined) return `${noun} of at least ${min}`;
+    return noun;
+  };
+  switch (s.type) {
+    case "integer":
+      return range("an integer");
+    case "number":
+      return range("a number");
+    case "boolean":
+      return "true or false";
+    case "string":
+      return s.pattern ? `a string matching ${String(s.pattern)}` : s.minLength ? "a non-empty string" : "a string";
+    case "array":
+      return s.minItems ? `a list with at least ${String(s.minItems)} item(s)` : "a list";
+    case "object":
+      return "a mapping of keys to values";
+    default:
+      return "a valid value";
+  }
+}
+
+function lineOf(doc: Document, counter: LineCounter, segments: string[], key?: string): number | undefined {
+  const path = segments.map((s) => (/^[0-9]+$/.test(s) ? Number(s) : s));
+  const node = path.length ? doc.getIn(path, true) : doc.contents;
+  if (key !== undefined && isMap(node)) {
+    const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === key);
+    const range = pair && isScalar(pair.key) ? pair.key.range : undefined;
+    if (range) return counter.linePos(range[0]).line;
+  }
+  const range = (node as { range?: [number, number, number] } | undefined)?.range;
+  if (range) return counter.linePos(range[0]).line;
+  if (segments.length) return lineOf(doc, counter, segments.slice(0, -1));
+  return undefined;
+}
+
+function valueAt(root: unknown, segments: string[]): unknown {
+  let v: unknown = root;
+  for (const s of segments) v = (v as Record<string, unknown> | undefined)?.[s];
+  return v;
+}
+
+function shown(value: unknown): string {
+  const text = JSON.stringify(value);
+  return text && text.length > 80 ? text.slice(0, 77) + "..." : String(text);
+}
+
+/** Returns one message per problem, in file order; empty when the value is valid. */
+export function schemaProblems(
+  schema: SchemaWithMeta,
+  value: unknown,
+  doc: Document | undefined,
+  counter: LineCounter | undefined,
+): string[] {
+  const errors = [...Value.Errors(schema, value)] as unknown as SchemaError[];
+  const problems: { line: number; text: string }[] = [];
+  const seen = new Set<string>();
+  const at = (segments: string[], key?: string) =>
+    doc && counter ? lineOf(doc, counter, segments, key) : undefined;
+  const push = (line: number | undefined, text: string) => {
+    if (seen.has(text)) return;
+    seen.add(text);
+    problems.push({ line: line ?? 0, text: line ? `line ${line}: ${text}` : text });
+  };
+
+  const handledPaths = new Set<string>();
+  for (const err of errors) {
+    const segments = splitPointer(err.instancePath);
+    if (err.keyword === "additionalProperties") {
+      for (const key of (err.params.additionalProperties as string[]) ?? []) {
+        const allowed = Object.keys(((schemaAt(schema, segments) as Record<string, unknown>)?.properties ?? {}) as object);
+        push(
+          at(segments, key),
+          `unknown key \`${dottedPath([...segments, key])}\`` +
+            (allowed.length ? `; the keys allowed here are: ${allowed.join(", ")}` : ""),
+        );
+      }
+      continue;
+    }
+    if (err.keyword === "required") {
+      for (const key of (err.params.requiredProperties as string[]) ?? []) {
+        push(at(segments), `missing required key \`${dottedPath([...segments, key])}\`: ${describeAllowed(schemaAt(schema, [...segments, key]))}`);
+      }
+      continue;
+    }
+    if (err.keyword === "boolean" && err.message === "schema is false") continue; // reported as additionalProperties
+    // Union branches report once per branch; report the value once, with the union's own description.
+    const pathKey = segments.join("/");
+    if (handledPaths.has(pathKey)) continue;
+    if ([...handledPaths].some((p) => p.startsWith(pathKey + "/"))) continue;
+    handledPaths.add(pathKey);
+    push(
+      at(segments),
+      `\`${dottedPath(segments)}\` is ${shown(valueAt(value, segments))}, which is not allowed: expected ${describeAllowed(schemaAt(schema, segments))}`,
+    );
+  }
+  return problems.sort((a, b) => a.line - b.line).map((p) => p.text);
+}

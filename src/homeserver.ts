@@ -1,0 +1,70 @@
+/**
+ * Assembles a homeserver from a config: storage, services, one HTTP app per
+ * listener address. Nothing here is global, so tests can run several.
+ */
+import type { Logger } from "pino";
+import { registerRoutes } from "./api/routes.js";
+import type { Config } from "./config/config.js";
+import { ConfigError } from "./config/errors.js";
+import { createHttpApp, type App } from "./http/server.js";
+import { systemClock, type Clock } from "./services/clock.js";
+import { createServices, type Services } from "./services/index.js";
+import { loadOrCreateSigningKey, type SigningKey } from "./services/signing_key.js";
+import type { Storage } from "./storage/interfaces.js";
+import { openSqliteStorage } from "./storage/sqlite/index.js";
+
+export interface Homeserver {
+  services: Services;
+  storage: Storage;
+  signingKey: SigningKey;
+  /** Starts every listener; resolves to the URLs it listens on. */
+  start(): Promise<string[]>;
+  /** Stops intake, lets in-flight requests finish, closes storage. */
+  stop(): Promise<void>;
+}
+
+export function openStorage(config: Config): Storage {
+  if (config.database.kind !== "sqlite") {
+    throw new ConfigError([
+      "`database.name`: PostgreSQL (psycopg2/postgres) is not supported yet; use `name: sqlite3` with `args.database`",
+    ]);
+  }
+  return openSqliteStorage(config.database.path);
+}
+
+export function createHomeserver(config: Config, logger: Logger, clock: Clock = systemClock): Homeserver {
+  const storage = openStorage(config);
+  const signingKey = loadOrCreateSigningKey(config.signingKeyPath);
+  const services = createServices(config, storage, clock);
+  const apps: App[] = [];
+  let stopping: Promise<void> | undefined;
+
+  return {
+    services,
+    storage,
+    signingKey,
+    async start() {
+      const urls: string[] = [];
+      for (const listener of config.listeners) {
+        for (const host of listener.bindAddresses) {
+          const app = createHttpApp({ logger, bodyLimit: config.maxRequestBodyBytes, trustProxy: listener.xForwarded });
+          registerRoutes(app, services, listener.resources);
+          apps.push(app);
+          await app.listen({ host, port: listener.port });
+          const addr = app.server.address();
+          const port = typeof addr === "object" && addr ? addr.port : listener.port;
+          const shown = host.includes(":") ? `[${host}]` : host;
+          urls.push(`http://${shown}:${port}`);
+        }
+      }
+      return urls;
+    },
+    stop() {
+      stopping ??= (async () => {
+        await Promise.all(apps.map((a) => a.close()));
+        await storage.close();
+      })();
+      return stopping;
+    },
+  };
+}

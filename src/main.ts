@@ -1,0 +1,123 @@
+#!/usr/bin/env node
+/** The `switchboard` command: serve, generate-config, check-config, register-user. */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseCommand, USAGE, UsageError, type Command } from "./cli/args.js";
+import { ConfigError } from "./config/errors.js";
+import { generateConfig } from "./config/generate.js";
+import { loadConfigFile, parseConfig } from "./config/load.js";
+import { MatrixError } from "./errors.js";
+import { createHomeserver, openStorage } from "./homeserver.js";
+import { createLogger } from "./http/logging.js";
+import { systemClock } from "./services/clock.js";
+import { createServices } from "./services/index.js";
+
+const EXIT_USAGE = 2;
+const DEFAULT_CONFIG = "switchboard.yaml";
+
+function version(): string {
+  const pkg = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "package.json");
+  return (JSON.parse(readFileSync(pkg, "utf8")) as { version: string }).version;
+}
+
+function writeNewConfig(file: string, text: string): void {
+  parseConfig(text, path.resolve(file)); // never write a file that would not load
+  mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  writeFileSync(file, text, { flag: "wx", mode: 0o600 });
+}
+
+async function serve(configFile: string | undefined): Promise<void> {
+  const file = configFile ?? DEFAULT_CONFIG;
+  if (configFile === undefined && !existsSync(file)) {
+    writeNewConfig(file, generateConfig({ serverName: "localhost", dataDir: "data", openRegistration: true }));
+    console.error(`No ${DEFAULT_CONFIG} here, so wrote a new one: ${path.resolve(file)}`);
+  }
+  const { config, warnings } = loadConfigFile(file);
+  const logger = createLogger(config.logLevel);
+  for (const w of warnings) logger.warn(w);
+  const server = createHomeserver(config, logger);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "stopping: finishing in-flight requests");
+    server.stop().then(
+      () => {
+        logger.info("stopped");
+        logger.flush(() => process.exit(0));
+      },
+      (err: unknown) => {
+        logger.error({ err }, "error while stopping");
+        logger.flush(() => process.exit(1));
+      },
+    );
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  const urls = await server.start();
+  logger.info({ server_name: config.serverName, listening: urls, config: config.configPath }, "Switchboard is running");
+}
+
+async function registerUser(cmd: Extract<Command, { name: "register-user" }>): Promise<void> {
+  const { config } = loadConfigFile(cmd.config);
+  const storage = openStorage(config);
+  try {
+    const services = createServices(config, storage, systemClock);
+    const result = await services.accounts.createUser(cmd.user, cmd.password, { admin: cmd.admin, login: false });
+    console.log(`Created ${cmd.admin ? "admin " : ""}user ${result.user_id}`);
+  } finally {
+    await storage.close();
+  }
+}
+
+async function run(argv: string[]): Promise<number> {
+  const cmd = parseCommand(argv);
+  switch (cmd.name) {
+    case "help":
+      console.log(USAGE);
+      return 0;
+    case "version":
+      console.log(version());
+      return 0;
+    case "generate-config":
+      if (existsSync(cmd.output)) throw new UsageError(`${cmd.output} already exists; not overwriting it`);
+      writeNewConfig(cmd.output, generateConfig(cmd));
+      console.log(`Wrote ${path.resolve(cmd.output)}`);
+      return 0;
+    case "check-config": {
+      const { warnings } = loadConfigFile(cmd.config);
+      for (const w of warnings) console.error(`warning: ${w}`);
+      console.log(`${cmd.config}: OK`);
+      return 0;
+    }
+    case "register-user":
+      await registerUser(cmd);
+      return 0;
+    case "serve":
+      await serve(cmd.config);
+      return -1; // keeps running until a signal
+  }
+}
+
+run(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof UsageError) {
+      console.error(`switchboard: ${err.message}\n\n${USAGE}`);
+      process.exit(EXIT_USAGE);
+    }
+    if (err instanceof ConfigError) {
+      console.error(`switchboard: configuration error:\n  ${err.problems.join("\n  ")}`);
+      process.exit(EXIT_USAGE);
+    }
+    if (err instanceof MatrixError) {
+      console.error(`switchboard: ${err.errcode}: ${err.message}`);
+      process.exit(1);
+    }
+    console.error(`switchboard: ${(err as Error).message ?? String(err)}`);
+    process.exit(1);
+  },
+);
