@@ -1,0 +1,22 @@
+/** Loads matrix-js-sdk in Node 20, which lacks Promise.withResolvers. */
+type WithResolvers = <T>() => { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void };
+const P = Promise as unknown as { withResolvers?: WithResolvers };
+if (typeof P.withResolvers !== "function") {
+  P.withResolvers = function <T>() {
+    let resolve!: (v: T) => void;
+    let reject!: (e: unknown) => void;
+    const promise = new Promise<T>((a, b) => {
+      resolve = a;
+      reject = b;
+    });
+    return { promise, resolve, reject };
+  };
+}
+
+export async function loadSdk() {
+  const sdk = await import("matrix-js-sdk");
+  const { logger } = await import("matrix-js-sdk/lib/logger.js");
+  // The SDK logs every request at debug level; keep test output readable.
+  (logger as unknown as { setLevel?: (level: string) => void }).setLevel?.("warn");
+  return sdk;
+}

@@ -1,0 +1,97 @@
+/**
+ * Starts a real Switchboard in-process, on a free loopback port, with its own
+ * temporary SQLite file. Tests talk to it over real HTTP.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import pino from "pino";
+import { configFromObject } from "../../src/config/load.js";
+import { createHomeserver, type Homeserver } from "../../src/homeserver.js";
+
+export interface TestServer {
+  baseUrl: string;
+  dir: string;
+  homeserver: Homeserver;
+  stop(): Promise<void>;
+}
+
+/** Generous limits so tests that are not about rate limiting never hit them. */
+const NO_LIMIT = { per_second: 1000, burst_count: 1000 };
+
+export async function startServer(overrides: Record<string, unknown> = {}, dir?: string): Promise<TestServer> {
+  const ownDir = dir ?? mkdtempSync(path.join(tmpdir(), "switchboard-test-"));
+  const { config } = configFromObject(
+    {
+      server_name: "localhost",
+      public_baseurl: "http://localhost/",
+      listeners: [{ port: 0, bind_addresses: ["127.0.0.1"] }],
+      database: { name: "sqlite3", args: { database: path.join(ownDir, "homeserver.db") } },
+      signing_key_path: path.join(ownDir, "signing.key"),
+      enable_registration: true,
+      enable_registration_without_verification: true,
+      rc_login: { address: NO_LIMIT, account: NO_LIMIT, failed_attempts: NO_LIMIT },
+      rc_registration: NO_LIMIT,
+      rc_message: NO_LIMIT,
+      rc_delayed_event_mgmt: NO_LIMIT,
+      log_level: "warn",
+      ...overrides,
+    },
+    path.join(ownDir, "switchboard.yaml"),
+  );
+  const homeserver = createHomeserver(config, pino({ level: process.env.SWITCHBOARD_TEST_LOG ?? "silent" }));
+  const [url] = await homeserver.start();
+  return {
+    baseUrl: url!,
+    dir: ownDir,
+    homeserver,
+    async stop() {
+      await homeserver.stop();
+      if (!dir) rmSync(ownDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface Reply {
+  status: number;
+  headers: Headers;
+  body: Record<string, unknown> & { errcode?: string; error?: string };
+}
+
+/** One HTTP request; a JSON body is sent as given when it is a string. */
+export async function request(
+  baseUrl: string,
+  method: string,
+  path: string,
+  opts: { token?: string; body?: unknown; headers?: Record<string, string> } = {},
+): Promise<Reply> {
+  const headers: Record<string, string> = { ...opts.headers };
+  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+  let body: string | undefined;
+  if (opts.body !== undefined) {
+    body = typeof opts.body === "string" ? opts.body : JSON.stringify(opts.body);
+    headers["content-type"] ??= "application/json";
+  }
+  const res = await fetch(baseUrl + path, { method, headers, body });
+  const text = await res.text();
+  let parsed: Record<string, unknown> = {};
+  try {
+    parsed = text ? (JSON.parse(text) as Record<string, unknown>) : {};
+  } catch {
+    parsed = { raw: text };
+  }
+  return { status: res.status, headers: res.headers, body: parsed };
+}
+
+/** Registers a user through the UIA dummy flow and returns its login. */
+export async function registerUser(
+  baseUrl: string,
+  username: string,
+  password = "correct horse battery staple",
+): Promise<{ user_id: string; access_token: string; device_id: string }> {
+  const res = await request(baseUrl, "POST", "/_matrix/client/v3/register", {
+    body: { username, password, auth: { type: "m.login.dummy" } },
+  });
+  if (res.status !== 200) throw new Error(`register ${username}: ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body as { user_id: string; access_token: string; device_id: string };
+}
