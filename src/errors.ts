@@ -28,6 +28,8 @@ export const Errors = {
   invalidParam: (msg: string) => new MatrixError(400, "M_INVALID_PARAM", msg),
   missingToken: () => new MatrixError(401, "M_MISSING_TOKEN", "Missing access token"),
   unknownToken: () => new MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown or expired access token", { soft_logout: false }),
+  /** For endpoints outside the Client-Server API, where `soft_logout` means nothing. */
+  unknownTokenPlain: () => new MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown or expired access token"),
   guestForbidden: () => new MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is not allowed here"),
   userInUse: () => new MatrixError(400, "M_USER_IN_USE", "User ID already taken."),
   invalidUsername: (msg: string) => new MatrixError(400, "M_INVALID_USERNAME", msg),

@@ -19,6 +19,8 @@ export interface Homeserver {
   signingKey: SigningKey;
   /** Starts every listener; resolves to the URLs it listens on. */
   start(): Promise<string[]>;
+  /** The URLs of the running listeners, in config order. */
+  urls(): string[];
   /** Stops intake, lets in-flight requests finish, closes storage. */
   stop(): Promise<void>;
 }
@@ -35,19 +37,27 @@ export function openStorage(config: Config): Storage {
 export function createHomeserver(config: Config, logger: Logger, clock: Clock = systemClock): Homeserver {
   const storage = openStorage(config);
   const signingKey = loadOrCreateSigningKey(config.signingKeyPath);
-  const services = createServices(config, storage, clock);
+  const services = createServices(config, storage, clock, () => signingKey);
   const apps: App[] = [];
+  const urls: string[] = [];
   let stopping: Promise<void> | undefined;
+  let closing = false;
 
   return {
     services,
     storage,
     signingKey,
+    urls: () => [...urls],
     async start() {
-      const urls: string[] = [];
       for (const listener of config.listeners) {
         for (const host of listener.bindAddresses) {
           const app = createHttpApp({ logger, bodyLimit: config.maxRequestBodyBytes, trustProxy: listener.xForwarded });
+          // A request still in flight when stopping begins ends its connection with its response:
+          // an idle keep-alive connection would otherwise hold the close up until the client drops it.
+          app.addHook("onSend", async (_request, reply, payload) => {
+            if (closing) reply.header("connection", "close");
+            return payload;
+          });
           registerRoutes(app, services, listener.resources);
           apps.push(app);
           await app.listen({ host, port: listener.port });
@@ -57,9 +67,10 @@ export function createHomeserver(config: Config, logger: Logger, clock: Clock = 
           urls.push(`http://${shown}:${port}`);
         }
       }
-      return urls;
+      return [...urls];
     },
     stop() {
+      closing = true;
       stopping ??= (async () => {
         await Promise.all(apps.map((a) => a.close()));
         await storage.close();

@@ -12,6 +12,7 @@ import { createHomeserver, openStorage } from "./homeserver.js";
 import { createLogger } from "./http/logging.js";
 import { systemClock } from "./services/clock.js";
 import { createServices } from "./services/index.js";
+import { loadOrCreateSigningKey } from "./services/signing_key.js";
 
 const EXIT_USAGE = 2;
 const DEFAULT_CONFIG = "switchboard.yaml";
@@ -25,6 +26,17 @@ function writeNewConfig(file: string, text: string): void {
   parseConfig(text, path.resolve(file)); // never write a file that would not load
   mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   writeFileSync(file, text, { flag: "wx", mode: 0o600 });
+}
+
+/**
+ * Exits once the log is written. pino's async destination may still be writing a line, and
+ * `flush(cb)` does not wait for it, so an immediate process.exit() could lose or reorder the
+ * last lines. With intake stopped and storage closed the process ends by itself; the unref'd
+ * timer only bounds a stray handle.
+ */
+function exitAfterLogs(code: number): void {
+  process.exitCode = code;
+  setTimeout(() => process.exit(code), 3000).unref();
 }
 
 async function serve(configFile: string | undefined): Promise<void> {
@@ -45,11 +57,11 @@ async function serve(configFile: string | undefined): Promise<void> {
     server.stop().then(
       () => {
         logger.info("stopped");
-        logger.flush(() => process.exit(0));
+        exitAfterLogs(0);
       },
       (err: unknown) => {
         logger.error({ err }, "error while stopping");
-        logger.flush(() => process.exit(1));
+        exitAfterLogs(1);
       },
     );
   };
@@ -63,7 +75,8 @@ async function registerUser(cmd: Extract<Command, { name: "register-user" }>): P
   const { config } = loadConfigFile(cmd.config);
   const storage = openStorage(config);
   try {
-    const services = createServices(config, storage, systemClock);
+    // Creating a user signs nothing; the key is made when the server first starts.
+    const services = createServices(config, storage, systemClock, () => loadOrCreateSigningKey(config.signingKeyPath));
     const result = await services.accounts.createUser(cmd.user, cmd.password, { admin: cmd.admin, login: false });
     console.log(`Created ${cmd.admin ? "admin " : ""}user ${result.user_id}`);
   } finally {

@@ -8,10 +8,17 @@ import { registerAccountRoutes } from "./client/account.js";
 import { registerCapabilitiesRoutes } from "./client/capabilities.js";
 import { registerDeviceRoutes } from "./client/devices.js";
 import { registerLoginRoutes } from "./client/login.js";
+import { registerOpenIdRoutes } from "./client/openid.js";
 import { registerProfileRoutes } from "./client/profile.js";
 import { registerRegistrationRoutes } from "./client/register.js";
+import { registerRoomReadRoutes } from "./client/room_reads.js";
+import { registerRoomRoutes } from "./client/rooms.js";
+import { registerRtcRoutes } from "./client/rtc.js";
+import { registerSendRoutes } from "./client/send.js";
 import { registerVersionsRoutes } from "./client/versions.js";
+import { registerVoipRoutes } from "./client/voip.js";
 import { registerWellKnownRoutes } from "./client/wellknown.js";
+import { registerOpenIdUserInfoRoutes } from "./federation/openid.js";
 
 export function registerRoutes(app: App, services: Services, resources: Set<ListenerResource>): void {
   // Every listener answers health checks, as Synapse's do.
@@ -27,5 +34,16 @@ export function registerRoutes(app: App, services: Services, resources: Set<List
     registerProfileRoutes(app, services);
     registerSharedSecretRoutes(app, services);
     registerRegistrationTokenRoutes(app, services);
+    registerRoomRoutes(app, services);
+    registerSendRoutes(app, services);
+    registerRoomReadRoutes(app, services);
+    registerRtcRoutes(app, services);
+    registerOpenIdRoutes(app, services);
+    registerVoipRoutes(app, services);
+  }
+  // The LiveKit JWT service checks OpenID tokens here, so it must answer even
+  // where the rest of federation is off: any listener with `openid` or `federation`.
+  if (resources.has("openid") || resources.has("federation")) {
+    registerOpenIdUserInfoRoutes(app, services);
   }
 }

@@ -49,6 +49,7 @@ export interface Config {
     loginFailedAttempts: RateLimitConfig;
     registration: RateLimitConfig;
     delayedEventMgmt: RateLimitConfig;
+    rtcTransports: RateLimitConfig;
   };
   delayedEvents: { enabled: boolean; maxDelayMs: number; maxPerUser: number };
   features: { msc4143: boolean; msc4354: boolean };

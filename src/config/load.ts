@@ -35,7 +35,7 @@ export function parseConfig(text: string, configPath?: string): LoadResult {
   const where = configPath ?? "config";
   if (doc.errors.length) {
     throw new ConfigError(
-      doc.errors.map((e) => `${where}: line ${e.linePos?.[0]?.line ?? "?"}: YAML syntax error: ${e.message.split("\n")[0]}`),
+      doc.errors.map((e) => `${where}: line ${e.linePos?.[0]?.line ?? counter.linePos(e.pos[0]).line}: YAML syntax error: ${e.message.split("\n")[0]}`),
     );
   }
   const raw: unknown = doc.toJS() ?? {};
@@ -72,6 +72,9 @@ function resolve(raw: RawConfig, configPath: string | undefined, warnings: strin
   if (raw.database.name === "sqlite3") {
     database = { kind: "sqlite", path: fromBase(raw.database.args.database ?? "data/homeserver.db") };
   } else {
+    problems.push(
+      "`database.name`: PostgreSQL (psycopg2/postgres) is not supported yet; use `name: sqlite3` with `args.database`",
+    );
     const a = raw.database.args;
     database = {
       kind: "postgres",
@@ -130,6 +133,7 @@ function resolve(raw: RawConfig, configPath: string | undefined, warnings: strin
       loginFailedAttempts: rate(raw.rc_login.failed_attempts),
       registration: rate(raw.rc_registration),
       delayedEventMgmt: rate(raw.rc_delayed_event_mgmt),
+      rtcTransports: rate(raw.rc_rtc_transports),
     },
     delayedEvents: {
       enabled: raw.experimental_features.msc4140_enabled,

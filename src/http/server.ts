@@ -9,7 +9,7 @@ import FindMyWay, { type HTTPMethod } from "find-my-way";
 import type { Logger } from "pino";
 import { Errors, MatrixError } from "../errors.js";
 import { applyCors } from "./cors.js";
-import { redactUrl } from "./logging.js";
+import { redactUrl, requestLineLogger } from "./logging.js";
 import { validationError, validatorCompiler } from "./validation.js";
 
 export type App = FastifyInstance<
@@ -74,14 +74,23 @@ export function createHttpApp(opts: HttpOptions): App {
     for (const m of methods) if (m !== "OPTIONS" && m !== "HEAD") shadow.on(m as HTTPMethod, route.url, () => {});
   });
 
-  app.addHook("onRequest", async (request, reply) => {
+  // The two hooks every request runs are callback-style rather than async: an async hook costs
+  // Fastify a promise and a microtask hop per request, which the benchmark shows.
+  app.addHook("onRequest", (request, reply, done) => {
     applyCors(reply);
-    if (request.method === "OPTIONS") return reply.code(200).send({});
+    if (request.method === "OPTIONS") {
+      reply.code(200).send({});
+      return;
+    }
+    done();
   });
 
-  app.addHook("onResponse", async (request, reply) => {
-    request.log.info(
+  const requestLine = requestLineLogger(opts.logger);
+  app.addHook("onResponse", (request, reply, done) => {
+    // `reqId` first, as the binding of `request.log` would put it: the line is unchanged.
+    requestLine.info(
       {
+        reqId: request.id,
         method: request.method,
         path: redactUrl(request.url),
         status: reply.statusCode,
@@ -91,6 +100,7 @@ export function createHttpApp(opts: HttpOptions): App {
       },
       "request",
     );
+    done();
   });
 
   app.setNotFoundHandler(async (request, reply) => {

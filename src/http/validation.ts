@@ -32,8 +32,9 @@ export function validationError(
 ): MatrixError {
   const first = errors[0]!;
   if (context === "body") {
-    if (body === undefined || body === null) return Errors.notJson("Content not JSON.");
-    if (typeof body !== "object" || Array.isArray(body)) return Errors.badJson("Content must be a JSON object.");
+    // An empty body is no JSON at all; `null` is JSON, just not an object.
+    if (body === undefined) return Errors.notJson("Content not JSON.");
+    if (body === null || typeof body !== "object" || Array.isArray(body)) return Errors.badJson("Content must be a JSON object.");
     if (first.keyword === "required") return Errors.missingParam(`Missing parameter: ${field(first)}`);
     return Errors.badJson(`Invalid value for '${field(first)}': ${first.message ?? "invalid"}`);
   }

@@ -19,6 +19,8 @@ export interface SharedSecretRegistration {
   password: string;
   admin: boolean;
   displayname?: string;
+  /** Synapse's user type ("bot", "support"); only checked as part of the MAC, not stored. */
+  userType?: string;
   mac: string;
 }
 
@@ -71,9 +73,12 @@ export class AdminService {
     }
     // Single use, whatever the outcome, so a nonce cannot be used to probe the secret.
     this.#nonces.delete(req.nonce);
-    const expected = createHmac("sha1", secret.reveal())
-      .update(`${req.nonce}\x00${req.username}\x00${req.password}\x00${req.admin ? "admin" : "notadmin"}`)
-      .digest();
+    const hmac = createHmac("sha1", secret.reveal()).update(
+      `${req.nonce}\x00${req.username}\x00${req.password}\x00${req.admin ? "admin" : "notadmin"}`,
+    );
+    // As in Synapse, a user type, when given, is signed too.
+    if (req.userType) hmac.update(`\x00${req.userType}`);
+    const expected = hmac.digest();
     const given = Buffer.from(req.mac, "hex");
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
       throw Errors.forbidden("HMAC incorrect");

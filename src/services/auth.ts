@@ -2,7 +2,7 @@
  * Access tokens: random, shown to the client once, stored only as a SHA-256
  * hash. Lookups are cached in memory; logout drops the cached entry.
  */
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { hash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { DeviceStore } from "../storage/interfaces.js";
 
 export interface Requester {
@@ -15,7 +15,7 @@ export interface Requester {
 const CACHE_LIMIT = 50_000;
 
 export function hashToken(token: string): string {
-  return createHash("sha256").update(token).digest("hex");
+  return hash("sha256", token, "hex");
 }
 
 export function newAccessToken(): { token: string; hash: string } {
@@ -23,26 +23,32 @@ export function newAccessToken(): { token: string; hash: string } {
   return { token, hash: hashToken(token) };
 }
 
+interface Cached {
+  owner: Requester;
+  /** `owner.tokenHash` as bytes, decoded once rather than per request. */
+  digest: Buffer;
+}
+
 export class AuthService {
-  readonly #cache = new Map<string, Requester>();
+  readonly #cache = new Map<string, Cached>();
 
   constructor(private readonly devices: DeviceStore) {}
 
   /** Resolves a token to its owner, or undefined when it is unknown or revoked. */
   async authenticate(token: string): Promise<Requester | undefined> {
-    const hash = hashToken(token);
-    let owner = this.#cache.get(hash);
-    if (!owner) {
-      owner = await this.devices.findToken(hash);
+    const digest = hash("sha256", token, "buffer");
+    const hex = digest.toString("hex");
+    let cached = this.#cache.get(hex);
+    if (!cached) {
+      const owner = await this.devices.findToken(hex);
       if (!owner) return undefined;
       if (this.#cache.size >= CACHE_LIMIT) this.#cache.delete(this.#cache.keys().next().value!);
-      this.#cache.set(hash, owner);
+      cached = { owner, digest: Buffer.from(owner.tokenHash, "hex") };
+      this.#cache.set(hex, cached);
     }
     // The map lookup is by hash; this keeps the final comparison constant-time too.
-    const a = Buffer.from(owner.tokenHash, "hex");
-    const b = Buffer.from(hash, "hex");
-    if (a.length !== b.length || !timingSafeEqual(a, b)) return undefined;
-    return owner;
+    if (cached.digest.length !== digest.length || !timingSafeEqual(cached.digest, digest)) return undefined;
+    return cached.owner;
   }
 
   /** Called with the hashes a logout or device deletion removed from storage. */

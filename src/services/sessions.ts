@@ -126,8 +126,10 @@ export class SessionService {
     this.auth.forget(await this.storage.devices.deleteAllDevices(requester.userId));
   }
 
+  /** Revokes every other token of the user: other devices, and other tokens of this device. */
   async logoutOtherDevices(requester: Requester): Promise<void> {
-    this.auth.forget(await this.storage.devices.deleteAllDevices(requester.userId, requester.deviceId));
+    const keep = { deviceId: requester.deviceId, tokenHash: requester.tokenHash };
+    this.auth.forget(await this.storage.devices.deleteAllDevices(requester.userId, keep));
   }
 
   async listDevices(requester: Requester): Promise<DeviceView[]> {

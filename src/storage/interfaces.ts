@@ -3,6 +3,8 @@
  * implements them now; PostgreSQL will later, which is why every method is
  * async even though better-sqlite3 is not.
  */
+import type { RoomStore } from "./rooms.js";
+import type { AccountDataStore, FilterStore, ReceiptStore } from "./user_data.js";
 
 export interface UserRecord {
   userId: string;
@@ -68,8 +70,11 @@ export interface DeviceStore {
   setDeviceDisplayName(userId: string, deviceId: string, name: string | null): Promise<boolean>;
   /** Deletes the devices and their tokens; returns the deleted token hashes. */
   deleteDevices(userId: string, deviceIds: string[]): Promise<string[]>;
-  /** Deletes every device of the user except `keepDeviceId`; returns the deleted token hashes. */
-  deleteAllDevices(userId: string, keepDeviceId?: string): Promise<string[]>;
+  /**
+   * Deletes every device of the user and its tokens, except `keep`: that device
+   * survives with only that token. Returns the deleted token hashes.
+   */
+  deleteAllDevices(userId: string, keep?: { deviceId: string; tokenHash: string }): Promise<string[]>;
 }
 
 export interface RegistrationToken {
@@ -89,9 +94,22 @@ export interface RegistrationTokenStore {
   consume(token: string, now: number): Promise<boolean>;
 }
 
+/** OpenID tokens that let a third party (the LiveKit JWT service) learn who a user is. */
+export interface OpenIdTokenStore {
+  /** Stores a token hash; also drops tokens that expired before `now`. */
+  create(tokenHash: string, userId: string, expiresTs: number, now: number): Promise<void>;
+  /** The owner of an unexpired token, or undefined. */
+  findUser(tokenHash: string, now: number): Promise<string | undefined>;
+}
+
 export interface Storage {
   accounts: AccountStore;
+  rooms: RoomStore;
+  accountData: AccountDataStore;
+  filters: FilterStore;
+  receipts: ReceiptStore;
   devices: DeviceStore;
   registrationTokens: RegistrationTokenStore;
+  openIdTokens: OpenIdTokenStore;
   close(): Promise<void>;
 }

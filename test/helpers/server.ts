@@ -8,6 +8,7 @@ import path from "node:path";
 import pino from "pino";
 import { configFromObject } from "../../src/config/load.js";
 import { createHomeserver, type Homeserver } from "../../src/homeserver.js";
+import type { Clock } from "../../src/services/clock.js";
 
 export interface TestServer {
   baseUrl: string;
@@ -19,7 +20,14 @@ export interface TestServer {
 /** Generous limits so tests that are not about rate limiting never hit them. */
 const NO_LIMIT = { per_second: 1000, burst_count: 1000 };
 
-export async function startServer(overrides: Record<string, unknown> = {}, dir?: string): Promise<TestServer> {
+export interface StartOptions {
+  /** Reuse a folder (and so its database) across restarts; the caller removes it. */
+  dir?: string;
+  clock?: Clock;
+}
+
+export async function startServer(overrides: Record<string, unknown> = {}, opts: StartOptions = {}): Promise<TestServer> {
+  const dir = opts.dir;
   const ownDir = dir ?? mkdtempSync(path.join(tmpdir(), "switchboard-test-"));
   const { config } = configFromObject(
     {
@@ -39,7 +47,7 @@ export async function startServer(overrides: Record<string, unknown> = {}, dir?:
     },
     path.join(ownDir, "switchboard.yaml"),
   );
-  const homeserver = createHomeserver(config, pino({ level: process.env.SWITCHBOARD_TEST_LOG ?? "silent" }));
+  const homeserver = createHomeserver(config, pino({ level: process.env.SWITCHBOARD_TEST_LOG ?? "silent" }), opts.clock);
   const [url] = await homeserver.start();
   return {
     baseUrl: url!,
@@ -74,7 +82,7 @@ export async function request(
   }
   const res = await fetch(baseUrl + path, { method, headers, body });
   const text = await res.text();
-  let parsed: Record<string, unknown> = {};
+  let parsed: Record<string, unknown>;
   try {
     parsed = text ? (JSON.parse(text) as Record<string, unknown>) : {};
   } catch {

@@ -29,6 +29,7 @@ export function registerSharedSecretRoutes(app: App, services: Services): void {
         mac: b.mac,
         admin: b.admin ?? false,
         displayname: b.displayname,
+        userType: b.user_type ?? undefined,
       });
     },
   );

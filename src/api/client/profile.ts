@@ -10,7 +10,8 @@ const FIELDS = ["displayname", "avatar_url"] as const;
 
 export function registerProfileRoutes(app: App, services: Services): void {
   const { accounts } = services;
-  const readAuth = authHook(services.auth, "required", { allowGuest: true });
+  // The spec serves profiles without authentication; a token, when sent, must still be valid.
+  const readAuth = authHook(services.auth, "optional", { allowGuest: true });
   const Params = Type.Object({ userId: Type.String() });
   for (const url of clientPaths("/profile/:userId")) {
     app.get(url, { onRequest: readAuth, schema: { params: Params } }, async (request) => accounts.getProfile(request.params.userId));

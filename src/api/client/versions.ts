@@ -1,4 +1,5 @@
 /** `GET /_matrix/client/versions`: what this server speaks, and nothing it does not. */
+import type { FastifyReply } from "fastify";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 import { authHook } from "../auth.js";
@@ -21,8 +22,12 @@ export function versionsBody(services: Services) {
 
 export function registerVersionsRoutes(app: App, services: Services): void {
   const body = JSON.stringify(versionsBody(services));
-  app.get("/_matrix/client/versions", { onRequest: authHook(services.auth, "optional", { allowGuest: true }) }, async (request, reply) => {
+  const varyOnAuth = async (_request: unknown, reply: FastifyReply) => {
+    // Set before authentication so that a 401 for a bad token varies too.
     reply.header("vary", "Authorization");
+  };
+  const onRequest = [varyOnAuth, authHook(services.auth, "optional", { allowGuest: true })];
+  app.get("/_matrix/client/versions", { onRequest }, async (request, reply) => {
     reply.header("cache-control", request.requester ? "private, no-cache" : "public, max-age=600");
     reply.type("application/json");
     return body;

@@ -2,12 +2,16 @@
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 
+export const RTC_FOCI_KEY = "org.matrix.msc4143.rtc_foci";
+
 export function wellKnownClientBody(services: Services): Record<string, unknown> {
   const { config } = services;
-  return {
-    ...config.extraWellKnownClientContent,
-    "m.homeserver": { base_url: config.publicBaseUrl },
-  };
+  const body: Record<string, unknown> = { ...config.extraWellKnownClientContent };
+  // An empty list leaves a hand-written `rtc_foci` in the extra content alone.
+  const transports = services.rtc.transports();
+  if (config.matrixRtc.advertiseInWellKnown && transports.length > 0) body[RTC_FOCI_KEY] = transports;
+  body["m.homeserver"] = { base_url: config.publicBaseUrl };
+  return body;
 }
 
 export function wellKnownServerBody(services: Services): { "m.server": string } {
@@ -17,9 +21,11 @@ export function wellKnownServerBody(services: Services): { "m.server": string } 
 }
 
 export function registerWellKnownRoutes(app: App, services: Services): void {
+  const clientBody = JSON.stringify(wellKnownClientBody(services));
   app.get("/.well-known/matrix/client", async (_request, reply) => {
     reply.header("cache-control", "public, max-age=3600");
-    return wellKnownClientBody(services);
+    reply.type("application/json");
+    return clientBody;
   });
   if (services.config.serveServerWellKnown) {
     app.get("/.well-known/matrix/server", async (_request, reply) => {

@@ -10,7 +10,7 @@ export const databaseFields = {
       }),
       args: Type.Object(
         {
-          database: Type.Optional(Type.String({ minLength: 1, description: "SQLite: path of the database file, relative to the config file." })),
+          database: Type.Optional(Type.String({ minLength: 1, description: "SQLite: path of the database file, relative to the config file.", docDefault: "`data/homeserver.db`" })),
           user: Type.Optional(Type.String({ description: "PostgreSQL user." })),
           password: Type.Optional(secretString({ description: "PostgreSQL password." })),
           host: Type.Optional(Type.String({ description: "PostgreSQL host or socket directory." })),

@@ -4,7 +4,15 @@ export const matrixRtcFields = {
   matrix_rtc: Type.Object(
     {
       transports: Type.Array(
-        Type.Object({ type: Type.String({ minLength: 1 }) }, { additionalProperties: true }),
+        Type.Object(
+          {
+            type: Type.String({
+              minLength: 1,
+              description: "Transport type: `livekit` (or `msc4195.livekit`); other types are served as written, with a warning.",
+            }),
+          },
+          { additionalProperties: true },
+        ),
         {
           default: [],
           description:

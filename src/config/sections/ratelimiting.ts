@@ -26,4 +26,8 @@ export const ratelimitFields = {
     description:
       "Delayed-event management calls (restart, cancel, send), per user or per IP when unauthenticated. Clients restart every ~5 s.",
   }),
+  rc_rtc_transports: ratelimit({
+    default: { per_second: 1, burst_count: 10 },
+    description: "RTC transport discovery (`rtc/transports`) per user. Clients call it once per call or cache it for a day.",
+  }),
 };

@@ -17,12 +17,14 @@ const toDevice = (r: DeviceRow): DeviceRecord => ({
   lastSeenIp: r.last_seen_ip,
 });
 
-/** Shared with account creation, which makes the first session in the same transaction. */
+/**
+ * Shared with account creation, which makes the first session in the same transaction.
+ * A known device keeps its name: the spec ignores `initial_device_display_name` then.
+ */
 export function insertSession(db: Database.Database, userId: string, s: NewSession, now: number): void {
   db.prepare(
     `INSERT INTO devices (user_id, device_id, display_name, last_seen_ts, last_seen_ip) VALUES (?, ?, ?, ?, ?)
-     ON CONFLICT (user_id, device_id) DO UPDATE SET last_seen_ts = excluded.last_seen_ts, last_seen_ip = excluded.last_seen_ip,
-       display_name = COALESCE(excluded.display_name, devices.display_name)`,
+     ON CONFLICT (user_id, device_id) DO UPDATE SET last_seen_ts = excluded.last_seen_ts, last_seen_ip = excluded.last_seen_ip`,
   ).run(userId, s.deviceId, s.displayName, now, s.ip);
   db.prepare("INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts) VALUES (?, ?, ?, ?)").run(
     s.tokenHash,
@@ -35,7 +37,7 @@ export function insertSession(db: Database.Database, userId: string, s: NewSessi
 export class SqliteDeviceStore implements DeviceStore {
   readonly #createSession: (userId: string, s: NewSession, now: number) => void;
   readonly #deleteDevices: (userId: string, ids: string[]) => string[];
-  readonly #deleteAll: (userId: string, keep: string | null) => string[];
+  readonly #deleteAll: (userId: string, keep: { deviceId: string; tokenHash: string } | null) => string[];
   readonly #findToken: Database.Statement<[string], { user_id: string; device_id: string; is_guest: number; token_hash: string }>;
   readonly #getDevice: Database.Statement<[string, string], DeviceRow>;
   readonly #listDevices: Database.Statement<[string], DeviceRow>;
@@ -63,12 +65,17 @@ export class SqliteDeviceStore implements DeviceStore {
     };
     this.#deleteDevices = db.transaction((userId: string, ids: string[]) => ids.flatMap((id) => deleteOne(userId, id)));
     const deviceIds = db.prepare<[string], { device_id: string }>("SELECT device_id FROM devices WHERE user_id = ?");
-    this.#deleteAll = db.transaction((userId: string, keep: string | null) =>
-      deviceIds
-        .all(userId)
-        .filter((r) => r.device_id !== keep)
-        .flatMap((r) => deleteOne(userId, r.device_id)),
+    const otherTokens = db.prepare<[string, string, string], { token_hash: string }>(
+      "DELETE FROM access_tokens WHERE user_id = ? AND device_id = ? AND token_hash != ? RETURNING token_hash",
     );
+    this.#deleteAll = db.transaction((userId: string, keep: { deviceId: string; tokenHash: string } | null) => {
+      const hashes = deviceIds
+        .all(userId)
+        .filter((r) => r.device_id !== keep?.deviceId)
+        .flatMap((r) => deleteOne(userId, r.device_id));
+      if (keep) hashes.push(...otherTokens.all(userId, keep.deviceId, keep.tokenHash).map((r) => r.token_hash));
+      return hashes;
+    });
   }
 
   async createSession(userId: string, session: NewSession, now: number): Promise<void> {
@@ -98,7 +105,7 @@ export class SqliteDeviceStore implements DeviceStore {
     return this.#deleteDevices(userId, deviceIds);
   }
 
-  async deleteAllDevices(userId: string, keepDeviceId?: string): Promise<string[]> {
-    return this.#deleteAll(userId, keepDeviceId ?? null);
+  async deleteAllDevices(userId: string, keep?: { deviceId: string; tokenHash: string }): Promise<string[]> {
+    return this.#deleteAll(userId, keep ?? null);
   }
 }

@@ -2,7 +2,10 @@ import type { Storage } from "../interfaces.js";
 import { SqliteAccountStore } from "./accounts.js";
 import { openDatabase } from "./database.js";
 import { SqliteDeviceStore } from "./devices.js";
+import { SqliteOpenIdTokenStore } from "./openid_tokens.js";
 import { SqliteRegistrationTokenStore } from "./registration_tokens.js";
+import { SqliteRoomStore } from "./rooms.js";
+import { SqliteAccountDataStore, SqliteFilterStore, SqliteReceiptStore } from "./user_data.js";
 
 export function openSqliteStorage(file: string): Storage {
   const db = openDatabase(file);
@@ -10,6 +13,11 @@ export function openSqliteStorage(file: string): Storage {
     accounts: new SqliteAccountStore(db),
     devices: new SqliteDeviceStore(db),
     registrationTokens: new SqliteRegistrationTokenStore(db),
+    openIdTokens: new SqliteOpenIdTokenStore(db),
+    rooms: new SqliteRoomStore(db),
+    accountData: new SqliteAccountDataStore(db),
+    filters: new SqliteFilterStore(db),
+    receipts: new SqliteReceiptStore(db),
     async close() {
       if (db.open) db.close();
     },

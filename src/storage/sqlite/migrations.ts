@@ -40,4 +40,106 @@ export const MIGRATIONS: string[] = [
     expiry_time INTEGER
   );
   `,
+  `
+  CREATE TABLE openid_tokens (
+    token_hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    expires_ts INTEGER NOT NULL
+  );
+  CREATE INDEX openid_tokens_expiry ON openid_tokens(expires_ts);
+  `,
+  `
+  CREATE TABLE rooms (
+    room_id TEXT PRIMARY KEY,
+    room_version TEXT NOT NULL,
+    creator TEXT NOT NULL,
+    created_ts INTEGER NOT NULL,
+    is_public INTEGER NOT NULL DEFAULT 0
+  );
+  CREATE TABLE events (
+    stream_ordering INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    room_id TEXT NOT NULL REFERENCES rooms(room_id),
+    type TEXT NOT NULL,
+    state_key TEXT,
+    sender TEXT NOT NULL,
+    origin_server_ts INTEGER NOT NULL,
+    depth INTEGER NOT NULL,
+    json TEXT NOT NULL,
+    redacted_by TEXT,
+    txn_device_id TEXT,
+    txn_id TEXT
+  );
+  CREATE INDEX events_room ON events(room_id, stream_ordering);
+  CREATE INDEX events_state ON events(room_id, type, state_key, stream_ordering) WHERE state_key IS NOT NULL;
+  CREATE TABLE event_txns (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    txn_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id, txn_id)
+  );
+  CREATE TABLE current_state (
+    room_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    state_key TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    stream_ordering INTEGER NOT NULL,
+    PRIMARY KEY (room_id, type, state_key)
+  );
+  CREATE TABLE memberships (
+    room_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    membership TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    stream_ordering INTEGER NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+  );
+  CREATE INDEX memberships_user ON memberships(user_id);
+  CREATE TABLE membership_history (
+    stream_ordering INTEGER PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    membership TEXT NOT NULL,
+    event_id TEXT NOT NULL
+  );
+  CREATE INDEX membership_history_user ON membership_history(user_id, stream_ordering);
+  CREATE TABLE forgotten_rooms (
+    user_id TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, room_id)
+  );
+  CREATE TABLE room_aliases (
+    alias TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    creator TEXT NOT NULL
+  );
+  CREATE INDEX room_aliases_room ON room_aliases(room_id);
+  CREATE TABLE account_data (
+    user_id TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    content TEXT NOT NULL,
+    stream_id INTEGER NOT NULL,
+    PRIMARY KEY (user_id, room_id, type)
+  );
+  CREATE INDEX account_data_stream ON account_data(user_id, stream_id);
+  CREATE TABLE filters (
+    user_id TEXT NOT NULL,
+    filter_id INTEGER NOT NULL,
+    json TEXT NOT NULL,
+    PRIMARY KEY (user_id, filter_id)
+  );
+  CREATE TABLE receipts (
+    room_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    receipt_type TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    stream_id INTEGER NOT NULL,
+    PRIMARY KEY (room_id, receipt_type, user_id, thread_id)
+  );
+  CREATE INDEX receipts_stream ON receipts(room_id, stream_id);
+  `,
 ];

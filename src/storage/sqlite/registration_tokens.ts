@@ -22,7 +22,7 @@ export class SqliteRegistrationTokenStore implements RegistrationTokenStore {
   constructor(private readonly db: Database.Database) {
     this.#consume = db.prepare(
       `UPDATE registration_tokens SET completed = completed + 1
-       WHERE token = ? AND (expiry_time IS NULL OR expiry_time > ?2)
+       WHERE token = ? AND (expiry_time IS NULL OR expiry_time > ?)
          AND (uses_allowed IS NULL OR completed + pending < uses_allowed)`,
     );
   }

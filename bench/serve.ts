@@ -1,0 +1,57 @@
+/**
+ * Benchmark child: one Switchboard on a free loopback port with its own
+ * temporary SQLite file, logging as in production (pino JSON, level "info",
+ * one line per request, asynchronous destination) but into /dev/null.
+ * Tells the parent its URL over IPC; closes and exits when told to stop.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import pino from "pino";
+import { configFromObject } from "../src/config/load.js";
+import { createHomeserver } from "../src/homeserver.js";
+import { createLogger } from "../src/http/logging.js";
+import { handleCommonMessages, type ReadyMessage } from "./protocol.js";
+
+/** Only for investigation (e.g. "silent"); the reported figures use "info". */
+const LOG_LEVEL = process.env.BENCH_LOG_LEVEL ?? "info";
+
+const dir = mkdtempSync(path.join(tmpdir(), "switchboard-bench-"));
+const { config } = configFromObject(
+  {
+    server_name: "localhost",
+    public_baseurl: "http://localhost/",
+    listeners: [{ port: 0, bind_addresses: ["127.0.0.1"] }],
+    database: { name: "sqlite3", args: { database: path.join(dir, "homeserver.db") } },
+    signing_key_path: path.join(dir, "signing.key"),
+    // The driver registers its user over HTTP.
+    enable_registration: true,
+    enable_registration_without_verification: true,
+    // One user makes every request; a per-user limit would turn the benchmark into a 429 count.
+    rc_rtc_transports: { per_second: 1_000_000, burst_count: 1_000_000 },
+    log_level: "info",
+  },
+  path.join(dir, "switchboard.yaml"),
+);
+// The same asynchronous SonicBoom production writes stdout through; createLogger types its
+// parameter as a Node stream, which SonicBoom is at run time but not in its declarations.
+const devNull = pino.destination({ dest: "/dev/null", sync: false }) as unknown as NodeJS.WritableStream;
+const logger = createLogger(LOG_LEVEL, devNull);
+const homeserver = createHomeserver(config, logger);
+
+let stopping = false;
+async function stop(): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  try {
+    await homeserver.stop();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    logger.flush(() => process.exit(0));
+  }
+}
+
+handleCommonMessages(() => void stop());
+
+const [url] = await homeserver.start();
+process.send!({ type: "ready", url: url! } satisfies ReadyMessage);

@@ -1,0 +1,99 @@
+/**
+ * Building a new, hashed and signed PDU for a room version.
+ */
+import type { KeyObject } from "node:crypto";
+import { CANONICAL_JSON_MAX_INT } from "./canonical_json.js";
+import { eventIdFor } from "./hashes.js";
+import { checkEventLimits } from "./limits.js";
+import type { RoomVersion } from "./room_versions.js";
+import { hashAndSignEvent } from "./signing.js";
+import { EventTypes, isRecord, type Pdu } from "./types.js";
+
+export interface BuildEventInput {
+  version: RoomVersion;
+  roomId: string;
+  sender: string;
+  type: string;
+  /** Set for a state event (`""` is a valid state key); leave out for a message event. */
+  stateKey?: string;
+  content: Record<string, unknown>;
+  prevEvents: string[];
+  authEvents: string[];
+  depth: number;
+  originServerTs: number;
+  /**
+   * For `m.room.redaction`: the event being redacted. Placed at the top level in room
+   * version 10 and in `content.redacts` in version 11.
+   */
+  redacts?: string;
+}
+
+export interface EventSigner {
+  serverName: string;
+  keyId: string;
+  privateKey: KeyObject;
+}
+
+/** The input cannot make a valid event (a programming error in the caller, not an auth failure). */
+export class BuildEventError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "BuildEventError";
+  }
+}
+
+/**
+ * Builds the PDU, fills `hashes.sha256`, signs it with `signer` and computes its event ID.
+ *
+ * - In room version 10, an `m.room.create` without `content.creator` gets `creator: sender`
+ *   (the auth rules require it); version 11 leaves create content alone.
+ * - `content` is deep-copied, so the caller may reuse its object.
+ *
+ * Throws `CanonicalJsonError` for content that is not canonical JSON (floats, ...),
+ * `EventLimitError` for an event over the size limits, and {@link BuildEventError} for
+ * malformed input. It does not check the authorisation rules: call `checkEventAuth`.
+ */
+export function buildEvent(input: BuildEventInput, signer: EventSigner): { eventId: string; pdu: Pdu } {
+  const { version } = input;
+  if (!isRecord(input.content)) throw new BuildEventError("content must be a JSON object");
+  if (!Number.isInteger(input.depth) || input.depth < 0 || input.depth > CANONICAL_JSON_MAX_INT) {
+    throw new BuildEventError(`depth must be an integer in [0, 2**53-1], got ${input.depth}`);
+  }
+  if (!Number.isInteger(input.originServerTs)) throw new BuildEventError("originServerTs must be an integer");
+  for (const id of [...input.prevEvents, ...input.authEvents]) {
+    if (typeof id !== "string" || !id.startsWith("$")) throw new BuildEventError(`not an event ID: ${String(id)}`);
+  }
+
+  const content = structuredClone(input.content);
+  if (input.type === EventTypes.create && !version.implicitRoomCreator && content.creator === undefined) {
+    content.creator = input.sender;
+  }
+
+  const pdu: Pdu = {
+    auth_events: [...input.authEvents],
+    content,
+    depth: input.depth,
+    hashes: { sha256: "" },
+    origin_server_ts: input.originServerTs,
+    prev_events: [...input.prevEvents],
+    room_id: input.roomId,
+    sender: input.sender,
+    signatures: {},
+    type: input.type,
+  };
+  if (input.stateKey !== undefined) pdu.state_key = input.stateKey;
+  if (input.redacts !== undefined) {
+    if (version.redactsInContent) {
+      if (content.redacts !== undefined && content.redacts !== input.redacts) {
+        throw new BuildEventError("redacts and content.redacts disagree");
+      }
+      content.redacts = input.redacts;
+    } else {
+      pdu.redacts = input.redacts;
+    }
+  }
+
+  const signed = hashAndSignEvent(pdu, version, signer);
+  checkEventLimits(signed, version);
+  return { eventId: eventIdFor(signed, version), pdu: signed };
+}

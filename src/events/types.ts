@@ -1,0 +1,65 @@
+/**
+ * The persistent data unit (PDU) for room versions 10 and 11.
+ *
+ * Per the spec's PDU schemas (data/api/server-server/definitions/pdu_v6.yaml, used by
+ * room version 10, and pdu_v11.yaml in matrix-org/matrix-spec):
+ * - the event ID is not part of the PDU: it is the reference hash (see `eventIdFor`);
+ * - `origin` is no longer part of the schema, so Switchboard never sets it (the functions
+ *   here still hash, redact and sign PDUs from elsewhere that carry it);
+ * - `redacts` is a top-level key in room version 10 and moves into `content` in 11.
+ */
+export interface Pdu {
+  auth_events: string[];
+  content: Record<string, unknown>;
+  depth: number;
+  hashes: { sha256: string };
+  origin_server_ts: number;
+  prev_events: string[];
+  room_id: string;
+  sender: string;
+  signatures: Record<string, Record<string, string>>;
+  /** Present (possibly `""`) on state events only. */
+  state_key?: string;
+  type: string;
+  unsigned?: Record<string, unknown>;
+  /** Room version 10 `m.room.redaction` only; in v11 it is `content.redacts`. */
+  redacts?: string;
+}
+
+/**
+ * The room state relevant to authorising an event, as it was BEFORE that event:
+ * the current state event for `(type, stateKey)`, or `undefined` when there is none.
+ */
+export type StateLookup = (type: string, stateKey: string) => Pdu | undefined;
+
+/** A `(type, state_key)` pair. */
+export type StateKeyPair = [type: string, stateKey: string];
+
+export const EventTypes = {
+  create: "m.room.create",
+  member: "m.room.member",
+  joinRules: "m.room.join_rules",
+  powerLevels: "m.room.power_levels",
+  thirdPartyInvite: "m.room.third_party_invite",
+  redaction: "m.room.redaction",
+  historyVisibility: "m.room.history_visibility",
+} as const;
+
+export type Membership = "invite" | "join" | "leave" | "ban" | "knock";
+
+/** True when the event is a state event (it has a `state_key`, even an empty one). */
+export function isStateEvent(pdu: Pick<Pdu, "state_key">): boolean {
+  return typeof pdu.state_key === "string";
+}
+
+/** `content.membership` of an `m.room.member` event, or `undefined`. */
+export function membershipOf(pdu: Pdu | undefined): string | undefined {
+  if (!pdu || pdu.type !== EventTypes.member) return undefined;
+  const m = pdu.content.membership;
+  return typeof m === "string" ? m : undefined;
+}
+
+/** A plain-object test that narrows `unknown` to a string-keyed record. */
+export function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}

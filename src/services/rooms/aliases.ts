@@ -1,0 +1,67 @@
+/** Room aliases: `#name:server` pointing at a room. */
+import type { Config } from "../../config/config.js";
+import { Errors, MatrixError } from "../../errors.js";
+import type { Storage } from "../../storage/interfaces.js";
+import type { Requester } from "../auth.js";
+import { parsePdu } from "./persister.js";
+
+const ALIAS = /^#[^:\s]+:(.+)$/;
+
+export class AliasService {
+  constructor(
+    private readonly config: Config,
+    private readonly storage: Storage,
+  ) {}
+
+  #local(alias: string): string {
+    const match = ALIAS.exec(alias);
+    if (!match) throw Errors.invalidParam(`Invalid room alias: ${alias}`);
+    if (match[1] !== this.config.serverName) throw Errors.invalidParam("Room alias must be on this server");
+    if (alias.length > 255) throw Errors.invalidParam("Room alias is too long");
+    return alias;
+  }
+
+  async resolve(alias: string): Promise<{ room_id: string; servers: string[] }> {
+    const found = await this.storage.rooms.getAlias(this.#local(alias));
+    if (!found) throw Errors.notFound(`Room alias ${alias} not found`);
+    return { room_id: found.roomId, servers: [this.config.serverName] };
+  }
+
+  async create(requester: Requester, alias: string, roomId: string): Promise<void> {
+    this.#local(alias);
+    if (!(await this.storage.rooms.getRoom(roomId))) throw Errors.notFound("Room not found");
+    const membership = await this.storage.rooms.membership(roomId, requester.userId);
+    if (membership?.membership !== "join") throw Errors.forbidden("You must be in the room to give it an alias");
+    if (!(await this.storage.rooms.setAlias(alias, roomId, requester.userId))) {
+      throw new MatrixError(409, "M_UNKNOWN", `Room alias ${alias} already exists`);
+    }
+  }
+
+  async delete(requester: Requester, alias: string): Promise<void> {
+    const found = await this.storage.rooms.getAlias(this.#local(alias));
+    if (!found) throw Errors.notFound(`Room alias ${alias} not found`);
+    if (found.creator !== requester.userId && !(await this.#canManage(requester.userId, found.roomId))) {
+      throw Errors.forbidden("You may not delete this alias");
+    }
+    await this.storage.rooms.deleteAlias(alias);
+  }
+
+  /** Room admins (power to change m.room.canonical_alias) may remove anyone's alias, as in Synapse. */
+  async #canManage(userId: string, roomId: string): Promise<boolean> {
+    const user = await this.storage.accounts.getUser(userId);
+    if (user?.isAdmin) return true;
+    const pl = await this.storage.rooms.currentStateEvent(roomId, "m.room.power_levels", "");
+    if (!pl) return false;
+    const c = parsePdu(pl).content;
+    const mine = ((c.users ?? {}) as Record<string, number>)[userId] ?? (c.users_default as number | undefined) ?? 0;
+    const needed =
+      ((c.events ?? {}) as Record<string, number>)["m.room.canonical_alias"] ?? (c.state_default as number | undefined) ?? 50;
+    return mine >= needed;
+  }
+
+  async list(requester: Requester, roomId: string): Promise<string[]> {
+    const membership = await this.storage.rooms.membership(roomId, requester.userId);
+    if (membership?.membership !== "join") throw Errors.forbidden("You are not in this room");
+    return this.storage.rooms.aliasesOf(roomId);
+  }
+}

@@ -1,0 +1,57 @@
+/** Turns stored PDUs into the client format of the Client-Server API. */
+import type { Pdu } from "../../events/index.js";
+import type { StoredEvent } from "../../storage/rooms.js";
+
+export interface ClientEvent {
+  content: Record<string, unknown>;
+  event_id: string;
+  origin_server_ts: number;
+  room_id: string;
+  sender: string;
+  type: string;
+  state_key?: string;
+  redacts?: string;
+  unsigned?: Record<string, unknown>;
+}
+
+export interface Viewer {
+  userId: string;
+  deviceId?: string;
+}
+
+/**
+ * `transaction_id` goes only to the device that sent the event, so that it
+ * can match its local echo; `age` is computed at serving time.
+ */
+export function toClientEvent(stored: StoredEvent, now: number, viewer?: Viewer): ClientEvent {
+  const pdu = JSON.parse(stored.json) as Pdu;
+  const out: ClientEvent = {
+    content: pdu.content,
+    event_id: stored.eventId,
+    origin_server_ts: pdu.origin_server_ts,
+    room_id: pdu.room_id,
+    sender: pdu.sender,
+    type: pdu.type,
+  };
+  if (pdu.state_key !== undefined) out.state_key = pdu.state_key;
+  // v11 moved `redacts` into content; clients of older versions still read it at the top.
+  const redacts = pdu.redacts ?? (pdu.type === "m.room.redaction" ? pdu.content.redacts : undefined);
+  if (typeof redacts === "string") out.redacts = redacts;
+  const unsigned: Record<string, unknown> = { age: Math.max(0, now - pdu.origin_server_ts) };
+  const stored_unsigned = pdu.unsigned ?? {};
+  for (const key of ["prev_content", "replaces_state", "prev_sender", "redacted_because"]) {
+    if (stored_unsigned[key] !== undefined) unsigned[key] = stored_unsigned[key];
+  }
+  if (stored.redactedBy) unsigned.redacted_because ??= { event_id: stored.redactedBy };
+  if (viewer && stored.txn && viewer.userId === pdu.sender && viewer.deviceId === stored.txn.deviceId) {
+    unsigned.transaction_id = stored.txn.txnId;
+  }
+  out.unsigned = unsigned;
+  return out;
+}
+
+/** The stripped state an invitee sees before joining. */
+export function toStrippedState(stored: StoredEvent): { content: Record<string, unknown>; sender: string; state_key: string; type: string } {
+  const pdu = JSON.parse(stored.json) as Pdu;
+  return { content: pdu.content, sender: pdu.sender, state_key: pdu.state_key ?? "", type: pdu.type };
+}

@@ -1,0 +1,170 @@
+/**
+ * The one path by which a local event enters a room: authorise it against the
+ * room's current state, build and sign it, store it, wake sync. Per room, one
+ * event at a time, so each room stays a single chain.
+ */
+import type { Config } from "../../config/config.js";
+import { MatrixError } from "../../errors.js";
+import {
+  AuthError,
+  authEventTypes,
+  buildEvent,
+  BuildEventError,
+  CanonicalJsonError,
+  checkEventAuth,
+  EventLimitError,
+  ROOM_VERSIONS,
+  type Pdu,
+  type RoomVersion,
+} from "../../events/index.js";
+import { stateKeyOf, type StateMap, type StoredEvent } from "../../storage/rooms.js";
+import type { Storage } from "../../storage/interfaces.js";
+import type { Clock } from "../clock.js";
+import { KeyedMutex } from "../mutex.js";
+import type { SigningKey } from "../signing_key.js";
+import type { Notifier } from "../sync/notifier.js";
+
+export interface EventDraft {
+  roomId: string;
+  sender: string;
+  type: string;
+  stateKey?: string;
+  content: Record<string, unknown>;
+  redacts?: string;
+  txn?: { deviceId: string; txnId: string };
+}
+
+export interface PersistedEvent {
+  eventId: string;
+  streamOrdering: number;
+  pdu: Pdu;
+}
+
+/** Things that must happen when an event lands; delayed events hook in here. */
+export type PersistListener = (event: PersistedEvent, roomVersion: RoomVersion) => void | Promise<void>;
+
+export function parsePdu(stored: StoredEvent): Pdu {
+  return JSON.parse(stored.json) as Pdu;
+}
+
+export function stateLookup(state: StateMap): (type: string, stateKey: string) => Pdu | undefined {
+  const cache = new Map<string, Pdu>();
+  return (type, stateKey) => {
+    const key = stateKeyOf(type, stateKey);
+    let pdu = cache.get(key);
+    if (!pdu) {
+      const stored = state.get(key);
+      if (!stored) return undefined;
+      pdu = parsePdu(stored);
+      cache.set(key, pdu);
+    }
+    return pdu;
+  };
+}
+
+export class EventPersister {
+  readonly #mutex = new KeyedMutex();
+  readonly #listeners: PersistListener[] = [];
+
+  constructor(
+    private readonly config: Config,
+    private readonly storage: Storage,
+    private readonly clock: Clock,
+    /** Called when an event is signed, so tools that never sign need no key. */
+    private readonly signingKey: () => SigningKey,
+    private readonly notifier: Notifier,
+  ) {}
+
+  onPersisted(listener: PersistListener): void {
+    this.#listeners.push(listener);
+  }
+
+  async roomVersion(roomId: string): Promise<RoomVersion> {
+    const room = await this.storage.rooms.getRoom(roomId);
+    if (!room) throw new MatrixError(404, "M_NOT_FOUND", "Unknown room");
+    const version = ROOM_VERSIONS[room.roomVersion];
+    if (!version) throw new MatrixError(500, "M_UNKNOWN", `Room ${roomId} has unknown version ${room.roomVersion}`);
+    return version;
+  }
+
+  /** Builds and signs, turning bad input into the Client-Server API's errors. */
+  #build(...args: Parameters<typeof buildEvent>): ReturnType<typeof buildEvent> {
+    try {
+      return buildEvent(...args);
+    } catch (err) {
+      if (err instanceof EventLimitError) {
+        if (err.field === "event") throw new MatrixError(413, "M_TOO_LARGE", err.message);
+        throw new MatrixError(400, "M_BAD_JSON", err.message);
+      }
+      if (err instanceof CanonicalJsonError) throw new MatrixError(400, "M_BAD_JSON", `Content is not canonical JSON: ${err.message}`);
+      if (err instanceof BuildEventError) throw new MatrixError(400, "M_BAD_JSON", err.message);
+      throw err;
+    }
+  }
+
+  /** Authorises, builds, stores and announces one event. Throws 403 M_FORBIDDEN when the rules say no. */
+  async persist(draft: EventDraft, versionHint?: RoomVersion): Promise<PersistedEvent> {
+    return this.#mutex.run(draft.roomId, async () => {
+      // Inside the room's lock, so two retries of one transaction cannot both create an event.
+      if (draft.txn) {
+        const existing = await this.storage.rooms.getEventByTxn(draft.sender, draft.txn.deviceId, draft.txn.txnId);
+        const stored = existing ? await this.storage.rooms.getEvent(existing) : undefined;
+        if (stored) return { eventId: stored.eventId, streamOrdering: stored.streamOrdering, pdu: parsePdu(stored) };
+      }
+      const version = versionHint ?? (await this.roomVersion(draft.roomId));
+      const state = await this.storage.rooms.currentState(draft.roomId);
+      const lookup = stateLookup(state);
+      const tip = await this.storage.rooms.getTip(draft.roomId);
+      const authEvents = authEventTypes(draft.type, draft.stateKey, draft.sender, draft.content, version)
+        .map(([t, k]) => state.get(stateKeyOf(t, k))?.eventId)
+        .filter((id): id is string => id !== undefined);
+      const { eventId, pdu } = this.#build(
+        {
+          version,
+          roomId: draft.roomId,
+          sender: draft.sender,
+          type: draft.type,
+          stateKey: draft.stateKey,
+          content: draft.content,
+          prevEvents: tip ? [tip.eventId] : [],
+          authEvents,
+          depth: (tip?.depth ?? 0) + 1,
+          originServerTs: this.clock.now(),
+          redacts: draft.redacts,
+        },
+        { serverName: this.config.serverName, keyId: this.signingKey().keyId, privateKey: this.signingKey().privateKey },
+      );
+      try {
+        checkEventAuth(pdu, lookup, version);
+      } catch (err) {
+        if (err instanceof AuthError) throw new MatrixError(403, "M_FORBIDDEN", err.message);
+        throw err;
+      }
+      // prev_content lets clients show "changed the topic from …"; it is unsigned, so it may be added now.
+      const replaced = draft.stateKey !== undefined ? state.get(stateKeyOf(draft.type, draft.stateKey)) : undefined;
+      if (replaced) {
+        const prev = parsePdu(replaced);
+        pdu.unsigned = { replaces_state: replaced.eventId, prev_content: prev.content, prev_sender: prev.sender };
+      }
+      const json = JSON.stringify(pdu);
+      const streamOrdering = await this.storage.rooms.appendEvent({
+        eventId,
+        roomId: draft.roomId,
+        type: draft.type,
+        stateKey: draft.stateKey ?? null,
+        sender: draft.sender,
+        originServerTs: pdu.origin_server_ts,
+        depth: pdu.depth,
+        json,
+        membership:
+          draft.type === "m.room.member" && typeof draft.content.membership === "string" ? draft.content.membership : null,
+        txn: draft.txn && { userId: draft.sender, ...draft.txn },
+      });
+      const persisted = { eventId, streamOrdering, pdu };
+      for (const listener of this.#listeners) await listener(persisted, version);
+      const users = draft.type === "m.room.member" && draft.stateKey ? [draft.stateKey] : [];
+      this.notifier.notify({ roomIds: [draft.roomId], userIds: users });
+      return persisted;
+    });
+  }
+}

@@ -1,0 +1,227 @@
+/** Writing to rooms: creation, messages, state, membership and redaction. */
+import { randomBytes } from "node:crypto";
+import type { Config } from "../../config/config.js";
+import { Errors, MatrixError } from "../../errors.js";
+import { DEFAULT_ROOM_VERSION, redact, ROOM_VERSIONS, type Pdu, type RoomVersion } from "../../events/index.js";
+import type { Storage } from "../../storage/interfaces.js";
+import type { Requester } from "../auth.js";
+import type { Clock } from "../clock.js";
+import type { RateLimiter } from "../ratelimiter.js";
+import { toClientEvent } from "./client_format.js";
+import { planInitialState, type CreateRoomRequest } from "./create_room.js";
+import { parsePdu, type EventPersister, type PersistedEvent } from "./persister.js";
+
+export interface CreateRoomInput extends CreateRoomRequest {
+  roomVersion?: string;
+}
+
+export class RoomService {
+  constructor(
+    private readonly config: Config,
+    private readonly storage: Storage,
+    private readonly clock: Clock,
+    private readonly persister: EventPersister,
+    private readonly messageLimiter: RateLimiter,
+  ) {
+    persister.onPersisted((event, version) => this.#applyRedaction(event, version));
+  }
+
+  #newRoomId(): string {
+    return `!${randomBytes(18).toString("base64url")}:${this.config.serverName}`;
+  }
+
+  aliasFor(localpart: string): string {
+    return `#${localpart}:${this.config.serverName}`;
+  }
+
+  async createRoom(requester: Requester, req: CreateRoomInput): Promise<{ room_id: string; room_alias?: string }> {
+    const versionId = req.roomVersion ?? DEFAULT_ROOM_VERSION;
+    const version = ROOM_VERSIONS[versionId];
+    if (!version) {
+      throw new MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION", `Room version ${versionId} is not supported by this server`);
+    }
+    for (const invitee of req.invite) await this.#requireLocalUser(invitee);
+    let alias: string | undefined;
+    if (req.roomAliasName !== undefined) {
+      if (!/^[^:\s#]+$/.test(req.roomAliasName)) throw Errors.invalidParam("Invalid characters in room alias");
+      alias = this.aliasFor(req.roomAliasName);
+      if (await this.storage.rooms.getAlias(alias)) throw new MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken");
+    }
+    const roomId = this.#newRoomId();
+    const creator = requester.userId;
+    await this.storage.rooms.createRoom({
+      roomId,
+      roomVersion: versionId,
+      creator,
+      createdTs: this.clock.now(),
+      isPublic: req.visibility === "public",
+    });
+    const createContent: Record<string, unknown> = { ...(req.creationContent ?? {}), room_version: versionId };
+    if (!version.implicitRoomCreator) createContent.creator = creator;
+    else delete createContent.creator;
+    const send = (type: string, stateKey: string, content: Record<string, unknown>) =>
+      this.persister.persist({ roomId, sender: creator, type, stateKey, content }, version);
+    await send("m.room.create", "", createContent);
+    await send("m.room.member", creator, { membership: "join", ...(await this.#profileContent(creator)) });
+    for (const s of planInitialState(req, creator, alias)) await send(s.type, s.stateKey, s.content);
+    if (alias && !(await this.storage.rooms.setAlias(alias, roomId, creator))) {
+      throw new MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken");
+    }
+    for (const invitee of req.invite) {
+      await send("m.room.member", invitee, { membership: "invite", ...(req.isDirect ? { is_direct: true } : {}) });
+    }
+    return alias ? { room_id: roomId, room_alias: alias } : { room_id: roomId };
+  }
+
+  async #requireLocalUser(userId: string): Promise<void> {
+    if (!/^@[^:]+:.+$/.test(userId)) throw Errors.invalidParam(`Invalid user ID: ${userId}`);
+    if (!userId.endsWith(`:${this.config.serverName}`)) {
+      throw Errors.forbidden("Federation is not available yet: only local users can be invited");
+    }
+    if (!(await this.storage.accounts.getUser(userId))) throw Errors.notFound(`Unknown user ${userId}`);
+  }
+
+  async #profileContent(userId: string): Promise<Record<string, unknown>> {
+    const profile = await this.storage.accounts.getProfile(userId);
+    const out: Record<string, unknown> = {};
+    if (profile?.displayname) out.displayname = profile.displayname;
+    if (profile?.avatar_url) out.avatar_url = profile.avatar_url;
+    return out;
+  }
+
+  /** Resolves a room ID or alias to a room that exists here. */
+  async resolveRoom(roomIdOrAlias: string): Promise<string> {
+    if (roomIdOrAlias.startsWith("#")) {
+      const found = await this.storage.rooms.getAlias(roomIdOrAlias);
+      if (!found) throw Errors.notFound(`Room alias ${roomIdOrAlias} not found`);
+      return found.roomId;
+    }
+    if (!roomIdOrAlias.startsWith("!")) throw Errors.invalidParam(`${roomIdOrAlias} is not a room ID or alias`);
+    if (!(await this.storage.rooms.getRoom(roomIdOrAlias))) throw Errors.notFound("No known servers for this room");
+    return roomIdOrAlias;
+  }
+
+  async send(requester: Requester, roomId: string, type: string, content: Record<string, unknown>, txnId?: string): Promise<string> {
+    this.messageLimiter.ratelimit(requester.userId);
+    const event = await this.persister.persist({
+      roomId: await this.resolveRoom(roomId),
+      sender: requester.userId,
+      type,
+      content,
+      txn: txnId === undefined ? undefined : { deviceId: requester.deviceId, txnId },
+    });
+    return event.eventId;
+  }
+
+  async setState(requester: Requester, roomId: string, type: string, stateKey: string, content: Record<string, unknown>): Promise<string> {
+    if (type === "m.room.member") return this.#membership(requester, roomId, stateKey, content);
+    this.messageLimiter.ratelimit(requester.userId);
+    const event = await this.persister.persist({ roomId: await this.resolveRoom(roomId), sender: requester.userId, type, stateKey, content });
+    return event.eventId;
+  }
+
+  async #membership(requester: Requester, roomId: string, target: string, content: Record<string, unknown>): Promise<string> {
+    const event = await this.persister.persist({
+      roomId: await this.resolveRoom(roomId),
+      sender: requester.userId,
+      type: "m.room.member",
+      stateKey: target,
+      content,
+    });
+    return event.eventId;
+  }
+
+  async join(requester: Requester, roomIdOrAlias: string, reason?: string): Promise<string> {
+    const roomId = await this.resolveRoom(roomIdOrAlias);
+    const current = await this.storage.rooms.membership(roomId, requester.userId);
+    if (current?.membership === "join") return roomId;
+    await this.#membership(requester, roomId, requester.userId, {
+      membership: "join",
+      ...(await this.#profileContent(requester.userId)),
+      ...(reason ? { reason } : {}),
+    });
+    return roomId;
+  }
+
+  async invite(requester: Requester, roomId: string, target: string, reason?: string): Promise<void> {
+    await this.#requireLocalUser(target);
+    const current = await this.storage.rooms.membership(roomId, target);
+    if (current?.membership === "join") throw Errors.forbidden(`${target} is already in the room`);
+    await this.#membership(requester, roomId, target, { membership: "invite", ...(reason ? { reason } : {}) });
+  }
+
+  async leave(requester: Requester, roomId: string, reason?: string): Promise<void> {
+    await this.resolveRoom(roomId);
+    const current = await this.storage.rooms.membership(roomId, requester.userId);
+    if (!current || current.membership === "leave") return;
+    await this.#membership(requester, roomId, requester.userId, { membership: "leave", ...(reason ? { reason } : {}) });
+  }
+
+  async kick(requester: Requester, roomId: string, target: string, reason?: string): Promise<void> {
+    const current = await this.storage.rooms.membership(roomId, target);
+    if (!current || !["join", "invite", "knock"].includes(current.membership)) {
+      throw Errors.forbidden(`${target} is not in the room`);
+    }
+    await this.#membership(requester, roomId, target, { membership: "leave", ...(reason ? { reason } : {}) });
+  }
+
+  async ban(requester: Requester, roomId: string, target: string, reason?: string): Promise<void> {
+    await this.#membership(requester, roomId, target, { membership: "ban", ...(reason ? { reason } : {}) });
+  }
+
+  async unban(requester: Requester, roomId: string, target: string, reason?: string): Promise<void> {
+    const current = await this.storage.rooms.membership(roomId, target);
+    if (current?.membership !== "ban") throw Errors.forbidden(`${target} is not banned`);
+    await this.#membership(requester, roomId, target, { membership: "leave", ...(reason ? { reason } : {}) });
+  }
+
+  async forget(requester: Requester, roomId: string): Promise<void> {
+    const current = await this.storage.rooms.membership(roomId, requester.userId);
+    if (current && ["join", "invite", "knock"].includes(current.membership)) {
+      throw new MatrixError(400, "M_UNKNOWN", "You must leave the room before forgetting it");
+    }
+    await this.storage.rooms.forgetRoom(requester.userId, roomId);
+  }
+
+  async redactEvent(requester: Requester, roomId: string, eventId: string, txnId: string, reason?: string): Promise<string> {
+    this.messageLimiter.ratelimit(requester.userId);
+    const target = await this.storage.rooms.getEvent(eventId);
+    if (target && target.roomId === roomId && target.sender !== requester.userId) {
+      // Only the power to redact others' events is in the auth rules; redacting your own is always allowed.
+      const pl = await this.storage.rooms.currentStateEvent(roomId, "m.room.power_levels", "");
+      const content = pl ? parsePdu(pl).content : {};
+      const users = (content.users ?? {}) as Record<string, number>;
+      const mine = users[requester.userId] ?? (content.users_default as number | undefined) ?? 0;
+      const needed = (content.redact as number | undefined) ?? 50;
+      if (mine < needed) throw Errors.forbidden(`You cannot redact other users' events (needs power level ${needed})`);
+    }
+    const version = await this.persister.roomVersion(roomId);
+    const content: Record<string, unknown> = reason ? { reason } : {};
+    if (version.updatedRedactionRules) content.redacts = eventId;
+    const event = await this.persister.persist(
+      {
+        roomId,
+        sender: requester.userId,
+        type: "m.room.redaction",
+        content,
+        redacts: version.updatedRedactionRules ? undefined : eventId,
+        txn: { deviceId: requester.deviceId, txnId },
+      },
+      version,
+    );
+    return event.eventId;
+  }
+
+  /** Strips a redacted event's content in storage once its redaction has landed. */
+  async #applyRedaction(event: PersistedEvent, version: RoomVersion): Promise<void> {
+    if (event.pdu.type !== "m.room.redaction") return;
+    const targetId = (event.pdu.redacts ?? event.pdu.content.redacts) as string | undefined;
+    if (!targetId) return;
+    const target = await this.storage.rooms.getEvent(targetId);
+    if (!target || target.roomId !== event.pdu.room_id || target.redactedBy) return;
+    const redacted: Pdu = redact(parsePdu(target), version);
+    const redaction = await this.storage.rooms.getEvent(event.eventId);
+    redacted.unsigned = { ...(redacted.unsigned ?? {}), redacted_because: redaction ? toClientEvent(redaction, this.clock.now()) : undefined };
+    await this.storage.rooms.redactEvent(targetId, JSON.stringify(redacted), event.eventId);
+  }
+}

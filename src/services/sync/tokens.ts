@@ -1,0 +1,35 @@
+/**
+ * Stream positions as opaque tokens. A sync token carries one position per
+ * stream; a room pagination token only the event stream. Both are accepted
+ * wherever an event position is expected, as clients mix them.
+ */
+import { Errors } from "../../errors.js";
+
+export interface SyncPosition {
+  events: number;
+  accountData: number;
+  receipts: number;
+  typing: number;
+}
+
+export function formatSyncToken(p: SyncPosition): string {
+  return `s${p.events}_${p.accountData}_${p.receipts}_${p.typing}`;
+}
+
+export function parseSyncToken(token: string): SyncPosition {
+  const m = /^s([0-9]+)_([0-9]+)_([0-9]+)_([0-9]+)$/.exec(token);
+  if (!m) throw Errors.invalidParam(`Invalid sync token: ${token}`);
+  return { events: Number(m[1]), accountData: Number(m[2]), receipts: Number(m[3]), typing: Number(m[4]) };
+}
+
+/** A position in a room's timeline: everything at or before it has been seen. */
+export function formatRoomToken(eventPosition: number): string {
+  return `t${eventPosition}`;
+}
+
+/** The event-stream position of either kind of token. */
+export function parseEventPosition(token: string): number {
+  const room = /^t([0-9]+)$/.exec(token);
+  if (room) return Number(room[1]);
+  return parseSyncToken(token).events;
+}

@@ -1,0 +1,115 @@
+/**
+ * What the room core needs from storage. Room history on one server is a
+ * single chain per room, so the state at any point is "the latest state event
+ * per (type, state_key) at or before a stream position".
+ */
+
+/** A persisted event with its place in the server-wide stream. */
+export interface StoredEvent {
+  streamOrdering: number;
+  eventId: string;
+  roomId: string;
+  type: string;
+  stateKey: string | null;
+  sender: string;
+  originServerTs: number;
+  depth: number;
+  /** The PDU as JSON text (already redacted, when `redactedBy` is set). */
+  json: string;
+  redactedBy: string | null;
+  /** Who sent it with which transaction ID, so the sender alone sees `unsigned.transaction_id`. */
+  txn: { deviceId: string; txnId: string } | null;
+}
+
+export interface NewEvent {
+  eventId: string;
+  roomId: string;
+  type: string;
+  stateKey: string | null;
+  sender: string;
+  originServerTs: number;
+  depth: number;
+  json: string;
+  /** For m.room.member: the target's membership after this event. */
+  membership: string | null;
+  txn?: { userId: string; deviceId: string; txnId: string };
+}
+
+export interface RoomRecord {
+  roomId: string;
+  roomVersion: string;
+  creator: string;
+  createdTs: number;
+  isPublic: boolean;
+}
+
+export interface MembershipRecord {
+  roomId: string;
+  userId: string;
+  membership: string;
+  eventId: string;
+  streamOrdering: number;
+}
+
+/** The newest event of a room: where the next event attaches. */
+export interface RoomTip {
+  eventId: string;
+  depth: number;
+  streamOrdering: number;
+}
+
+export type StateMap = Map<string, StoredEvent>;
+
+/** Key of a state map entry. */
+export const stateKeyOf = (type: string, stateKey: string) => `${type}\u0000${stateKey}`;
+
+export interface RoomStore {
+  createRoom(room: RoomRecord): Promise<void>;
+  getRoom(roomId: string): Promise<RoomRecord | undefined>;
+  setRoomPublic(roomId: string, isPublic: boolean): Promise<void>;
+  listPublicRooms(): Promise<RoomRecord[]>;
+
+  /**
+   * Appends an event and updates current state and memberships, atomically.
+   * Returns its stream ordering.
+   */
+  appendEvent(event: NewEvent): Promise<number>;
+  getTip(roomId: string): Promise<RoomTip | undefined>;
+  getEvent(eventId: string): Promise<StoredEvent | undefined>;
+  /** The event a user already sent with this transaction ID, if any. */
+  getEventByTxn(userId: string, deviceId: string, txnId: string): Promise<string | undefined>;
+  /** Replaces an event's JSON with its redacted form and records the redaction. */
+  redactEvent(eventId: string, redactedJson: string, redactedBy: string): Promise<void>;
+
+  /** Current state of a room. */
+  currentState(roomId: string): Promise<StateMap>;
+  /** One current state event. */
+  currentStateEvent(roomId: string, type: string, stateKey: string): Promise<StoredEvent | undefined>;
+  /** State after the event at `streamOrdering` (inclusive) in that room. */
+  stateAt(roomId: string, streamOrdering: number): Promise<StateMap>;
+
+  /** Events of a room with stream ordering in (from, to], oldest first, at most `limit` (newest ones kept). */
+  eventsBetween(roomId: string, from: number, to: number, limit: number): Promise<{ events: StoredEvent[]; limited: boolean }>;
+  /** Pagination: up to `limit` events before `before` (exclusive) going back, or after `after` going forward. */
+  paginate(roomId: string, from: number, dir: "b" | "f", limit: number, to?: number): Promise<StoredEvent[]>;
+  /** The highest stream ordering so far. */
+  maxStreamOrdering(): Promise<number>;
+
+  membership(roomId: string, userId: string): Promise<MembershipRecord | undefined>;
+  /** A user's current memberships, in every room. */
+  membershipsOf(userId: string): Promise<MembershipRecord[]>;
+  /** Current members of a room with the given membership. */
+  membersOf(roomId: string, membership: string): Promise<MembershipRecord[]>;
+  /** Membership records of a user that changed in (from, to]. */
+  membershipChanges(userId: string, from: number, to: number): Promise<MembershipRecord[]>;
+  /** Rooms, among `roomIds`, that have any event in (from, to]. */
+  roomsWithEventsBetween(roomIds: string[], from: number, to: number): Promise<string[]>;
+
+  forgetRoom(userId: string, roomId: string): Promise<void>;
+  isForgotten(userId: string, roomId: string): Promise<boolean>;
+
+  setAlias(alias: string, roomId: string, creator: string): Promise<boolean>;
+  getAlias(alias: string): Promise<{ roomId: string; creator: string } | undefined>;
+  deleteAlias(alias: string): Promise<boolean>;
+  aliasesOf(roomId: string): Promise<string[]>;
+}

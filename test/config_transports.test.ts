@@ -1,0 +1,86 @@
+/** `matrix_rtc.transports` is validated when the config loads (reference §1). */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { ConfigError } from "../src/config/errors.js";
+import { parseConfig } from "../src/config/load.js";
+
+function load(transports: string) {
+  return parseConfig(`server_name: example.org\nmatrix_rtc:\n  transports:\n${transports}`);
+}
+
+function problems(transports: string): string {
+  try {
+    load(transports);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err));
+    return err.problems.join("\n");
+  }
+  assert.fail("the config was accepted");
+}
+
+describe("matrix_rtc.transports validation", () => {
+  test("a livekit entry with an https URL is accepted and served as configured", () => {
+    const { config, warnings } = load("    - type: livekit\n      livekit_service_url: https://jwt.example.org/livekit\n");
+    assert.deepEqual(config.matrixRtc.transports, [{ type: "livekit", livekit_service_url: "https://jwt.example.org/livekit" }]);
+    assert.deepEqual(warnings, []);
+  });
+
+  test("the MSC4519 name msc4195.livekit is accepted too", () => {
+    const { config } = load("    - type: msc4195.livekit\n      livekit_service_url: https://jwt.example.org\n");
+    assert.equal(config.matrixRtc.transports[0]!.type, "msc4195.livekit");
+  });
+
+  test("a missing livekit_service_url is refused, naming the key", () => {
+    assert.match(problems("    - type: livekit\n"), /matrix_rtc\.transports\[0\]\.livekit_service_url` is missing/);
+  });
+
+  test("a relative URL is refused", () => {
+    assert.match(
+      problems("    - type: livekit\n      livekit_service_url: /livekit/jwt\n"),
+      /matrix_rtc\.transports\[0\]\.livekit_service_url` is "\/livekit\/jwt", which is not allowed: expected an absolute https:\/\/ URL/,
+    );
+  });
+
+  test("plain http is refused for a public host", () => {
+    assert.match(
+      problems("    - type: livekit\n      livekit_service_url: http://jwt.example.org\n"),
+      /http:\/\/ only for loopback hosts/,
+    );
+  });
+
+  test("plain http is allowed for loopback, with a warning", () => {
+    const { config, warnings } = load("    - type: livekit\n      livekit_service_url: http://127.0.0.1:8080\n");
+    assert.equal(config.matrixRtc.transports.length, 1);
+    assert.match(warnings.join("\n"), /plain http/);
+  });
+
+  test("a key that looks like a secret is refused, at any depth and in any case", () => {
+    assert.match(
+      problems("    - type: livekit\n      livekit_service_url: https://a.example\n      LiveKit_API_Secret: hunter2\n"),
+      /`matrix_rtc\.transports\[0\]\.LiveKit_API_Secret` looks like a secret/,
+    );
+    assert.match(
+      problems("    - type: custom\n      nested:\n        deep:\n          Token: abc\n"),
+      /`matrix_rtc\.transports\[0\]\.nested\.deep\.Token` looks like a secret/,
+    );
+    assert.match(problems("    - type: custom\n      password: x\n"), /looks like a secret/);
+    assert.match(problems("    - type: custom\n      api_key: x\n"), /looks like a secret/);
+  });
+
+  test("an unknown key on a livekit entry is refused, listing the allowed ones", () => {
+    assert.match(
+      problems("    - type: livekit\n      livekit_service_url: https://a.example\n      livekit_alias: x\n"),
+      /unknown key `matrix_rtc\.transports\[0\]\.livekit_alias`; a livekit transport allows: type, livekit_service_url/,
+    );
+  });
+
+  test("an unknown type is served verbatim, with a warning", () => {
+    const { config, warnings } = load("    - type: focusA\n      required_field: theField\n");
+    assert.deepEqual(config.matrixRtc.transports, [{ type: "focusA", required_field: "theField" }]);
+    assert.match(warnings.join("\n"), /type "focusA", which Switchboard does not know; it is served to clients as written/);
+  });
+
+  test("an entry without a type is refused with its line", () => {
+    assert.match(problems("    - livekit_service_url: https://a.example\n"), /line 4: missing required key `matrix_rtc\.transports\[0\]\.type`/);
+  });
+});

@@ -1,0 +1,196 @@
+/**
+ * Durability, against the real binary: an acknowledged registration survives
+ * `kill -9`, and a database from a newer Switchboard is refused.
+ */
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import Database from "better-sqlite3";
+
+const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../src/main.js");
+const TIMEOUT = { timeout: 90_000 };
+
+interface Result {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+interface Running {
+  child: ChildProcess;
+  exited: Promise<Result>;
+  /** Resolves to the first listening URL, from the "Switchboard is running" log line. */
+  ready: Promise<string>;
+}
+
+const children = new Set<ChildProcess>();
+const dirs: string[] = [];
+after(() => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+function start(args: string[], cwd: string): Running {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd, stdio: ["ignore", "pipe", "pipe"], timeout: 60_000 });
+  children.add(child);
+  let stdout = "";
+  let stderr = "";
+  child.stdout.setEncoding("utf8");
+  child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+  const exited = new Promise<Result>((resolve, reject) => {
+    child.on("error", reject);
+    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+  const ready = new Promise<string>((resolve, reject) => {
+    let buffer = "";
+    child.stdout.on("data", (d: string) => {
+      stdout += d;
+      buffer += d;
+      let nl;
+      while ((nl = buffer.indexOf("\n")) >= 0) {
+        const line = buffer.slice(0, nl);
+        buffer = buffer.slice(nl + 1);
+        try {
+          const entry = JSON.parse(line) as { msg?: string; listening?: string[] };
+          if (entry.msg === "Switchboard is running" && entry.listening?.[0]) resolve(entry.listening[0]);
+        } catch {
+          // not a log line
+        }
+      }
+    });
+    void exited.then((r) => reject(new Error(`switchboard exited (${r.code}/${r.signal}) before it was ready:\n${r.stderr}`)));
+  });
+  ready.catch(() => {}); // a test that expects an exit awaits `exited` instead
+  return { child, exited, ready };
+}
+
+/** A config in a new temp dir: open registration, a free port, everything under the dir. */
+function setup(): { dir: string; file: string; db: string } {
+  const dir = mkdtempSync(path.join(tmpdir(), "switchboard-durability-"));
+  dirs.push(dir);
+  const file = path.join(dir, "switchboard.yaml");
+  writeFileSync(
+    file,
+    [
+      "server_name: durable.test",
+      "listeners:",
+      "  - port: 0",
+      "    bind_addresses: ['127.0.0.1']",
+      "database:",
+      "  name: sqlite3",
+      "  args:",
+      "    database: db/homeserver.db",
+      "signing_key_path: keys/signing.key",
+      "enable_registration: true",
+      "enable_registration_without_verification: true",
+      "log_level: info",
+      "",
+    ].join("\n"),
+  );
+  return { dir, file, db: path.join(dir, "db", "homeserver.db") };
+}
+
+async function call(
+  base: string,
+  method: string,
+  urlPath: string,
+  body?: unknown,
+  token?: string,
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const headers: Record<string, string> = {};
+  if (body !== undefined) headers["content-type"] = "application/json";
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(base + urlPath, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+describe("durability", { concurrency: 3 }, () => {
+  test("a registration acknowledged just before kill -9 survives, with its access token", TIMEOUT, async () => {
+    const { dir, file } = setup();
+    const first = start(["--config", file], dir);
+    const base1 = await first.ready;
+
+    // The user-interactive flow as a client runs it: ask, then complete m.login.dummy.
+    const account = { username: "dana", password: "dana's password", initial_device_display_name: "laptop" };
+    const ask = await call(base1, "POST", "/_matrix/client/v3/register", account);
+    assert.equal(ask.status, 401);
+    assert.equal(typeof ask.body.session, "string");
+    const done = await call(base1, "POST", "/_matrix/client/v3/register", {
+      ...account,
+      auth: { type: "m.login.dummy", session: ask.body.session },
+    });
+    // No grace period: the process dies as soon as the answer is in.
+    assert.ok(first.child.pid !== undefined);
+    process.kill(first.child.pid, "SIGKILL");
+    assert.equal(done.status, 200, JSON.stringify(done.body));
+    assert.equal(done.body.user_id, "@dana:durable.test");
+    const killed = await first.exited;
+    assert.equal(killed.signal, "SIGKILL");
+
+    const second = start(["--config", file], dir);
+    try {
+      const base2 = await second.ready;
+      const who = await call(base2, "GET", "/_matrix/client/v3/account/whoami", undefined, done.body.access_token as string);
+      assert.equal(who.status, 200, JSON.stringify(who.body));
+      assert.deepEqual(who.body, { user_id: "@dana:durable.test", device_id: done.body.device_id, is_guest: false });
+
+      const login = await call(base2, "POST", "/_matrix/client/v3/login", {
+        type: "m.login.password",
+        identifier: { type: "m.id.user", user: "dana" },
+        password: account.password,
+      });
+      assert.equal(login.status, 200, JSON.stringify(login.body));
+      assert.equal(login.body.user_id, "@dana:durable.test");
+      assert.notEqual(login.body.device_id, done.body.device_id);
+
+      const taken = await call(base2, "GET", "/_matrix/client/v3/register/available?username=dana");
+      assert.equal(taken.status, 400);
+      assert.equal(taken.body.errcode, "M_USER_IN_USE");
+    } finally {
+      second.child.kill("SIGTERM");
+    }
+    const end = await second.exited;
+    assert.equal(end.code, 0, end.stderr);
+  });
+
+  test("a database written by a newer Switchboard is refused, and left as it was", TIMEOUT, async () => {
+    const { dir, file, db } = setup();
+    const made = await start(["register-user", "--config", file, "--user", "erin", "--password", "pw"], dir).exited;
+    assert.equal(made.code, 0, made.stderr);
+
+    const sqlite = new Database(db);
+    const known = (sqlite.prepare("SELECT version FROM schema_version").get() as { version: number }).version;
+    assert.ok(known >= 1);
+    sqlite.prepare("UPDATE schema_version SET version = 999").run();
+    sqlite.close();
+
+    const [served, registered] = await Promise.all([
+      start(["--config", file], dir).exited,
+      start(["register-user", "--config", file, "--user", "frank", "--password", "pw"], dir).exited,
+    ]);
+    for (const [what, r] of [["serve", served], ["register-user", registered]] as const) {
+      assert.equal(r.signal, null, what);
+      assert.equal(r.code, 1, `${what}: ${r.stderr}`);
+      assert.ok(
+        r.stderr.includes(`the database is at schema version 999, but this Switchboard knows only up to ${known}`),
+        `${what}: ${r.stderr}`,
+      );
+      assert.match(r.stderr, /it was written by a newer Switchboard/);
+      assert.doesNotMatch(r.stdout, /Switchboard is running/);
+    }
+
+    const after = new Database(db, { readonly: true });
+    try {
+      assert.equal((after.prepare("SELECT version FROM schema_version").get() as { version: number }).version, 999);
+      const users = after.prepare("SELECT count(*) AS n FROM users").get() as { n: number };
+      assert.equal(users.n, 1, "nothing was written");
+    } finally {
+      after.close();
+    }
+  });
+});
