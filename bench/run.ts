@@ -12,7 +12,7 @@
  *   BENCH_WARMUP       seconds of unmeasured load before each measurement (default 2)
  *   BENCH_ONLY         comma-separated scenario names to run
  *   BENCH_LOG_LEVEL    Switchboard's log level (default "info", as in production)
- *   BENCH_CPU_PROF     a directory: write a V8 CPU profile of the Switchboard child there
+ *   BENCH_CPU_PROF     a directory: write V8 CPU profiles of both server children there
  */
 import autocannon, { type Result } from "autocannon";
 import { fork, type ChildProcess } from "node:child_process";
@@ -273,9 +273,11 @@ async function main(): Promise<number> {
   const problems: string[] = [];
 
   // Switchboard first: it also provides the bytes the baseline will answer.
-  const profArgs = CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${path.resolve(CPU_PROF)}`] : [];
+  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+  const profArgs = (name: string) =>
+    CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${path.resolve(CPU_PROF)}`, `--cpu-prof-name=${name}-${stamp}.cpuprofile`] : [];
   log(`starting Switchboard (log level ${LOG_LEVEL}, to /dev/null)`);
-  const sw = await startChild("serve.js", profArgs);
+  const sw = await startChild("serve.js", profArgs("switchboard"));
   const swResults = new Map<string, Measurement>();
   const expected = new Map<string, string>();
   const responses: CannedResponse[] = [];
@@ -299,10 +301,9 @@ async function main(): Promise<number> {
   } finally {
     await sw.stop();
   }
-  if (CPU_PROF) log(`CPU profile written to ${path.resolve(CPU_PROF)}`);
 
   log("starting the node:http baseline");
-  const base = await startChild("baseline.js", [], { type: "configure", keepAliveTimeoutMs, responses });
+  const base = await startChild("baseline.js", profArgs("baseline"), { type: "configure", keepAliveTimeoutMs, responses });
   const baseResults = new Map<string, Measurement>();
   const identical = new Map<string, boolean>();
   try {
@@ -318,6 +319,7 @@ async function main(): Promise<number> {
   } finally {
     await base.stop();
   }
+  if (CPU_PROF) log(`CPU profiles written to ${path.resolve(CPU_PROF)}`);
 
   const results = scenarios.map((s) => {
     const switchboard = swResults.get(s.name)!;

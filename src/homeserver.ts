@@ -37,7 +37,7 @@ export function openStorage(config: Config): Storage {
 export function createHomeserver(config: Config, logger: Logger, clock: Clock = systemClock): Homeserver {
   const storage = openStorage(config);
   const signingKey = loadOrCreateSigningKey(config.signingKeyPath);
-  const services = createServices(config, storage, clock, () => signingKey);
+  const services = createServices({ config, storage, clock, signingKey: () => signingKey, logger });
   const apps: App[] = [];
   const urls: string[] = [];
   let stopping: Promise<void> | undefined;
@@ -49,6 +49,8 @@ export function createHomeserver(config: Config, logger: Logger, clock: Clock = 
     signingKey,
     urls: () => [...urls],
     async start() {
+      const pending = await services.delayedEvents.start();
+      if (pending > 0) logger.info({ pending }, "delayed events scheduled");
       for (const listener of config.listeners) {
         for (const host of listener.bindAddresses) {
           const app = createHttpApp({ logger, bodyLimit: config.maxRequestBodyBytes, trustProxy: listener.xForwarded });
@@ -72,6 +74,7 @@ export function createHomeserver(config: Config, logger: Logger, clock: Clock = 
     stop() {
       closing = true;
       stopping ??= (async () => {
+        services.delayedEvents.stop();
         await Promise.all(apps.map((a) => a.close()));
         await storage.close();
       })();

@@ -76,7 +76,13 @@ async function registerUser(cmd: Extract<Command, { name: "register-user" }>): P
   const storage = openStorage(config);
   try {
     // Creating a user signs nothing; the key is made when the server first starts.
-    const services = createServices(config, storage, systemClock, () => loadOrCreateSigningKey(config.signingKeyPath));
+    const services = createServices({
+      config,
+      storage,
+      clock: systemClock,
+      signingKey: () => loadOrCreateSigningKey(config.signingKeyPath),
+      logger: createLogger(config.logLevel),
+    });
     const result = await services.accounts.createUser(cmd.user, cmd.password, { admin: cmd.admin, login: false });
     console.log(`Created ${cmd.admin ? "admin " : ""}user ${result.user_id}`);
   } finally {

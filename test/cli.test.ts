@@ -227,6 +227,7 @@ describe("switchboard CLI", { concurrency: 3 }, () => {
     assert.ok(port);
     const file = await generated(dir, "example.org", port);
     const keyFile = path.join(dir, "data", "example.org.signing.key");
+    assert.equal(existsSync(keyFile), false, "generate-config leaves the signing key to the first start");
 
     const [alice, bob] = await Promise.all([
       run(["register-user", "--config", file, "--user", "alice", "--password", "alice pw", "--admin"], dir),
@@ -243,12 +244,15 @@ describe("switchboard CLI", { concurrency: 3 }, () => {
     assert.match(again.stderr, /M_USER_IN_USE/);
     assert.equal(again.stdout, "");
 
-    assert.equal(existsSync(keyFile), false, "the signing key is made at first start");
+    // register-user may already have made the key; serving must then keep it.
+    const keyBefore = existsSync(keyFile) ? readFileSync(keyFile, "utf8") : undefined;
     const server = await serve(["--config", file], dir);
     try {
       assert.deepEqual(server.listening, [`http://127.0.0.1:${port}`]);
       const base = server.listening[0]!;
-      assert.match(readFileSync(keyFile, "utf8"), /^ed25519 a_[A-Za-z0-9_]+ [A-Za-z0-9+/]{43}\n$/);
+      const key = readFileSync(keyFile, "utf8");
+      assert.match(key, /^ed25519 a_[A-Za-z0-9_]+ [A-Za-z0-9+/]{43}\n$/);
+      if (keyBefore !== undefined) assert.equal(key, keyBefore);
       assert.equal(statSync(keyFile).mode & 0o777, 0o600);
 
       const res = await login(base, "alice", "alice pw");

@@ -6,6 +6,7 @@ import { registerRegistrationTokenRoutes } from "./admin/registration_tokens.js"
 import { registerSharedSecretRoutes } from "./admin/register.js";
 import { registerAccountRoutes } from "./client/account.js";
 import { registerCapabilitiesRoutes } from "./client/capabilities.js";
+import { registerDelayedEventRoutes } from "./client/delayed_events.js";
 import { registerDeviceRoutes } from "./client/devices.js";
 import { registerLoginRoutes } from "./client/login.js";
 import { registerOpenIdRoutes } from "./client/openid.js";
@@ -18,6 +19,10 @@ import { registerSendRoutes } from "./client/send.js";
 import { registerVersionsRoutes } from "./client/versions.js";
 import { registerVoipRoutes } from "./client/voip.js";
 import { registerWellKnownRoutes } from "./client/wellknown.js";
+import { registerAccountDataRoutes } from "./client/account_data.js";
+import { registerPushRuleRoutes } from "./client/push_rules.js";
+import { registerReceiptRoutes } from "./client/receipts.js";
+import { registerSyncRoutes } from "./client/sync.js";
 import { registerOpenIdUserInfoRoutes } from "./federation/openid.js";
 
 export function registerRoutes(app: App, services: Services, resources: Set<ListenerResource>): void {
@@ -37,9 +42,14 @@ export function registerRoutes(app: App, services: Services, resources: Set<List
     registerRoomRoutes(app, services);
     registerSendRoutes(app, services);
     registerRoomReadRoutes(app, services);
+    registerDelayedEventRoutes(app, services);
     registerRtcRoutes(app, services);
     registerOpenIdRoutes(app, services);
     registerVoipRoutes(app, services);
+    registerSyncRoutes(app, services);
+    registerAccountDataRoutes(app, services);
+    registerReceiptRoutes(app, services);
+    registerPushRuleRoutes(app, services);
   }
   // The LiveKit JWT service checks OpenID tokens here, so it must answer even
   // where the rest of federation is off: any listener with `openid` or `federation`.

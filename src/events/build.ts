@@ -26,6 +26,8 @@ export interface BuildEventInput {
    * version 10 and in `content.redacts` in version 11.
    */
   redacts?: string;
+  /** MSC4354: marks the event sticky for this long; carried as the top-level `msc4354_sticky`. */
+  sticky?: { duration_ms: number };
 }
 
 export interface EventSigner {
@@ -82,6 +84,7 @@ export function buildEvent(input: BuildEventInput, signer: EventSigner): { event
     type: input.type,
   };
   if (input.stateKey !== undefined) pdu.state_key = input.stateKey;
+  if (input.sticky !== undefined) pdu.msc4354_sticky = { duration_ms: input.sticky.duration_ms };
   if (input.redacts !== undefined) {
     if (version.redactsInContent) {
       if (content.redacts !== undefined && content.redacts !== input.redacts) {

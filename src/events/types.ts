@@ -24,6 +24,8 @@ export interface Pdu {
   unsigned?: Record<string, unknown>;
   /** Room version 10 `m.room.redaction` only; in v11 it is `content.redacts`. */
   redacts?: string;
+  /** MSC4354 sticky events: how long the event stays sticky after origin_server_ts. */
+  msc4354_sticky?: { duration_ms: number };
 }
 
 /**

@@ -17,6 +17,14 @@ import { RoomReadService } from "./rooms/reads.js";
 import { RoomService } from "./rooms/room_service.js";
 import type { SigningKey } from "./signing_key.js";
 import { InProcessNotifier, type Notifier } from "./sync/notifier.js";
+import { AccountDataService } from "./account_data.js";
+import { PushRuleService } from "./push_rules.js";
+import { ReceiptService } from "./receipts.js";
+import { FilterService } from "./sync/filter_service.js";
+import { SyncService } from "./sync/sync_service.js";
+import { TypingService } from "./sync/typing.js";
+import { DelayedEventService } from "./delayed_events/service.js";
+import type { Logger } from "pino";
 
 export interface Services {
   config: Config;
@@ -36,15 +44,30 @@ export interface Services {
   rooms: RoomService;
   roomReads: RoomReadService;
   aliases: AliasService;
+  delayedEvents: DelayedEventService;
+  /** Per user, or per IP without a token (`rc_delayed_event_mgmt`). */
+  delayedEventLimiter: RateLimiter;
+  accountData: AccountDataService;
+  filters: FilterService;
+  typing: TypingService;
+  receipts: ReceiptService;
+  pushRules: PushRuleService;
+  sync: SyncService;
 }
 
-export function createServices(
-  config: Config,
-  storage: Storage,
-  clock: Clock,
-  signingKey: () => SigningKey,
-  notifier: Notifier = new InProcessNotifier(),
-): Services {
+export interface ServiceDeps {
+  config: Config;
+  storage: Storage;
+  clock: Clock;
+  /** Called when an event is signed, so tools that never sign need no key. */
+  signingKey: () => SigningKey;
+  logger: Pick<Logger, "warn" | "error" | "info">;
+  notifier?: Notifier;
+}
+
+export function createServices(deps: ServiceDeps): Services {
+  const { config, storage, clock, signingKey, logger } = deps;
+  const notifier = deps.notifier ?? new InProcessNotifier();
   const rl = config.rateLimits;
   const auth = new AuthService(storage.devices);
   const uia = new UiaService(clock);
@@ -56,6 +79,9 @@ export function createServices(
   const accounts = new AccountService(config, storage, clock, uia, sessions, new RateLimiter(rl.registration, clock));
   const admin = new AdminService(config, storage, clock, accounts);
   const persister = new EventPersister(config, storage, clock, signingKey, notifier);
+  const accountData = new AccountDataService(storage, notifier);
+  const filters = new FilterService(storage);
+  const typing = new TypingService(storage, notifier);
   return {
     config,
     clock,
@@ -73,5 +99,13 @@ export function createServices(
     rooms: new RoomService(config, storage, clock, persister, new RateLimiter(rl.message, clock)),
     roomReads: new RoomReadService(storage, clock),
     aliases: new AliasService(config, storage),
+    delayedEvents: new DelayedEventService(config, storage, clock, persister, logger),
+    delayedEventLimiter: new RateLimiter(rl.delayedEventMgmt, clock),
+    accountData,
+    filters,
+    typing,
+    receipts: new ReceiptService(storage, clock, notifier, accountData),
+    pushRules: new PushRuleService(),
+    sync: new SyncService(storage, clock, notifier, typing, filters),
   };
 }

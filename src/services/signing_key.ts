@@ -42,6 +42,12 @@ export function loadOrCreateSigningKey(file: string): SigningKey {
   const chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
   const version = "a_" + [...randomBytes(4)].map((b) => chars[b % chars.length]).join("");
   mkdirSync(path.dirname(file), { recursive: true });
-  writeFileSync(file, `ed25519 ${version} ${unpadded(seed.toString("base64"))}\n`, { mode: 0o600 });
+  try {
+    // "wx": when two processes start at once, one writes and the other reads what it wrote.
+    writeFileSync(file, `ed25519 ${version} ${unpadded(seed.toString("base64"))}\n`, { mode: 0o600, flag: "wx" });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") return loadOrCreateSigningKey(file);
+    throw err;
+  }
   return describe(`ed25519:${version}`, privateKey);
 }

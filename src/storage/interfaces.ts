@@ -3,6 +3,7 @@
  * implements them now; PostgreSQL will later, which is why every method is
  * async even though better-sqlite3 is not.
  */
+import type { DelayedEventStore } from "./delayed_events.js";
 import type { RoomStore } from "./rooms.js";
 import type { AccountDataStore, FilterStore, ReceiptStore } from "./user_data.js";
 
@@ -108,6 +109,7 @@ export interface Storage {
   accountData: AccountDataStore;
   filters: FilterStore;
   receipts: ReceiptStore;
+  delayedEvents: DelayedEventStore;
   devices: DeviceStore;
   registrationTokens: RegistrationTokenStore;
   openIdTokens: OpenIdTokenStore;

@@ -32,7 +32,11 @@ export interface NewEvent {
   json: string;
   /** For m.room.member: the target's membership after this event. */
   membership: string | null;
-  txn?: { userId: string; deviceId: string; txnId: string };
+  /**
+   * The client transaction that sent it. `key` is what idempotency is checked on (the
+   * transaction ID scoped to its endpoint, see `getEventByTxn`); it defaults to `txnId`.
+   */
+  txn?: { userId: string; deviceId: string; txnId: string; key?: string };
 }
 
 export interface RoomRecord {
@@ -76,8 +80,8 @@ export interface RoomStore {
   appendEvent(event: NewEvent): Promise<number>;
   getTip(roomId: string): Promise<RoomTip | undefined>;
   getEvent(eventId: string): Promise<StoredEvent | undefined>;
-  /** The event a user already sent with this transaction ID, if any. */
-  getEventByTxn(userId: string, deviceId: string, txnId: string): Promise<string | undefined>;
+  /** The event a user's device already sent with this transaction key (`NewEvent.txn.key`), if any. */
+  getEventByTxn(userId: string, deviceId: string, key: string): Promise<string | undefined>;
   /** Replaces an event's JSON with its redacted form and records the redaction. */
   redactEvent(eventId: string, redactedJson: string, redactedBy: string): Promise<void>;
 
@@ -87,6 +91,11 @@ export interface RoomStore {
   currentStateEvent(roomId: string, type: string, stateKey: string): Promise<StoredEvent | undefined>;
   /** State after the event at `streamOrdering` (inclusive) in that room. */
   stateAt(roomId: string, streamOrdering: number): Promise<StateMap>;
+  /**
+   * The state that changed in (from, to]: for each (type, state_key) set in that range,
+   * the last event that set it. Empty when `to <= from`.
+   */
+  stateDelta(roomId: string, from: number, to: number): Promise<StateMap>;
 
   /** Events of a room with stream ordering in (from, to], oldest first, at most `limit` (newest ones kept). */
   eventsBetween(roomId: string, from: number, to: number, limit: number): Promise<{ events: StoredEvent[]; limited: boolean }>;

@@ -16,6 +16,7 @@ export function versionsBody(services: Services) {
     versions: SPEC_VERSIONS,
     unstable_features: {
       "org.matrix.msc4143": features.msc4143,
+      "org.matrix.msc4140": services.delayedEvents.enabled,
     },
   };
 }

@@ -2,6 +2,9 @@
 import type { Pdu } from "../../events/index.js";
 import type { StoredEvent } from "../../storage/rooms.js";
 
+/** Must match the delayed-event service's pseudo-device; kept here so formatting needs no service import. */
+export const DELAYED_EVENT_TXN_DEVICE = "org.matrix.msc4140";
+
 export interface ClientEvent {
   content: Record<string, unknown>;
   event_id: string;
@@ -43,8 +46,10 @@ export function toClientEvent(stored: StoredEvent, now: number, viewer?: Viewer)
     if (stored_unsigned[key] !== undefined) unsigned[key] = stored_unsigned[key];
   }
   if (stored.redactedBy) unsigned.redacted_because ??= { event_id: stored.redactedBy };
-  if (viewer && stored.txn && viewer.userId === pdu.sender && viewer.deviceId === stored.txn.deviceId) {
-    unsigned.transaction_id = stored.txn.txnId;
+  if (viewer && stored.txn && viewer.userId === pdu.sender) {
+    // A fired delayed event records its delay ID as the transaction of a pseudo-device.
+    if (stored.txn.deviceId === DELAYED_EVENT_TXN_DEVICE) unsigned["org.matrix.msc4140.delay_id"] = stored.txn.txnId;
+    else if (viewer.deviceId === stored.txn.deviceId) unsigned.transaction_id = stored.txn.txnId;
   }
   out.unsigned = unsigned;
   return out;

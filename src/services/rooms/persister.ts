@@ -31,7 +31,14 @@ export interface EventDraft {
   stateKey?: string;
   content: Record<string, unknown>;
   redacts?: string;
-  txn?: { deviceId: string; txnId: string };
+  /**
+   * The client transaction. The spec scopes a transaction ID to a device and an endpoint
+   * (the request path), so `scope` names the endpoint, e.g. `["send", roomId, type]`; a
+   * retry with the same scope and ID returns the first event instead of making another.
+   */
+  txn?: { deviceId: string; txnId: string; scope?: string[] };
+  /** MSC4354: how long the event stays sticky. */
+  stickyDurationMs?: number;
 }
 
 export interface PersistedEvent {
@@ -42,6 +49,11 @@ export interface PersistedEvent {
 
 /** Things that must happen when an event lands; delayed events hook in here. */
 export type PersistListener = (event: PersistedEvent, roomVersion: RoomVersion) => void | Promise<void>;
+
+/** The idempotency key of a transaction: its ID, scoped to its endpoint when one is given. */
+function txnKey(txn: { txnId: string; scope?: string[] }): string {
+  return txn.scope === undefined ? txn.txnId : JSON.stringify([...txn.scope, txn.txnId]);
+}
 
 export function parsePdu(stored: StoredEvent): Pdu {
   return JSON.parse(stored.json) as Pdu;
@@ -107,7 +119,7 @@ export class EventPersister {
     return this.#mutex.run(draft.roomId, async () => {
       // Inside the room's lock, so two retries of one transaction cannot both create an event.
       if (draft.txn) {
-        const existing = await this.storage.rooms.getEventByTxn(draft.sender, draft.txn.deviceId, draft.txn.txnId);
+        const existing = await this.storage.rooms.getEventByTxn(draft.sender, draft.txn.deviceId, txnKey(draft.txn));
         const stored = existing ? await this.storage.rooms.getEvent(existing) : undefined;
         if (stored) return { eventId: stored.eventId, streamOrdering: stored.streamOrdering, pdu: parsePdu(stored) };
       }
@@ -131,6 +143,7 @@ export class EventPersister {
           depth: (tip?.depth ?? 0) + 1,
           originServerTs: this.clock.now(),
           redacts: draft.redacts,
+          sticky: draft.stickyDurationMs === undefined ? undefined : { duration_ms: draft.stickyDurationMs },
         },
         { serverName: this.config.serverName, keyId: this.signingKey().keyId, privateKey: this.signingKey().privateKey },
       );
@@ -158,7 +171,12 @@ export class EventPersister {
         json,
         membership:
           draft.type === "m.room.member" && typeof draft.content.membership === "string" ? draft.content.membership : null,
-        txn: draft.txn && { userId: draft.sender, ...draft.txn },
+        txn: draft.txn && {
+          userId: draft.sender,
+          deviceId: draft.txn.deviceId,
+          txnId: draft.txn.txnId,
+          key: txnKey(draft.txn),
+        },
       });
       const persisted = { eventId, streamOrdering, pdu };
       for (const listener of this.#listeners) await listener(persisted, version);

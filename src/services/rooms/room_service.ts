@@ -11,6 +11,11 @@ import { toClientEvent } from "./client_format.js";
 import { planInitialState, type CreateRoomRequest } from "./create_room.js";
 import { parsePdu, type EventPersister, type PersistedEvent } from "./persister.js";
 
+export interface SendOptions {
+  /** MSC4354: keep the event sticky for this long. */
+  stickyDurationMs?: number;
+}
+
 export interface CreateRoomInput extends CreateRoomRequest {
   roomVersion?: string;
 }
@@ -101,22 +106,45 @@ export class RoomService {
     return roomIdOrAlias;
   }
 
-  async send(requester: Requester, roomId: string, type: string, content: Record<string, unknown>, txnId?: string): Promise<string> {
+  async send(
+    requester: Requester,
+    roomId: string,
+    type: string,
+    content: Record<string, unknown>,
+    txnId?: string,
+    opts: SendOptions = {},
+  ): Promise<string> {
+    this.messageLimiter.ratelimit(requester.userId);
+    const resolved = await this.resolveRoom(roomId);
+    const event = await this.persister.persist({
+      roomId: resolved,
+      sender: requester.userId,
+      type,
+      content,
+      txn: txnId === undefined ? undefined : { deviceId: requester.deviceId, txnId, scope: ["send", resolved, type] },
+      stickyDurationMs: opts.stickyDurationMs,
+    });
+    return event.eventId;
+  }
+
+  async setState(
+    requester: Requester,
+    roomId: string,
+    type: string,
+    stateKey: string,
+    content: Record<string, unknown>,
+    opts: SendOptions = {},
+  ): Promise<string> {
+    if (type === "m.room.member") return this.#membership(requester, roomId, stateKey, content);
     this.messageLimiter.ratelimit(requester.userId);
     const event = await this.persister.persist({
       roomId: await this.resolveRoom(roomId),
       sender: requester.userId,
       type,
+      stateKey,
       content,
-      txn: txnId === undefined ? undefined : { deviceId: requester.deviceId, txnId },
+      stickyDurationMs: opts.stickyDurationMs,
     });
-    return event.eventId;
-  }
-
-  async setState(requester: Requester, roomId: string, type: string, stateKey: string, content: Record<string, unknown>): Promise<string> {
-    if (type === "m.room.member") return this.#membership(requester, roomId, stateKey, content);
-    this.messageLimiter.ratelimit(requester.userId);
-    const event = await this.persister.persist({ roomId: await this.resolveRoom(roomId), sender: requester.userId, type, stateKey, content });
     return event.eventId;
   }
 
@@ -205,7 +233,7 @@ export class RoomService {
         type: "m.room.redaction",
         content,
         redacts: version.updatedRedactionRules ? undefined : eventId,
-        txn: { deviceId: requester.deviceId, txnId },
+        txn: { deviceId: requester.deviceId, txnId, scope: ["redact", roomId, eventId] },
       },
       version,
     );

@@ -1,6 +1,7 @@
 import type { Storage } from "../interfaces.js";
 import { SqliteAccountStore } from "./accounts.js";
 import { openDatabase } from "./database.js";
+import { SqliteDelayedEventStore } from "./delayed_events.js";
 import { SqliteDeviceStore } from "./devices.js";
 import { SqliteOpenIdTokenStore } from "./openid_tokens.js";
 import { SqliteRegistrationTokenStore } from "./registration_tokens.js";
@@ -18,6 +19,7 @@ export function openSqliteStorage(file: string): Storage {
     accountData: new SqliteAccountDataStore(db),
     filters: new SqliteFilterStore(db),
     receipts: new SqliteReceiptStore(db),
+    delayedEvents: new SqliteDelayedEventStore(db),
     async close() {
       if (db.open) db.close();
     },

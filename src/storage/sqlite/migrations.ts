@@ -142,4 +142,29 @@ export const MIGRATIONS: string[] = [
   );
   CREATE INDEX receipts_stream ON receipts(room_id, stream_id);
   `,
+  `
+  CREATE TABLE delayed_events (
+    delay_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    state_key TEXT,
+    content TEXT NOT NULL,
+    delay_ms INTEGER NOT NULL,
+    running_since INTEGER NOT NULL,
+    send_at INTEGER NOT NULL,
+    parent_delay_id TEXT,
+    sticky_duration_ms INTEGER,
+    status TEXT NOT NULL,
+    outcome TEXT,
+    reason TEXT,
+    finalised_ts INTEGER,
+    event_id TEXT,
+    error TEXT
+  );
+  CREATE INDEX delayed_events_pending ON delayed_events(send_at) WHERE status != 'finalised';
+  CREATE INDEX delayed_events_user ON delayed_events(user_id, status, running_since);
+  CREATE INDEX delayed_events_state ON delayed_events(room_id, type, state_key) WHERE status = 'scheduled' AND state_key IS NOT NULL;
+  CREATE INDEX delayed_events_parent ON delayed_events(parent_delay_id) WHERE parent_delay_id IS NOT NULL;
+  `,
 ];

@@ -120,6 +120,10 @@ export class SqliteRoomStore implements RoomStore {
         `SELECT *, MAX(stream_ordering) AS m FROM events
          WHERE room_id = ? AND state_key IS NOT NULL AND stream_ordering <= ? GROUP BY type, state_key`,
       ),
+      stateDelta: db.prepare<[string, number, number], EventRow & { m: number }>(
+        `SELECT *, MAX(stream_ordering) AS m FROM events
+         WHERE room_id = ? AND state_key IS NOT NULL AND stream_ordering > ? AND stream_ordering <= ? GROUP BY type, state_key`,
+      ),
       between: db.prepare<[string, number, number, number], EventRow>(
         `SELECT * FROM events WHERE room_id = ? AND stream_ordering > ? AND stream_ordering <= ?
          ORDER BY stream_ordering DESC LIMIT ?`,
@@ -152,7 +156,7 @@ export class SqliteRoomStore implements RoomStore {
         txnId: e.txn?.txnId ?? null,
       });
       const ordering = Number(res.lastInsertRowid);
-      if (e.txn) s.insertTxn.run(e.txn.userId, e.txn.deviceId, e.txn.txnId, e.eventId);
+      if (e.txn) s.insertTxn.run(e.txn.userId, e.txn.deviceId, e.txn.key ?? e.txn.txnId, e.eventId);
       if (e.stateKey !== null) {
         s.upsertState.run(e.roomId, e.type, e.stateKey, e.eventId, ordering);
         if (e.type === "m.room.member" && e.membership !== null) {
@@ -198,8 +202,8 @@ export class SqliteRoomStore implements RoomStore {
     return row && toEvent(row);
   }
 
-  async getEventByTxn(userId: string, deviceId: string, txnId: string): Promise<string | undefined> {
-    return this.#s.txn.get(userId, deviceId, txnId)?.event_id;
+  async getEventByTxn(userId: string, deviceId: string, key: string): Promise<string | undefined> {
+    return this.#s.txn.get(userId, deviceId, key)?.event_id;
   }
 
   async redactEvent(eventId: string, redactedJson: string, redactedBy: string): Promise<void> {
@@ -217,6 +221,11 @@ export class SqliteRoomStore implements RoomStore {
 
   async stateAt(roomId: string, streamOrdering: number): Promise<StateMap> {
     return toStateMap(this.#s.stateAt.all(roomId, streamOrdering));
+  }
+
+  async stateDelta(roomId: string, from: number, to: number): Promise<StateMap> {
+    if (to <= from) return new Map();
+    return toStateMap(this.#s.stateDelta.all(roomId, from, to));
   }
 
   async eventsBetween(roomId: string, from: number, to: number, limit: number) {

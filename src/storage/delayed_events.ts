@@ -1,0 +1,59 @@
+/**
+ * Delayed events (MSC4140). Every transition out of "scheduled" is a single
+ * conditional update, so whichever of timer, cancel, send or restart arrives
+ * first wins, and each delayed event is finalised exactly once.
+ */
+
+export type DelayedOutcome = "send" | "cancel";
+export type DelayedReason = "action" | "delay" | "error";
+
+export interface DelayedEventRecord {
+  delayId: string;
+  userId: string;
+  roomId: string;
+  type: string;
+  stateKey: string | null;
+  content: Record<string, unknown>;
+  delayMs: number;
+  runningSince: number;
+  sendAt: number;
+  parentDelayId: string | null;
+  stickyDurationMs: number | null;
+  /** "sending" is held only while the event is being written. */
+  status: "scheduled" | "sending" | "finalised";
+  outcome: DelayedOutcome | null;
+  reason: DelayedReason | null;
+  finalisedTs: number | null;
+  eventId: string | null;
+  error: Record<string, unknown> | null;
+}
+
+export type NewDelayedEvent = Omit<
+  DelayedEventRecord,
+  "status" | "outcome" | "reason" | "finalisedTs" | "eventId" | "error" | "sendAt"
+>;
+
+export interface DelayedEventStore {
+  /** Inserts unless the user already has `maxPerUser` scheduled; false when at the limit. */
+  schedule(event: NewDelayedEvent, maxPerUser: number): Promise<boolean>;
+  get(delayId: string): Promise<DelayedEventRecord | undefined>;
+  /** Moves a scheduled event's timer to start at `now`; false when it is not scheduled. */
+  restart(delayId: string, now: number): Promise<DelayedEventRecord | undefined>;
+  /** Finalises a scheduled event as cancelled; false when it is not scheduled. */
+  cancel(delayId: string, reason: DelayedReason, now: number): Promise<boolean>;
+  /** Claims a scheduled event for sending; only one caller ever gets true. */
+  claimForSending(delayId: string): Promise<boolean>;
+  /** Records the outcome of a claimed send. */
+  finishSending(delayId: string, result: { eventId: string } | { error: Record<string, unknown> }, reason: DelayedReason, now: number): Promise<void>;
+  /** Scheduled events of a user, oldest first. */
+  scheduledOf(userId: string): Promise<DelayedEventRecord[]>;
+  /** Finalised events of a user, newest first, at most `limit`, before `beforeTs` when given. */
+  finalisedOf(userId: string, limit: number): Promise<DelayedEventRecord[]>;
+  /** Every event still to send (scheduled or caught mid-send), for the scheduler at start. */
+  pending(): Promise<{ delayId: string; sendAt: number; status: "scheduled" | "sending" }[]>;
+  /** Scheduled state events at (room, type, state_key) owned by users other than `exceptUser`. */
+  scheduledStateOthers(roomId: string, type: string, stateKey: string, exceptUser: string): Promise<string[]>;
+  /** Scheduled children of a parent delayed event. */
+  childrenOf(parentDelayId: string): Promise<string[]>;
+  countScheduled(userId: string): Promise<number>;
+}
