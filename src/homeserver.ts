@@ -10,6 +10,7 @@ import { createHttpApp, type App } from "./http/server.js";
 import { systemClock, type Clock } from "./services/clock.js";
 import { createServices, type Services } from "./services/index.js";
 import { loadOrCreateSigningKey, type SigningKey } from "./services/signing_key.js";
+import type { OutboundOptions } from "./services/livekit/outbound.js";
 import type { Storage } from "./storage/interfaces.js";
 import { openSqliteStorage } from "./storage/sqlite/index.js";
 
@@ -34,10 +35,15 @@ export function openStorage(config: Config): Storage {
   return openSqliteStorage(config.database.path);
 }
 
-export function createHomeserver(config: Config, logger: Logger, clock: Clock = systemClock): Homeserver {
+export interface HomeserverOptions {
+  /** CAs and name resolution for calls the LiveKit service makes to other homeservers (tests). */
+  outbound?: OutboundOptions;
+}
+
+export function createHomeserver(config: Config, logger: Logger, clock: Clock = systemClock, opts: HomeserverOptions = {}): Homeserver {
   const storage = openStorage(config);
   const signingKey = loadOrCreateSigningKey(config.signingKeyPath);
-  const services = createServices({ config, storage, clock, signingKey: () => signingKey, logger });
+  const services = createServices({ config, storage, clock, signingKey: () => signingKey, logger, outbound: opts.outbound });
   const apps: App[] = [];
   const urls: string[] = [];
   let stopping: Promise<void> | undefined;
@@ -53,7 +59,13 @@ export function createHomeserver(config: Config, logger: Logger, clock: Clock = 
       if (pending > 0) logger.info({ pending }, "delayed events scheduled");
       for (const listener of config.listeners) {
         for (const host of listener.bindAddresses) {
-          const app = createHttpApp({ logger, bodyLimit: config.maxRequestBodyBytes, trustProxy: listener.xForwarded });
+          const app = createHttpApp({
+            logger,
+            bodyLimit: config.maxRequestBodyBytes,
+            trustProxy: listener.xForwarded,
+            // The LiveKit endpoints answer CORS and OPTIONS as lk-jwt-service does.
+            ownCorsPrefix: config.livekit && listener.resources.has("client") ? `${config.livekit.path}/` : undefined,
+          });
           // A request still in flight when stopping begins ends its connection with its response:
           // an idle keep-alive connection would otherwise hold the close up until the client drops it.
           app.addHook("onSend", async (_request, reply, payload) => {
@@ -74,7 +86,9 @@ export function createHomeserver(config: Config, logger: Logger, clock: Clock = 
     stop() {
       closing = true;
       stopping ??= (async () => {
-        services.delayedEvents.stop();
+        // Delegated-leave jobs stop without sending: each client's own delayed leave still stands.
+        services.livekit?.stop();
+        await services.delayedEvents.stop();
         await Promise.all(apps.map((a) => a.close()));
         await storage.close();
       })();

@@ -131,7 +131,10 @@ describe("createRoom content", () => {
     assert.equal(findState(state, "m.room.history_visibility")!.content.history_visibility, "joined");
     assert.equal(findState(state, "m.room.guest_access")!.content.guest_access, "forbidden");
     assert.equal(findState(state, "m.room.name")!.content.name, "Named");
-    assert.equal(findState(state, "m.room.topic")!.content.topic, "From the topic key");
+    assert.deepEqual(findState(state, "m.room.topic")!.content, {
+      topic: "From the topic key",
+      "m.topic": { "m.text": [{ mimetype: "text/plain", body: "From the topic key" }] },
+    });
     // The preset's join rule was replaced, not sent as well.
     const joinRules = (await history(alice, roomId)).filter((e) => e.type === "m.room.join_rules");
     assert.equal(joinRules.length, 1);
@@ -185,6 +188,28 @@ describe("createRoom content", () => {
     assertError(await alice.req("POST", "/createRoom", { invite: ["@nobody:localhost"] }), 404, "M_NOT_FOUND");
     assertError(await alice.req("POST", "/createRoom", { invite: ["@someone:elsewhere.example"] }), 403, "M_FORBIDDEN");
     assert.equal((await alice.joinedRooms()).length, before);
+  });
+
+  test("initial state the rules would reject is 400 M_INVALID_ROOM_STATE, and no room is made", async () => {
+    const before = (await alice.joinedRooms()).length;
+    const bobBefore = (await bob.joinedRooms()).length;
+    // The creator's own power level set below what naming the room needs.
+    const lowered = await alice.req("POST", "/createRoom", {
+      name: "Unnameable",
+      power_level_content_override: { users: { [alice.userId]: 10 }, events: { "m.room.name": 50 }, state_default: 0 },
+    });
+    assert.match(assertError(lowered, 400, "M_INVALID_ROOM_STATE"), /m\.room\.name \(needs 50, has 10\)/);
+    const noInvite = await alice.req("POST", "/createRoom", {
+      invite: [bob.userId],
+      power_level_content_override: { invite: 101 },
+    });
+    assert.match(assertError(noInvite, 400, "M_INVALID_ROOM_STATE"), /invite/);
+    const secondCreate = await alice.req("POST", "/createRoom", { initial_state: [{ type: "m.room.create", content: {} }] });
+    assertError(secondCreate, 400, "M_INVALID_ROOM_STATE");
+    const float = await alice.req("POST", "/createRoom", { initial_state: [{ type: "org.example.f", content: { v: 0.5 } }] });
+    assertError(float, 400, "M_BAD_JSON");
+    assert.equal((await alice.joinedRooms()).length, before);
+    assert.equal((await bob.joinedRooms()).length, bobBefore);
   });
 
   test("a body that breaks the schema is 400 M_BAD_JSON", async () => {

@@ -162,6 +162,16 @@ describe("kick, ban and unban", () => {
     assertError(await alice.act("kick", roomId, carol.userId), 403, "M_FORBIDDEN");
   });
 
+  test("an unknown room is 404 M_NOT_FOUND and a target that is not a user ID 400 M_INVALID_PARAM", async () => {
+    const roomId = await alice.createRoom();
+    for (const action of ["invite", "kick", "ban", "unban"] as const) {
+      assertError(await alice.act(action, "!nowhere:localhost", carol.userId), 404, "M_NOT_FOUND");
+    }
+    for (const action of ["kick", "ban", "unban"] as const) {
+      assertError(await alice.act(action, roomId, "carol"), 400, "M_INVALID_PARAM");
+    }
+  });
+
   test("a moderator cannot kick someone at or above their own level", async () => {
     const roomId = await alice.createRoom({
       preset: "public_chat",

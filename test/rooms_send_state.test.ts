@@ -45,6 +45,16 @@ describe("PUT /send and transaction IDs", () => {
     assert.equal((await getEvent(otherDevice, roomId, first)).unsigned?.transaction_id, undefined);
   });
 
+  test("concurrent retries of one transaction make one event", async () => {
+    const roomId = await sharedRoom();
+    const content = { msgtype: "m.text", body: "racing" };
+    const replies = await Promise.all(Array.from({ length: 8 }, () => alice.sendRaw(roomId, "m.room.message", content, "race")));
+    const eventIds = new Set(replies.map((r) => ok(r).event_id));
+    assert.equal(eventIds.size, 1);
+    const chunk = ok(await alice.messages(roomId, { dir: "b", limit: 20 })).chunk as Ev[];
+    assert.equal(chunk.filter((e) => e.content.body === "racing").length, 1);
+  });
+
   test("the same transaction ID from another device, user, room or event type is a new event", async () => {
     const roomId = await sharedRoom();
     const otherRoom = await sharedRoom();
@@ -225,6 +235,33 @@ describe("redaction", () => {
     assert.equal((await getEvent(bob, roomId, alices)).content.body, "admin words");
     ok(await redact(alice, roomId, bobs, "r3"));
     assert.deepEqual((await getEvent(bob, roomId, bobs)).content, {});
+  });
+
+  test("an m.room.redaction sent through /send is held to the same rule", async () => {
+    const roomId = await sharedRoom();
+    const alices = await alice.send(roomId, "keep me");
+    const bobs = await bob.send(roomId, "remove me");
+    const error = assertError(await bob.sendRaw(roomId, "m.room.redaction", { redacts: alices }), 403, "M_FORBIDDEN");
+    assert.match(error, /redact/);
+    assert.equal((await getEvent(bob, roomId, alices)).content.body, "keep me");
+    ok(await bob.sendRaw(roomId, "m.room.redaction", { redacts: bobs }));
+    assert.deepEqual((await getEvent(alice, roomId, bobs)).content, {});
+  });
+
+  test("redacting an event of another room is 400 M_INVALID_PARAM; an unknown event ID redacts nothing", async () => {
+    const roomId = await sharedRoom();
+    const elsewhere = await sharedRoom();
+    const message = await alice.send(elsewhere, "other room");
+    assertError(await redact(alice, roomId, message, "cross"), 400, "M_INVALID_PARAM");
+    assert.equal((await getEvent(alice, elsewhere, message)).content.body, "other room");
+    ok(await redact(bob, roomId, "$unknown", "unknown-target"));
+  });
+
+  test("in room version 10, content.redacts of a sent m.room.redaction redacts nothing", async () => {
+    const roomId = await sharedRoom({ room_version: "10" });
+    const message = await bob.send(roomId, "stays");
+    ok(await bob.sendRaw(roomId, "m.room.redaction", { redacts: message }));
+    assert.equal((await getEvent(alice, roomId, message)).content.body, "stays");
   });
 
   test("a non-member cannot redact", async () => {

@@ -24,6 +24,8 @@ import { registerPushRuleRoutes } from "./client/push_rules.js";
 import { registerReceiptRoutes } from "./client/receipts.js";
 import { registerSyncRoutes } from "./client/sync.js";
 import { registerOpenIdUserInfoRoutes } from "./federation/openid.js";
+import { registerLiveKitJwtRoutes } from "./livekit/jwt_service.js";
+import { registerMsc4195Routes } from "./livekit/msc4195.js";
 
 export function registerRoutes(app: App, services: Services, resources: Set<ListenerResource>): void {
   // Every listener answers health checks, as Synapse's do.
@@ -50,6 +52,9 @@ export function registerRoutes(app: App, services: Services, resources: Set<List
     registerAccountDataRoutes(app, services);
     registerReceiptRoutes(app, services);
     registerPushRuleRoutes(app, services);
+    // Both exist only when `livekit` is configured.
+    registerLiveKitJwtRoutes(app, services);
+    registerMsc4195Routes(app, services);
   }
   // The LiveKit JWT service checks OpenID tokens here, so it must answer even
   // where the rest of federation is off: any listener with `openid` or `federation`.

@@ -23,6 +23,23 @@ export interface RtcTransport {
   [key: string]: unknown;
 }
 
+/** The bundled LiveKit authorisation service (`livekit`); absent when not configured. */
+export interface LiveKitConfig {
+  /** The SFU's WebSocket URL, handed to clients with each token. */
+  url: string;
+  apiKey: string;
+  apiSecret: Secret;
+  /** Server names whose users get rooms created and may delegate their leave; "*" alone means all. */
+  fullAccessHomeservers: string[];
+  /** Path prefix of the lk-jwt-service endpoints, without a trailing slash. */
+  path: string;
+  /** `public_baseurl` (without its trailing slash) + `path`: the advertised `livekit_service_url`. */
+  serviceUrl: string;
+  /** 0 turns the periodic "is the participant still there" check off. */
+  sanityCheckIntervalMs: number;
+  csApiUrlOverrides: Record<string, string>;
+}
+
 export interface Config {
   /** Absolute path of the file this came from, or undefined for an in-memory config. */
   configPath?: string;
@@ -54,6 +71,7 @@ export interface Config {
   delayedEvents: { enabled: boolean; maxDelayMs: number; maxPerUser: number };
   features: { msc4143: boolean; msc4354: boolean };
   matrixRtc: { transports: RtcTransport[]; advertiseInWellKnown: boolean };
+  livekit?: LiveKitConfig;
   turn: {
     uris: string[];
     sharedSecret?: Secret;

@@ -5,6 +5,7 @@ import { Value } from "typebox/value";
 import { LineCounter, parseDocument } from "yaml";
 import type { Config, DatabaseConfig, RateLimitConfig } from "./config.js";
 import { ConfigError } from "./errors.js";
+import { resolveLiveKit } from "./livekit.js";
 import { ConfigSchema, type RawConfig } from "./schema.js";
 import { resolveTransports } from "./transports.js";
 import { parseDuration, parseSize, Secret } from "./types.js";
@@ -99,6 +100,7 @@ function resolve(raw: RawConfig, configPath: string | undefined, warnings: strin
   }
 
   const transports = resolveTransports(raw.matrix_rtc.transports, problems, warnings);
+  const livekit = resolveLiveKit(raw, fromBase, problems, warnings);
   if (problems.length) throw new ConfigError(problems.map((p) => (configPath ? `${configPath}: ${p}` : p)));
 
   let publicBaseUrl = raw.public_baseurl ?? `https://${raw.server_name}/`;
@@ -142,6 +144,7 @@ function resolve(raw: RawConfig, configPath: string | undefined, warnings: strin
     },
     features: { msc4143: raw.experimental_features.msc4143_enabled, msc4354: raw.experimental_features.msc4354_enabled },
     matrixRtc: { transports, advertiseInWellKnown: raw.matrix_rtc.advertise_in_well_known },
+    livekit,
     turn: {
       uris: raw.turn_uris,
       sharedSecret: raw.turn_shared_secret === undefined ? undefined : new Secret(raw.turn_shared_secret),

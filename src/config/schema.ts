@@ -3,6 +3,7 @@ import { Type, type Static } from "typebox";
 import { databaseFields } from "./sections/database.js";
 import { experimentalFields } from "./sections/experimental.js";
 import { keyFields } from "./sections/keys.js";
+import { livekitFields } from "./sections/livekit.js";
 import { matrixRtcFields } from "./sections/matrixrtc.js";
 import { ratelimitFields } from "./sections/ratelimiting.js";
 import { registrationFields } from "./sections/registration.js";
@@ -17,6 +18,7 @@ export const SECTIONS = [
   { title: "Rate limits", fields: ratelimitFields },
   { title: "Delayed events and experimental features", fields: experimentalFields },
   { title: "MatrixRTC", fields: matrixRtcFields },
+  { title: "LiveKit authorisation service", fields: livekitFields },
   { title: "TURN (VoIP)", fields: voipFields },
 ] as const;
 
@@ -29,6 +31,7 @@ export const ConfigSchema = Type.Object(
     ...ratelimitFields,
     ...experimentalFields,
     ...matrixRtcFields,
+    ...livekitFields,
     ...voipFields,
   },
   { additionalProperties: false },

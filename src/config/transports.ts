@@ -8,7 +8,7 @@ const LIVEKIT_TYPES = new Set(["livekit", "msc4195.livekit"]);
 const LIVEKIT_KEYS = new Set(["type", "livekit_service_url"]);
 const SECRET_WORDS = ["secret", "password", "api_key", "apikey", "token"];
 
-function isLoopbackHost(host: string): boolean {
+export function isLoopbackHost(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, "").toLowerCase();
   return h === "localhost" || h.endsWith(".localhost") || h === "::1" || /^127\./.test(h);
 }

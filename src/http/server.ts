@@ -31,6 +31,12 @@ export interface HttpOptions {
   logger: Logger;
   bodyLimit: number;
   trustProxy: boolean;
+  /**
+   * Requests under this path prefix get no CORS headers or OPTIONS answer from
+   * here: their routes answer them, as the service they stand in for does (the
+   * LiveKit endpoints, like lk-jwt-service).
+   */
+  ownCorsPrefix?: string;
 }
 
 const METHODS: HTTPMethod[] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"];
@@ -77,6 +83,7 @@ export function createHttpApp(opts: HttpOptions): App {
   // The two hooks every request runs are callback-style rather than async: an async hook costs
   // Fastify a promise and a microtask hop per request, which the benchmark shows.
   app.addHook("onRequest", (request, reply, done) => {
+    if (opts.ownCorsPrefix !== undefined && request.url.startsWith(opts.ownCorsPrefix)) return done();
     applyCors(reply);
     if (request.method === "OPTIONS") {
       reply.code(200).send({});

@@ -24,6 +24,8 @@ import { FilterService } from "./sync/filter_service.js";
 import { SyncService } from "./sync/sync_service.js";
 import { TypingService } from "./sync/typing.js";
 import { DelayedEventService } from "./delayed_events/service.js";
+import { LiveKitService } from "./livekit/service.js";
+import type { OutboundOptions } from "./livekit/outbound.js";
 import type { Logger } from "pino";
 
 export interface Services {
@@ -45,6 +47,8 @@ export interface Services {
   roomReads: RoomReadService;
   aliases: AliasService;
   delayedEvents: DelayedEventService;
+  /** The bundled LiveKit authorisation service; undefined unless `livekit` is configured. */
+  livekit?: LiveKitService;
   /** Per user, or per IP without a token (`rc_delayed_event_mgmt`). */
   delayedEventLimiter: RateLimiter;
   accountData: AccountDataService;
@@ -63,6 +67,8 @@ export interface ServiceDeps {
   signingKey: () => SigningKey;
   logger: Pick<Logger, "warn" | "error" | "info">;
   notifier?: Notifier;
+  /** CAs and name resolution for the LiveKit service's calls to other homeservers; for tests. */
+  outbound?: OutboundOptions;
 }
 
 export function createServices(deps: ServiceDeps): Services {
@@ -82,7 +88,7 @@ export function createServices(deps: ServiceDeps): Services {
   const accountData = new AccountDataService(storage, notifier);
   const filters = new FilterService(storage);
   const typing = new TypingService(storage, notifier);
-  return {
+  const services: Services = {
     config,
     clock,
     auth,
@@ -108,4 +114,9 @@ export function createServices(deps: ServiceDeps): Services {
     pushRules: new PushRuleService(),
     sync: new SyncService(storage, clock, notifier, typing, filters),
   };
+  if (config.livekit) {
+    const { openId, delayedEvents } = services;
+    services.livekit = new LiveKitService({ config, storage, clock, openId, delayedEvents, logger, outbound: deps.outbound });
+  }
+  return services;
 }

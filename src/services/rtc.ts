@@ -6,7 +6,15 @@ export class RtcService {
 
   constructor(config: Config) {
     // Validated and rebuilt at config load; frozen so no request can alter it.
-    this.#transports = structuredClone(config.matrixRtc.transports);
+    const transports = structuredClone(config.matrixRtc.transports);
+    // The bundled LiveKit service goes first, unless the operator already placed it somewhere in
+    // the list: then their order stands. Only the public URL is served, never the credentials.
+    const own = config.livekit?.serviceUrl;
+    const strip = (u: unknown) => (typeof u === "string" ? u.replace(/\/+$/, "") : u);
+    if (own !== undefined && !transports.some((t) => strip(t.livekit_service_url) === own)) {
+      transports.unshift({ type: "livekit", livekit_service_url: own });
+    }
+    this.#transports = transports;
     Object.freeze(this.#transports);
   }
 

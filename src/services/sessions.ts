@@ -5,7 +5,7 @@ import type { DeviceRecord, NewSession, Storage } from "../storage/interfaces.js
 import { newAccessToken, type AuthService, type Requester } from "./auth.js";
 import type { Clock } from "./clock.js";
 import { localpartOf, newDeviceId, userIdFor } from "./identifiers.js";
-import { verifyPassword } from "./passwords.js";
+import { hashPassword, verifyPassword } from "./passwords.js";
 import type { RateLimiter } from "./ratelimiter.js";
 import type { AuthDict, UiaService } from "./uia.js";
 
@@ -40,6 +40,9 @@ function deviceView(d: DeviceRecord): DeviceView {
   if (d.lastSeenTs !== null) out.last_seen_ts = d.lastSeenTs;
   return out;
 }
+
+let dummyHash: Promise<string> | undefined;
+const timingDummyHash = () => (dummyHash ??= hashPassword("switchboard timing equaliser"));
 
 const PASSWORD_FLOWS = [{ stages: ["m.login.password"] }];
 
@@ -95,7 +98,9 @@ export class SessionService {
     const userId = userIdFor(localpart, this.config.serverName);
     this.limiters.failedAttempts.ratelimit(userId, false);
     const record = await this.storage.accounts.getUser(userId);
-    const ok = record?.passwordHash ? await verifyPassword(password, record.passwordHash) : false;
+    // Unknown users cost a hash too, so response time does not reveal which accounts exist.
+    const hash = record?.passwordHash ?? (await timingDummyHash());
+    const ok = (await verifyPassword(password, hash)) && record?.passwordHash != null;
     if (!ok) {
       this.limiters.failedAttempts.record(userId);
       throw invalid();

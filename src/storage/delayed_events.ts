@@ -41,8 +41,12 @@ export interface DelayedEventStore {
   restart(delayId: string, now: number): Promise<DelayedEventRecord | undefined>;
   /** Finalises a scheduled event as cancelled; false when it is not scheduled. */
   cancel(delayId: string, reason: DelayedReason, now: number): Promise<boolean>;
-  /** Claims a scheduled event for sending; only one caller ever gets true. */
-  claimForSending(delayId: string): Promise<boolean>;
+  /**
+   * Claims a scheduled event for sending; only one caller ever gets true. With
+   * `dueBy` (the timer's claim), only when its send time is not after `dueBy`,
+   * so a restart that landed first wins over the timer.
+   */
+  claimForSending(delayId: string, dueBy?: number): Promise<boolean>;
   /** Records the outcome of a claimed send. */
   finishSending(delayId: string, result: { eventId: string } | { error: Record<string, unknown> }, reason: DelayedReason, now: number): Promise<void>;
   /** Scheduled events of a user, oldest first. */

@@ -5,13 +5,14 @@ import { Errors } from "../../errors.js";
 import type { App } from "../../http/server.js";
 import type { Requester } from "../../services/auth.js";
 import type { DelayedAction } from "../../services/delayed_events/service.js";
-import { statusView } from "../../services/delayed_events/service.js";
+import { lookupView, statusView } from "../../services/delayed_events/service.js";
 import type { Services } from "../../services/index.js";
 import { authHook, requester } from "../auth.js";
 
 export const MSC4140_PREFIX = "/_matrix/client/unstable/org.matrix.msc4140";
 const ACTIONS: DelayedAction[] = ["cancel", "restart", "send"];
 const DelayParams = Type.Object({ delayId: Type.String() });
+const Status = Type.Union([Type.Literal("scheduled"), Type.Literal("finalised")]);
 
 export function registerDelayedEventRoutes(app: App, services: Services): void {
   const delayed = services.delayedEvents;
@@ -38,11 +39,14 @@ export function registerDelayedEventRoutes(app: App, services: Services): void {
   // The older body form, which matrix-js-sdk falls back to.
   app.post(
     `${MSC4140_PREFIX}/delayed_events/:delayId`,
-    { onRequest: optionalAuth, schema: { params: DelayParams, body: Type.Object({ action: Type.String() }) } },
+    // `action` is checked here rather than by the schema: a wrong value is M_INVALID_PARAM, whatever its type.
+    { onRequest: optionalAuth, schema: { params: DelayParams, body: Type.Object({ action: Type.Unknown() }) } },
     async (request) => {
       limit(request);
       const action = request.body.action as DelayedAction;
-      if (!ACTIONS.includes(action)) throw Errors.invalidParam(`action must be one of ${ACTIONS.join(", ")}`);
+      if (typeof action !== "string" || !ACTIONS.includes(action)) {
+        throw Errors.invalidParam(`action must be one of ${ACTIONS.join(", ")}`);
+      }
       await delayed.act(request.params.delayId, action, { owner: ownerOf(request.requester) });
       return {};
     },
@@ -54,7 +58,8 @@ export function registerDelayedEventRoutes(app: App, services: Services): void {
       onRequest: requiredAuth,
       schema: {
         querystring: Type.Object({
-          status: Type.Optional(Type.Union([Type.Literal("scheduled"), Type.Literal("finalised")])),
+          // matrix-js-sdk sends one status; Synapse accepts the parameter repeated.
+          status: Type.Optional(Type.Union([Status, Type.Array(Status)])),
           delay_id: Type.Optional(Type.Union([Type.String(), Type.Array(Type.String())])),
           from: Type.Optional(Type.String()),
         }),
@@ -62,17 +67,18 @@ export function registerDelayedEventRoutes(app: App, services: Services): void {
     },
     async (request) => {
       const ids = request.query.delay_id;
+      const statuses = request.query.status === undefined ? [] : [request.query.status].flat();
       return delayed.list(requester(request), {
-        status: request.query.status,
+        status: statuses.length === 1 ? statuses[0] : undefined,
         delayIds: ids === undefined ? undefined : Array.isArray(ids) ? ids : [ids],
       });
     },
   );
 
   app.get(`${MSC4140_PREFIX}/delayed_events/:delayId`, { onRequest: requiredAuth, schema: { params: DelayParams } }, async (request) => {
+    // The shape matrix-js-sdk's `_unstable_getDelayedEvent` declares, plus the list item's fields.
     const record = await delayed.get(requester(request), request.params.delayId);
-    const listed = await delayed.list(requester(request), { delayIds: [record.delayId] });
-    return listed.scheduled[0] ?? listed.finalised[0];
+    return lookupView(record);
   });
 
   // The latest MSC4140 draft: authenticated, idempotent management and a status lookup.
@@ -94,7 +100,8 @@ export function registerDelayedEventRoutes(app: App, services: Services): void {
       schema: {
         params: Type.Object({ roomId: Type.String(), eventType: Type.String({ minLength: 1 }), txnId: Type.String({ minLength: 1 }) }),
         body: Type.Object({
-          delay_ms: Type.Integer({ minimum: 0 }),
+          // Checked by parseDelay, so that a bad delay answers M_INVALID_PARAM as on /send.
+          delay_ms: Type.Unknown(),
           state_key: Type.Optional(Type.String()),
           content: Type.Record(Type.String(), Type.Unknown()),
         }),
@@ -102,6 +109,8 @@ export function registerDelayedEventRoutes(app: App, services: Services): void {
     },
     async (request) => {
       const b = request.body;
+      if (b.delay_ms === undefined) throw Errors.missingParam("Missing parameter: delay_ms");
+      if (typeof b.delay_ms !== "number") throw Errors.invalidParam("delay_ms must be a non-negative integer of milliseconds");
       return delayed.schedule(requester(request), {
         roomId: request.params.roomId,
         type: request.params.eventType,

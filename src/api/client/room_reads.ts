@@ -8,6 +8,7 @@ import { authHook, requester } from "../auth.js";
 import { clientPaths } from "../paths.js";
 
 const RoomParams = Type.Object({ roomId: Type.String() });
+const Membership = Type.Union(["join", "invite", "knock", "leave", "ban"].map((m) => Type.Literal(m)));
 
 function roomEventFilter(raw: string | undefined): RoomEventFilter | undefined {
   if (raw === undefined) return undefined;
@@ -37,8 +38,8 @@ export function registerRoomReadRoutes(app: App, services: Services): void {
           params: RoomParams,
           querystring: Type.Object({
             at: Type.Optional(Type.String()),
-            membership: Type.Optional(Type.String()),
-            not_membership: Type.Optional(Type.String()),
+            membership: Type.Optional(Membership),
+            not_membership: Type.Optional(Membership),
           }),
         },
       },

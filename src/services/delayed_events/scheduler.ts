@@ -64,11 +64,13 @@ export class DelayScheduler {
   #timerAt = Infinity;
   #running = false;
   #stopped = false;
+  #current: Promise<void> | undefined;
 
   /** `fire` is called with every id whose time has come; it decides, with the store, whether it is really due. */
   constructor(
     private readonly clock: Clock,
     private readonly fire: (ids: string[]) => Promise<void>,
+    private readonly onError: (err: unknown) => void = () => {},
   ) {}
 
   get pendingEntries(): number {
@@ -81,10 +83,12 @@ export class DelayScheduler {
     if (at < this.#timerAt) this.#arm();
   }
 
-  stop(): void {
+  /** Stops the timer; resolves when a batch being fired has finished. */
+  stop(): Promise<void> {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
+    return this.#current ?? Promise.resolve();
   }
 
   #arm(): void {
@@ -96,7 +100,9 @@ export class DelayScheduler {
     if (!next) return;
     const wait = Math.min(Math.max(0, next.at - this.clock.now()), MAX_TIMER_MS);
     this.#timerAt = next.at;
-    this.#timer = setTimeout(() => void this.#run(), wait);
+    this.#timer = setTimeout(() => {
+      this.#current = this.#run().finally(() => (this.#current = undefined));
+    }, wait);
     // A pending delayed event must not keep a stopping process alive.
     this.#timer.unref();
   }
@@ -114,6 +120,9 @@ export class DelayScheduler {
         await this.fire([...new Set(due)]);
         if (this.#stopped) return;
       }
+    } catch (err) {
+      // `fire` handles its own failures; this only keeps a bug from becoming an unhandled rejection.
+      this.onError(err);
     } finally {
       this.#running = false;
       this.#arm();

@@ -30,8 +30,14 @@ export interface ScheduleRequest {
   stickyDurationMs?: number;
 }
 
+/** When firing hits trouble that is not a verdict on the event itself (storage), it is tried again after this. */
+const FIRE_RETRY_MS = 1000;
+
 export class DelayedEventService {
   readonly #scheduler: DelayScheduler;
+  /** Events found mid-send at start: the previous process died while writing them. */
+  readonly #interrupted = new Set<string>();
+  #stopping = false;
 
   constructor(
     private readonly config: Config,
@@ -40,7 +46,11 @@ export class DelayedEventService {
     private readonly persister: EventPersister,
     private readonly logger: Pick<Logger, "warn" | "error" | "info">,
   ) {
-    this.#scheduler = new DelayScheduler(clock, (ids) => this.#fireDue(ids));
+    this.#scheduler = new DelayScheduler(
+      clock,
+      (ids) => this.#fireDue(ids),
+      (err) => logger.error({ err }, "delayed-event scheduler failed"),
+    );
     persister.onPersisted(async (event) => {
       const { pdu } = event;
       if (pdu.state_key === undefined) return;
@@ -55,13 +65,16 @@ export class DelayedEventService {
     const pending = await this.storage.delayedEvents.pending();
     for (const p of pending) {
       // "sending" means the process died mid-send; sending again is safe, it is idempotent by delay ID.
+      if (p.status === "sending") this.#interrupted.add(p.delayId);
       this.#scheduler.add(p.delayId, p.status === "sending" ? 0 : p.sendAt);
     }
     return pending.length;
   }
 
-  stop(): void {
-    this.#scheduler.stop();
+  /** Stops firing; resolves once an event being written has been recorded, so storage may close. */
+  stop(): Promise<void> {
+    this.#stopping = true;
+    return this.#scheduler.stop();
   }
 
   get enabled(): boolean {
@@ -137,22 +150,32 @@ export class DelayedEventService {
     const record = await this.storage.delayedEvents.get(delayId);
     if (!record || (opts.owner !== undefined && record.userId !== opts.owner)) throw Errors.notFound("Unknown delayed event");
     const now = this.clock.now();
-    let done = false;
+    let done: boolean;
+    let failure: MatrixError | undefined;
     if (action === "cancel") done = await this.storage.delayedEvents.cancel(delayId, "action", now);
     else if (action === "restart") {
       const restarted = await this.storage.delayedEvents.restart(delayId, now);
       if (restarted) this.#scheduler.add(delayId, restarted.sendAt);
       done = restarted !== undefined;
-    } else done = await this.#send(delayId, "action");
+    } else {
+      const sent = await this.#send(delayId, "action");
+      done = sent.claimed;
+      failure = sent.failure;
+    }
     if (done) {
       await this.#cascade(delayId, action);
+      // The event was claimed and is finalised as failed; the caller learns why, as from a direct send.
+      if (failure) throw failure;
       return;
     }
     if (!opts.idempotent) throw Errors.notFound("The delayed event is no longer scheduled");
     const after = await this.storage.delayedEvents.get(delayId);
-    const sameOutcome = after?.status === "finalised" && after.outcome === action && after.reason === "action";
+    // Mid-send counts as sent: the send that claimed it is writing the event.
+    const outcome = after?.status === "sending" ? "send" : after?.status === "finalised" ? after.outcome : null;
+    // A repeat is one whose effect already holds, whoever brought it about: cancelled, or sent (not failed).
+    const sameOutcome = (action === "cancel" && outcome === "cancel") || (action === "send" && outcome === "send" && after?.reason !== "error");
     if (!sameOutcome) {
-      throw new MatrixError(409, "M_UNKNOWN", `The delayed event was already finalised (${after?.outcome ?? "unknown"})`);
+      throw new MatrixError(409, "M_UNKNOWN", `The delayed event was already finalised (${outcome ?? "unknown"})`);
     }
   }
 
@@ -166,29 +189,47 @@ export class DelayedEventService {
   }
 
   async #fireDue(ids: string[]): Promise<void> {
-    const now = this.clock.now();
     for (const id of ids) {
-      const record = await this.storage.delayedEvents.get(id);
-      if (!record) continue;
-      if (record.status === "sending") {
-        await this.#resend(record);
-        continue;
+      // What is left stays scheduled in the store and fires at the next start.
+      if (this.#stopping) return;
+      try {
+        await this.#fireOne(id);
+      } catch (err) {
+        // Not a verdict on the event (that is recorded as a failed send): the store failed. Try again
+        // shortly instead of dropping the event, and let the rest of the batch fire.
+        this.logger.error({ err, delay_id: id }, "firing a delayed event failed; trying again");
+        this.#scheduler.add(id, this.clock.now() + FIRE_RETRY_MS);
       }
-      // A restarted event left a stale entry behind; its fresh entry is in the heap already.
-      if (record.status !== "scheduled" || record.sendAt > now) continue;
-      if (await this.#send(id, "delay")) await this.#cascade(id, "send");
     }
   }
 
-  /** Claims and sends; false when someone else already finalised it. */
-  async #send(delayId: string, reason: DelayedReason): Promise<boolean> {
-    if (!(await this.storage.delayedEvents.claimForSending(delayId))) return false;
-    const record = await this.storage.delayedEvents.get(delayId);
-    if (record) await this.#resend(record, reason);
-    return true;
+  async #fireOne(id: string): Promise<void> {
+    const record = await this.storage.delayedEvents.get(id);
+    if (!record) return;
+    if (record.status === "sending") {
+      // Only an event the previous process left mid-send is resent here; at any other time a
+      // "sending" event belongs to the call that claimed it.
+      if (this.#interrupted.delete(id)) await this.#resend(record);
+      return;
+    }
+    // A restarted event left a stale entry behind; its fresh entry is in the heap already.
+    if (record.status !== "scheduled") return;
+    // The claim itself checks the send time, so a restart that lands between the read and the claim wins.
+    const sent = await this.#send(id, "delay", this.clock.now());
+    if (sent.claimed) await this.#cascade(id, "send");
   }
 
-  async #resend(record: DelayedEventRecord, reason: DelayedReason = "delay"): Promise<void> {
+  /** Claims and sends; `claimed` is false when someone else already finalised it (or, with `dueBy`, restarted it). */
+  async #send(delayId: string, reason: DelayedReason, dueBy?: number): Promise<{ claimed: boolean; failure?: MatrixError }> {
+    if (!(await this.storage.delayedEvents.claimForSending(delayId, dueBy))) return { claimed: false };
+    const record = await this.storage.delayedEvents.get(delayId);
+    if (!record) return { claimed: true };
+    return { claimed: true, failure: await this.#resend(record, reason) };
+  }
+
+  /** Writes the event through the normal path and records the outcome; returns the error when it was refused. */
+  async #resend(record: DelayedEventRecord, reason: DelayedReason = "delay"): Promise<MatrixError | undefined> {
+    let failure: MatrixError | undefined;
     let result: { eventId: string } | { error: Record<string, unknown> };
     try {
       // The normal write path: the auth rules apply as of now, not as of scheduling.
@@ -203,11 +244,12 @@ export class DelayedEventService {
       });
       result = { eventId: event.eventId };
     } catch (err) {
-      const error = err instanceof MatrixError ? err.body() : { errcode: "M_UNKNOWN", error: String(err) };
+      failure = err instanceof MatrixError ? err : new MatrixError(500, "M_UNKNOWN", "The delayed event could not be sent");
       if (!(err instanceof MatrixError)) this.logger.error({ err, delay_id: record.delayId }, "delayed event failed to send");
-      result = { error };
+      result = { error: failure.body() };
     }
     await this.storage.delayedEvents.finishSending(record.delayId, result, "error" in result ? "error" : reason, this.clock.now());
+    return failure;
   }
 
   async list(requester: Requester, opts: { status?: string; delayIds?: string[] }) {
@@ -256,6 +298,30 @@ export function finalisedView(r: DelayedEventRecord) {
     ...(r.error ? { error: r.error } : {}),
     ...(r.eventId ? { event_id: r.eventId } : {}),
     ...(r.finalisedTs !== null ? { origin_server_ts: r.finalisedTs } : {}),
+  };
+}
+
+/**
+ * `GET U4140/delayed_events/{id}`: the list item's fields, plus the form
+ * matrix-js-sdk declares (`delay_ms`, `delayed_since_ts`, and `finalised`
+ * once the event is done).
+ */
+export function lookupView(r: DelayedEventRecord) {
+  return {
+    ...scheduledView(r),
+    delay_ms: r.delayMs,
+    delayed_since_ts: r.runningSince,
+    ...(r.status === "finalised"
+      ? {
+          finalised: {
+            ...(r.error ? { error: r.error } : {}),
+            ...(r.eventId ? { event_id: r.eventId } : {}),
+            finalised_ts: r.finalisedTs ?? r.runningSince,
+          },
+          outcome: r.outcome,
+          reason: r.reason,
+        }
+      : {}),
   };
 }
 

@@ -1,9 +1,10 @@
 /** Room aliases: `#name:server` pointing at a room. */
 import type { Config } from "../../config/config.js";
 import { Errors, MatrixError } from "../../errors.js";
+import { getRoomVersion, PowerLevels } from "../../events/index.js";
 import type { Storage } from "../../storage/interfaces.js";
 import type { Requester } from "../auth.js";
-import { parsePdu } from "./persister.js";
+import { stateLookup } from "./persister.js";
 
 const ALIAS = /^#[^:\s]+:(.+)$/;
 
@@ -50,13 +51,11 @@ export class AliasService {
   async #canManage(userId: string, roomId: string): Promise<boolean> {
     const user = await this.storage.accounts.getUser(userId);
     if (user?.isAdmin) return true;
-    const pl = await this.storage.rooms.currentStateEvent(roomId, "m.room.power_levels", "");
-    if (!pl) return false;
-    const c = parsePdu(pl).content;
-    const mine = ((c.users ?? {}) as Record<string, number>)[userId] ?? (c.users_default as number | undefined) ?? 0;
-    const needed =
-      ((c.events ?? {}) as Record<string, number>)["m.room.canonical_alias"] ?? (c.state_default as number | undefined) ?? 50;
-    return mine >= needed;
+    const version = getRoomVersion((await this.storage.rooms.getRoom(roomId))?.roomVersion ?? "");
+    if (!version) return false;
+    const state = await this.storage.rooms.currentState(roomId);
+    const levels = PowerLevels.fromState(stateLookup(state), version);
+    return levels.userLevel(userId) >= levels.requiredLevel("m.room.canonical_alias", true);
   }
 
   async list(requester: Requester, roomId: string): Promise<string[]> {

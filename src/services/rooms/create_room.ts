@@ -76,6 +76,10 @@ export function planInitialState(req: CreateRoomRequest, creator: string, alias:
     else planned.push(entry);
   }
   if (req.name !== undefined) planned.push({ type: "m.room.name", stateKey: "", content: { name: req.name } });
-  if (req.topic !== undefined) planned.push({ type: "m.room.topic", stateKey: "", content: { topic: req.topic } });
+  if (req.topic !== undefined) {
+    // With the text/plain `m.topic` block that the spec (v1.15) asks `createRoom` to send.
+    const content = { topic: req.topic, "m.topic": { "m.text": [{ mimetype: "text/plain", body: req.topic }] } };
+    planned.push({ type: "m.room.topic", stateKey: "", content });
+  }
   return planned;
 }

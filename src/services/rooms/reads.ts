@@ -106,88 +106,114 @@ export class RoomReadService {
     return this.#client(requester, event);
   }
 
-  /** `GET /messages`. Positions: a token means "everything at or before this event has been seen". */
+  /**
+   * One page of a room's history, as `GET /messages` reads it. A position `p` is the gap
+   * just after the event with stream ordering `p`: going back from it reads events `<= p`,
+   * going forward events `> p`. `next` is the gap after the last event looked at, so that
+   * the next page starts exactly where this one stopped, and `exhausted` says that no
+   * event is left in that direction (within `to` and what the user may see).
+   */
+  async #page(
+    requester: Requester,
+    roomId: string,
+    reach: Reach,
+    opts: { from?: number; to?: number; dir: "b" | "f"; limit: number; filter?: RoomEventFilter },
+  ): Promise<{ chunk: StoredEvent[]; from: number; next: number; exhausted: boolean }> {
+    const limit = Math.max(0, Math.min(opts.limit, MAX_PAGE));
+    const top = Math.min(await this.storage.rooms.maxStreamOrdering(), reach.upTo);
+    const from = Math.max(0, Math.min(opts.from ?? (opts.dir === "b" ? top : 0), top));
+    const read = (cursor: number, n: number) =>
+      opts.dir === "b"
+        ? this.storage.rooms.paginate(roomId, cursor + 1, "b", n, opts.to)
+        : this.storage.rooms.paginate(roomId, cursor, "f", n, Math.min(opts.to ?? top, top));
+    const chunk: StoredEvent[] = [];
+    let cursor = from;
+    let exhausted = false;
+    // Visibility and the filter can drop events, so keep reading until the page is full or history ends.
+    while (chunk.length < limit && !exhausted) {
+      const batchSize = Math.max(limit, 10);
+      const batch = await read(cursor, batchSize);
+      const ascending = opts.dir === "b" ? [...batch].reverse() : batch;
+      const visible = new Set((await filterVisible(this.storage, requester.userId, ascending, reach.joined)).map((e) => e.eventId));
+      let consumed = 0;
+      for (const e of batch) {
+        if (chunk.length === limit) break;
+        consumed++;
+        cursor = opts.dir === "b" ? e.streamOrdering - 1 : e.streamOrdering;
+        if (visible.has(e.eventId) && matchesFilter(opts.filter, e)) chunk.push(e);
+      }
+      if (batch.length < batchSize && consumed === batch.length) exhausted = true;
+    }
+    if (!exhausted) exhausted = (await read(cursor, 1)).length === 0;
+    return { chunk, from, next: cursor, exhausted };
+  }
+
+  /**
+   * `GET /messages`. `end` is left out when no event is left in that direction, as the
+   * spec asks, so a client knows it has reached the start (or the end) of what it may see.
+   */
   async messages(
     requester: Requester,
     roomId: string,
     opts: { from?: string; to?: string; dir: "b" | "f"; limit: number; filter?: RoomEventFilter },
   ) {
-    const reach = await this.#reach(requester, roomId);
-    const limit = Math.min(opts.filter?.limit ?? opts.limit, MAX_PAGE);
-    const top = Math.min(await this.storage.rooms.maxStreamOrdering(), reach.upTo);
-    let from = opts.from !== undefined ? parseEventPosition(opts.from) : opts.dir === "b" ? top : 0;
-    from = Math.min(from, top);
+    const from = opts.from !== undefined ? parseEventPosition(opts.from) : undefined;
     const to = opts.to !== undefined ? parseEventPosition(opts.to) : undefined;
-    const chunk: StoredEvent[] = [];
-    let cursor = from;
-    let end: number | undefined;
-    // Filtering can drop events, so keep reading pages until the limit is met or history ends.
-    while (chunk.length < limit) {
-      const page =
-        opts.dir === "b"
-          ? await this.storage.rooms.paginate(roomId, cursor + 1, "b", limit, to)
-          : await this.storage.rooms.paginate(roomId, cursor, "f", limit, Math.min(to ?? top, top));
-      if (page.length === 0) break;
-      const ascending = opts.dir === "b" ? [...page].reverse() : page;
-      const visible = await filterVisible(this.storage, requester.userId, ascending, reach.joined);
-      const matching = visible.filter((e) => matchesFilter(opts.filter, e));
-      const ordered = opts.dir === "b" ? matching.reverse() : matching;
-      for (const e of ordered) {
-        if (chunk.length === limit) break;
-        chunk.push(e);
-      }
-      const last = chunk.length === limit ? chunk[chunk.length - 1]! : page[page.length - 1]!;
-      cursor = opts.dir === "b" ? last.streamOrdering - 1 : last.streamOrdering;
-      end = cursor;
-      if (page.length < limit) break;
-    }
+    const reach = await this.#reach(requester, roomId);
+    const limit = opts.filter?.limit ?? opts.limit;
+    const page = await this.#page(requester, roomId, reach, { from, to, dir: opts.dir, limit, filter: opts.filter });
     const out: { chunk: ClientEvent[]; start: string; end?: string; state?: ClientEvent[] } = {
-      chunk: chunk.map((e) => this.#client(requester, e)),
-      start: formatRoomToken(from),
+      chunk: page.chunk.map((e) => this.#client(requester, e)),
+      start: formatRoomToken(page.from),
     };
-    if (end !== undefined && chunk.length > 0) out.end = formatRoomToken(end);
-    if (opts.filter?.lazy_load_members && chunk.length > 0) {
-      out.state = await this.#membersFor(requester, roomId, chunk);
-    }
+    if (!page.exhausted) out.end = formatRoomToken(page.next);
+    if (opts.filter?.lazy_load_members) out.state = await this.#membersFor(requester, roomId, page.chunk);
     return out;
   }
 
-  /** The member events of the senders of `events`, for lazy-loading clients. */
+  /**
+   * The member events of the senders of `events`, for lazy-loading clients: as of the
+   * newest of them, so that every sender has joined by then.
+   */
   async #membersFor(requester: Requester, roomId: string, events: StoredEvent[]): Promise<ClientEvent[]> {
+    if (events.length === 0) return [];
+    const newest = Math.max(...events.map((e) => e.streamOrdering));
+    const state = await this.storage.rooms.stateAt(roomId, newest);
     const senders = new Set(events.map((e) => e.sender));
-    const state = await this.storage.rooms.currentState(roomId);
     return [...senders]
       .map((s) => state.get(stateKeyOf("m.room.member", s)))
       .filter((e): e is StoredEvent => e !== undefined)
       .map((e) => this.#client(requester, e));
   }
 
+  /** `GET /context/{eventId}`: `limit` events around it, half before and half after. */
   async context(requester: Requester, roomId: string, eventId: string, limit: number, filter?: RoomEventFilter) {
     const target = await this.storage.rooms.getEvent(eventId);
     if (!target || target.roomId !== roomId) throw Errors.notFound("Event not found");
     await this.event(requester, roomId, eventId);
-    const half = Math.max(0, Math.floor(Math.min(limit, MAX_PAGE) / 2));
-    const before = await this.messages(requester, roomId, {
-      from: formatRoomToken(target.streamOrdering - 1),
-      dir: "b",
-      limit: half,
-      filter,
-    });
-    const after = await this.messages(requester, roomId, {
-      from: formatRoomToken(target.streamOrdering),
-      dir: "f",
-      limit: Math.min(limit, MAX_PAGE) - half,
-      filter,
-    });
     const reach = await this.#reach(requester, roomId);
-    const stateAt = await this.storage.rooms.stateAt(roomId, Math.min(target.streamOrdering, reach.upTo));
+    const total = Math.min(filter?.limit ?? limit, MAX_PAGE);
+    const half = Math.floor(total / 2);
+    const before = await this.#page(requester, roomId, reach, { from: target.streamOrdering - 1, dir: "b", limit: half, filter });
+    const after = await this.#page(requester, roomId, reach, { from: target.streamOrdering, dir: "f", limit: total - half, filter });
+    // "The state of the room at the last event returned."
+    const last = after.chunk.at(-1) ?? target;
+    const stateAt = await this.storage.rooms.stateAt(roomId, Math.min(last.streamOrdering, reach.upTo));
+    let state = [...stateAt.values()].filter((e) => e.type !== "m.room.member" && matchesFilter(filter, e));
+    const returned = [...before.chunk, target, ...after.chunk];
+    if (filter?.lazy_load_members) {
+      const senders = new Set(returned.map((e) => e.sender));
+      state = state.concat([...stateAt.values()].filter((e) => e.type === "m.room.member" && senders.has(e.stateKey ?? "")));
+    } else {
+      state = state.concat([...stateAt.values()].filter((e) => e.type === "m.room.member" && matchesFilter(filter, e)));
+    }
     return {
       event: this.#client(requester, target),
-      events_before: before.chunk,
-      events_after: after.chunk,
-      start: before.end ?? formatRoomToken(target.streamOrdering - 1),
-      end: after.end ?? formatRoomToken(target.streamOrdering),
-      state: [...stateAt.values()].filter((e) => matchesFilter(filter, e)).map((e) => this.#client(requester, e)),
+      events_before: before.chunk.map((e) => this.#client(requester, e)),
+      events_after: after.chunk.map((e) => this.#client(requester, e)),
+      start: formatRoomToken(before.next),
+      end: formatRoomToken(after.next),
+      state: state.map((e) => this.#client(requester, e)),
     };
   }
 }

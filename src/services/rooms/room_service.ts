@@ -2,14 +2,14 @@
 import { randomBytes } from "node:crypto";
 import type { Config } from "../../config/config.js";
 import { Errors, MatrixError } from "../../errors.js";
-import { DEFAULT_ROOM_VERSION, redact, ROOM_VERSIONS, type Pdu, type RoomVersion } from "../../events/index.js";
+import { DEFAULT_ROOM_VERSION, isValidUserId, redact, redactsOf, ROOM_VERSIONS, type Pdu, type RoomVersion } from "../../events/index.js";
 import type { Storage } from "../../storage/interfaces.js";
 import type { Requester } from "../auth.js";
 import type { Clock } from "../clock.js";
 import type { RateLimiter } from "../ratelimiter.js";
 import { toClientEvent } from "./client_format.js";
 import { planInitialState, type CreateRoomRequest } from "./create_room.js";
-import { parsePdu, type EventPersister, type PersistedEvent } from "./persister.js";
+import { parsePdu, type EventDraft, type EventPersister, type PersistedEvent } from "./persister.js";
 
 export interface SendOptions {
   /** MSC4354: keep the event sticky for this long. */
@@ -54,6 +54,26 @@ export class RoomService {
     }
     const roomId = this.#newRoomId();
     const creator = requester.userId;
+    const createContent: Record<string, unknown> = { ...(req.creationContent ?? {}), room_version: versionId };
+    if (!version.implicitRoomCreator) createContent.creator = creator;
+    else delete createContent.creator;
+    const draft = (type: string, stateKey: string, content: Record<string, unknown>): EventDraft => ({
+      roomId,
+      sender: creator,
+      type,
+      stateKey,
+      content,
+    });
+    const drafts: EventDraft[] = [
+      draft("m.room.create", "", createContent),
+      draft("m.room.member", creator, { membership: "join", ...(await this.#profileContent(creator)) }),
+      ...planInitialState(req, creator, alias).map((s) => draft(s.type, s.stateKey, s.content)),
+      ...req.invite.map((invitee) =>
+        draft("m.room.member", invitee, { membership: "invite", ...(req.isDirect ? { is_direct: true } : {}) }),
+      ),
+    ];
+    // Refuse a room the rules would reject part of before anything is stored.
+    this.persister.checkNewRoom(drafts, version);
     await this.storage.rooms.createRoom({
       roomId,
       roomVersion: versionId,
@@ -61,20 +81,10 @@ export class RoomService {
       createdTs: this.clock.now(),
       isPublic: req.visibility === "public",
     });
-    const createContent: Record<string, unknown> = { ...(req.creationContent ?? {}), room_version: versionId };
-    if (!version.implicitRoomCreator) createContent.creator = creator;
-    else delete createContent.creator;
-    const send = (type: string, stateKey: string, content: Record<string, unknown>) =>
-      this.persister.persist({ roomId, sender: creator, type, stateKey, content }, version);
-    await send("m.room.create", "", createContent);
-    await send("m.room.member", creator, { membership: "join", ...(await this.#profileContent(creator)) });
-    for (const s of planInitialState(req, creator, alias)) await send(s.type, s.stateKey, s.content);
     if (alias && !(await this.storage.rooms.setAlias(alias, roomId, creator))) {
       throw new MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken");
     }
-    for (const invitee of req.invite) {
-      await send("m.room.member", invitee, { membership: "invite", ...(req.isDirect ? { is_direct: true } : {}) });
-    }
+    for (const d of drafts) await this.persister.persist(d, version);
     return alias ? { room_id: roomId, room_alias: alias } : { room_id: roomId };
   }
 
@@ -171,21 +181,29 @@ export class RoomService {
     return roomId;
   }
 
-  async invite(requester: Requester, roomId: string, target: string, reason?: string): Promise<void> {
+  async invite(requester: Requester, roomIdOrAlias: string, target: string, reason?: string): Promise<void> {
     await this.#requireLocalUser(target);
+    const roomId = await this.resolveRoom(roomIdOrAlias);
     const current = await this.storage.rooms.membership(roomId, target);
     if (current?.membership === "join") throw Errors.forbidden(`${target} is already in the room`);
     await this.#membership(requester, roomId, target, { membership: "invite", ...(reason ? { reason } : {}) });
   }
 
-  async leave(requester: Requester, roomId: string, reason?: string): Promise<void> {
-    await this.resolveRoom(roomId);
+  async leave(requester: Requester, roomIdOrAlias: string, reason?: string): Promise<void> {
+    const roomId = await this.resolveRoom(roomIdOrAlias);
     const current = await this.storage.rooms.membership(roomId, requester.userId);
     if (!current || current.membership === "leave") return;
     await this.#membership(requester, roomId, requester.userId, { membership: "leave", ...(reason ? { reason } : {}) });
   }
 
-  async kick(requester: Requester, roomId: string, target: string, reason?: string): Promise<void> {
+  /** The room and target of a kick, ban or unban; the target need not be known here, but must be a user ID. */
+  async #moderation(roomIdOrAlias: string, target: string): Promise<string> {
+    if (!isValidUserId(target)) throw Errors.invalidParam(`Invalid user ID: ${target}`);
+    return this.resolveRoom(roomIdOrAlias);
+  }
+
+  async kick(requester: Requester, roomIdOrAlias: string, target: string, reason?: string): Promise<void> {
+    const roomId = await this.#moderation(roomIdOrAlias, target);
     const current = await this.storage.rooms.membership(roomId, target);
     if (!current || !["join", "invite", "knock"].includes(current.membership)) {
       throw Errors.forbidden(`${target} is not in the room`);
@@ -193,11 +211,13 @@ export class RoomService {
     await this.#membership(requester, roomId, target, { membership: "leave", ...(reason ? { reason } : {}) });
   }
 
-  async ban(requester: Requester, roomId: string, target: string, reason?: string): Promise<void> {
+  async ban(requester: Requester, roomIdOrAlias: string, target: string, reason?: string): Promise<void> {
+    const roomId = await this.#moderation(roomIdOrAlias, target);
     await this.#membership(requester, roomId, target, { membership: "ban", ...(reason ? { reason } : {}) });
   }
 
-  async unban(requester: Requester, roomId: string, target: string, reason?: string): Promise<void> {
+  async unban(requester: Requester, roomIdOrAlias: string, target: string, reason?: string): Promise<void> {
+    const roomId = await this.#moderation(roomIdOrAlias, target);
     const current = await this.storage.rooms.membership(roomId, target);
     if (current?.membership !== "ban") throw Errors.forbidden(`${target} is not banned`);
     await this.#membership(requester, roomId, target, { membership: "leave", ...(reason ? { reason } : {}) });
@@ -213,26 +233,16 @@ export class RoomService {
 
   async redactEvent(requester: Requester, roomId: string, eventId: string, txnId: string, reason?: string): Promise<string> {
     this.messageLimiter.ratelimit(requester.userId);
-    const target = await this.storage.rooms.getEvent(eventId);
-    if (target && target.roomId === roomId && target.sender !== requester.userId) {
-      // Only the power to redact others' events is in the auth rules; redacting your own is always allowed.
-      const pl = await this.storage.rooms.currentStateEvent(roomId, "m.room.power_levels", "");
-      const content = pl ? parsePdu(pl).content : {};
-      const users = (content.users ?? {}) as Record<string, number>;
-      const mine = users[requester.userId] ?? (content.users_default as number | undefined) ?? 0;
-      const needed = (content.redact as number | undefined) ?? 50;
-      if (mine < needed) throw Errors.forbidden(`You cannot redact other users' events (needs power level ${needed})`);
-    }
     const version = await this.persister.roomVersion(roomId);
-    const content: Record<string, unknown> = reason ? { reason } : {};
-    if (version.updatedRedactionRules) content.redacts = eventId;
+    // The sender's right to redact is checked by the persister, whichever endpoint sent the redaction.
     const event = await this.persister.persist(
       {
         roomId,
         sender: requester.userId,
         type: "m.room.redaction",
-        content,
-        redacts: version.updatedRedactionRules ? undefined : eventId,
+        content: reason ? { reason } : {},
+        // Top-level in room version 10, `content.redacts` from 11: buildEvent puts it in place.
+        redacts: eventId,
         txn: { deviceId: requester.deviceId, txnId, scope: ["redact", roomId, eventId] },
       },
       version,
@@ -243,13 +253,19 @@ export class RoomService {
   /** Strips a redacted event's content in storage once its redaction has landed. */
   async #applyRedaction(event: PersistedEvent, version: RoomVersion): Promise<void> {
     if (event.pdu.type !== "m.room.redaction") return;
-    const targetId = (event.pdu.redacts ?? event.pdu.content.redacts) as string | undefined;
+    // Where the room version keeps it: a v10 redaction's `content.redacts` redacts nothing.
+    const targetId = redactsOf(event.pdu, version);
     if (!targetId) return;
     const target = await this.storage.rooms.getEvent(targetId);
     if (!target || target.roomId !== event.pdu.room_id || target.redactedBy) return;
     const redacted: Pdu = redact(parsePdu(target), version);
     const redaction = await this.storage.rooms.getEvent(event.eventId);
-    redacted.unsigned = { ...(redacted.unsigned ?? {}), redacted_because: redaction ? toClientEvent(redaction, this.clock.now()) : undefined };
+    if (redaction) {
+      const because = toClientEvent(redaction, this.clock.now());
+      // `age` is computed when served; a stored copy would go stale.
+      delete because.unsigned?.age;
+      redacted.unsigned = { redacted_because: because };
+    }
     await this.storage.rooms.redactEvent(targetId, JSON.stringify(redacted), event.eventId);
   }
 }

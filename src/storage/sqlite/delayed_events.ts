@@ -63,6 +63,9 @@ export class SqliteDelayedEventStore implements DelayedEventStore {
          WHERE delay_id = ? AND status = 'scheduled'`,
       ),
       claim: db.prepare("UPDATE delayed_events SET status = 'sending' WHERE delay_id = ? AND status = 'scheduled'"),
+      claimDue: db.prepare(
+        "UPDATE delayed_events SET status = 'sending' WHERE delay_id = ? AND status = 'scheduled' AND send_at <= ?",
+      ),
       finish: db.prepare(
         `UPDATE delayed_events SET status = 'finalised', outcome = 'send', reason = ?, finalised_ts = ?, event_id = ?, error = ?
          WHERE delay_id = ? AND status = 'sending'`,
@@ -110,8 +113,9 @@ export class SqliteDelayedEventStore implements DelayedEventStore {
     return this.#s.cancel.run(reason, now, delayId).changes > 0;
   }
 
-  async claimForSending(delayId: string): Promise<boolean> {
-    return this.#s.claim.run(delayId).changes > 0;
+  async claimForSending(delayId: string, dueBy?: number): Promise<boolean> {
+    const result = dueBy === undefined ? this.#s.claim.run(delayId) : this.#s.claimDue.run(delayId, dueBy);
+    return result.changes > 0;
   }
 
   async finishSending(

@@ -1,0 +1,105 @@
+/**
+ * Everything that talks LiveKit: minting access tokens, and the SFU's server
+ * API (Twirp over HTTP, at the SFU's own host) for rooms and participants.
+ * All through `livekit-server-sdk`, so the wire format is LiveKit's own.
+ */
+import { AccessToken, RoomServiceClient, TwirpError, WebhookReceiver } from "livekit-server-sdk";
+import type { LiveKitConfig } from "../../config/config.js";
+import { MatrixError } from "../../errors.js";
+
+/** Tokens are good for joining for an hour, as lk-jwt-service's are. */
+export const TOKEN_TTL_SECONDS = 3600;
+/** Seconds a created room waits for its first participant, and lingers after the last one leaves. */
+export const ROOM_EMPTY_TIMEOUT_S = 300;
+export const ROOM_DEPARTURE_TIMEOUT_S = 20;
+/** The SFU answers on the same network; a slow answer is as bad as none for a joining user. */
+const API_TIMEOUT_S = 5;
+
+/** What a LiveKit webhook says about one participant, reduced to what delegated leaves need. */
+export interface SfuParticipantEvent {
+  room: string;
+  identity: string;
+  kind: "joined" | "left_intentionally" | "left_aborted";
+}
+
+/** LiveKit's DisconnectReason.CLIENT_INITIATED: the user hung up, rather than losing the connection. */
+const CLIENT_INITIATED = 1;
+
+export class SfuApi {
+  readonly #rooms: RoomServiceClient;
+  readonly #webhooks: WebhookReceiver;
+
+  constructor(private readonly lk: LiveKitConfig) {
+    // The SDK turns ws(s):// into http(s):// for the API itself.
+    this.#rooms = new RoomServiceClient(lk.url, lk.apiKey, lk.apiSecret.reveal(), {
+      requestTimeout: API_TIMEOUT_S,
+      failover: false,
+    });
+    this.#webhooks = new WebhookReceiver(lk.apiKey, lk.apiSecret.reveal());
+  }
+
+  /** A join token for one room and identity; no room creation right, the service does that. */
+  async mintToken(room: string, identity: string): Promise<string> {
+    const token = new AccessToken(this.lk.apiKey, this.lk.apiSecret.reveal(), { identity, ttl: TOKEN_TTL_SECONDS });
+    token.addGrant({
+      roomJoin: true,
+      room,
+      canPublish: true,
+      canSubscribe: true,
+      canUpdateOwnMetadata: true,
+      roomCreate: false,
+    });
+    return token.toJwt();
+  }
+
+  /** Creates the room, or finds it there already; 500 `M_UNKNOWN` naming the cause when the SFU fails. */
+  async ensureRoom(room: string): Promise<void> {
+    try {
+      await this.#rooms.createRoom({
+        name: room,
+        emptyTimeout: ROOM_EMPTY_TIMEOUT_S,
+        departureTimeout: ROOM_DEPARTURE_TIMEOUT_S,
+        maxParticipants: 0,
+      });
+    } catch (err) {
+      throw new MatrixError(500, "M_UNKNOWN", `Unable to create the room on the LiveKit SFU (${this.#apiHost()}): ${describe(err)}`);
+    }
+  }
+
+  /** True when present, false when the SFU says not; throws when the SFU cannot tell. */
+  async participantPresent(room: string, identity: string): Promise<boolean> {
+    try {
+      await this.#rooms.getParticipant(room, identity);
+      return true;
+    } catch (err) {
+      if (err instanceof TwirpError && (err.code === "not_found" || err.status === 404)) return false;
+      throw err;
+    }
+  }
+
+  /** Checks a webhook's signature (a token over the body's SHA-256) and reads it. */
+  async receiveWebhook(body: string, authorization: string | undefined): Promise<SfuParticipantEvent | undefined> {
+    const event = await this.#webhooks.receive(body, authorization?.replace(/^Bearer\s+/i, ""));
+    const room = event.room?.name;
+    const identity = event.participant?.identity;
+    if (!room || !identity) return undefined;
+    if (event.event === "participant_joined") return { room, identity, kind: "joined" };
+    if (event.event === "participant_left" || event.event === "participant_connection_aborted") {
+      const intentional = Number(event.participant?.disconnectReason) === CLIENT_INITIATED;
+      return { room, identity, kind: intentional ? "left_intentionally" : "left_aborted" };
+    }
+    return undefined;
+  }
+
+  #apiHost(): string {
+    return new URL(this.lk.url.replace(/^ws/, "http")).host;
+  }
+}
+
+function describe(err: unknown): string {
+  if (err instanceof TwirpError) return `the SFU answered ${err.status}${err.code ? ` ${err.code}` : ""}: ${err.message}`;
+  const cause = (err as { cause?: { code?: string } }).cause?.code;
+  if (cause) return `it is unreachable (${cause})`;
+  if (err instanceof Error && err.name === "TimeoutError") return `no answer within ${API_TIMEOUT_S} s`;
+  return err instanceof Error ? err.message : String(err);
+}

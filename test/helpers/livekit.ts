@@ -1,0 +1,190 @@
+/**
+ * Test scaffolding for the bundled LiveKit service: a Switchboard with
+ * `livekit` configured (and, optionally, a CA and name resolution for its
+ * outbound calls), a stand-in for LiveKit's Twirp server API, a test CA made
+ * with openssl, and a TLS front for a second Switchboard acting as a remote
+ * homeserver. No LiveKit SFU can run on this machine (none is packaged for
+ * npm or Debian), so the SFU's API is played by a recording HTTP server.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import https from "node:https";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import pino from "pino";
+import { configFromObject } from "../../src/config/load.js";
+import { createHomeserver } from "../../src/homeserver.js";
+import type { Dialer, OutboundOptions, SrvTarget } from "../../src/services/livekit/outbound.js";
+import { request, type TestServer } from "./server.js";
+
+export const LK_KEY = "devkey";
+export const LK_SECRET = "lk-test-secret-0123456789-abcdefghijklmnop";
+export const NO_LIMIT = { per_second: 1000, burst_count: 1000 };
+
+export interface LiveKitServerOptions {
+  outbound?: OutboundOptions;
+  /** A pino destination, to read the log lines. */
+  logStream?: NodeJS.WritableStream;
+}
+
+/** A Switchboard with `livekit` set; `livekit` overrides are merged into the block. */
+export async function startLiveKitServer(
+  overrides: Record<string, unknown> = {},
+  opts: LiveKitServerOptions = {},
+): Promise<TestServer> {
+  const dir = mkdtempSync(path.join(tmpdir(), "switchboard-lk-"));
+  const { livekit, ...rest } = overrides as { livekit?: Record<string, unknown> };
+  const { config } = configFromObject(
+    {
+      server_name: "localhost",
+      public_baseurl: "http://localhost:8008/",
+      listeners: [{ port: 0, bind_addresses: ["127.0.0.1"] }],
+      database: { name: "sqlite3", args: { database: path.join(dir, "homeserver.db") } },
+      signing_key_path: path.join(dir, "signing.key"),
+      enable_registration: true,
+      enable_registration_without_verification: true,
+      rc_login: { address: NO_LIMIT, account: NO_LIMIT, failed_attempts: NO_LIMIT },
+      rc_registration: NO_LIMIT,
+      rc_message: NO_LIMIT,
+      rc_delayed_event_mgmt: NO_LIMIT,
+      rc_rtc_transports: NO_LIMIT,
+      ...rest,
+      ...(livekit === null ? {} : { livekit: { url: "ws://127.0.0.1:7880", api_key: LK_KEY, api_secret: LK_SECRET, ...livekit } }),
+    },
+    path.join(dir, "switchboard.yaml"),
+  );
+  const logger = opts.logStream ? pino({ level: "trace" }, opts.logStream) : pino({ level: process.env.SWITCHBOARD_TEST_LOG ?? "silent" });
+  const homeserver = createHomeserver(config, logger, undefined, { outbound: opts.outbound });
+  const [url] = await homeserver.start();
+  return {
+    baseUrl: url!,
+    dir,
+    homeserver,
+    async stop() {
+      await homeserver.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface TwirpCall {
+  method: string;
+  body: Record<string, unknown>;
+  authorization: string | undefined;
+}
+
+/** Plays LiveKit's RoomService API (Twirp, JSON): records calls, answers CreateRoom and GetParticipant. */
+export class FakeLiveKit {
+  readonly calls: TwirpCall[] = [];
+  /** `room\nidentity` of the participants GetParticipant finds. */
+  readonly present = new Set<string>();
+  #server = http.createServer((req, res) => this.#handle(req, res));
+
+  async start(): Promise<string> {
+    await new Promise<void>((resolve) => this.#server.listen(0, "127.0.0.1", resolve));
+    return `ws://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
+  }
+
+  stop(): Promise<void> {
+    return new Promise((resolve) => this.#server.close(() => resolve()));
+  }
+
+  of(method: string): TwirpCall[] {
+    return this.calls.filter((c) => c.method === method);
+  }
+
+  #handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    let text = "";
+    req.on("data", (c: Buffer) => (text += c.toString("utf8")));
+    req.on("end", () => {
+      const method = /^\/twirp\/livekit\.RoomService\/(\w+)$/.exec(req.url ?? "")?.[1] ?? req.url ?? "";
+      const body = (text ? JSON.parse(text) : {}) as Record<string, unknown>;
+      this.calls.push({ method, body, authorization: req.headers.authorization });
+      const reply = (status: number, json: unknown) => {
+        res.writeHead(status, { "content-type": "application/json" });
+        res.end(JSON.stringify(json));
+      };
+      if (method === "CreateRoom") {
+        reply(200, { sid: "RM_test", name: body.name, emptyTimeout: body.emptyTimeout, creationTime: String(Math.floor(Date.now() / 1000)) });
+      } else if (method === "GetParticipant") {
+        if (this.present.has(`${String(body.room)}\n${String(body.identity)}`)) reply(200, { sid: "PA_test", identity: body.identity, state: "ACTIVE" });
+        else reply(404, { code: "not_found", msg: "participant does not exist" });
+      } else {
+        reply(404, { code: "bad_route", msg: `no handler for ${method}` });
+      }
+    });
+  }
+}
+
+/** A CA and a server certificate for `names`, made with openssl in a temporary folder. */
+export function makeTestCa(names: string[]): { ca: string; key: string; cert: string } {
+  const dir = mkdtempSync(path.join(tmpdir(), "switchboard-ca-"));
+  const run = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
+  try {
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=Switchboard test CA");
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", `/CN=${names[0]}`);
+    writeFileSync(path.join(dir, "ext.cnf"), `subjectAltName=${names.map((n) => `DNS:${n}`).join(",")}\n`);
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf");
+    const read = (f: string) => readFileSync(path.join(dir, f), "utf8");
+    return { ca: read("ca.crt"), key: read("server.key"), cert: read("server.crt") };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** An HTTPS front that passes every request on to a plain-HTTP server, as a reverse proxy would. */
+export async function tlsFront(tlsOpts: { key: string; cert: string }, target: string): Promise<{ port: number; requests: string[]; close(): Promise<void> }> {
+  const requests: string[] = [];
+  const server = https.createServer(tlsOpts, (req, res) => {
+    requests.push(`${req.method} ${(req.url ?? "").split("?")[0]}`);
+    const upstream = http.request(target + (req.url ?? "/"), { method: req.method, headers: req.headers }, (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      up.pipe(res);
+    });
+    upstream.on("error", () => res.writeHead(502).end());
+    req.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    requests,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** A resolver for made-up names: `host:port` or `host` to a local address; SRV records as given. */
+export function testDialer(addresses: Record<string, { address: string; port?: number }>, srv: Record<string, SrvTarget[]> = {}): Dialer {
+  return {
+    async resolveSrv(name) {
+      return srv[name] ?? [];
+    },
+    async resolveAddress(host, port) {
+      const hit = addresses[`${host}:${port}`] ?? addresses[host];
+      if (!hit) throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: "ENOTFOUND" });
+      return { address: hit.address, port: hit.port ?? port };
+    },
+  };
+}
+
+/** An OpenID token for a user, from the server they are on. */
+export async function openIdToken(baseUrl: string, user: { user_id: string; access_token: string }): Promise<Record<string, unknown>> {
+  const res = await request(baseUrl, "POST", `/_matrix/client/v3/user/${encodeURIComponent(user.user_id)}/openid/request_token`, {
+    token: user.access_token,
+    body: {},
+  });
+  if (res.status !== 200) throw new Error(`openid: ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body;
+}
+
+/** Polls until `check` returns a value other than undefined, or fails after `ms`. */
+export async function eventually<T>(check: () => Promise<T | undefined> | T | undefined, ms = 5000, what = "condition"): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
