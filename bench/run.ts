@@ -16,7 +16,7 @@
  */
 import autocannon, { type Result } from "autocannon";
 import { fork, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -279,14 +279,15 @@ async function main(): Promise<number> {
   log(`starting Switchboard (log level ${LOG_LEVEL}, to /dev/null)`);
   const sw = await startChild("serve.js", profArgs("switchboard"));
   const swResults = new Map<string, Measurement>();
-  const expected = new Map<string, string>();
+  /** Per scenario: the request headers, and Switchboard's response, normalised, for the comparison. */
+  const prepared = new Map<string, { headers: Record<string, string>; expected: string }>();
   const responses: CannedResponse[] = [];
   let keepAliveTimeoutMs = 5_000;
   try {
     const token = await register(sw.url);
-    const headersOf = (s: Scenario): Record<string, string> => (s.auth ? { authorization: `Bearer ${token}` } : {});
     for (const s of scenarios) {
-      const raw = await rawRequest(sw.url, s.method, s.path, headersOf(s));
+      const headers: Record<string, string> = s.auth ? { authorization: `Bearer ${token}` } : {};
+      const raw = await rawRequest(sw.url, s.method, s.path, headers);
       const parsed = parseRaw(raw);
       if (parsed.status < 200 || parsed.status > 299) {
         throw new Error(`${s.name}: Switchboard answered ${parsed.status}: ${parsed.body.toString()}`);
@@ -294,10 +295,10 @@ async function main(): Promise<number> {
       const keepAlive = parsed.headers.find(([n]) => n.toLowerCase() === "keep-alive")?.[1];
       const timeout = keepAlive && /timeout=(\d+)/.exec(keepAlive);
       if (timeout) keepAliveTimeoutMs = Number(timeout[1]) * 1000;
-      expected.set(s.name, normalise(raw));
-      responses.push(canned(routeKey(s.method, s.path, headersOf(s).authorization), parsed));
+      prepared.set(s.name, { headers, expected: normalise(raw) });
+      responses.push(canned(routeKey(s.method, s.path, headers.authorization), parsed));
     }
-    for (const s of scenarios) swResults.set(s.name, await measure("switchboard", sw, s, headersOf(s)));
+    for (const s of scenarios) swResults.set(s.name, await measure("switchboard", sw, s, prepared.get(s.name)!.headers));
   } finally {
     await sw.stop();
   }
@@ -307,11 +308,9 @@ async function main(): Promise<number> {
   const baseResults = new Map<string, Measurement>();
   const identical = new Map<string, boolean>();
   try {
-    for (const [i, s] of scenarios.entries()) {
-      const key = responses[i]!.key;
-      const authorization = key.slice(`${s.method} ${s.path} `.length);
-      const headers: Record<string, string> = authorization ? { authorization } : {};
-      const same = normalise(await rawRequest(base.url, s.method, s.path, headers)) === expected.get(s.name);
+    for (const s of scenarios) {
+      const { headers, expected } = prepared.get(s.name)!;
+      const same = normalise(await rawRequest(base.url, s.method, s.path, headers)) === expected;
       identical.set(s.name, same);
       if (!same) problems.push(`${s.name}: the baseline's response differs from Switchboard's`);
       baseResults.set(s.name, await measure("baseline", base, s, headers));
@@ -347,9 +346,7 @@ async function main(): Promise<number> {
     };
   });
 
-  const autocannonVersion = (
-    JSON.parse(readFileSync(path.join(here, "..", "..", "node_modules", "autocannon", "package.json"), "utf8")) as { version: string }
-  ).version;
+  const autocannonVersion = (createRequire(import.meta.url)("autocannon/package.json") as { version: string }).version;
   const report = {
     benchmark: "switchboard vs bare node:http, same response bytes",
     date: new Date().toISOString(),
@@ -365,7 +362,7 @@ async function main(): Promise<number> {
     logging: {
       level: LOG_LEVEL,
       production_default: LOG_LEVEL === "info",
-      destination: "/dev/null (pino.destination, sync: false, as production's stdout destination)",
+      destination: "/dev/null, through the same logger and asynchronous pino destination production uses for stdout",
       note: "Switchboard writes one pino JSON line per request at info, as in production",
     },
     cpu_profile_dir: CPU_PROF ? path.resolve(CPU_PROF) : undefined,

@@ -7,10 +7,9 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import pino from "pino";
 import { configFromObject } from "../src/config/load.js";
 import { createHomeserver } from "../src/homeserver.js";
-import { createLogger } from "../src/http/logging.js";
+import { createLogger, logDestination } from "../src/http/logging.js";
 import { handleCommonMessages, type ReadyMessage } from "./protocol.js";
 
 /** Only for investigation (e.g. "silent"); the reported figures use "info". */
@@ -33,10 +32,8 @@ const { config } = configFromObject(
   },
   path.join(dir, "switchboard.yaml"),
 );
-// The same asynchronous SonicBoom production writes stdout through; createLogger types its
-// parameter as a Node stream, which SonicBoom is at run time but not in its declarations.
-const devNull = pino.destination({ dest: "/dev/null", sync: false }) as unknown as NodeJS.WritableStream;
-const logger = createLogger(LOG_LEVEL, devNull);
+// The logger and destination production uses for stdout, pointed at /dev/null.
+const logger = createLogger(LOG_LEVEL, logDestination("/dev/null"));
 const homeserver = createHomeserver(config, logger);
 
 let stopping = false;

@@ -281,6 +281,37 @@ describe("createRoom aliases and the directory", () => {
     assertError(await carol.req("GET", `/directory/room/${enc("#never:localhost")}`), 404, "M_NOT_FOUND");
     assertError(await carol.req("PUT", `/directory/room/${enc("#ghost:localhost")}`, { room_id: "!missing:localhost" }), 404, "M_NOT_FOUND");
   });
+
+  test("anyone may list the aliases of a world-readable room", async () => {
+    const res = ok(
+      await alice.req("POST", "/createRoom", {
+        room_alias_name: "readable",
+        initial_state: [{ type: "m.room.history_visibility", content: { history_visibility: "world_readable" } }],
+      }),
+    );
+    assert.deepEqual(ok(await carol.req("GET", `/rooms/${enc(res.room_id as string)}/aliases`)).aliases, ["#readable:localhost"]);
+  });
+});
+
+describe("room directory visibility", () => {
+  const path = (roomId: string) => `/directory/list/room/${enc(roomId)}`;
+
+  test("createRoom's visibility publishes the room (or not); admins may change it, others not", async () => {
+    const published = await alice.createRoom({ visibility: "public" });
+    const unlisted = await alice.createRoom({ preset: "public_chat" });
+    const anonymous = (roomId: string) => request(server.baseUrl, "GET", `/_matrix/client/v3${path(roomId)}`);
+    assert.deepEqual(ok(await anonymous(published)), { visibility: "public" });
+    assert.deepEqual(ok(await anonymous(unlisted)), { visibility: "private" });
+    await bob.join(unlisted);
+    assertError(await bob.req("PUT", path(unlisted), { visibility: "public" }), 403, "M_FORBIDDEN");
+    assertError(await carol.req("PUT", path(unlisted), { visibility: "public" }), 403, "M_FORBIDDEN");
+    ok(await alice.req("PUT", path(unlisted), {}));
+    assert.deepEqual(ok(await anonymous(unlisted)), { visibility: "public" });
+    ok(await alice.req("PUT", path(unlisted), { visibility: "private" }));
+    assert.deepEqual(ok(await anonymous(unlisted)), { visibility: "private" });
+    assertError(await alice.req("PUT", path(unlisted), { visibility: "hidden" }), 400, "M_BAD_JSON");
+    assertError(await anonymous("!unknown:localhost"), 404, "M_NOT_FOUND");
+  });
 });
 
 describe("GET /capabilities", () => {

@@ -135,8 +135,13 @@ describe("leave and forget", () => {
     await bob.join(roomId);
     assertError(await bob.req("POST", `/rooms/${enc(roomId)}/forget`, {}), 400, "M_UNKNOWN");
     ok(await bob.leave(roomId));
+    ok(await bob.req("GET", `/rooms/${enc(roomId)}/messages?dir=b`));
     assert.deepEqual(ok(await bob.req("POST", `/rooms/${enc(roomId)}/forget`, {})), {});
     assert.deepEqual(ok(await bob.req("POST", `/rooms/${enc(roomId)}/forget`)), {});
+    // A forgotten room's history is no longer the user's to read, until they join again.
+    assertError(await bob.req("GET", `/rooms/${enc(roomId)}/messages?dir=b`), 403, "M_FORBIDDEN");
+    await bob.join(roomId);
+    ok(await bob.req("GET", `/rooms/${enc(roomId)}/messages?dir=b`));
   });
 });
 

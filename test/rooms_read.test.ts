@@ -298,17 +298,35 @@ describe("history visibility", () => {
 
   test("a user who left sees history up to their leave and nothing after", async () => {
     const roomId = await alice.createRoom({ preset: "public_chat" });
+    await alice.send(roomId, "before bob joined");
     await bob.join(roomId);
     await alice.send(roomId, "while bob was here");
     ok(await bob.leave(roomId));
     const after = await alice.send(roomId, "after bob left");
     const seen = await paginateAll(bob, roomId, "b", 2);
-    assert.deepEqual(bodies(seen), ["while bob was here"]);
+    // He joined after it, so "shared" history from before his join stays his to read.
+    assert.deepEqual(bodies(seen), ["while bob was here", "before bob joined"]);
     assert.equal(seen[0]!.type, "m.room.member");
     assert.equal(seen[0]!.content.membership, "leave");
     assertError(await bob.event(roomId, after), 404, "M_NOT_FOUND");
     const forward = await paginateAll(bob, roomId, "f", 3);
     assert.deepEqual(ids(forward), ids(seen).reverse());
+  });
+
+  test("a user who never joined (an invite they rejected) sees no shared history", async () => {
+    const roomId = await alice.createRoom();
+    await alice.send(roomId, "private talk");
+    ok(await alice.act("invite", roomId, carol.userId));
+    ok(await carol.leave(roomId));
+    const seen = await paginateAll(carol, roomId, "b", 5);
+    assert.deepEqual(bodies(seen), []);
+    assert.deepEqual(
+      seen.map((e) => [e.type, e.state_key, e.content.membership]),
+      [
+        ["m.room.member", carol.userId, "leave"],
+        ["m.room.member", carol.userId, "invite"],
+      ],
+    );
   });
 
   test("world_readable: anyone may read the room without joining", async () => {

@@ -149,6 +149,11 @@ describe("state", () => {
     assert.equal(stateEvent.unsigned?.replaces_state, noKey);
     assert.deepEqual(stateEvent.unsigned?.prev_content, { name: "No key" });
     assert.notEqual(withKey, noKey);
+    // State keys may hold characters that need escaping in a path, slashes included.
+    for (const key of ["a/b", "50%", "with space", "?q#h", "é"]) {
+      await alice.putState(roomId, "org.example.thing", key, { key });
+      assert.deepEqual(await bob.getState(roomId, "org.example.thing", key), { key });
+    }
   });
 
   test("GET of state that was never set is 404 M_NOT_FOUND; a non-member gets 403 M_FORBIDDEN", async () => {

@@ -6,25 +6,21 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { MatrixClient, Room } from "matrix-js-sdk";
-import { loadSdk } from "./helpers/matrix-sdk.js";
+import { SdkClients } from "./helpers/sdk_clients.js";
 import { registerUser, request, startServer, type TestServer } from "./helpers/server.js";
 import type { Ev, Login } from "./helpers/sync.js";
 
-type Sdk = Awaited<ReturnType<typeof loadSdk>>;
 const C = "/_matrix/client/v3";
 const enc = encodeURIComponent;
-/** A guard against a hung test, not a performance assertion. */
-const GIVE_UP_MS = 20_000;
 
 describe("matrix-js-sdk clients syncing", () => {
   let server: TestServer;
-  let sdk: Sdk;
+  let clients: SdkClients;
   let n = 0;
-  const clients: MatrixClient[] = [];
 
   before(async () => {
     server = await startServer();
-    sdk = await loadSdk();
+    clients = await SdkClients.create(server.baseUrl);
   });
   after(async () => server.stop());
 
@@ -32,57 +28,9 @@ describe("matrix-js-sdk clients syncing", () => {
     return registerUser(server.baseUrl, `sdk${++n}`);
   }
 
-  /** Starts a client's sync loop and waits for its first sync to be processed. */
-  async function start(login: Login, timelineLimit?: number): Promise<MatrixClient> {
-    const client = sdk.createClient({
-      baseUrl: server.baseUrl,
-      accessToken: login.access_token,
-      userId: login.user_id,
-      deviceId: login.device_id,
-    });
-    clients.push(client);
-    const prepared = new Promise<void>((resolve, reject) => {
-      client.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
-        if (state === "PREPARED") resolve();
-        if (state === "ERROR") reject(data?.error ?? new Error("sync error"));
-      });
-    });
-    let filter;
-    if (timelineLimit !== undefined) {
-      filter = new sdk.Filter(login.user_id);
-      filter.setDefinition({ room: { timeline: { limit: timelineLimit } } });
-    }
-    await client.startClient({
-      filter,
-      initialSyncLimit: timelineLimit,
-      // Own messages join the timeline when the server echoes them, so every client orders them alike.
-      pendingEventOrdering: sdk.PendingEventOrdering.Detached,
-    });
-    await prepared;
-    return client;
-  }
-
-  function stopAll(): void {
-    for (const c of clients.splice(0)) c.stopClient();
-  }
-
-  /** Resolves once `check` holds, re-checking after every sync the client processes. */
-  function until(client: MatrixClient, what: string, check: () => boolean): Promise<void> {
-    if (check()) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        client.off(sdk.ClientEvent.Sync, onSync);
-        reject(new Error(`${client.getUserId()}: gave up waiting for ${what}`));
-      }, GIVE_UP_MS);
-      const onSync = () => {
-        if (!check()) return;
-        clearTimeout(timer);
-        client.off(sdk.ClientEvent.Sync, onSync);
-        resolve();
-      };
-      client.on(sdk.ClientEvent.Sync, onSync);
-    });
-  }
+  const start = (login: Login, timelineLimit?: number) => clients.start(login, { timelineLimit });
+  const until = (client: MatrixClient, what: string, check: () => boolean) => clients.until(client, what, check);
+  const stopAll = () => clients.stopAll();
 
   const membership = (client: MatrixClient, roomId: string, userId: string) =>
     client.getRoom(roomId)?.currentState.getMember(userId)?.membership;
@@ -188,7 +136,7 @@ describe("matrix-js-sdk clients syncing", () => {
     try {
       const [aliceLogin, bobLogin] = [await user(), await user()];
       const [alice, bob] = [await start(aliceLogin), await start(bobLogin)];
-      const { room_id: roomId } = await alice.createRoom({ preset: sdk.Preset.PublicChat });
+      const { room_id: roomId } = await alice.createRoom({ preset: clients.sdk.Preset.PublicChat });
       await bob.joinRoom(roomId);
       await until(alice, "Bob's join", () => membership(alice, roomId, bobLogin.user_id) === "join");
 

@@ -1,7 +1,12 @@
-import pino, { type Logger } from "pino";
+import pino, { type DestinationStream, type Logger } from "pino";
+
+/** Where production log lines go: asynchronous writes to a file descriptor or path (stdout by default). */
+export function logDestination(dest: number | string = 1): DestinationStream {
+  return pino.destination({ dest, sync: false });
+}
 
 /** Pino JSON on stdout, or pretty lines when a person is watching a terminal. */
-export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {
+export function createLogger(level: string, destination?: NodeJS.WritableStream | DestinationStream): Logger {
   const options = {
     level,
     redact: { paths: ["req.headers.authorization", "*.access_token", "*.password"], censor: "[redacted]" },
@@ -9,7 +14,7 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream)
   if (!destination && process.stdout.isTTY) {
     return pino({ ...options, transport: { target: "pino-pretty", options: { translateTime: "SYS:standard" } } });
   }
-  return pino(options, destination ?? pino.destination({ dest: 1, sync: false }));
+  return pino(options, destination ?? logDestination());
 }
 
 /** Hides access tokens in a URL before it reaches a log line. */

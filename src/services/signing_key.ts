@@ -19,7 +19,7 @@ function fromFile(file: string, text: string): SigningKey {
   try {
     keys = parseSigningKeyFile(text);
   } catch (err) {
-    throw new Error(`${file} is not a signing key file: ${(err as Error).message}`);
+    throw new Error(`${file} is not a signing key file: ${(err as Error).message}`, { cause: err });
   }
   const first = keys[0];
   if (!first) throw new Error(`${file} holds no signing key`);

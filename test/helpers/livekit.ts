@@ -7,12 +7,14 @@
  * npm or Debian), so the SFU's API is played by a recording HTTP server.
  */
 import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { AccessToken } from "livekit-server-sdk";
 import pino from "pino";
 import { configFromObject } from "../../src/config/load.js";
 import { createHomeserver } from "../../src/homeserver.js";
@@ -134,12 +136,30 @@ export function makeTestCa(names: string[]): { ca: string; key: string; cert: st
   }
 }
 
+export interface TlsFront {
+  port: number;
+  /** Method and path (no query: it may hold a token) of each request passed on. */
+  requests: string[];
+  /** The plain-HTTP server to pass requests to; set once it is running. */
+  target: string;
+  close(): Promise<void>;
+}
+
 /** An HTTPS front that passes every request on to a plain-HTTP server, as a reverse proxy would. */
-export async function tlsFront(tlsOpts: { key: string; cert: string }, target: string): Promise<{ port: number; requests: string[]; close(): Promise<void> }> {
-  const requests: string[] = [];
+export async function tlsFront(tlsOpts: { key: string; cert: string }): Promise<TlsFront> {
+  const front: TlsFront = {
+    port: 0,
+    requests: [],
+    target: "",
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
   const server = https.createServer(tlsOpts, (req, res) => {
-    requests.push(`${req.method} ${(req.url ?? "").split("?")[0]}`);
-    const upstream = http.request(target + (req.url ?? "/"), { method: req.method, headers: req.headers }, (up) => {
+    front.requests.push(`${req.method} ${(req.url ?? "").split("?")[0]}`);
+    const upstream = http.request(front.target + (req.url ?? "/"), { method: req.method, headers: req.headers }, (up) => {
       res.writeHead(up.statusCode ?? 502, up.headers);
       up.pipe(res);
     });
@@ -147,11 +167,8 @@ export async function tlsFront(tlsOpts: { key: string; cert: string }, target: s
     req.pipe(upstream);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    requests,
-    close: () => new Promise((resolve) => server.close(() => resolve())),
-  };
+  front.port = (server.address() as AddressInfo).port;
+  return front;
 }
 
 /** A resolver for made-up names: `host:port` or `host` to a local address; SRV records as given. */
@@ -187,4 +204,36 @@ export async function eventually<T>(check: () => Promise<T | undefined> | T | un
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+/** Schedules the delayed "leave" of a call membership, as matrix-js-sdk does before joining; returns its delay ID. */
+export async function scheduleLeave(baseUrl: string, user: { user_id: string; access_token: string; device_id: string }, roomId: string, delayMs: number): Promise<string> {
+  const key = encodeURIComponent(`_${user.user_id}_${user.device_id}_m.call`);
+  const res = await request(
+    baseUrl,
+    "PUT",
+    `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/org.matrix.msc3401.call.member/${key}?org.matrix.msc4140.delay=${delayMs}`,
+    { token: user.access_token, body: {} },
+  );
+  if (res.status !== 200 || typeof res.body.delay_id !== "string") throw new Error(`delayed leave: ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body.delay_id;
+}
+
+/** A LiveKit webhook as the SFU signs it: a token, under the API secret, that carries the body's SHA-256. */
+export async function signedWebhook(event: Record<string, unknown>, secret = LK_SECRET): Promise<{ body: string; authorization: string }> {
+  const body = JSON.stringify(event);
+  const token = new AccessToken(LK_KEY, secret);
+  token.sha256 = createHash("sha256").update(body).digest("base64");
+  return { body, authorization: await token.toJwt() };
+}
+
+export async function postWebhook(baseUrl: string, event: Record<string, unknown>, secret?: string): Promise<number> {
+  const { body, authorization } = await signedWebhook(event, secret);
+  const res = await fetch(`${baseUrl}/livekit/jwt/sfu_webhook`, {
+    method: "POST",
+    headers: { authorization, "content-type": "application/webhook+json" },
+    body,
+  });
+  await res.text();
+  return res.status;
 }

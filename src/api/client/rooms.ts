@@ -111,6 +111,24 @@ export function registerRoomRoutes(app: App, services: Services): void {
       return {};
     });
   }
+  for (const url of clientPaths("/directory/list/room/:roomId")) {
+    app.get(url, { schema: { params: RoomParams } }, async (request) => services.aliases.visibility(request.params.roomId));
+    app.put(
+      url,
+      {
+        onRequest,
+        schema: {
+          params: RoomParams,
+          body: Type.Object({ visibility: Type.Optional(Type.Union([Type.Literal("public"), Type.Literal("private")])) }),
+        },
+      },
+      async (request) => {
+        // The spec's default is "public".
+        await services.aliases.setVisibility(requester(request), request.params.roomId, request.body.visibility ?? "public");
+        return {};
+      },
+    );
+  }
   for (const url of clientPaths("/rooms/:roomId/aliases")) {
     app.get(url, { onRequest, schema: { params: RoomParams } }, async (request) => ({
       aliases: await services.aliases.list(requester(request), request.params.roomId),

@@ -44,9 +44,10 @@ export const livekitFields = {
           allowed: "an absolute path without a trailing slash, like /livekit/jwt",
         }),
         sanity_check_interval: duration({
-          default: 0,
+          // lk-jwt-service defaults to off; on, a lost webhook cannot leave a ghost participant behind.
+          default: "30s",
           description:
-            "How often a handed-over leave re-checks with LiveKit that its participant is still connected, in case a webhook was lost (lk-jwt-service's `LIVEKIT_SANITY_CHECK_INTERVAL_SECONDS`). 0 turns the check off.",
+            "How often a handed-over leave re-checks with LiveKit that its participant is still connected, in case a webhook was lost (lk-jwt-service's `LIVEKIT_SANITY_CHECK_INTERVAL_SECONDS`, which is off by default there). 0 turns the check off.",
         }),
         cs_api_url_overrides: Type.Record(Type.String(), Type.String({ pattern: "^https?://" }), {
           default: {},

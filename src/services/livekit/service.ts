@@ -82,6 +82,11 @@ export class LiveKitService {
       clock,
       logger,
     });
+    // What an operator needs to see at start; the secret is a Secret and would print as "[secret]" anyway.
+    logger.info(
+      { sfu: this.settings.url, service_url: this.settings.serviceUrl, full_access: this.settings.fullAccessHomeservers },
+      "LiveKit authorisation service enabled",
+    );
   }
 
   stop(): void {

@@ -4,7 +4,7 @@ import { Errors, MatrixError } from "../../errors.js";
 import { getRoomVersion, PowerLevels } from "../../events/index.js";
 import type { Storage } from "../../storage/interfaces.js";
 import type { Requester } from "../auth.js";
-import { stateLookup } from "./persister.js";
+import { parsePdu, stateLookup } from "./persister.js";
 
 const ALIAS = /^#[^:\s]+:(.+)$/;
 
@@ -47,6 +47,23 @@ export class AliasService {
     await this.storage.rooms.deleteAlias(alias);
   }
 
+  /** `GET /directory/list/room/{roomId}`: whether the room is published in the room directory. */
+  async visibility(roomId: string): Promise<{ visibility: "public" | "private" }> {
+    const room = await this.storage.rooms.getRoom(roomId);
+    if (!room) throw Errors.notFound("Room not found");
+    return { visibility: room.isPublic ? "public" : "private" };
+  }
+
+  /** `PUT /directory/list/room/{roomId}`: for joined members who may change the canonical alias (as Synapse has it). */
+  async setVisibility(requester: Requester, roomId: string, visibility: "public" | "private"): Promise<void> {
+    if (!(await this.storage.rooms.getRoom(roomId))) throw Errors.notFound("Room not found");
+    const membership = await this.storage.rooms.membership(roomId, requester.userId);
+    if (membership?.membership !== "join" || !(await this.#canManage(requester.userId, roomId))) {
+      throw Errors.forbidden("You may not change whether this room is published");
+    }
+    await this.storage.rooms.setRoomPublic(roomId, visibility === "public");
+  }
+
   /** Room admins (power to change m.room.canonical_alias) may remove anyone's alias, as in Synapse. */
   async #canManage(userId: string, roomId: string): Promise<boolean> {
     const user = await this.storage.accounts.getUser(userId);
@@ -58,9 +75,15 @@ export class AliasService {
     return levels.userLevel(userId) >= levels.requiredLevel("m.room.canonical_alias", true);
   }
 
+  /** `GET /rooms/{roomId}/aliases`: for members, and for anyone when the room is world-readable. */
   async list(requester: Requester, roomId: string): Promise<string[]> {
     const membership = await this.storage.rooms.membership(roomId, requester.userId);
-    if (membership?.membership !== "join") throw Errors.forbidden("You are not in this room");
+    if (membership?.membership !== "join") {
+      const hv = await this.storage.rooms.currentStateEvent(roomId, "m.room.history_visibility", "");
+      if (!hv || parsePdu(hv).content.history_visibility !== "world_readable") {
+        throw Errors.forbidden("You are not in this room");
+      }
+    }
     return this.storage.rooms.aliasesOf(roomId);
   }
 }

@@ -15,6 +15,7 @@ const MAX_PAGE = 1000;
 /** How far into a room a user may read: all of it while joined, up to their leave after. */
 interface Reach {
   upTo: number;
+  /** Whether the user is, or was before `upTo`, joined: what unlocks "shared" history. */
   joined: boolean;
 }
 
@@ -28,7 +29,15 @@ export class RoomReadService {
     if (!(await this.storage.rooms.getRoom(roomId))) throw Errors.forbidden("You are not in this room");
     const m = await this.storage.rooms.membership(roomId, requester.userId);
     if (m?.membership === "join") return { upTo: Number.MAX_SAFE_INTEGER, joined: true };
-    if (m && (m.membership === "leave" || m.membership === "ban")) return { upTo: m.streamOrdering, joined: false };
+    if (m && (m.membership === "leave" || m.membership === "ban")) {
+      // Forgetting a room gives up what was left of its history, as in Synapse.
+      if (await this.storage.rooms.isForgotten(requester.userId, roomId)) throw Errors.forbidden("You have forgotten this room");
+      // "shared" history is for users who joined at any point after the event (spec: "History
+      // visibility"): a user who joined and then left keeps what came before their last join.
+      const changes = await this.storage.rooms.membershipChanges(requester.userId, 0, m.streamOrdering);
+      const everJoined = changes.some((c) => c.roomId === roomId && c.membership === "join");
+      return { upTo: m.streamOrdering, joined: everJoined };
+    }
     const hv = await this.storage.rooms.currentStateEvent(roomId, "m.room.history_visibility", "");
     if (hv && parsePdu(hv).content.history_visibility === "world_readable") return { upTo: Number.MAX_SAFE_INTEGER, joined: false };
     throw Errors.forbidden("You are not in this room");
