@@ -82,6 +82,10 @@ async function startChild(script: string, execArgv: string[], configure?: ToChil
   child.on("message", (m: unknown) => {
     if (isMessage<UsageMessage>(m, "usage")) usageWaiters.shift()?.(m.user + m.system);
   });
+  // A child that died cannot answer: its CPU figures become NaN (null in the JSON) rather than a hang.
+  child.once("exit", () => {
+    for (const w of usageWaiters.splice(0)) w(Number.NaN);
+  });
   const url = await new Promise<string>((resolve, reject) => {
     const onExit = (code: number | null) => reject(new Error(`${script} exited (${code}) before it was ready`));
     child.once("exit", onExit);
@@ -97,6 +101,7 @@ async function startChild(script: string, execArgv: string[], configure?: ToChil
   return {
     url,
     cpuTime() {
+      if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(Number.NaN);
       return new Promise((resolve) => {
         usageWaiters.push(resolve);
         child.send({ type: "usage" } satisfies ToChild);
@@ -346,6 +351,19 @@ async function main(): Promise<number> {
     };
   });
 
+  // Not failures, but reasons to read the figures with care.
+  const warnings: string[] = [];
+  if ((loadBefore[0] ?? 0) > 1) {
+    warnings.push(`1-minute load average was ${loadBefore[0]} before the run: other processes shared the cores, so figures are noisy`);
+  }
+  for (const r of results) {
+    if (r.baseline.generator_cpu_pct >= 90) {
+      warnings.push(
+        `${r.name}: the load generator used ${r.baseline.generator_cpu_pct}% CPU against the baseline, which may have capped the baseline's req/s and so flattered the ratio`,
+      );
+    }
+  }
+
   const autocannonVersion = (createRequire(import.meta.url)("autocannon/package.json") as { version: string }).version;
   const report = {
     benchmark: "switchboard vs bare node:http, same response bytes",
@@ -372,8 +390,10 @@ async function main(): Promise<number> {
     scenarios: results,
     ok: problems.length === 0,
     problems,
+    warnings,
   };
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  for (const w of warnings) log(`warning: ${w}`);
   for (const p of problems) log(`problem: ${p}`);
   return problems.length === 0 ? 0 : 1;
 }

@@ -56,6 +56,13 @@ describe("MSC4195 in the homeserver", () => {
     assert.equal(claims.sub, livekitIdentity(alice.userId, "OTHERDEV", "mem-2"));
   });
 
+  test("the member ID may also come as `member_id`, as MSC4195's newest text sends it", async () => {
+    const res = await post(alice, "/get_token", { room_id: roomId, slot_id: "s", member_id: "mem-9" });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    const claims = await new TokenVerifier(LK_KEY, LK_SECRET).verify(res.body.jwt as string);
+    assert.equal(claims.sub, livekitIdentity(alice.userId, alice.deviceId, "mem-9"));
+  });
+
   test("without an access token: 401 M_MISSING_TOKEN", async () => {
     const res = await post(undefined, "/get_token", { room_id: roomId, slot_id: "s", member: { id: "m" } });
     assert.equal(res.status, 401);
@@ -88,6 +95,7 @@ describe("MSC4195 in the homeserver", () => {
     assert.equal(res.status, 400);
     const noMember = await post(alice, "/get_token", { room_id: roomId, slot_id: "s" });
     assert.equal(noMember.status, 400);
+    assert.equal(noMember.body.errcode, "M_MISSING_PARAM");
   });
 
   test("delegate_delayed_leave takes over the caller's delayed leave, with that event's delay", async () => {

@@ -61,6 +61,13 @@ matrix_rtc:
   #   - type: livekit
   #     livekit_service_url: "https://livekit-jwt.example.com"
 
+# LiveKit for group calls: Switchboard issues the LiveKit tokens itself (no lk-jwt-service)
+# and advertises itself as the transport. Use the SFU's own key and secret.
+# livekit:
+#   url: "wss://livekit.example.com"
+#   api_key: "APIkey"
+#   api_secret_path: "livekit.secret"
+
 # TURN, for 1:1 calls through NAT (coturn: use-auth-secret + static-auth-secret).
 # turn_uris: ["turn:turn.example.com:3478?transport=udp", "turn:turn.example.com:3478?transport=tcp"]
 # turn_shared_secret: "${randomBytes(24).toString("base64url")}"

@@ -130,5 +130,19 @@ export function createHttpApp(opts: HttpOptions): App {
     return sendMatrixError(reply, new MatrixError(500, "M_UNKNOWN", "Internal server error"));
   });
 
+  // A connection on which no request has arrived yet (a browser's preconnect, or one a client
+  // opened and then abandoned) is not "idle" to Node, so closing the server would wait for it
+  // until the headers timeout, a minute or more. There is nothing in flight on it: drop it.
+  const unused = new Set<import("node:net").Socket>();
+  app.server.on("connection", (socket: import("node:net").Socket) => {
+    unused.add(socket);
+    socket.once("close", () => unused.delete(socket));
+  });
+  app.server.on("request", (req: import("node:http").IncomingMessage) => unused.delete(req.socket));
+  app.addHook("preClose", async () => {
+    for (const socket of unused) socket.destroy();
+    unused.clear();
+  });
+
   return app;
 }

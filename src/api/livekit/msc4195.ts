@@ -21,7 +21,9 @@ const tokenFields = {
   server_name: Type.Optional(Type.String()),
   room_id: Type.String({ minLength: 1 }),
   slot_id: Type.String({ minLength: 1 }),
-  member: Member,
+  // matrix-js-sdk sends `member`; MSC4195's newest text names the same thing `member_id`.
+  member: Type.Optional(Member),
+  member_id: Type.Optional(Type.String({ minLength: 1 })),
 };
 
 export function registerMsc4195Routes(app: App, services: Services): void {

@@ -43,7 +43,9 @@ export interface ClientTokenRequest {
   server_name?: string;
   room_id: string;
   slot_id: string;
-  member: { id: string; claimed_device_id?: string };
+  member?: { id: string; claimed_device_id?: string };
+  /** MSC4195's newest text sends the member ID on its own. */
+  member_id?: string;
 }
 export interface ClientDelegateRequest extends ClientTokenRequest {
   delay_id: string;
@@ -186,9 +188,17 @@ export class LiveKitService {
 
   // ── MSC4195, in the homeserver (`io.element.msc4195`) ─────────────────────
 
+  /** The member ID and the device the LiveKit identity is made from. */
+  #memberOf(requester: Requester, req: ClientTokenRequest): { memberId: string; deviceId: string } {
+    const memberId = req.member?.id ?? req.member_id;
+    if (memberId === undefined) throw Errors.missingParam("Missing parameter: member");
+    return { memberId, deviceId: req.member?.claimed_device_id ?? requester.deviceId };
+  }
+
   async #checkClientRequest(requester: Requester, req: ClientTokenRequest): Promise<void> {
     const membership = await this.deps.storage.rooms.membership(req.room_id, requester.userId);
-    // 401 rather than MSC4195's 403: what matrix-js-sdk and Element Call are written against.
+    // 401 M_UNAUTHORIZED, as the io.element.msc4195 draft answers (and lk-jwt-service's check
+    // failures do); the MSC's newest text says 403, and clients treat both as "no token".
     if (membership?.membership !== "join") {
       throw new MatrixError(401, "M_UNAUTHORIZED", "You are not joined to this room");
     }
@@ -201,10 +211,10 @@ export class LiveKitService {
   }
 
   async clientGetToken(requester: Requester, req: ClientTokenRequest): Promise<SfuAccess> {
+    const { memberId, deviceId } = this.#memberOf(requester, req);
     await this.#checkClientRequest(requester, req);
     const room = livekitRoomAlias(req.room_id, req.slot_id);
-    const device = req.member.claimed_device_id ?? requester.deviceId;
-    const identity = livekitIdentity(requester.userId, device, req.member.id);
+    const identity = livekitIdentity(requester.userId, deviceId, memberId);
     const jwt = await this.sfu.mintToken(room, identity);
     if (this.isFullAccess(this.#serverName)) await this.sfu.ensureRoom(room);
     this.deps.logger.info({ user: requester.userId, lk_room: room, lk_identity: identity }, "issued a LiveKit token (MSC4195)");
@@ -212,6 +222,7 @@ export class LiveKitService {
   }
 
   async clientDelegate(requester: Requester, req: ClientDelegateRequest): Promise<Record<string, never>> {
+    const { memberId, deviceId } = this.#memberOf(requester, req);
     await this.#checkClientRequest(requester, req);
     if (!this.isFullAccess(this.#serverName)) {
       throw Errors.forbidden("Delegated leaves are only for users of full-access homeservers");
@@ -220,8 +231,7 @@ export class LiveKitService {
     const record = await this.deps.delayedEvents.get(requester, req.delay_id);
     if (record.status !== "scheduled") throw Errors.notFound("The delayed event is no longer scheduled");
     const room = livekitRoomAlias(req.room_id, req.slot_id);
-    const device = req.member.claimed_device_id ?? requester.deviceId;
-    const identity = livekitIdentity(requester.userId, device, req.member.id);
+    const identity = livekitIdentity(requester.userId, deviceId, memberId);
     const actions = localLeaveActions(this.deps.delayedEvents, requester.userId, req.delay_id, this.deps.logger);
     this.#delegate(requester.userId, room, identity, req.delay_id, record.delayMs, actions);
     return {};

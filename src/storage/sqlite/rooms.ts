@@ -120,6 +120,11 @@ export class SqliteRoomStore implements RoomStore {
         `SELECT *, MAX(stream_ordering) AS m FROM events
          WHERE room_id = ? AND state_key IS NOT NULL AND stream_ordering <= ? GROUP BY type, state_key`,
       ),
+      // The room list is one JSON array, so one prepared statement serves any number of rooms.
+      roomsWithEvents: db.prepare<[string, number, number], { room_id: string }>(
+        `SELECT DISTINCT room_id FROM events WHERE room_id IN (SELECT value FROM json_each(?))
+         AND stream_ordering > ? AND stream_ordering <= ?`,
+      ),
       stateDelta: db.prepare<[string, number, number], EventRow & { m: number }>(
         `SELECT *, MAX(stream_ordering) AS m FROM events
          WHERE room_id = ? AND state_key IS NOT NULL AND stream_ordering > ? AND stream_ordering <= ? GROUP BY type, state_key`,
@@ -261,14 +266,8 @@ export class SqliteRoomStore implements RoomStore {
   }
 
   async roomsWithEventsBetween(roomIds: string[], from: number, to: number): Promise<string[]> {
-    if (roomIds.length === 0) return [];
-    const placeholders = roomIds.map(() => "?").join(",");
-    return this.db
-      .prepare<unknown[], { room_id: string }>(
-        `SELECT DISTINCT room_id FROM events WHERE room_id IN (${placeholders}) AND stream_ordering > ? AND stream_ordering <= ?`,
-      )
-      .all(...roomIds, from, to)
-      .map((r) => r.room_id);
+    if (roomIds.length === 0 || to <= from) return [];
+    return this.#s.roomsWithEvents.all(JSON.stringify(roomIds), from, to).map((r) => r.room_id);
   }
 
   async forgetRoom(userId: string, roomId: string): Promise<void> {

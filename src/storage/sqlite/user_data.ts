@@ -6,8 +6,9 @@ const GLOBAL = "";
 
 export class SqliteAccountDataStore implements AccountDataStore {
   readonly #set: (userId: string, roomId: string, type: string, content: string) => number;
+  readonly #s;
 
-  constructor(private readonly db: Database.Database) {
+  constructor(db: Database.Database) {
     const next = db.prepare<[], { m: number | null }>("SELECT MAX(stream_id) AS m FROM account_data");
     const upsert = db.prepare(
       `INSERT INTO account_data (user_id, room_id, type, content, stream_id) VALUES (?, ?, ?, ?, ?)
@@ -18,6 +19,16 @@ export class SqliteAccountDataStore implements AccountDataStore {
       upsert.run(userId, roomId, type, content, id);
       return id;
     });
+    // Prepared once: /sync reads these on every request.
+    this.#s = {
+      max: next,
+      get: db.prepare<[string, string, string], { content: string }>(
+        "SELECT content FROM account_data WHERE user_id = ? AND room_id = ? AND type = ?",
+      ),
+      changes: db.prepare<[string, number, number], { room_id: string; type: string; content: string; stream_id: number }>(
+        "SELECT * FROM account_data WHERE user_id = ? AND stream_id > ? AND stream_id <= ? ORDER BY stream_id",
+      ),
+    };
   }
 
   async set(userId: string, roomId: string | null, type: string, content: Record<string, unknown>): Promise<number> {
@@ -25,30 +36,21 @@ export class SqliteAccountDataStore implements AccountDataStore {
   }
 
   async get(userId: string, roomId: string | null, type: string) {
-    const row = this.db
-      .prepare<[string, string, string], { content: string }>(
-        "SELECT content FROM account_data WHERE user_id = ? AND room_id = ? AND type = ?",
-      )
-      .get(userId, roomId ?? GLOBAL, type);
+    const row = this.#s.get.get(userId, roomId ?? GLOBAL, type);
     return row && (JSON.parse(row.content) as Record<string, unknown>);
   }
 
   async changes(userId: string, from: number, to: number): Promise<AccountDataChange[]> {
-    return this.db
-      .prepare<[string, number, number], { room_id: string; type: string; content: string; stream_id: number }>(
-        "SELECT * FROM account_data WHERE user_id = ? AND stream_id > ? AND stream_id <= ? ORDER BY stream_id",
-      )
-      .all(userId, from, to)
-      .map((r) => ({
-        roomId: r.room_id === GLOBAL ? null : r.room_id,
-        type: r.type,
-        content: JSON.parse(r.content) as Record<string, unknown>,
-        streamId: r.stream_id,
-      }));
+    return this.#s.changes.all(userId, from, to).map((r) => ({
+      roomId: r.room_id === GLOBAL ? null : r.room_id,
+      type: r.type,
+      content: JSON.parse(r.content) as Record<string, unknown>,
+      streamId: r.stream_id,
+    }));
   }
 
   async maxStreamId(): Promise<number> {
-    return this.db.prepare<[], { m: number | null }>("SELECT MAX(stream_id) AS m FROM account_data").get()?.m ?? 0;
+    return this.#s.max.get()?.m ?? 0;
   }
 }
 
@@ -89,8 +91,9 @@ interface ReceiptRow {
 
 export class SqliteReceiptStore implements ReceiptStore {
   readonly #set: (r: Omit<Receipt, "streamId">) => number;
+  readonly #s;
 
-  constructor(private readonly db: Database.Database) {
+  constructor(db: Database.Database) {
     const next = db.prepare<[], { m: number | null }>("SELECT MAX(stream_id) AS m FROM receipts");
     const upsert = db.prepare(
       `INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts, stream_id) VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -102,6 +105,14 @@ export class SqliteReceiptStore implements ReceiptStore {
       upsert.run(r.roomId, r.userId, r.receiptType, r.threadId ?? "", r.eventId, r.ts, id);
       return id;
     });
+    // Prepared once, with the room list passed as one JSON array: /sync reads these on every request.
+    this.#s = {
+      max: next,
+      changes: db.prepare<[string, number, number], ReceiptRow>(
+        `SELECT * FROM receipts WHERE room_id IN (SELECT value FROM json_each(?)) AND stream_id > ? AND stream_id <= ?
+         ORDER BY stream_id`,
+      ),
+    };
   }
 
   async set(receipt: Omit<Receipt, "streamId">): Promise<number> {
@@ -109,25 +120,19 @@ export class SqliteReceiptStore implements ReceiptStore {
   }
 
   async changes(roomIds: string[], from: number, to: number): Promise<Receipt[]> {
-    if (roomIds.length === 0) return [];
-    const placeholders = roomIds.map(() => "?").join(",");
-    return this.db
-      .prepare<unknown[], ReceiptRow>(
-        `SELECT * FROM receipts WHERE room_id IN (${placeholders}) AND stream_id > ? AND stream_id <= ? ORDER BY stream_id`,
-      )
-      .all(...roomIds, from, to)
-      .map((r) => ({
-        roomId: r.room_id,
-        userId: r.user_id,
-        receiptType: r.receipt_type,
-        threadId: r.thread_id === "" ? null : r.thread_id,
-        eventId: r.event_id,
-        ts: r.ts,
-        streamId: r.stream_id,
-      }));
+    if (roomIds.length === 0 || to <= from) return [];
+    return this.#s.changes.all(JSON.stringify(roomIds), from, to).map((r) => ({
+      roomId: r.room_id,
+      userId: r.user_id,
+      receiptType: r.receipt_type,
+      threadId: r.thread_id === "" ? null : r.thread_id,
+      eventId: r.event_id,
+      ts: r.ts,
+      streamId: r.stream_id,
+    }));
   }
 
   async maxStreamId(): Promise<number> {
-    return this.db.prepare<[], { m: number | null }>("SELECT MAX(stream_id) AS m FROM receipts").get()?.m ?? 0;
+    return this.#s.max.get()?.m ?? 0;
   }
 }
