@@ -353,10 +353,22 @@ async function main(): Promise<number> {
 
   // Not failures, but reasons to read the figures with care.
   const warnings: string[] = [];
-  if ((loadBefore[0] ?? 0) > 1) {
-    warnings.push(`1-minute load average was ${loadBefore[0]} before the run: other processes shared the cores, so figures are noisy`);
+  const loadAfter = os.loadavg().map((n) => round(n));
+  // The benchmark itself keeps about two processes busy; more than that means company.
+  if ((loadBefore[0] ?? 0) > 1 || (loadAfter[0] ?? 0) > 2.5) {
+    warnings.push(
+      `1-minute load average was ${loadBefore[0]} before and ${loadAfter[0]} after: other processes shared the cores, so figures are noisy`,
+    );
   }
   for (const r of results) {
+    for (const [side, m] of [["Switchboard", r.switchboard], ["the baseline", r.baseline]] as const) {
+      // One side or the other should be flat out; when neither is, something else had the CPU.
+      if (m.server_cpu_pct < 90 && m.generator_cpu_pct < 90) {
+        warnings.push(
+          `${r.name}: neither ${side} (${m.server_cpu_pct}% CPU) nor the load generator (${m.generator_cpu_pct}%) was saturated: other processes probably took CPU time, so this figure is low`,
+        );
+      }
+    }
     if (r.baseline.generator_cpu_pct >= 90) {
       warnings.push(
         `${r.name}: the load generator used ${r.baseline.generator_cpu_pct}% CPU against the baseline, which may have capped the baseline's req/s and so flattered the ratio`,
@@ -386,7 +398,7 @@ async function main(): Promise<number> {
     cpu_profile_dir: CPU_PROF ? path.resolve(CPU_PROF) : undefined,
     /** 1/5/15-minute load averages; well above 1 before the run means other work shared the cores. */
     loadavg_before: loadBefore,
-    loadavg_after: os.loadavg().map((n) => round(n)),
+    loadavg_after: loadAfter,
     scenarios: results,
     ok: problems.length === 0,
     problems,

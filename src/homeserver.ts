@@ -32,7 +32,7 @@ export function openStorage(config: Config): Storage {
       "`database.name`: PostgreSQL (psycopg2/postgres) is not supported yet; use `name: sqlite3` with `args.database`",
     ]);
   }
-  return openSqliteStorage(config.database.path);
+  return openSqliteStorage(config.database.path, config.database.synchronous);
 }
 
 export interface HomeserverOptions {

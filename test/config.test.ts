@@ -185,7 +185,7 @@ describe("parseConfig", () => {
     assert.deepEqual(listener!.bindAddresses, ["127.0.0.1"]);
     assert.equal(listener!.xForwarded, false);
     assert.deepEqual([...listener!.resources].sort(), ["client", "federation"]);
-    assert.deepEqual(config.database, { kind: "sqlite", path: "/srv/switchboard/data/homeserver.db" });
+    assert.deepEqual(config.database, { kind: "sqlite", path: "/srv/switchboard/data/homeserver.db", synchronous: "normal" });
     assert.equal(config.signingKeyPath, "/srv/switchboard/data/example.org.signing.key");
     assert.equal(config.logLevel, "info");
   });
@@ -195,7 +195,7 @@ describe("parseConfig", () => {
       "server_name: example.org\ndatabase:\n  name: sqlite3\n  args:\n    database: state/hs.db\nsigning_key_path: ../keys/k.key\n",
       "/etc/switchboard/main.yaml",
     );
-    assert.deepEqual(config.database, { kind: "sqlite", path: "/etc/switchboard/state/hs.db" });
+    assert.deepEqual(config.database, { kind: "sqlite", path: "/etc/switchboard/state/hs.db", synchronous: "normal" });
     assert.equal(config.signingKeyPath, "/etc/keys/k.key");
   });
 

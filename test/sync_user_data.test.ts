@@ -87,6 +87,19 @@ describe("user data in /sync", () => {
     assert.deepEqual(stopped.rooms.join[roomId]!.ephemeral!.events, [{ type: "m.typing", content: { user_ids: [] } }]);
   });
 
+  test("a member who leaves stops typing", async () => {
+    const alice = await user();
+    const bob = await user();
+    const roomId = await createRoom(base, alice, { preset: "public_chat" });
+    await joinRoom(base, bob, roomId);
+    await put(bob, `/rooms/${enc(roomId)}/typing/${enc(bob.user_id)}`, { typing: true, timeout: 60000 });
+    const typing = await sync(base, alice);
+    assert.deepEqual(typing.rooms.join[roomId]!.ephemeral!.events[0]!.content, { user_ids: [bob.user_id] });
+    assert.equal((await post(bob, `/rooms/${enc(roomId)}/leave`, {})).status, 200);
+    const after = await sync(base, alice, { since: typing.next_batch });
+    assert.deepEqual(after.rooms.join[roomId]!.ephemeral!.events, [{ type: "m.typing", content: { user_ids: [] } }]);
+  });
+
   test("typing expires after its timeout", async () => {
     const alice = await user();
     const roomId = await createRoom(base, alice);
@@ -159,6 +172,7 @@ describe("user data in /sync", () => {
     const content = global.content![0] as unknown as { pattern: string };
     assert.equal(content.pattern, alice.user_id.slice(1).split(":")[0]);
 
+    assert.deepEqual((await get(alice, "/pushrules")).body, res.body, "with or without the trailing slash");
     const globalOnly = await get(alice, "/pushrules/global/");
     assert.deepEqual(globalOnly.body, global);
     const one = await get(alice, "/pushrules/global/underride/.m.rule.message");

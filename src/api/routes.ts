@@ -23,6 +23,8 @@ import { registerAccountDataRoutes } from "./client/account_data.js";
 import { registerPushRuleRoutes } from "./client/push_rules.js";
 import { registerReceiptRoutes } from "./client/receipts.js";
 import { registerSyncRoutes } from "./client/sync.js";
+import { registerKeyRoutes } from "./client/keys.js";
+import { registerToDeviceRoutes } from "./client/to_device.js";
 import { registerOpenIdUserInfoRoutes } from "./federation/openid.js";
 import { registerLiveKitJwtRoutes } from "./livekit/jwt_service.js";
 import { registerMsc4195Routes } from "./livekit/msc4195.js";
@@ -52,6 +54,8 @@ export function registerRoutes(app: App, services: Services, resources: Set<List
     registerAccountDataRoutes(app, services);
     registerReceiptRoutes(app, services);
     registerPushRuleRoutes(app, services);
+    registerKeyRoutes(app, services);
+    registerToDeviceRoutes(app, services);
     // Both exist only when `livekit` is configured.
     registerLiveKitJwtRoutes(app, services);
     registerMsc4195Routes(app, services);

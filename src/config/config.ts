@@ -15,7 +15,7 @@ export interface ListenerConfig {
 }
 
 export type DatabaseConfig =
-  | { kind: "sqlite"; path: string }
+  | { kind: "sqlite"; path: string; synchronous: "normal" | "full" }
   | { kind: "postgres"; user?: string; password?: Secret; host?: string; port?: number; dbname?: string };
 
 export interface RtcTransport {

@@ -71,7 +71,11 @@ function resolve(raw: RawConfig, configPath: string | undefined, warnings: strin
 
   let database: DatabaseConfig;
   if (raw.database.name === "sqlite3") {
-    database = { kind: "sqlite", path: fromBase(raw.database.args.database ?? "data/homeserver.db") };
+    database = {
+      kind: "sqlite",
+      path: fromBase(raw.database.args.database ?? "data/homeserver.db"),
+      synchronous: raw.database.args.synchronous ?? "normal",
+    };
   } else {
     problems.push(
       "`database.name`: PostgreSQL (psycopg2/postgres) is not supported yet; use `name: sqlite3` with `args.database`",

@@ -27,6 +27,8 @@ import { DelayedEventService } from "./delayed_events/service.js";
 import { LiveKitService } from "./livekit/service.js";
 import type { OutboundOptions } from "./livekit/outbound.js";
 import type { Logger } from "pino";
+import { DeviceKeyService } from "./e2ee/keys.js";
+import { ToDeviceService } from "./e2ee/to_device.js";
 
 export interface Services {
   config: Config;
@@ -57,6 +59,9 @@ export interface Services {
   receipts: ReceiptService;
   pushRules: PushRuleService;
   sync: SyncService;
+  /** End-to-end encryption: device keys, one-time keys. */
+  deviceKeys: DeviceKeyService;
+  toDevice: ToDeviceService;
 }
 
 export interface ServiceDeps {
@@ -88,6 +93,11 @@ export function createServices(deps: ServiceDeps): Services {
   const accountData = new AccountDataService(storage, notifier);
   const filters = new FilterService(storage);
   const typing = new TypingService(storage, notifier);
+  persister.onPersisted(({ pdu }) => {
+    if (pdu.type === "m.room.member" && pdu.state_key !== undefined) {
+      typing.membershipChanged(pdu.room_id, pdu.state_key, pdu.content.membership);
+    }
+  });
   const services: Services = {
     config,
     clock,
@@ -113,6 +123,8 @@ export function createServices(deps: ServiceDeps): Services {
     receipts: new ReceiptService(storage, clock, notifier, accountData),
     pushRules: new PushRuleService(),
     sync: new SyncService(storage, clock, notifier, typing, filters),
+    deviceKeys: new DeviceKeyService(storage, notifier, config.serverName),
+    toDevice: new ToDeviceService(storage, notifier, config.serverName),
   };
   if (config.livekit) {
     const { openId, delayedEvents } = services;

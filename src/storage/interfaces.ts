@@ -4,6 +4,7 @@
  * async even though better-sqlite3 is not.
  */
 import type { DelayedEventStore } from "./delayed_events.js";
+import type { DeviceKeyStore, ToDeviceStore } from "./e2ee.js";
 import type { RoomStore } from "./rooms.js";
 import type { AccountDataStore, FilterStore, ReceiptStore } from "./user_data.js";
 
@@ -113,5 +114,7 @@ export interface Storage {
   devices: DeviceStore;
   registrationTokens: RegistrationTokenStore;
   openIdTokens: OpenIdTokenStore;
+  deviceKeys: DeviceKeyStore;
+  toDevice: ToDeviceStore;
   close(): Promise<void>;
 }

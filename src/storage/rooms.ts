@@ -37,6 +37,8 @@ export interface NewEvent {
    * transaction ID scoped to its endpoint, see `getEventByTxn`); it defaults to `txnId`.
    */
   txn?: { userId: string; deviceId: string; txnId: string; key?: string };
+  /** MSC4354: a sticky event stays sticky until this time (ms since the epoch). */
+  stickyUntil?: number;
 }
 
 export interface RoomRecord {
@@ -87,6 +89,8 @@ export interface RoomStore {
 
   /** Current state of a room. */
   currentState(roomId: string): Promise<StateMap>;
+  /** The current state events at the given keys (missing keys are absent from the map). */
+  currentStateEvents(roomId: string, keys: readonly (readonly [string, string])[]): Promise<StateMap>;
   /** One current state event. */
   currentStateEvent(roomId: string, type: string, stateKey: string): Promise<StoredEvent | undefined>;
   /** State after the event at `streamOrdering` (inclusive) in that room. */
@@ -101,6 +105,11 @@ export interface RoomStore {
   eventsBetween(roomId: string, from: number, to: number, limit: number): Promise<{ events: StoredEvent[]; limited: boolean }>;
   /** Pagination: up to `limit` events before `before` (exclusive) going back, or after `after` going forward. */
   paginate(roomId: string, from: number, dir: "b" | "f", limit: number, to?: number): Promise<StoredEvent[]>;
+  /**
+   * MSC4354: the room's events in (from, to] that are still sticky at `now` and not
+   * redacted, oldest first.
+   */
+  liveStickyEvents(roomId: string, from: number, to: number, now: number): Promise<StoredEvent[]>;
   /** The highest stream ordering so far. */
   maxStreamOrdering(): Promise<number>;
 

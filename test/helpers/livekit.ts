@@ -77,12 +77,42 @@ export interface TwirpCall {
   authorization: string | undefined;
 }
 
-/** Plays LiveKit's RoomService API (Twirp, JSON): records calls, answers CreateRoom and GetParticipant. */
+/**
+ * Plays LiveKit's RoomService API (Twirp, JSON): records calls, answers CreateRoom and GetParticipant.
+ * It cannot play the SFU itself: a client's WebSocket connection (the signal channel, `/rtc`) is
+ * recorded and refused, or held open unanswered until `failSignal()`, so that a test decides when
+ * the client learns that no SFU is there.
+ */
 export class FakeLiveKit {
   readonly calls: TwirpCall[] = [];
   /** `room\nidentity` of the participants GetParticipant finds. */
   readonly present = new Set<string>();
-  #server = http.createServer((req, res) => this.#handle(req, res));
+  /** The WebSocket connections clients attempted: the path, and the LiveKit token they presented. */
+  readonly signalAttempts: { path: string; token: string | null }[] = [];
+  #holdSignal = false;
+  readonly #held = new Set<import("node:net").Socket>();
+  #server = http.createServer((req, res) => this.#handle(req, res)).on("upgrade", (req: http.IncomingMessage, socket: import("node:net").Socket) => {
+    const url = new URL(req.url ?? "/", "http://sfu.invalid");
+    this.signalAttempts.push({ path: url.pathname, token: url.searchParams.get("access_token") });
+    if (this.#holdSignal) {
+      this.#held.add(socket);
+      socket.once("close", () => this.#held.delete(socket));
+      return;
+    }
+    socket.end("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+  });
+
+  /** From now on, WebSocket connections are held open without an answer. */
+  holdSignal(): void {
+    this.#holdSignal = true;
+  }
+
+  /** Drops the held WebSocket connections, and refuses new ones (503). */
+  failSignal(): void {
+    this.#holdSignal = false;
+    for (const socket of this.#held) socket.destroy();
+    this.#held.clear();
+  }
 
   async start(): Promise<string> {
     await new Promise<void>((resolve) => this.#server.listen(0, "127.0.0.1", resolve));
@@ -90,7 +120,11 @@ export class FakeLiveKit {
   }
 
   stop(): Promise<void> {
-    return new Promise((resolve) => this.#server.close(() => resolve()));
+    this.failSignal();
+    return new Promise((resolve) => {
+      this.#server.close(() => resolve());
+      this.#server.closeAllConnections();
+    });
   }
 
   of(method: string): TwirpCall[] {

@@ -20,3 +20,16 @@ export async function loadSdk() {
   (logger as unknown as { setLevel?: (level: string) => void }).setLevel?.("warn");
   return sdk;
 }
+
+/**
+ * Keeps only the given levels (warnings and errors by default) from every matrix-js-sdk logger. Its child loggers (MatrixRTC,
+ * sync, crypto) are made at DEBUG level and inherit the root's method factory, so the filter goes there.
+ */
+export async function quietSdkLogs(keep: string[] = ["warn", "error"]): Promise<void> {
+  const { logger } = await import("matrix-js-sdk/lib/logger.js");
+  type Factory = (method: string, level: unknown, name: unknown) => (...args: unknown[]) => void;
+  const root = logger as unknown as { methodFactory: Factory; rebuild(): void };
+  const base = root.methodFactory;
+  root.methodFactory = (method, level, name) => (keep.includes(method) ? base(method, level, name) : () => {});
+  root.rebuild();
+}

@@ -46,7 +46,7 @@ export class SdkClients {
   }
 
   /** Starts a client's sync loop and waits until its first sync is processed ("PREPARED"). */
-  async start(login: Credentials, opts: { timelineLimit?: number } = {}): Promise<MatrixClient> {
+  async start(login: Credentials, opts: { timelineLimit?: number; rustCrypto?: boolean } = {}): Promise<MatrixClient> {
     const { sdk } = this;
     const client = sdk.createClient({
       baseUrl: this.baseUrl,
@@ -55,6 +55,8 @@ export class SdkClients {
       deviceId: login.device_id,
     });
     this.#running.push(client);
+    // The Rust crypto stack (WASM), kept in memory: it uploads keys and handles to-device messages.
+    if (opts.rustCrypto) await client.initRustCrypto({ useIndexedDB: false });
     const prepared = new Promise<void>((resolve, reject) => {
       client.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
         if (state === "PREPARED") resolve();

@@ -10,7 +10,7 @@ export function registerPushRuleRoutes(app: App, services: Services): void {
   const onRequest = authHook(services.auth, "required", { allowGuest: true });
   const { pushRules } = services;
 
-  for (const url of clientPaths("/pushrules/")) {
+  for (const url of clientPaths("/pushrules/").flatMap((u) => [u, u.slice(0, -1)])) {
     app.get(url, { onRequest }, async (request) => pushRules.all(requester(request).userId));
   }
   for (const url of clientPaths("/pushrules/global/")) {

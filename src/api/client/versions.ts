@@ -17,6 +17,10 @@ export function versionsBody(services: Services) {
     unstable_features: {
       "org.matrix.msc4143": features.msc4143,
       "org.matrix.msc4140": services.delayedEvents.enabled,
+      // Sticky events: sent with the query parameter, delivered in /sync's `msc4354_sticky` section.
+      "org.matrix.msc4354": features.msc4354,
+      // `state_after` on /sync (MSC4222), which matrix-js-sdk and Element Call use.
+      "org.matrix.msc4222": true,
     },
   };
 }

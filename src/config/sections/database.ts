@@ -18,6 +18,14 @@ export const databaseFields = {
           dbname: Type.Optional(Type.String({ description: "PostgreSQL database name." })),
           cp_min: Type.Optional(Type.Integer({ minimum: 0, description: "Accepted for Synapse compatibility." })),
           cp_max: Type.Optional(Type.Integer({ minimum: 1, description: "Accepted for Synapse compatibility." })),
+          synchronous: Type.Optional(
+            Type.Union([Type.Literal("normal"), Type.Literal("full")], {
+              description:
+                "SQLite: `normal` (default) makes every answered write survive a crash or `kill -9` of the server; `full` also survives power loss or an OS crash, at the cost of an fsync per write (several times slower).",
+              allowed: "normal or full",
+              docDefault: "`normal`",
+            }),
+          ),
         },
         { additionalProperties: false, default: {}, description: "Connection arguments." },
       ),

@@ -14,8 +14,13 @@ export interface ClientEvent {
   type: string;
   state_key?: string;
   redacts?: string;
+  /** MSC4354 (unstable name of `sticky`): the event is sticky for this long after it was sent. */
+  msc4354_sticky?: { duration_ms: number };
   unsigned?: Record<string, unknown>;
 }
+
+/** MSC4354 caps every sticky duration at an hour. */
+const MAX_STICKY_MS = 3_600_000;
 
 export interface Viewer {
   userId: string;
@@ -41,6 +46,14 @@ export function toClientEvent(stored: StoredEvent, now: number, viewer?: Viewer)
   const redacts = pdu.redacts ?? (pdu.type === "m.room.redaction" ? pdu.content.redacts : undefined);
   if (typeof redacts === "string") out.redacts = redacts;
   const unsigned: Record<string, unknown> = { age: Math.max(0, now - pdu.origin_server_ts) };
+  // Redaction strips `msc4354_sticky` from the stored PDU, and with it the stickiness.
+  const sticky = pdu.msc4354_sticky;
+  if (sticky !== undefined && typeof sticky.duration_ms === "number") {
+    out.msc4354_sticky = { duration_ms: sticky.duration_ms };
+    // The time left, which clients take as authoritative; absent once the event is no longer sticky.
+    const left = pdu.origin_server_ts + Math.min(sticky.duration_ms, MAX_STICKY_MS) - now;
+    if (left > 0) unsigned.msc4354_sticky_duration_ttl_ms = left;
+  }
   const stored_unsigned = pdu.unsigned ?? {};
   for (const key of ["prev_content", "replaces_state", "prev_sender", "redacted_because"]) {
     if (stored_unsigned[key] !== undefined) unsigned[key] = stored_unsigned[key];

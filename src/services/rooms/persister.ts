@@ -28,6 +28,9 @@ import { KeyedMutex } from "../mutex.js";
 import type { SigningKey } from "../signing_key.js";
 import type { Notifier } from "../sync/notifier.js";
 
+/** MSC4354: no event stays sticky longer than an hour, whatever it asks for. */
+export const MAX_STICKY_DURATION_MS = 3_600_000;
+
 export interface EventDraft {
   roomId: string;
   sender: string;
@@ -198,10 +201,14 @@ export class EventPersister {
         if (stored) return { eventId: stored.eventId, streamOrdering: stored.streamOrdering, pdu: parsePdu(stored) };
       }
       const version = versionHint ?? (await this.roomVersion(draft.roomId));
-      const state = await this.storage.rooms.currentState(draft.roomId);
+      // Only the state the auth rules look at, plus the entry this event replaces: reading a
+      // large room's whole state for every event would make each send cost O(room state).
+      const authKeys = authEventTypes(draft.type, draft.stateKey, draft.sender, draft.content, version);
+      const wanted = draft.stateKey !== undefined ? [...authKeys, [draft.type, draft.stateKey] as const] : authKeys;
+      const state = await this.storage.rooms.currentStateEvents(draft.roomId, wanted);
       const lookup = stateLookup(state);
       const tip = await this.storage.rooms.getTip(draft.roomId);
-      const authEvents = authEventTypes(draft.type, draft.stateKey, draft.sender, draft.content, version)
+      const authEvents = authKeys
         .map(([t, k]) => state.get(stateKeyOf(t, k))?.eventId)
         .filter((id): id is string => id !== undefined);
       const { eventId, pdu } = this.#build(
@@ -252,6 +259,9 @@ export class EventPersister {
           txnId: draft.txn.txnId,
           key: txnKey(draft.txn),
         },
+        // MSC4354: sticky from the moment it is made, for at most an hour.
+        stickyUntil:
+          draft.stickyDurationMs === undefined ? undefined : pdu.origin_server_ts + Math.min(draft.stickyDurationMs, MAX_STICKY_DURATION_MS),
       });
       const persisted = { eventId, streamOrdering, pdu };
       for (const listener of this.#listeners) await listener(persisted, version);

@@ -22,6 +22,8 @@ export const DEFAULT_TIMELINE_LIMIT = 10;
 const MAX_TIMELINE_LIMIT = 1000;
 /** How many events to read per query when a filter drops some and more are needed. */
 const SCAN_PAGE = 100;
+/** How many events one timeline may scan before it gives up and reports itself limited. */
+const SCAN_BUDGET = 1000;
 
 /** The state types an invitee sees before joining (MSC3173's list), besides member events. */
 const INVITE_STATE_TYPES = [
@@ -91,9 +93,9 @@ export class RoomSync {
   async core(ctx: RoomSyncContext, w: RoomWindow): Promise<RoomCore> {
     const rooms = this.storage.rooms;
     const tlFilter = ctx.filter.room?.timeline;
-    const { events, limited } = roomAllowed(tlFilter, w.roomId)
+    const { events, limited, before } = roomAllowed(tlFilter, w.roomId)
       ? await this.#timeline(ctx, w, clampLimit(tlFilter?.limit))
-      : { events: [], limited: false };
+      : { events: [], limited: false, before: w.to };
     const timelineStart = events[0]?.streamOrdering ?? w.to + 1;
 
     let state: StateMap;
@@ -112,7 +114,7 @@ export class RoomSync {
       timeline: {
         events: events.map((e) => toClientEvent(e, ctx.now, ctx.viewer)),
         limited,
-        prev_batch: formatRoomToken(timelineStart - 1),
+        prev_batch: formatRoomToken(before),
       },
       stateKey: ctx.stateAfterKey ?? "state",
       state: stateEvents.map((e) => toClientEvent(e, ctx.now, ctx.viewer)),
@@ -123,15 +125,28 @@ export class RoomSync {
   /**
    * The newest `limit` events of (from, to] that the user may see and the
    * filter accepts, oldest first; `limited` when at least one more exists.
+   * When filters drop most events, the scan stops after a budget and reports
+   * the timeline as limited; `before` is where pagination should resume.
    */
-  async #timeline(ctx: RoomSyncContext, w: RoomWindow, limit: number): Promise<{ events: StoredEvent[]; limited: boolean }> {
+  async #timeline(
+    ctx: RoomSyncContext,
+    w: RoomWindow,
+    limit: number,
+  ): Promise<{ events: StoredEvent[]; limited: boolean; before: number }> {
     const filter = ctx.filter.room?.timeline;
     const picked: StoredEvent[] = [];
     let cursor = w.to;
     let pageSize = limit + 1;
+    let scanned = 0;
+    let exhausted = false;
     while (picked.length <= limit && cursor > w.from) {
+      if (scanned >= SCAN_BUDGET) {
+        exhausted = true;
+        break;
+      }
       const page = await this.storage.rooms.eventsBetween(w.roomId, w.from, cursor, pageSize);
       if (page.events.length === 0) break;
+      scanned += page.events.length;
       let candidates = page.events;
       if (page.events[0]!.streamOrdering <= w.visibleAfter) {
         candidates = await filterVisible(this.storage, ctx.viewer.userId, candidates, w.joinedAtEnd);
@@ -140,12 +155,13 @@ export class RoomSync {
         const event = candidates[i]!;
         if (matchesFilter(filter, event)) picked.push(event);
       }
-      if (!page.limited) break;
       cursor = page.events[0]!.streamOrdering - 1;
+      if (!page.limited) break;
       pageSize = SCAN_PAGE;
     }
-    const limited = picked.length > limit;
-    return { events: picked.slice(0, limit).reverse(), limited };
+    const events = picked.slice(0, limit).reverse();
+    if (exhausted && picked.length <= limit) return { events, limited: true, before: cursor };
+    return { events, limited: picked.length > limit, before: (events[0]?.streamOrdering ?? w.to + 1) - 1 };
   }
 
   /** Applies the state filter and lazy loading of members to a state map. */

@@ -22,6 +22,8 @@ import type { Notifier } from "./notifier.js";
 import { RoomSync, type RoomCore, type RoomSyncContext } from "./room_sync.js";
 import { formatRoomToken, formatSyncToken, parseSyncToken, type SyncPosition } from "./tokens.js";
 import type { TypingService } from "./typing.js";
+import { deviceSections, type DeviceSections } from "./device_sections.js";
+import { STICKY_SECTION, stickyEvents } from "./sticky.js";
 
 /** Which MSC4222 form the client asked for: the unstable one matrix-js-sdk sends, or the stable one of spec v1.16. */
 export type StateAfterMode = "none" | "unstable" | "stable";
@@ -48,7 +50,8 @@ interface AccountDataEvent {
 
 type RoomEntry = Record<string, unknown>;
 
-export interface SyncResponse {
+/** The per-device sections (to-device, device lists, one-time key counts) are in every response. */
+export interface SyncResponse extends Partial<DeviceSections> {
   next_batch: string;
   account_data: { events: AccountDataEvent[] };
   presence: { events: never[] };
@@ -134,6 +137,8 @@ export class SyncService {
       accountData: await s.accountData.maxStreamId(),
       receipts: await s.receipts.maxStreamId(),
       typing: this.typing.position(),
+      toDevice: await s.toDevice.maxStreamId(),
+      deviceLists: await s.deviceKeys.maxDeviceListStreamId(),
     };
     const memberships = (await this.#membershipsAt(userId, upTo.events)).filter((m) => roomAllowed(filter.room, m.roomId));
     const changes = new Map<string, MembershipRecord[]>();
@@ -163,14 +168,25 @@ export class SyncService {
     const join = await this.#joined(pass, joined);
     const invite = await this.#invited(pass, memberships.filter((m) => m.membership === "invite"));
     const leave = await this.#left(pass, memberships.filter((m) => m.membership === "leave" || m.membership === "ban"));
+    const device = await deviceSections(s, requester, joined.map((m) => m.roomId), {
+      toDeviceFrom: since?.toDevice ?? 0,
+      toDeviceTo: upTo.toDevice,
+      deviceListsFrom: since?.deviceLists,
+      deviceListsTo: upTo.deviceLists,
+    });
+    // More to-device messages than one response carries: the next token resumes after the last one sent.
+    upTo.toDevice = device.toDevicePosition;
     const response: SyncResponse = {
       next_batch: formatSyncToken(upTo),
       account_data: { events: accountData.global },
       presence: { events: [] },
       rooms: { join, invite, leave, knock: {} },
+      ...device.sections,
     };
     const empty =
-      accountData.global.length === 0 && [join, invite, leave].every((section) => Object.keys(section).length === 0);
+      !device.hasNews &&
+      accountData.global.length === 0 &&
+      [join, invite, leave].every((section) => Object.keys(section).length === 0);
     return { response, empty, rooms: joined.map((m) => m.roomId) };
   }
 
@@ -222,8 +238,8 @@ export class SyncService {
     const sinceTyping = since && since.typing <= upTo.typing ? since.typing : 0;
 
     const out: Record<string, RoomEntry> = {};
-    const entries: [MembershipRecord, boolean][] = [...fresh.map((m): [MembershipRecord, boolean] => [m, true]), ...known.map((m): [MembershipRecord, boolean] => [m, false])];
-    for (const [m, isFresh] of entries) {
+    const entries = [...fresh.map((m) => ({ m, isFresh: true })), ...known.map((m) => ({ m, isFresh: false }))];
+    for (const { m, isFresh } of entries) {
       const roomId = m.roomId;
       const ephemeral = this.#ephemeral(ctx.filter, roomId, receipts.get(roomId), isFresh, sinceTyping);
       const accountData = (isFresh ? freshAccountData : pass.roomAccountData).get(roomId) ?? [];
@@ -237,8 +253,15 @@ export class SyncService {
         visibleAfter: m.streamOrdering,
         joinedAtEnd: true,
       });
+      const window = { from: isFresh ? 0 : since!.events, to: upTo.events };
+      const sticky = await stickyEvents(this.storage, roomId, window, core.timeline.events, ctx.now, ctx.viewer);
       const quiet =
-        core.timeline.events.length === 0 && !core.timeline.limited && core.state.length === 0 && ephemeral.length === 0 && accountData.length === 0;
+        sticky.length === 0 &&
+        core.timeline.events.length === 0 &&
+        !core.timeline.limited &&
+        core.state.length === 0 &&
+        ephemeral.length === 0 &&
+        accountData.length === 0;
       if (quiet && !isFresh && !ctx.fullState) continue;
       out[roomId] = {
         ...this.#coreEntry(core),
@@ -246,6 +269,7 @@ export class SyncService {
         account_data: { events: accountData },
         unread_notifications: {},
         summary: isFresh || core.membersChanged ? await this.#rooms.summary(roomId, userId) : {},
+        ...(sticky.length > 0 ? { [STICKY_SECTION]: { events: sticky } } : {}),
       };
     }
     return out;
@@ -255,7 +279,13 @@ export class SyncService {
     return { timeline: core.timeline, [core.stateKey]: { events: core.state } };
   }
 
-  #ephemeral(filter: Filter, roomId: string, receipt: EphemeralEvent | undefined, isFresh: boolean, sinceTyping: number): EphemeralEvent[] {
+  #ephemeral(
+    filter: Filter,
+    roomId: string,
+    receipt: EphemeralEvent | undefined,
+    isFresh: boolean,
+    sinceTyping: number,
+  ): EphemeralEvent[] {
     const f = filter.room?.ephemeral;
     if (!roomAllowed(f, roomId)) return [];
     const out: EphemeralEvent[] = [];

@@ -10,16 +10,28 @@ export interface SyncPosition {
   accountData: number;
   receipts: number;
   typing: number;
+  /** The to-device stream: messages up to here have reached the device (and are deleted when it syncs past them). */
+  toDevice: number;
+  /** The device-list change stream (users whose devices changed). */
+  deviceLists: number;
 }
 
 export function formatSyncToken(p: SyncPosition): string {
-  return `s${p.events}_${p.accountData}_${p.receipts}_${p.typing}`;
+  return `s${p.events}_${p.accountData}_${p.receipts}_${p.typing}_${p.toDevice}_${p.deviceLists}`;
 }
 
 export function parseSyncToken(token: string): SyncPosition {
-  const m = /^s([0-9]+)_([0-9]+)_([0-9]+)_([0-9]+)$/.exec(token);
+  // Tokens made before the to-device and device-list streams existed have four positions: those two start at 0.
+  const m = /^s([0-9]+)_([0-9]+)_([0-9]+)_([0-9]+)(?:_([0-9]+)_([0-9]+))?$/.exec(token);
   if (!m) throw Errors.invalidParam(`Invalid sync token: ${token}`);
-  return { events: Number(m[1]), accountData: Number(m[2]), receipts: Number(m[3]), typing: Number(m[4]) };
+  return {
+    events: Number(m[1]),
+    accountData: Number(m[2]),
+    receipts: Number(m[3]),
+    typing: Number(m[4]),
+    toDevice: Number(m[5] ?? 0),
+    deviceLists: Number(m[6] ?? 0),
+  };
 }
 
 /** A position in a room's timeline: everything at or before it has been seen. */

@@ -56,6 +56,11 @@ export class TypingService {
     else this.#stop(roomId, userId);
   }
 
+  /** A member who leaves (or is kicked or banned) stops typing at once. */
+  membershipChanged(roomId: string, userId: string, membership: unknown): void {
+    if (membership !== "join") this.#stop(roomId, userId);
+  }
+
   #start(roomId: string, userId: string, timeoutMs: number): void {
     let room = this.#rooms.get(roomId);
     if (!room) {

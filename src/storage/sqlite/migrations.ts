@@ -167,4 +167,65 @@ export const MIGRATIONS: string[] = [
   CREATE INDEX delayed_events_state ON delayed_events(room_id, type, state_key) WHERE status = 'scheduled' AND state_key IS NOT NULL;
   CREATE INDEX delayed_events_parent ON delayed_events(parent_delay_id) WHERE parent_delay_id IS NOT NULL;
   `,
+  `
+  CREATE TABLE e2e_device_keys (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    key_json TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id),
+    FOREIGN KEY (user_id, device_id) REFERENCES devices(user_id, device_id) ON DELETE CASCADE
+  );
+  CREATE TABLE e2e_one_time_keys (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    algorithm TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    key_json TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id, algorithm, key_id),
+    FOREIGN KEY (user_id, device_id) REFERENCES devices(user_id, device_id) ON DELETE CASCADE
+  );
+  CREATE TABLE e2e_fallback_keys (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    algorithm TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    key_json TEXT NOT NULL,
+    used INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, device_id, algorithm),
+    FOREIGN KEY (user_id, device_id) REFERENCES devices(user_id, device_id) ON DELETE CASCADE
+  );
+  CREATE TABLE device_list_changes (
+    stream_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL
+  );
+  CREATE INDEX device_list_changes_user ON device_list_changes(user_id, stream_id);
+  -- A deleted device (its keys go with it, by the cascade) is a change the user's contacts must hear of.
+  CREATE TRIGGER e2e_device_keys_deleted AFTER DELETE ON e2e_device_keys BEGIN
+    INSERT INTO device_list_changes (user_id) VALUES (old.user_id);
+  END;
+  CREATE TABLE to_device_messages (
+    stream_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    type TEXT NOT NULL,
+    content TEXT NOT NULL,
+    FOREIGN KEY (user_id, device_id) REFERENCES devices(user_id, device_id) ON DELETE CASCADE
+  );
+  CREATE INDEX to_device_inbox ON to_device_messages(user_id, device_id, stream_id);
+  CREATE TABLE to_device_txns (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    txn_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id, txn_id),
+    FOREIGN KEY (user_id, device_id) REFERENCES devices(user_id, device_id) ON DELETE CASCADE
+  );
+  CREATE TABLE sticky_events (
+    stream_ordering INTEGER PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    expires_ts INTEGER NOT NULL
+  );
+  CREATE INDEX sticky_events_room ON sticky_events(room_id, stream_ordering);
+  CREATE INDEX sticky_events_expiry ON sticky_events(expires_ts);
+  `,
 ];

@@ -152,6 +152,14 @@ export class SqliteRoomStore implements RoomStore {
          ORDER BY stream_ordering`,
       ),
       redact: db.prepare("UPDATE events SET json = ?, redacted_by = ? WHERE event_id = ?"),
+      insertSticky: db.prepare("INSERT INTO sticky_events (stream_ordering, room_id, expires_ts) VALUES (?, ?, ?)"),
+      // Sticky events last an hour at most, so the table stays small: expired rows go as new ones come.
+      pruneSticky: db.prepare("DELETE FROM sticky_events WHERE expires_ts <= ?"),
+      liveSticky: db.prepare<[string, number, number, number], EventRow>(
+        `SELECT e.* FROM sticky_events s JOIN events e ON e.stream_ordering = s.stream_ordering
+         WHERE s.room_id = ? AND s.stream_ordering > ? AND s.stream_ordering <= ? AND s.expires_ts > ? AND e.redacted_by IS NULL
+         ORDER BY s.stream_ordering`,
+      ),
     };
     this.#s = s;
     this.#append = db.transaction((e: NewEvent): number => {
@@ -162,6 +170,10 @@ export class SqliteRoomStore implements RoomStore {
       });
       const ordering = Number(res.lastInsertRowid);
       if (e.txn) s.insertTxn.run(e.txn.userId, e.txn.deviceId, e.txn.key ?? e.txn.txnId, e.eventId);
+      if (e.stickyUntil !== undefined) {
+        s.pruneSticky.run(e.originServerTs);
+        s.insertSticky.run(ordering, e.roomId, e.stickyUntil);
+      }
       if (e.stateKey !== null) {
         s.upsertState.run(e.roomId, e.type, e.stateKey, e.eventId, ordering);
         if (e.type === "m.room.member" && e.membership !== null) {
@@ -219,6 +231,15 @@ export class SqliteRoomStore implements RoomStore {
     return toStateMap(this.#s.currentState.all(roomId));
   }
 
+  async currentStateEvents(roomId: string, keys: readonly (readonly [string, string])[]): Promise<StateMap> {
+    const map: StateMap = new Map();
+    for (const [type, stateKey] of keys) {
+      const row = this.#s.currentStateEvent.get(roomId, type, stateKey);
+      if (row) map.set(stateKeyOf(type, stateKey), toEvent(row));
+    }
+    return map;
+  }
+
   async currentStateEvent(roomId: string, type: string, stateKey: string): Promise<StoredEvent | undefined> {
     const row = this.#s.currentStateEvent.get(roomId, type, stateKey);
     return row && toEvent(row);
@@ -242,6 +263,10 @@ export class SqliteRoomStore implements RoomStore {
   async paginate(roomId: string, from: number, dir: "b" | "f", limit: number, to?: number): Promise<StoredEvent[]> {
     if (dir === "b") return this.#s.back.all(roomId, from, to ?? 0, limit).map(toEvent);
     return this.#s.forward.all(roomId, from, to ?? Number.MAX_SAFE_INTEGER, limit).map(toEvent);
+  }
+
+  async liveStickyEvents(roomId: string, from: number, to: number, now: number): Promise<StoredEvent[]> {
+    return this.#s.liveSticky.all(roomId, from, to, now).map(toEvent);
   }
 
   async maxStreamOrdering(): Promise<number> {

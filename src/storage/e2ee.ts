@@ -1,0 +1,79 @@
+/**
+ * What end-to-end encryption needs from storage (spec: "End-to-End
+ * Encryption"): device identity keys, one-time and fallback keys, the stream
+ * of users whose devices changed, and the to-device inboxes. Everything here
+ * belongs to a device and goes when the device is deleted.
+ */
+
+/** A key as the client uploaded it (a string, or a signed object), under its `algorithm:key_id`. */
+export interface UploadedKey {
+  algorithm: string;
+  keyId: string;
+  /** The key's JSON text, stored verbatim. */
+  json: string;
+}
+
+export interface DeviceKeysRecord {
+  deviceId: string;
+  /** The device keys object's JSON text, as uploaded. */
+  json: string;
+  displayName: string | null;
+}
+
+export interface ClaimedKey {
+  /** `algorithm:key_id`. */
+  id: string;
+  json: string;
+}
+
+export interface DeviceKeyStore {
+  /** Stores a device's identity keys; true when they differ from what was there (a device-list change is recorded). */
+  setDeviceKeys(userId: string, deviceId: string, json: string): Promise<boolean>;
+  /** The identity keys of a user's devices (all of them, or those listed) that still exist. */
+  deviceKeys(userId: string, deviceIds?: string[]): Promise<DeviceKeysRecord[]>;
+  /**
+   * Adds one-time keys. A key ID that is already stored with the same key is skipped;
+   * with a different key, nothing is stored and its `algorithm:key_id` is returned.
+   */
+  addOneTimeKeys(userId: string, deviceId: string, keys: UploadedKey[]): Promise<string | undefined>;
+  /** Unclaimed one-time keys per algorithm. */
+  oneTimeKeyCounts(userId: string, deviceId: string): Promise<Record<string, number>>;
+  /** Replaces the device's fallback key for that algorithm (the same key again keeps its used flag). */
+  setFallbackKey(userId: string, deviceId: string, key: UploadedKey): Promise<void>;
+  /** Algorithms for which the device has a fallback key that nobody has claimed yet. */
+  unusedFallbackKeyTypes(userId: string, deviceId: string): Promise<string[]>;
+  /** Takes one one-time key of the algorithm, or else hands out (and marks used) the fallback key. */
+  claimKey(userId: string, deviceId: string, algorithm: string): Promise<ClaimedKey | undefined>;
+  /** Records that a user's devices changed (a device-list update other users must hear of); returns its stream ID. */
+  recordDeviceListChange(userId: string): Promise<number>;
+  /** Users, among `userIds`, whose devices changed in (from, to]. */
+  deviceListChanges(userIds: string[], from: number, to: number): Promise<string[]>;
+  maxDeviceListStreamId(): Promise<number>;
+}
+
+export interface ToDeviceMessage {
+  userId: string;
+  deviceId: string;
+  sender: string;
+  type: string;
+  /** The content's JSON text. */
+  content: string;
+}
+
+export interface StoredToDevice {
+  streamId: number;
+  sender: string;
+  type: string;
+  content: Record<string, unknown>;
+}
+
+export interface ToDeviceStore {
+  /**
+   * Queues messages for existing devices (others are dropped), once per sender
+   * transaction: false, with nothing stored, when the transaction was seen before.
+   */
+  add(messages: ToDeviceMessage[], txn: { userId: string; deviceId: string; txnId: string }): Promise<boolean>;
+  /** Deletes a device's messages up to `upTo` (the client has them), then returns up to `limit` of (upTo, to]. */
+  acknowledgeAndRead(userId: string, deviceId: string, upTo: number, to: number, limit: number): Promise<StoredToDevice[]>;
+  maxStreamId(): Promise<number>;
+}
