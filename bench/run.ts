@@ -44,6 +44,7 @@ interface Scenario {
 const SCENARIOS: Scenario[] = [
   { name: "versions", method: "GET", path: "/_matrix/client/versions", auth: false, target: 0.7 },
   { name: "whoami", method: "GET", path: "/_matrix/client/v3/account/whoami", auth: true, target: 0.7 },
+  { name: "rtc_transports", method: "GET", path: "/_matrix/client/v1/rtc/transports", auth: true, target: 0.7 },
 ];
 
 const here = path.dirname(fileURLToPath(import.meta.url));

@@ -28,6 +28,7 @@ const { config } = configFromObject(
     enable_registration_without_verification: true,
     // One user makes every request; a per-user limit would turn the benchmark into a 429 count.
     rc_rtc_transports: { per_second: 1_000_000, burst_count: 1_000_000 },
+    matrix_rtc: { transports: [{ type: "livekit", livekit_service_url: "https://livekit-jwt.example.com" }] },
     log_level: "info",
   },
   path.join(dir, "switchboard.yaml"),

@@ -196,7 +196,7 @@ describe("Element Call in headless Chromium against Switchboard", { skip, timeou
     });
     await bob.join(roomId);
 
-    // The other participant: matrix-js-sdk running its real sync loop, watching the room's MatrixRTC session.
+    // Another member: matrix-js-sdk running its real sync loop, watching the room's MatrixRTC session.
     const bobClient: MatrixClient = await sdk.start({ user_id: bob.userId, access_token: bob.token, device_id: bob.deviceId });
     await sdk.until(bobClient, "the room", () => bobClient.getRoom(roomId) !== null);
     const session = bobClient.matrixRTC.getRoomSession(bobClient.getRoom(roomId)!);
@@ -313,21 +313,30 @@ describe("Element Call in headless Chromium against Switchboard", { skip, timeou
       await page.getByText(/failed to connect to livekit/i).first().waitFor({ timeout: GIVE_UP_MS });
       await page.screenshot({ path: artifact("-sfu-failed.png") });
       await waitFor("Bob's client to see Alice's membership cleared", async () => (aliceInCall() ? undefined : true), GIVE_UP_MS);
-      // The leave was sent after the join: by the app (the delayed leave sent early, or an empty
-      // membership), or by Switchboard when the delay ran out.
+      // The leave went out after the join: the app sends its delayed leave early (or an empty
+      // membership) once the SFU fails; otherwise Switchboard sends it when the delay runs out.
       const leave = await finalised(alice, delayId!, GIVE_UP_MS);
       assert.equal(leave.outcome, "send");
       await rec.settle();
       const leaveRequest = rec.first("leave", join!.seq);
-      if (leave.reason === "action") assert.ok(leaveRequest && leaveRequest.seq > beforeFailure, `the app's leave:\n${rec.log()}`);
+      if (leaveRequest) assert.ok(leaveRequest.seq > beforeFailure, `the app left before its SFU connection failed:\n${rec.log()}`);
       if (mode === "compatibility") {
-        const key = decodeURIComponent(join!.path.slice(join!.path.lastIndexOf("/") + 1));
+        const key = join!.path.slice(join!.path.lastIndexOf("/") + 1);
         assert.deepEqual(await bob.getState(roomId, CALL_MEMBER, key), {}, "Alice's membership state is the empty leave");
       }
 
-      // Nothing the page asked of the homeserver failed on the server's side.
-      const broken = rec.seen.filter((e) => (e.status ?? 0) >= 500);
-      assert.deepEqual(broken.map((e) => `${e.method} ${e.path} ${e.status}`), []);
+      // Everything else the page asked for was answered with success, except these, which are
+      // what the app expects: probes, and the one feature this server lacks.
+      const expected = [
+        // The registration probe: a user-interactive-auth 401 tells it the flows.
+        (e: Seen) => e.path.endsWith("/register") && e.status === 401,
+        // Key backup is not implemented: the crypto stack takes the 404 as "no backup".
+        (e: Seen) => e.path.endsWith("/room_keys/version") && e.status === 404,
+        // Delegation probes: a bare POST, where anything but 404 means "supported".
+        (e: Seen) => e.path.endsWith("/delegate_delayed_leave") && e.body === undefined && e.status !== 404,
+      ];
+      const unexpected = rec.seen.filter((e) => (e.status ?? 0) >= 400 && !expected.some((ok) => ok(e)));
+      assert.deepEqual(unexpected.map((e) => `${e.method} ${e.path} ${e.status}`), [], rec.log());
     } finally {
       writeFileSync(artifact("-requests.txt"), rec.log() + "\n");
       await context.close();
