@@ -1,22 +1,14 @@
 /** Turns stored PDUs into the client format of the Client-Server API. */
-import type { Pdu } from "../../events/index.js";
+import type { ClientEvent as BaseClientEvent, Pdu } from "../../events/index.js";
 import type { StoredEvent } from "../../storage/rooms.js";
 
 /** Must match the delayed-event service's pseudo-device; kept here so formatting needs no service import. */
 export const DELAYED_EVENT_TXN_DEVICE = "org.matrix.msc4140";
 
-export interface ClientEvent {
-  content: Record<string, unknown>;
-  event_id: string;
-  origin_server_ts: number;
-  room_id: string;
-  sender: string;
-  type: string;
-  state_key?: string;
-  redacts?: string;
+/** The events module's client format, plus MSC4354's marker, which clients read from the event itself. */
+export interface ClientEvent extends BaseClientEvent {
   /** MSC4354 (unstable name of `sticky`): the event is sticky for this long after it was sent. */
   msc4354_sticky?: { duration_ms: number };
-  unsigned?: Record<string, unknown>;
 }
 
 /** MSC4354 caps every sticky duration at an hour. */

@@ -126,6 +126,32 @@ export class EventPersister {
     return { serverName: this.config.serverName, keyId: key.keyId, privateKey: key.privateKey };
   }
 
+  /** Builds and signs a draft as the next event after `tip`. */
+  #buildDraft(
+    draft: EventDraft,
+    version: RoomVersion,
+    authEvents: string[],
+    tip: { eventId: string; depth: number } | undefined,
+  ): { eventId: string; pdu: Pdu } {
+    return this.#build(
+      {
+        version,
+        roomId: draft.roomId,
+        sender: draft.sender,
+        type: draft.type,
+        stateKey: draft.stateKey,
+        content: draft.content,
+        prevEvents: tip ? [tip.eventId] : [],
+        authEvents,
+        depth: (tip?.depth ?? 0) + 1,
+        originServerTs: this.clock.now(),
+        redacts: draft.redacts,
+        sticky: draft.stickyDurationMs === undefined ? undefined : { duration_ms: draft.stickyDurationMs },
+      },
+      this.#signer(),
+    );
+  }
+
   /**
    * Checks, storing nothing, that `drafts` would all be accepted, in order, as the first
    * events of a new room. `createRoom` calls it first so that a request whose initial
@@ -139,22 +165,7 @@ export class EventPersister {
       const authEvents = authEventTypes(draft.type, draft.stateKey, draft.sender, draft.content, version)
         .map(([t, k]) => state.get(stateKeyOf(t, k))?.eventId)
         .filter((id): id is string => id !== undefined);
-      const { eventId, pdu } = this.#build(
-        {
-          version,
-          roomId: draft.roomId,
-          sender: draft.sender,
-          type: draft.type,
-          stateKey: draft.stateKey,
-          content: draft.content,
-          prevEvents: tip ? [tip.eventId] : [],
-          authEvents,
-          depth: (tip?.depth ?? 0) + 1,
-          originServerTs: this.clock.now(),
-          redacts: draft.redacts,
-        },
-        this.#signer(),
-      );
+      const { eventId, pdu } = this.#buildDraft(draft, version, authEvents, tip);
       try {
         checkEventAuth(pdu, (t, k) => state.get(stateKeyOf(t, k))?.pdu, version);
       } catch (err) {
@@ -211,23 +222,7 @@ export class EventPersister {
       const authEvents = authKeys
         .map(([t, k]) => state.get(stateKeyOf(t, k))?.eventId)
         .filter((id): id is string => id !== undefined);
-      const { eventId, pdu } = this.#build(
-        {
-          version,
-          roomId: draft.roomId,
-          sender: draft.sender,
-          type: draft.type,
-          stateKey: draft.stateKey,
-          content: draft.content,
-          prevEvents: tip ? [tip.eventId] : [],
-          authEvents,
-          depth: (tip?.depth ?? 0) + 1,
-          originServerTs: this.clock.now(),
-          redacts: draft.redacts,
-          sticky: draft.stickyDurationMs === undefined ? undefined : { duration_ms: draft.stickyDurationMs },
-        },
-        this.#signer(),
-      );
+      const { eventId, pdu } = this.#buildDraft(draft, version, authEvents, tip);
       try {
         checkEventAuth(pdu, lookup, version);
       } catch (err) {
