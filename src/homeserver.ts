@@ -68,9 +68,9 @@ export function createHomeserver(config: Config, logger: Logger, clock: Clock = 
           });
           // A request still in flight when stopping begins ends its connection with its response:
           // an idle keep-alive connection would otherwise hold the close up until the client drops it.
-          app.addHook("onSend", async (_request, reply, payload) => {
+          app.addHook("onSend", (_request, reply, payload, done) => {
             if (closing) reply.header("connection", "close");
-            return payload;
+            done(null, payload);
           });
           registerRoutes(app, services, listener.resources);
           apps.push(app);
