@@ -16,14 +16,12 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { AccessToken } from "livekit-server-sdk";
 import pino from "pino";
-import { configFromObject } from "../../src/config/load.js";
-import { createHomeserver } from "../../src/homeserver.js";
 import type { Dialer, OutboundOptions, SrvTarget } from "../../src/services/livekit/outbound.js";
-import { request, type TestServer } from "./server.js";
+import { NO_LIMIT, request, startServer, type TestServer } from "./server.js";
 
 export const LK_KEY = "devkey";
 export const LK_SECRET = "lk-test-secret-0123456789-abcdefghijklmnop";
-export const NO_LIMIT = { per_second: 1000, burst_count: 1000 };
+export { NO_LIMIT };
 
 export interface LiveKitServerOptions {
   outbound?: OutboundOptions;
@@ -36,39 +34,17 @@ export async function startLiveKitServer(
   overrides: Record<string, unknown> = {},
   opts: LiveKitServerOptions = {},
 ): Promise<TestServer> {
-  const dir = mkdtempSync(path.join(tmpdir(), "switchboard-lk-"));
   const { livekit, ...rest } = overrides as { livekit?: Record<string, unknown> };
-  const { config } = configFromObject(
+  const logger = opts.logStream ? pino({ level: "trace" }, opts.logStream) : undefined;
+  return startServer(
     {
-      server_name: "localhost",
       public_baseurl: "http://localhost:8008/",
-      listeners: [{ port: 0, bind_addresses: ["127.0.0.1"] }],
-      database: { name: "sqlite3", args: { database: path.join(dir, "homeserver.db") } },
-      signing_key_path: path.join(dir, "signing.key"),
-      enable_registration: true,
-      enable_registration_without_verification: true,
-      rc_login: { address: NO_LIMIT, account: NO_LIMIT, failed_attempts: NO_LIMIT },
-      rc_registration: NO_LIMIT,
-      rc_message: NO_LIMIT,
-      rc_delayed_event_mgmt: NO_LIMIT,
       rc_rtc_transports: NO_LIMIT,
       ...rest,
       ...(livekit === null ? {} : { livekit: { url: "ws://127.0.0.1:7880", api_key: LK_KEY, api_secret: LK_SECRET, ...livekit } }),
     },
-    path.join(dir, "switchboard.yaml"),
+    { logger, homeserver: { outbound: opts.outbound } },
   );
-  const logger = opts.logStream ? pino({ level: "trace" }, opts.logStream) : pino({ level: process.env.SWITCHBOARD_TEST_LOG ?? "silent" });
-  const homeserver = createHomeserver(config, logger, undefined, { outbound: opts.outbound });
-  const [url] = await homeserver.start();
-  return {
-    baseUrl: url!,
-    dir,
-    homeserver,
-    async stop() {
-      await homeserver.stop();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
 }
 
 export interface TwirpCall {

@@ -5,9 +5,9 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import pino from "pino";
+import pino, { type Logger } from "pino";
 import { configFromObject } from "../../src/config/load.js";
-import { createHomeserver, type Homeserver } from "../../src/homeserver.js";
+import { createHomeserver, type Homeserver, type HomeserverOptions } from "../../src/homeserver.js";
 import type { Clock } from "../../src/services/clock.js";
 
 export interface TestServer {
@@ -18,12 +18,15 @@ export interface TestServer {
 }
 
 /** Generous limits so tests that are not about rate limiting never hit them. */
-const NO_LIMIT = { per_second: 1000, burst_count: 1000 };
+export const NO_LIMIT = { per_second: 1000, burst_count: 1000 };
 
 export interface StartOptions {
   /** Reuse a folder (and so its database) across restarts; the caller removes it. */
   dir?: string;
   clock?: Clock;
+  /** Where the server logs; silent unless SWITCHBOARD_TEST_LOG sets a level. */
+  logger?: Logger;
+  homeserver?: HomeserverOptions;
 }
 
 export async function startServer(overrides: Record<string, unknown> = {}, opts: StartOptions = {}): Promise<TestServer> {
@@ -47,7 +50,8 @@ export async function startServer(overrides: Record<string, unknown> = {}, opts:
     },
     path.join(ownDir, "switchboard.yaml"),
   );
-  const homeserver = createHomeserver(config, pino({ level: process.env.SWITCHBOARD_TEST_LOG ?? "silent" }), opts.clock);
+  const logger = opts.logger ?? pino({ level: process.env.SWITCHBOARD_TEST_LOG ?? "silent" });
+  const homeserver = createHomeserver(config, logger, opts.clock, opts.homeserver);
   const [url] = await homeserver.start();
   return {
     baseUrl: url!,
