@@ -235,6 +235,13 @@ describe("parseConfig", () => {
     assert.deepEqual(problems("- server_name: example.org\n"), [`${file}: the file must be a YAML mapping of keys to values`]);
   });
 
+  test("database.args.synchronous takes normal or full, and names the key when wrong", () => {
+    const db = (mode: string) => `${BASE}database:\n  name: sqlite3\n  args:\n    synchronous: ${mode}\n`;
+    assert.equal((at(db("full")).database as { synchronous: string }).synchronous, "full");
+    const [problem] = problems(db("fast"));
+    assert.match(problem!, /`database\.args\.synchronous` is "fast", which is not allowed: expected normal or full/);
+  });
+
   test("problems come as a ConfigError that names the key and line", () => {
     assert.throws(
       () => at("server_name: example.org\nlisteners:\n  - port: 8008\n    bind_addresses: []\n"),

@@ -213,12 +213,14 @@ function checkLeave(
   if (senderLevel < levels.kick) {
     throw new AuthError(`power level too low to kick (needs ${levels.kick}, has ${senderLevel})`, "4.5.5");
   }
-  const targetLevel = levels.userLevel(target);
+  requireOutranks(ctx, "kick", target, senderLevel, "4.5.5");
+}
+
+/** Kicks and bans need the sender to outrank the target. */
+function requireOutranks(ctx: AuthContext, action: string, target: string, senderLevel: number, rule: string): void {
+  const targetLevel = ctx.levels.userLevel(target);
   if (targetLevel >= senderLevel) {
-    throw new AuthError(
-      `cannot kick ${target}: their power level (${targetLevel}) is not below yours (${senderLevel})`,
-      "4.5.5",
-    );
+    throw new AuthError(`cannot ${action} ${target}: their power level (${targetLevel}) is not below yours (${senderLevel})`, rule);
   }
 }
 
@@ -232,13 +234,7 @@ function checkBan(ctx: AuthContext, target: string, senderMembership: string | u
   if (senderLevel < levels.ban) {
     throw new AuthError(`power level too low to ban (needs ${levels.ban}, has ${senderLevel})`, "4.6.3");
   }
-  const targetLevel = levels.userLevel(target);
-  if (targetLevel >= senderLevel) {
-    throw new AuthError(
-      `cannot ban ${target}: their power level (${targetLevel}) is not below yours (${senderLevel})`,
-      "4.6.3",
-    );
-  }
+  requireOutranks(ctx, "ban", target, senderLevel, "4.6.3");
 }
 
 /** 4.7 */
