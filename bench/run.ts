@@ -4,10 +4,14 @@
  * stdout; progress goes to stderr.
  *
  * The load generator (autocannon) runs in this process; each server runs in a
- * child process of its own, one at a time, so the two never share a core.
+ * child process of its own. Only one server is under load at a time, so the
+ * two never share a core, and the measurement alternates between them in short
+ * slices (A B B A A B ...): a neighbour that slows the machine down for a few
+ * seconds slows both sides alike instead of skewing the ratio.
  *
  * Environment, for quick checks and investigation:
- *   BENCH_DURATION     seconds per measurement (default 10)
+ *   BENCH_DURATION     measured seconds per server and scenario (default 10)
+ *   BENCH_SLICES       slices each side's measurement is cut into (default 5)
  *   BENCH_CONNECTIONS  concurrent connections (default 50)
  *   BENCH_WARMUP       seconds of unmeasured load before each measurement (default 2)
  *   BENCH_ONLY         comma-separated scenario names to run
@@ -15,20 +19,12 @@
  *   BENCH_CPU_PROF     a directory: write V8 CPU profiles of both server children there
  */
 import autocannon, { type Result } from "autocannon";
-import { fork, type ChildProcess } from "node:child_process";
 import { createRequire } from "node:module";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import {
-  isMessage,
-  routeKey,
-  type CannedResponse,
-  type ReadyMessage,
-  type ToChild,
-  type UsageMessage,
-} from "./protocol.js";
+import { startChild, type Child } from "./children.js";
+import { routeKey, type CannedResponse } from "./protocol.js";
+import { canned, normalise, parseRaw, rawRequest } from "./raw_http.js";
 
 /** One request to measure. Adding a scenario is adding an entry to SCENARIOS. */
 interface Scenario {
@@ -47,8 +43,6 @@ const SCENARIOS: Scenario[] = [
   { name: "rtc_transports", method: "GET", path: "/_matrix/client/v1/rtc/transports", auth: true, target: 0.7 },
 ];
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-
 function envNumber(name: string, fallback: number): number {
   const raw = process.env[name];
   if (raw === undefined || raw === "") return fallback;
@@ -59,135 +53,13 @@ function envNumber(name: string, fallback: number): number {
 
 const DURATION = envNumber("BENCH_DURATION", 10);
 const CONNECTIONS = Math.max(1, Math.round(envNumber("BENCH_CONNECTIONS", 50)));
+const SLICES = Math.max(1, Math.round(envNumber("BENCH_SLICES", 5)));
 const WARMUP = envNumber("BENCH_WARMUP", 2);
 const LOG_LEVEL = process.env.BENCH_LOG_LEVEL ?? "info";
 const CPU_PROF = process.env.BENCH_CPU_PROF;
 const ONLY = process.env.BENCH_ONLY?.split(",").map((s) => s.trim()).filter(Boolean);
 
 const log = (msg: string) => console.error(`[bench] ${msg}`);
-
-// ---- child servers -------------------------------------------------------
-
-interface Child {
-  url: string;
-  /** CPU time (user + system) the child has used so far, in microseconds. */
-  cpuTime(): Promise<number>;
-  stop(): Promise<void>;
-}
-
-async function startChild(script: string, execArgv: string[], configure?: ToChild): Promise<Child> {
-  // The child's stdout goes to our stderr: stdout carries only the JSON result.
-  const child: ChildProcess = fork(path.join(here, script), [], { execArgv, stdio: ["ignore", 2, 2, "ipc"] });
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const usageWaiters: ((us: number) => void)[] = [];
-  child.on("message", (m: unknown) => {
-    if (isMessage<UsageMessage>(m, "usage")) usageWaiters.shift()?.(m.user + m.system);
-  });
-  // A child that died cannot answer: its CPU figures become NaN (null in the JSON) rather than a hang.
-  child.once("exit", () => {
-    for (const w of usageWaiters.splice(0)) w(Number.NaN);
-  });
-  const url = await new Promise<string>((resolve, reject) => {
-    const onExit = (code: number | null) => reject(new Error(`${script} exited (${code}) before it was ready`));
-    child.once("exit", onExit);
-    child.once("error", reject);
-    child.on("message", (m: unknown) => {
-      if (isMessage<ReadyMessage>(m, "ready")) {
-        child.off("exit", onExit);
-        resolve(m.url);
-      }
-    });
-    if (configure) child.send(configure);
-  });
-  return {
-    url,
-    cpuTime() {
-      if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(Number.NaN);
-      return new Promise((resolve) => {
-        usageWaiters.push(resolve);
-        child.send({ type: "usage" } satisfies ToChild);
-      });
-    },
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.send({ type: "stop" } satisfies ToChild);
-      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
-}
-
-// ---- raw HTTP, to capture and compare exact bytes -------------------------
-
-/** One HTTP/1.1 keep-alive request over a fresh socket; resolves to the whole response as received. */
-function rawRequest(base: string, method: string, target: string, headers: Record<string, string>): Promise<Buffer> {
-  const url = new URL(base);
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(Number(url.port), url.hostname);
-    let buf = Buffer.alloc(0);
-    let done = false;
-    const finish = (err: Error | null, value?: Buffer) => {
-      if (done) return;
-      done = true;
-      socket.destroy();
-      if (err) reject(err);
-      else resolve(value!);
-    };
-    socket.on("data", (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      const end = buf.indexOf("\r\n\r\n");
-      if (end < 0) return;
-      const head = buf.subarray(0, end).toString("latin1");
-      const length = /\r\ncontent-length:\s*(\d+)/i.exec(head);
-      if (!length) return finish(new Error(`no content-length in response to ${method} ${target}:\n${head}`));
-      const total = end + 4 + Number(length[1]);
-      if (buf.length >= total) finish(null, buf.subarray(0, total));
-    });
-    socket.on("error", (err) => finish(err));
-    socket.on("close", () => finish(new Error(`connection closed before the response to ${method} ${target} was complete`)));
-    const lines = [`${method} ${target} HTTP/1.1`, `host: ${url.host}`, ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)];
-    socket.write(`${lines.join("\r\n")}\r\n\r\n`);
-  });
-}
-
-interface RawResponse {
-  status: number;
-  statusMessage: string;
-  /** [name, value] in wire order and case. */
-  headers: [string, string][];
-  body: Buffer;
-}
-
-function parseRaw(raw: Buffer): RawResponse {
-  const end = raw.indexOf("\r\n\r\n");
-  const [statusLine, ...headerLines] = raw.subarray(0, end).toString("latin1").split("\r\n");
-  const m = /^HTTP\/1\.1 (\d{3}) ?(.*)$/.exec(statusLine ?? "");
-  if (!m) throw new Error(`bad status line: ${statusLine}`);
-  const headers = headerLines.map((line): [string, string] => {
-    const i = line.indexOf(":");
-    return [line.slice(0, i), line.slice(i + 1).trim()];
-  });
-  return { status: Number(m[1]), statusMessage: m[2] ?? "", headers, body: raw.subarray(end + 4) };
-}
-
-/** The Date header differs from second to second; everything else must be identical. */
-function normalise(raw: Buffer): string {
-  return raw.toString("latin1").replace(/\r\ndate: [^\r]*/i, "\r\ndate: *");
-}
-
-/** Headers node:http writes by itself; the baseline lets it, rather than replaying stale values. */
-const NODE_OWN_HEADERS = new Set(["date", "connection", "keep-alive", "transfer-encoding"]);
-
-function canned(key: string, r: RawResponse): CannedResponse {
-  return {
-    key,
-    status: r.status,
-    statusMessage: r.statusMessage,
-    headers: r.headers.filter(([name]) => !NODE_OWN_HEADERS.has(name.toLowerCase())).flat(),
-    bodyBase64: r.body.toString("base64"),
-  };
-}
 
 // ---- load ------------------------------------------------------------------
 
@@ -200,8 +72,34 @@ function load(url: string, s: Scenario, headers: Record<string, string>, seconds
   });
 }
 
+/** One slice of load against one server, with the CPU both sides used meanwhile. */
+interface Slice {
+  result: Result;
+  wallUs: number;
+  serverCpuUs: number;
+  ownCpuUs: number;
+}
+
+const cpuOfThisProcess = () => {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+};
+
+async function slice(server: Child, s: Scenario, headers: Record<string, string>, seconds: number): Promise<Slice> {
+  const serverCpu0 = await server.cpuTime();
+  const ownCpu0 = cpuOfThisProcess();
+  const t0 = performance.now();
+  const result = await load(server.url, s, headers, seconds);
+  const wallUs = (performance.now() - t0) * 1000;
+  const ownCpuUs = cpuOfThisProcess() - ownCpu0;
+  const serverCpuUs = (await server.cpuTime()) - serverCpu0;
+  return { result, wallUs, serverCpuUs, ownCpuUs };
+}
+
 interface Measurement {
+  /** Requests completed over the measured time, all slices together. */
   req_per_s: number;
+  /** The median of the slices' p99 latencies. */
   p99_ms: number;
   latency_mean_ms: number;
   requests: number;
@@ -215,46 +113,70 @@ interface Measurement {
   server_cpu_us_per_request: number;
   /** CPU of the load generator (this process); near 100 means it may have capped the figure. */
   generator_cpu_pct: number;
+  /** Each slice's req/s, in the order measured. */
+  slices_req_per_s: number[];
 }
 
 const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
 
-const cpuOfThisProcess = () => {
-  const u = process.cpuUsage();
-  return u.user + u.system;
-};
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
 
-async function measure(label: string, server: Child, s: Scenario, headers: Record<string, string>): Promise<Measurement> {
-  if (WARMUP > 0) {
-    log(`${label} ${s.name}: warming up for ${WARMUP}s`);
-    await load(server.url, s, headers, WARMUP);
+function summarise(slices: Slice[]): Measurement {
+  const sum = (f: (s: Slice) => number) => slices.reduce((acc, s) => acc + f(s), 0);
+  const requests = sum((s) => s.result.requests.total);
+  const wallUs = sum((s) => s.wallUs);
+  const serverCpu = sum((s) => s.serverCpuUs);
+  const statusCodes: Record<string, number> = {};
+  for (const s of slices) {
+    for (const [code, v] of Object.entries(s.result.statusCodeStats)) statusCodes[code] = (statusCodes[code] ?? 0) + v.count;
   }
-  log(`${label} ${s.name}: ${CONNECTIONS} connections for ${DURATION}s`);
-  const serverCpu0 = await server.cpuTime();
-  const ownCpu0 = cpuOfThisProcess();
-  const t0 = performance.now();
-  const r = await load(server.url, s, headers, DURATION);
-  const wallUs = (performance.now() - t0) * 1000;
-  const ownCpu = cpuOfThisProcess() - ownCpu0;
-  const serverCpu = (await server.cpuTime()) - serverCpu0;
-  const m: Measurement = {
-    req_per_s: round(r.requests.average),
-    p99_ms: round(r.latency.p99),
-    latency_mean_ms: round(r.latency.average),
-    requests: r.requests.total,
-    non_2xx: r.non2xx,
-    errors: r.errors,
-    timeouts: r.timeouts,
-    status_codes: Object.fromEntries(Object.entries(r.statusCodeStats).map(([code, v]) => [code, v.count])),
+  return {
+    req_per_s: round((requests / wallUs) * 1e6),
+    p99_ms: round(median(slices.map((s) => s.result.latency.p99))),
+    latency_mean_ms: requests > 0 ? round(sum((s) => s.result.latency.average * s.result.requests.total) / requests) : 0,
+    requests,
+    non_2xx: sum((s) => s.result.non2xx),
+    errors: sum((s) => s.result.errors),
+    timeouts: sum((s) => s.result.timeouts),
+    status_codes: statusCodes,
     server_cpu_pct: round((serverCpu / wallUs) * 100, 1),
-    server_cpu_us_per_request: r.requests.total > 0 ? round(serverCpu / r.requests.total) : 0,
-    generator_cpu_pct: round((ownCpu / wallUs) * 100, 1),
+    server_cpu_us_per_request: requests > 0 ? round(serverCpu / requests) : 0,
+    generator_cpu_pct: round((sum((s) => s.ownCpuUs) / wallUs) * 100, 1),
+    slices_req_per_s: slices.map((s) => round((s.result.requests.total / s.wallUs) * 1e6, 0)),
   };
-  log(
-    `${label} ${s.name}: ${m.req_per_s} req/s, p99 ${m.p99_ms} ms, non-2xx ${m.non_2xx}, errors ${m.errors}, ` +
-      `server CPU ${m.server_cpu_pct}% (${m.server_cpu_us_per_request} µs/req), generator CPU ${m.generator_cpu_pct}%`,
-  );
-  return m;
+}
+
+/** Both servers, alternating slice by slice: A B, B A, A B, ... so drift in the machine's speed hits both alike. */
+async function measurePair(
+  s: Scenario,
+  sides: { label: string; server: Child }[],
+  headers: Record<string, string>,
+): Promise<Measurement[]> {
+  if (WARMUP > 0) {
+    for (const { label, server } of sides) {
+      log(`${label} ${s.name}: warming up for ${WARMUP}s`);
+      await load(server.url, s, headers, WARMUP);
+    }
+  }
+  const seconds = DURATION / SLICES;
+  log(`${s.name}: ${SLICES} alternating slices of ${round(seconds)}s per server, ${CONNECTIONS} connections`);
+  const slices: Slice[][] = sides.map(() => []);
+  for (let i = 0; i < SLICES; i++) {
+    const order = i % 2 === 0 ? [0, 1] : [1, 0];
+    for (const k of order) slices[k]!.push(await slice(sides[k]!.server, s, headers, seconds));
+  }
+  return sides.map(({ label }, k) => {
+    const m = summarise(slices[k]!);
+    log(
+      `${label} ${s.name}: ${m.req_per_s} req/s, p99 ${m.p99_ms} ms, non-2xx ${m.non_2xx}, errors ${m.errors}, ` +
+        `server CPU ${m.server_cpu_pct}% (${m.server_cpu_us_per_request} µs/req), generator CPU ${m.generator_cpu_pct}%`,
+    );
+    return m;
+  });
 }
 
 const failed = (m: Measurement) => m.non_2xx > 0 || m.errors > 0 || m.timeouts > 0;
@@ -284,12 +206,15 @@ async function main(): Promise<number> {
     CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${path.resolve(CPU_PROF)}`, `--cpu-prof-name=${name}-${stamp}.cpuprofile`] : [];
   log(`starting Switchboard (log level ${LOG_LEVEL}, to /dev/null)`);
   const sw = await startChild("serve.js", profArgs("switchboard"));
+  let base: Child | undefined;
   const swResults = new Map<string, Measurement>();
-  /** Per scenario: the request headers, and Switchboard's response, normalised, for the comparison. */
-  const prepared = new Map<string, { headers: Record<string, string>; expected: string }>();
-  const responses: CannedResponse[] = [];
-  let keepAliveTimeoutMs = 5_000;
+  const baseResults = new Map<string, Measurement>();
+  const identical = new Map<string, boolean>();
   try {
+    /** Per scenario: the request headers, and Switchboard's response, normalised, for the comparison. */
+    const prepared = new Map<string, { headers: Record<string, string>; expected: string }>();
+    const responses: CannedResponse[] = [];
+    let keepAliveTimeoutMs = 5_000;
     const token = await register(sw.url);
     for (const s of scenarios) {
       const headers: Record<string, string> = s.auth ? { authorization: `Bearer ${token}` } : {};
@@ -304,25 +229,25 @@ async function main(): Promise<number> {
       prepared.set(s.name, { headers, expected: normalise(raw) });
       responses.push(canned(routeKey(s.method, s.path, headers.authorization), parsed));
     }
-    for (const s of scenarios) swResults.set(s.name, await measure("switchboard", sw, s, prepared.get(s.name)!.headers));
-  } finally {
-    await sw.stop();
-  }
 
-  log("starting the node:http baseline");
-  const base = await startChild("baseline.js", profArgs("baseline"), { type: "configure", keepAliveTimeoutMs, responses });
-  const baseResults = new Map<string, Measurement>();
-  const identical = new Map<string, boolean>();
-  try {
+    // The baseline, primed with Switchboard's bytes; the two are then measured side by side.
+    log("starting the node:http baseline");
+    base = await startChild("baseline.js", profArgs("baseline"), { type: "configure", keepAliveTimeoutMs, responses });
     for (const s of scenarios) {
       const { headers, expected } = prepared.get(s.name)!;
       const same = normalise(await rawRequest(base.url, s.method, s.path, headers)) === expected;
       identical.set(s.name, same);
       if (!same) problems.push(`${s.name}: the baseline's response differs from Switchboard's`);
-      baseResults.set(s.name, await measure("baseline", base, s, headers));
+      const sides = [
+        { label: "switchboard", server: sw },
+        { label: "baseline", server: base },
+      ];
+      const [switchboard, baseline] = await measurePair(s, sides, headers);
+      swResults.set(s.name, switchboard!);
+      baseResults.set(s.name, baseline!);
     }
   } finally {
-    await base.stop();
+    await Promise.all([sw.stop(), base?.stop()]);
   }
   if (CPU_PROF) log(`CPU profiles written to ${path.resolve(CPU_PROF)}`);
 
@@ -389,7 +314,8 @@ async function main(): Promise<number> {
     connections: CONNECTIONS,
     warmup_s: WARMUP,
     pipelining: 1,
-    load_generator: `autocannon ${autocannonVersion}, in the parent process; each server in its own child process, one at a time`,
+    slices: SLICES,
+    load_generator: `autocannon ${autocannonVersion}, in the parent process; each server in its own child process, loaded one at a time in alternating slices`,
     logging: {
       level: LOG_LEVEL,
       production_default: LOG_LEVEL === "info",
