@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import { registerRoutes } from "./api/routes.js";
 import type { Config } from "./config/config.js";
 import { ConfigError } from "./config/errors.js";
-import { createHttpApp, type App } from "./http/server.js";
+import { beginDraining, createHttpApp, type App } from "./http/server.js";
 import { systemClock, type Clock } from "./services/clock.js";
 import { createServices, type Services } from "./services/index.js";
 import { loadOrCreateSigningKey, type SigningKey } from "./services/signing_key.js";
@@ -47,7 +47,6 @@ export function createHomeserver(config: Config, logger: Logger, clock: Clock = 
   const apps: App[] = [];
   const urls: string[] = [];
   let stopping: Promise<void> | undefined;
-  let closing = false;
 
   return {
     services,
@@ -66,12 +65,6 @@ export function createHomeserver(config: Config, logger: Logger, clock: Clock = 
             // The LiveKit endpoints answer CORS and OPTIONS as lk-jwt-service does.
             ownCorsPrefix: config.livekit && listener.resources.has("client") ? `${config.livekit.path}/` : undefined,
           });
-          // A request still in flight when stopping begins ends its connection with its response:
-          // an idle keep-alive connection would otherwise hold the close up until the client drops it.
-          app.addHook("onSend", (_request, reply, payload, done) => {
-            if (closing) reply.header("connection", "close");
-            done(null, payload);
-          });
           registerRoutes(app, services, listener.resources);
           apps.push(app);
           await app.listen({ host, port: listener.port });
@@ -84,7 +77,7 @@ export function createHomeserver(config: Config, logger: Logger, clock: Clock = 
       return [...urls];
     },
     stop() {
-      closing = true;
+      for (const app of apps) beginDraining(app);
       stopping ??= (async () => {
         // Delegated-leave jobs stop without sending: each client's own delayed leave still stands.
         services.livekit?.stop();

@@ -1,4 +1,4 @@
-import type { FastifyReply } from "fastify";
+import type { ServerResponse } from "node:http";
 
 /** The headers the Client-Server spec asks for on every response. */
 export const CORS_HEADERS = {
@@ -7,6 +7,6 @@ export const CORS_HEADERS = {
   "access-control-allow-headers": "X-Requested-With, Content-Type, Authorization, Date",
 } as const;
 
-export function applyCors(reply: FastifyReply): void {
-  reply.headers(CORS_HEADERS);
+export function applyCors(res: ServerResponse): void {
+  for (const name in CORS_HEADERS) res.setHeader(name, CORS_HEADERS[name as keyof typeof CORS_HEADERS]);
 }
