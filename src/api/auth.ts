@@ -1,12 +1,21 @@
 /** Access-token authentication for routes: who is calling, or a 401. */
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { Errors } from "../errors.js";
+import type { App } from "../http/server.js";
 import type { AuthService, Requester } from "../services/auth.js";
 
 declare module "fastify" {
   interface FastifyRequest {
     requester: Requester | null;
   }
+}
+
+/**
+ * Every request starts with `requester: null`, so that authentication fills in a property the
+ * object already has rather than changing its shape on the hot path.
+ */
+export function declareRequester(app: App): void {
+  app.decorateRequest("requester", null);
 }
 
 /** The token from `Authorization: Bearer` or `?access_token=`; undefined when none was sent. */

@@ -2,6 +2,7 @@
 import type { ListenerResource } from "../config/sections/server.js";
 import type { App } from "../http/server.js";
 import type { Services } from "../services/index.js";
+import { declareRequester } from "./auth.js";
 import { registerRegistrationTokenRoutes } from "./admin/registration_tokens.js";
 import { registerSharedSecretRoutes } from "./admin/register.js";
 import { registerAccountRoutes } from "./client/account.js";
@@ -30,6 +31,7 @@ import { registerLiveKitJwtRoutes } from "./livekit/jwt_service.js";
 import { registerMsc4195Routes } from "./livekit/msc4195.js";
 
 export function registerRoutes(app: App, services: Services, resources: Set<ListenerResource>): void {
+  declareRequester(app);
   // Every listener answers health checks, as Synapse's do.
   app.get("/health", async (_request, reply) => reply.type("text/plain").send("OK"));
   if (resources.has("client")) {

@@ -82,6 +82,8 @@ export function createHttpApp(opts: HttpOptions): App {
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 1000 },
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
+  // Declared up front, so that setting it does not change the request object's shape.
+  app.decorateRequest("logUser", undefined);
   app.setValidatorCompiler(validatorCompiler);
   // Matrix clients do not always send a JSON content type; Synapse parses the body regardless.
   app.removeAllContentTypeParsers();
