@@ -79,6 +79,13 @@ export const serverFields = {
   }),
   log_level: Type.Union(
     ["trace", "debug", "info", "warn", "error", "fatal"].map((l) => Type.Literal(l)),
-    { default: "info", description: "Minimum level of log lines.", allowed: "one of trace, debug, info, warn, error, fatal" },
+    {
+      default: "info",
+      description:
+        "Minimum level of log lines. `info` gives one line per request (method, path, status, duration, user; " +
+        "tokens redacted). Lines are JSON on stdout, or readable text on a terminal, and are written together " +
+        "at the end of each event-loop turn.",
+      allowed: "one of trace, debug, info, warn, error, fatal",
+    },
   ),
 };
