@@ -4,7 +4,7 @@
  * of the domain; routes are added by the caller.
  */
 import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
-import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import FindMyWay, { type HTTPMethod } from "find-my-way";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
@@ -14,13 +14,8 @@ import { CORS_HEADERS } from "./cors.js";
 import { lazyChildLogger, redactUrl, requestLineLogger } from "./logging.js";
 import { validationError, validatorCompiler } from "./validation.js";
 
-export type App = FastifyInstance<
-  Server,
-  IncomingMessage,
-  ServerResponse,
-  Logger,
-  TypeBoxTypeProvider
->;
+/** Requests log through `FastifyBaseLogger`: their loggers are made lazily (see `lazyChildLogger`). */
+export type App = FastifyInstance<Server, IncomingMessage, ServerResponse, FastifyBaseLogger, TypeBoxTypeProvider>;
 
 declare module "fastify" {
   interface FastifyRequest {
