@@ -29,12 +29,12 @@ function writeNewConfig(file: string, text: string): void {
 }
 
 /**
- * Exits once the log is written. pino's async destination may still be writing a line, and
- * `flush(cb)` does not wait for it, so an immediate process.exit() could lose or reorder the
- * last lines. With intake stopped and storage closed the process ends by itself; the unref'd
+ * Exits once the server has wound down. The log needs no waiting (its pending lines are written
+ * when the process exits), but an immediate process.exit() would cut short anything else still
+ * finishing. With intake stopped and storage closed the process ends by itself; the unref'd
  * timer only bounds a stray handle.
  */
-function exitAfterLogs(code: number): void {
+function exitWhenDone(code: number): void {
   process.exitCode = code;
   setTimeout(() => process.exit(code), 3000).unref();
 }
@@ -57,11 +57,11 @@ async function serve(configFile: string | undefined): Promise<void> {
     server.stop().then(
       () => {
         logger.info("stopped");
-        exitAfterLogs(0);
+        exitWhenDone(0);
       },
       (err: unknown) => {
         logger.error({ err }, "error while stopping");
-        exitAfterLogs(1);
+        exitWhenDone(1);
       },
     );
   };

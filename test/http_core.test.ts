@@ -4,7 +4,10 @@
  * unauthenticated discovery documents.
  */
 import assert from "node:assert/strict";
+import http from "node:http";
 import { after, before, describe, test } from "node:test";
+import pino from "pino";
+import { beginDraining, createHttpApp } from "../src/http/server.js";
 import { registerUser, request, startServer, type Reply, type TestServer } from "./helpers/server.js";
 
 const LOGIN = "/_matrix/client/v3/login";
@@ -272,5 +275,62 @@ describe("discovery", () => {
     assert.equal(res.status, 200);
     assert.equal(await res.text(), "OK");
     assert.equal(res.headers.get("access-control-allow-origin"), "*");
+  });
+});
+
+describe("draining, when stopping begins", () => {
+  interface Got {
+    status: number | undefined;
+    connection: string | undefined;
+  }
+  const get = (url: string, agent: http.Agent) =>
+    new Promise<Got>((resolve, reject) => {
+      http
+        .get(url, { agent }, (res) => {
+          res.resume();
+          res.on("end", () => resolve({ status: res.statusCode, connection: res.headers.connection }));
+        })
+        .on("error", reject);
+    });
+
+  test("responses in flight, and requests on idle keep-alive connections, end their connections", async () => {
+    const app = createHttpApp({ logger: pino({ level: "silent" }), bodyLimit: 1024, trustProxy: false });
+    let reached!: () => void;
+    const slowArrived = new Promise<void>((resolve) => (reached = resolve));
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    app.get("/quick", (_request, reply) => reply.send({ ok: true }));
+    app.get("/slow", async () => {
+      reached();
+      await held;
+      return { ok: true };
+    });
+    await app.listen({ host: "127.0.0.1", port: 0 });
+    const addr = app.server.address();
+    const base = `http://127.0.0.1:${typeof addr === "object" && addr ? addr.port : 0}`;
+    const idle = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const busy = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const first = await get(`${base}/quick`, idle);
+      assert.equal(first.connection, "keep-alive", "an idle keep-alive connection to reuse");
+      const slow = get(`${base}/slow`, busy);
+      await slowArrived;
+
+      beginDraining(app);
+      const reused = await get(`${base}/quick`, idle);
+      assert.equal(reused.status, 200, "requests are still served until the server closes");
+      assert.equal(reused.connection, "close");
+      release();
+      const inFlight = await slow;
+      assert.equal(inFlight.status, 200);
+      assert.equal(inFlight.connection, "close");
+      // Nothing is left open for the close to wait on.
+      await app.close();
+    } finally {
+      release();
+      idle.destroy();
+      busy.destroy();
+      await app.close();
+    }
   });
 });

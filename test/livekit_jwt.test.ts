@@ -212,6 +212,13 @@ describe("lk-jwt-service contract, full-access user", () => {
     }
   });
 
+  test("OPTIONS on an unknown path under the service is 404, without the homeserver's CORS headers", async () => {
+    const res = await request(server.baseUrl, "OPTIONS", `${JWT}/no_such_endpoint`);
+    assert.equal(res.status, 404);
+    assert.equal(res.body.errcode, "M_UNRECOGNIZED");
+    assert.equal(res.headers.get("access-control-allow-methods"), null);
+  });
+
   test("GET and HEAD /healthz are 200; POST is 405", async () => {
     assert.equal((await fetch(`${server.baseUrl}${JWT}/healthz`)).status, 200);
     assert.equal((await fetch(`${server.baseUrl}${JWT}/healthz`, { method: "HEAD" })).status, 200);

@@ -132,17 +132,22 @@ describe("the production log destination", () => {
     }
   });
 
-  test("loses nothing when the process exits in the same turn", () => {
+  test("loses nothing when the process exits in the same turn, or dies of an uncaught error", () => {
     const logging = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "src", "http", "logging.js");
-    const script = `
-      const { createLogger, logDestination } = await import(${JSON.stringify(logging)});
-      const logger = createLogger("info", logDestination());
-      for (let i = 0; i < 100; i++) logger.info({ i }, "last words");
-      process.exit(3);
-    `;
-    const run = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
-    assert.equal(run.status, 3, run.stderr);
-    const got = run.stdout.trim().split("\n").map((l) => (JSON.parse(l) as { i: number; msg: string }).i);
-    assert.deepEqual(got, Array.from({ length: 100 }, (_, i) => i));
+    for (const [ending, status] of [
+      ["process.exit(3);", 3],
+      ['throw new Error("boom");', 1],
+    ] as const) {
+      const script = `
+        const { createLogger, logDestination } = await import(${JSON.stringify(logging)});
+        const logger = createLogger("info", logDestination());
+        for (let i = 0; i < 100; i++) logger.info({ i }, "last words");
+        ${ending}
+      `;
+      const run = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
+      assert.equal(run.status, status, run.stderr);
+      const got = run.stdout.trim().split("\n").map((l) => (JSON.parse(l) as { i: number }).i);
+      assert.deepEqual(got, Array.from({ length: 100 }, (_, i) => i), ending);
+    }
   });
 });

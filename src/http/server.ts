@@ -163,6 +163,7 @@ export function createHttpApp(opts: HttpOptions): App {
     if (drain.active) res.setHeader("connection", "close");
   });
   drains.set(app, () => {
+    if (drain.active) return;
     drain.active = true;
     for (const [socket, res] of latest) {
       if (res.writableFinished) continue; // idle: closing the server closes it

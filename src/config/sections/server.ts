@@ -82,9 +82,9 @@ export const serverFields = {
     {
       default: "info",
       description:
-        "Minimum level of log lines. `info` gives one line per request (method, path, status, duration, user; " +
-        "tokens redacted). Lines are JSON on stdout, or readable text on a terminal, and are written together " +
-        "at the end of each event-loop turn.",
+        "Minimum level of log lines. `info` gives one line per request: request id, method, path, status, " +
+        "duration, user and client IP address, with tokens redacted. Lines are JSON on stdout, written together " +
+        "at the end of each event-loop turn, or readable text when stdout is a terminal.",
       allowed: "one of trace, debug, info, warn, error, fatal",
     },
   ),
