@@ -19,8 +19,8 @@ import {
   withMarker,
 } from "./helpers/delayed.js";
 import { loadSdk } from "./helpers/matrix-sdk.js";
-import { assertError, enc, ok, User, type Ev } from "./helpers/rooms.js";
-import { request, startServer, type TestServer } from "./helpers/server.js";
+import { assertError, enc, ok, startWithUsers, User, type Ev } from "./helpers/rooms.js";
+import { request, type TestServer } from "./helpers/server.js";
 
 let server: TestServer;
 let alice: User;
@@ -28,10 +28,7 @@ let bob: User;
 let carol: User;
 
 before(async () => {
-  server = await startServer();
-  alice = await User.register(server.baseUrl, "alice");
-  bob = await User.register(server.baseUrl, "bob");
-  carol = await User.register(server.baseUrl, "carol");
+  ({ server, users: [alice, bob, carol] } = await startWithUsers("alice", "bob", "carol"));
 });
 after(async () => server.stop());
 

@@ -2,8 +2,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { ROOM_VERSIONS } from "../src/events/index.js";
-import { assertError, enc, findState, ok, User, type Ev } from "./helpers/rooms.js";
-import { request, startServer, type TestServer } from "./helpers/server.js";
+import { assertError, enc, findState, ok, startWithUsers, User, type Ev } from "./helpers/rooms.js";
+import { request, type TestServer } from "./helpers/server.js";
 
 let server: TestServer;
 let alice: User;
@@ -11,10 +11,7 @@ let bob: User;
 let carol: User;
 
 before(async () => {
-  server = await startServer();
-  alice = await User.register(server.baseUrl, "alice");
-  bob = await User.register(server.baseUrl, "bob");
-  carol = await User.register(server.baseUrl, "carol");
+  ({ server, users: [alice, bob, carol] } = await startWithUsers("alice", "bob", "carol"));
 });
 after(async () => server.stop());
 

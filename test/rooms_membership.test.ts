@@ -1,8 +1,8 @@
 /** Joining, inviting, leaving, forgetting, kicking and banning, over real HTTP. */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { assertError, enc, ok, User, type Ev } from "./helpers/rooms.js";
-import { startServer, type TestServer } from "./helpers/server.js";
+import { assertError, enc, ok, startWithUsers, User, type Ev } from "./helpers/rooms.js";
+import type { TestServer } from "./helpers/server.js";
 
 let server: TestServer;
 let alice: User;
@@ -10,10 +10,7 @@ let bob: User;
 let carol: User;
 
 before(async () => {
-  server = await startServer();
-  alice = await User.register(server.baseUrl, "alice");
-  bob = await User.register(server.baseUrl, "bob");
-  carol = await User.register(server.baseUrl, "carol");
+  ({ server, users: [alice, bob, carol] } = await startWithUsers("alice", "bob", "carol"));
 });
 after(async () => server.stop());
 

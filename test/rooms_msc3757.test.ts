@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { assertError, ok, User } from "./helpers/rooms.js";
-import { startServer, type TestServer } from "./helpers/server.js";
+import { assertError, ok, startWithUsers, User } from "./helpers/rooms.js";
+import type { TestServer } from "./helpers/server.js";
 
 const CALL_MEMBER = "org.matrix.msc3401.call.member";
 
@@ -16,10 +16,7 @@ let bob: User;
 let carol: User;
 
 before(async () => {
-  server = await startServer();
-  alice = await User.register(server.baseUrl, "alice");
-  bob = await User.register(server.baseUrl, "bob");
-  carol = await User.register(server.baseUrl, "carol");
+  ({ server, users: [alice, bob, carol] } = await startWithUsers("alice", "bob", "carol"));
 });
 after(async () => server.stop());
 

@@ -1,8 +1,8 @@
 /** Reading rooms: state, members, single events, `/messages`, `/context` and history visibility, over real HTTP. */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { assertError, enc, findState, ok, User, type Ev } from "./helpers/rooms.js";
-import { startServer, type TestServer } from "./helpers/server.js";
+import { assertError, enc, findState, ok, startWithUsers, User, type Ev } from "./helpers/rooms.js";
+import type { TestServer } from "./helpers/server.js";
 
 let server: TestServer;
 let alice: User;
@@ -11,11 +11,7 @@ let carol: User;
 let dave: User;
 
 before(async () => {
-  server = await startServer();
-  alice = await User.register(server.baseUrl, "alice");
-  bob = await User.register(server.baseUrl, "bob");
-  carol = await User.register(server.baseUrl, "carol");
-  dave = await User.register(server.baseUrl, "dave");
+  ({ server, users: [alice, bob, carol, dave] } = await startWithUsers("alice", "bob", "carol", "dave"));
   ok(await alice.req("PUT", `/profile/${enc(alice.userId)}/displayname`, { displayname: "Alice A" }));
 });
 after(async () => server.stop());

@@ -1,7 +1,7 @@
 /** Small conveniences for the room endpoint suites: a logged-in user that speaks the Client-Server API. */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { registerUser, request, type Reply } from "./server.js";
+import { registerUser, request, startServer, type Reply, type TestServer } from "./server.js";
 
 export const CS = "/_matrix/client/v3";
 export const enc = encodeURIComponent;
@@ -141,4 +141,14 @@ export class User {
 /** The state event of `type`/`stateKey` in a `/state` reply. */
 export function findState(state: Ev[], type: string, stateKey = ""): Ev | undefined {
   return state.find((e) => e.type === type && e.state_key === stateKey);
+}
+
+/** A server of its own with these users registered, in the order named. */
+export async function startWithUsers<const Names extends readonly string[]>(
+  ...names: Names
+): Promise<{ server: TestServer; users: { [K in keyof Names]: User } }> {
+  const server = await startServer();
+  const users: User[] = [];
+  for (const name of names) users.push(await User.register(server.baseUrl, name));
+  return { server, users: users as { [K in keyof Names]: User } };
 }
