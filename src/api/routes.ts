@@ -33,7 +33,10 @@ import { registerMsc4195Routes } from "./livekit/msc4195.js";
 export function registerRoutes(app: App, services: Services, resources: Set<ListenerResource>): void {
   declareRequester(app);
   // Every listener answers health checks, as Synapse's do.
-  app.get("/health", async (_request, reply) => reply.type("text/plain").send("OK"));
+  app.get("/health", (_request, reply) => {
+    reply.type("text/plain");
+    return "OK";
+  });
   if (resources.has("client")) {
     registerVersionsRoutes(app, services);
     registerWellKnownRoutes(app, services);

@@ -6,12 +6,15 @@ import type { AuthDict } from "../../services/uia.js";
 import { authHook, requester } from "../auth.js";
 import { clientPaths } from "../paths.js";
 
+/** Also the response schema, so that Fastify serialises the body with a compiled serialiser. */
+const WHOAMI = Type.Object({ user_id: Type.String(), device_id: Type.String(), is_guest: Type.Boolean() });
+
 export function registerAccountRoutes(app: App, services: Services): void {
   for (const url of clientPaths("/account/whoami")) {
-    app.get(url, { onRequest: authHook(services.auth, "required", { allowGuest: true }) }, (request, reply) => {
+    app.get(url, { onRequest: authHook(services.auth, "required", { allowGuest: true }), schema: { response: { 200: WHOAMI } } }, (request) => {
       const r = requester(request);
       // Not async: nothing to wait for, and a promise per request shows in the benchmark.
-      return reply.send({ user_id: r.userId, device_id: r.deviceId, is_guest: r.isGuest });
+      return { user_id: r.userId, device_id: r.deviceId, is_guest: r.isGuest };
     });
   }
   for (const url of clientPaths("/account/password")) {

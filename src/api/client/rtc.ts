@@ -12,13 +12,14 @@ export function registerRtcRoutes(app: App, services: Services): void {
   // Off means the route does not exist, which clients read as "not supported".
   if (!services.config.features.msc4143) return;
   const onRequest = authHook(services.auth, "required", { allowGuest: true });
-  // The list is fixed at start, so its JSON is too; the handler is synchronous, as a promise
-  // per request shows in the benchmark. A rate limit refusal is thrown, and Fastify sends it.
+  // The list is fixed at start, so its JSON is too. The handler is synchronous and returns the
+  // body for Fastify to send (see `writeResponsesPerTurn`). A rate limit refusal is thrown.
   const body = JSON.stringify({ rtc_transports: services.rtc.transports() });
   for (const url of RTC_TRANSPORT_PATHS) {
     app.get(url, { onRequest }, (request, reply) => {
       services.rtcLimiter.ratelimit(requester(request).userId);
-      return reply.type("application/json; charset=utf-8").send(body);
+      reply.type("application/json; charset=utf-8");
+      return body;
     });
   }
 }

@@ -33,9 +33,11 @@ export function registerVersionsRoutes(app: App, services: Services): void {
     done();
   };
   const onRequest = [varyOnAuth, authHook(services.auth, "optional", { allowGuest: true })];
-  // Synchronous throughout, as clients poll this: a promise per request shows in the benchmark.
+  // Synchronous throughout, as clients poll this, and returns the body for Fastify to send (see
+  // `writeResponsesPerTurn`).
   app.get("/_matrix/client/versions", { onRequest }, (request, reply) => {
     reply.header("cache-control", request.requester ? "private, no-cache" : "public, max-age=600");
-    return reply.type("application/json").send(body);
+    reply.type("application/json");
+    return body;
   });
 }

@@ -1,0 +1,153 @@
+/**
+ * Responses are written once per event-loop turn (`writeResponsesPerTurn`). These tests check
+ * what that must not change: every request gets exactly its own response, whatever style its
+ * handler is written in, and a keep-alive connection stays usable afterwards.
+ */
+import assert from "node:assert/strict";
+import http from "node:http";
+import { Writable } from "node:stream";
+import { after, before, describe, test } from "node:test";
+import pino from "pino";
+import { createHttpApp, type App } from "../src/http/server.js";
+import { CS, startWithUsers, type User } from "./helpers/rooms.js";
+import type { TestServer } from "./helpers/server.js";
+
+interface Got {
+  status: number | undefined;
+  body: string;
+  connection: string | undefined;
+}
+
+function get(url: string, agent: http.Agent, headers: Record<string, string> = {}): Promise<Got> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { agent, headers }, (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => (body += chunk));
+        res.on("end", () => resolve({ status: res.statusCode, body, connection: res.headers.connection }));
+      })
+      .on("error", reject);
+  });
+}
+
+/** Waits for something the server does just after the client has its answer. */
+async function until(done: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !done(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.ok(done(), "the server never logged what was expected");
+}
+
+describe("concurrent requests answered in batches", () => {
+  let server: TestServer;
+  let users: readonly User[];
+  before(async () => ({ server, users } = await startWithUsers("ann", "bob", "cat", "dan", "eve")));
+  after(() => server.stop());
+
+  test("each of 400 whoami requests over 40 connections gets its own user's answer", async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 40 });
+    try {
+      const asks = Array.from({ length: 400 }, (_, i) => users[(i * 7) % users.length]!);
+      const answers = await Promise.all(
+        asks.map((u) => get(`${server.baseUrl}${CS}/account/whoami`, agent, { authorization: `Bearer ${u.token}` })),
+      );
+      answers.forEach((a, i) => {
+        assert.equal(a.status, 200);
+        assert.deepEqual(JSON.parse(a.body), { user_id: asks[i]!.userId, device_id: asks[i]!.deviceId, is_guest: false });
+      });
+    } finally {
+      agent.destroy();
+    }
+  });
+});
+
+describe("handler styles", () => {
+  const lines: { level: number; msg: string }[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split("\n")) if (line) lines.push(JSON.parse(line) as { level: number; msg: string });
+      done();
+    },
+  });
+  let app: App;
+  let base: string;
+
+  before(async () => {
+    app = createHttpApp({ logger: pino({ level: "info" }, sink), bodyLimit: 1024, trustProxy: false });
+    const body = { ok: true };
+    app.get("/sync-returns-body", () => body);
+    app.get("/sync-sends", (_request, reply) => {
+      reply.send(body);
+    });
+    app.get("/sync-returns-reply", (_request, reply) => reply.send(body));
+    app.get("/async-returns-body", async () => body);
+    app.get("/async-returns-reply", async (_request, reply) => reply.send(body));
+    app.get("/async-sends-then-returns-reply", async (_request, reply) => {
+      reply.send(body);
+      return reply;
+    });
+    // Wrong by Fastify's rules for async handlers (it must return the reply); it still gets one
+    // response, and a warning that says what to fix.
+    app.get("/async-sends-only", async (_request, reply) => {
+      reply.send(body);
+    });
+    await app.listen({ host: "127.0.0.1", port: 0 });
+    const addr = app.server.address();
+    base = `http://127.0.0.1:${typeof addr === "object" && addr ? addr.port : 0}`;
+  });
+  after(() => app.close());
+
+  const correct = [
+    "/sync-returns-body",
+    "/sync-sends",
+    "/sync-returns-reply",
+    "/async-returns-body",
+    "/async-returns-reply",
+    "/async-sends-then-returns-reply",
+  ];
+  for (const path of correct) {
+    test(`${path}: one response, no warning, and the connection is reused`, async () => {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      const before = lines.length;
+      try {
+        for (let i = 0; i < 3; i++) {
+          const got = await get(base + path, agent);
+          assert.equal(got.status, 200);
+          assert.deepEqual(JSON.parse(got.body), { ok: true });
+          assert.equal(got.connection, "keep-alive");
+        }
+        // A request's line is logged once its response has been written out.
+        await until(() => lines.slice(before).filter((l) => l.msg === "request").length === 3);
+        const logged = lines.slice(before);
+        assert.deepEqual(
+          logged.filter((l) => l.level >= 40),
+          [],
+        );
+        assert.equal(logged.filter((l) => l.msg === "request").length, 3);
+      } finally {
+        agent.destroy();
+      }
+    });
+  }
+
+  test("an async handler that sends without returning the reply: one response, a warning naming the fix", async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const before = lines.length;
+    try {
+      for (let i = 0; i < 2; i++) {
+        const got = await get(`${base}/async-sends-only`, agent);
+        assert.equal(got.status, 200);
+        assert.deepEqual(JSON.parse(got.body), { ok: true });
+        assert.equal(got.connection, "keep-alive");
+      }
+      await until(() => lines.slice(before).filter((l) => l.msg === "request").length === 2);
+      const warnings = lines.slice(before).filter((l) => l.level >= 40);
+      assert.equal(warnings.length, 2);
+      for (const w of warnings) {
+        assert.equal(w.level, 40);
+        assert.match(w.msg, /second response to GET \/async-sends-only was dropped: return the reply/);
+      }
+    } finally {
+      agent.destroy();
+    }
+  });
+});
