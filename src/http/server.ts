@@ -7,9 +7,9 @@ import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import FindMyWay, { type HTTPMethod } from "find-my-way";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
-import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import { Errors, MatrixError } from "../errors.js";
+import { trackConnections } from "./connections.js";
 import { CORS_HEADERS } from "./cors.js";
 import { lazyChildLogger, redactUrl, requestLineLogger } from "./logging.js";
 import { writeResponsesPerTurn } from "./response_batching.js";
@@ -151,39 +151,7 @@ export function createHttpApp(opts: HttpOptions): App {
     sendMatrixError(reply, matrixErrorFor(error, request));
   });
 
-  // A connection on which no request has arrived yet (a browser's preconnect, or one a client
-  // opened and then abandoned) is not "idle" to Node, so closing the server would wait for it
-  // until the headers timeout, a minute or more. There is nothing in flight on it: drop it.
-  const unused = new Set<Socket>();
-  // Each connection's latest response, so that draining can reach the ones still in flight.
-  const latest = new Map<Socket, ServerResponse>();
-  const drain = { active: false };
-  app.server.on("connection", (socket: Socket) => {
-    unused.add(socket);
-    socket.once("close", () => {
-      unused.delete(socket);
-      latest.delete(socket);
-    });
-  });
-  // Ahead of Fastify's own listener, so a response cannot have been sent yet.
-  app.server.prependListener("request", (req: IncomingMessage, res: ServerResponse) => {
-    unused.delete(req.socket);
-    latest.set(req.socket, res);
-    if (drain.active) res.setHeader("connection", "close");
-  });
-  drains.set(app, () => {
-    if (drain.active) return;
-    drain.active = true;
-    for (const [socket, res] of latest) {
-      if (res.writableFinished) continue; // idle: closing the server closes it
-      if (!res.headersSent) res.setHeader("connection", "close");
-      else res.once("finish", () => socket.end());
-    }
-  });
-  app.addHook("preClose", async () => {
-    for (const socket of unused) socket.destroy();
-    unused.clear();
-  });
+  drains.set(app, trackConnections(app));
 
   return app;
 }

@@ -1,0 +1,54 @@
+/** Connection bookkeeping for a clean stop: nothing idle holds the close up, nothing in flight is cut. */
+import type { ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import type { App } from "./server.js";
+
+/**
+ * Tracks the listener's connections, and returns the function that begins draining them.
+ *
+ * A connection on which no request has arrived yet (a browser's preconnect, or one a client
+ * opened and then abandoned) is not "idle" to Node, so closing the server would wait for it
+ * until the headers timeout, a minute or more. There is nothing in flight on it: it is dropped
+ * when the close begins.
+ *
+ * Draining makes every response from then on, those of requests already in flight included,
+ * end its keep-alive connection (`Connection: close`), so that closing need not wait for
+ * clients to drop idle connections.
+ */
+export function trackConnections(app: App): () => void {
+  const unused = new Set<Socket>();
+  // Each connection's latest response, so that draining can reach the ones still in flight.
+  const latest = new Map<Socket, ServerResponse>();
+  let draining = false;
+
+  app.server.on("connection", (socket: Socket) => {
+    unused.add(socket);
+    socket.once("close", () => {
+      unused.delete(socket);
+      latest.delete(socket);
+    });
+  });
+  // A hook rather than a second listener for the server's "request" event: Node copies the
+  // listener array on every event that has more than one.
+  app.addHook("onRequest", (request, reply, done) => {
+    const socket = request.raw.socket;
+    unused.delete(socket);
+    latest.set(socket, reply.raw);
+    if (draining) reply.header("connection", "close");
+    done();
+  });
+  app.addHook("preClose", async () => {
+    for (const socket of unused) socket.destroy();
+    unused.clear();
+  });
+
+  return () => {
+    if (draining) return;
+    draining = true;
+    for (const [socket, res] of latest) {
+      if (res.writableFinished) continue; // idle: closing the server closes it
+      if (!res.headersSent) res.setHeader("connection", "close");
+      else res.once("finish", () => socket.end());
+    }
+  };
+}
