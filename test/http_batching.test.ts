@@ -15,19 +15,20 @@ import type { TestServer } from "./helpers/server.js";
 interface Got {
   status: number | undefined;
   body: string;
-  connection: string | undefined;
+  contentType: string | undefined;
+  /** Whether the request went out on a connection an earlier request had used. */
+  reused: boolean;
 }
 
 function get(url: string, agent: http.Agent, headers: Record<string, string> = {}): Promise<Got> {
   return new Promise((resolve, reject) => {
-    http
-      .get(url, { agent, headers }, (res) => {
-        let body = "";
-        res.setEncoding("utf8");
-        res.on("data", (chunk: string) => (body += chunk));
-        res.on("end", () => resolve({ status: res.statusCode, body, connection: res.headers.connection }));
-      })
-      .on("error", reject);
+    const req = http.get(url, { agent, headers }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => (body += chunk));
+      res.on("end", () => resolve({ status: res.statusCode, body, contentType: res.headers["content-type"], reused: req.reusedSocket }));
+    });
+    req.on("error", reject);
   });
 }
 
@@ -107,17 +108,17 @@ describe("handler styles", () => {
   for (const path of correct) {
     test(`${path}: one response, no warning, and the connection is reused`, async () => {
       const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-      const before = lines.length;
+      const seen = lines.length;
       try {
         for (let i = 0; i < 3; i++) {
           const got = await get(base + path, agent);
           assert.equal(got.status, 200);
           assert.deepEqual(JSON.parse(got.body), { ok: true });
-          assert.equal(got.connection, "keep-alive");
+          assert.equal(got.reused, i > 0, "one connection serves all three");
         }
         // A request's line is logged once its response has been written out.
-        await until(() => lines.slice(before).filter((l) => l.msg === "request").length === 3);
-        const logged = lines.slice(before);
+        await until(() => lines.slice(seen).filter((l) => l.msg === "request").length === 3);
+        const logged = lines.slice(seen);
         assert.deepEqual(
           logged.filter((l) => l.level >= 40),
           [],
@@ -131,21 +132,133 @@ describe("handler styles", () => {
 
   test("an async handler that sends without returning the reply: one response, a warning naming the fix", async () => {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-    const before = lines.length;
+    const seen = lines.length;
     try {
       for (let i = 0; i < 2; i++) {
         const got = await get(`${base}/async-sends-only`, agent);
         assert.equal(got.status, 200);
         assert.deepEqual(JSON.parse(got.body), { ok: true });
-        assert.equal(got.connection, "keep-alive");
+        assert.equal(got.reused, i > 0);
       }
-      await until(() => lines.slice(before).filter((l) => l.msg === "request").length === 2);
-      const warnings = lines.slice(before).filter((l) => l.level >= 40);
+      await until(() => lines.slice(seen).filter((l) => l.msg === "request").length === 2);
+      const warnings = lines.slice(seen).filter((l) => l.level >= 40);
       assert.equal(warnings.length, 2);
       for (const w of warnings) {
         assert.equal(w.level, 40);
-        assert.match(w.msg, /second response to GET \/async-sends-only was dropped: return the reply/);
+        assert.equal(w.msg, "GET /async-sends-only was answered twice; the first answer was sent");
       }
+    } finally {
+      agent.destroy();
+    }
+  });
+});
+
+describe("when responses are written, and when that fails", () => {
+  const lines: { level: number; msg: string; err?: { message: string } }[] = [];
+  let app: App;
+  let base: string;
+  const observed: boolean[] = [];
+
+  before(async () => {
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const line of chunk.toString().split("\n")) if (line) lines.push(JSON.parse(line) as (typeof lines)[number]);
+        done();
+      },
+    });
+    app = createHttpApp({ logger: pino({ level: "info" }, sink), bodyLimit: 1024, trustProxy: false });
+    const body = { ok: true };
+    app.get("/observe", (_request, reply) => {
+      reply.send(body);
+      observed.push(reply.raw.headersSent);
+      setImmediate(() => observed.push(reply.raw.headersSent));
+    });
+    app.get("/ok", () => body);
+    app.get("/sends-then-throws", (_request, reply) => {
+      reply.type("text/plain").send("first");
+      throw new Error("thrown after sending");
+    });
+    // Fastify cannot write a payload that is not bytes: this serialiser gives it one, once.
+    app.get("/unwritable-once", (_request, reply) => {
+      let broken = true;
+      reply.serializer((payload: unknown) => {
+        const out = broken ? { not: "bytes" } : JSON.stringify(payload);
+        broken = false;
+        return out as string;
+      });
+      return body;
+    });
+    // Node refuses a header value with a line break, so no answer on this reply can be written.
+    app.get("/unwritable", (_request, reply) => {
+      reply.header("x-broken", "line\nbreak");
+      return body;
+    });
+    await app.listen({ host: "127.0.0.1", port: 0 });
+    const addr = app.server.address();
+    base = `http://127.0.0.1:${typeof addr === "object" && addr ? addr.port : 0}`;
+  });
+  after(() => app.close());
+
+  test("a response is written once the turn's callbacks have run, not inside its handler", async () => {
+    const agent = new http.Agent();
+    try {
+      const got = await get(`${base}/observe`, agent);
+      assert.equal(got.status, 200);
+      assert.deepEqual(observed, [false, true]);
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  test("a handler that throws after sending: the first answer goes out unchanged, and both are logged", async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const seen = lines.length;
+    try {
+      const got = await get(`${base}/sends-then-throws`, agent);
+      assert.equal(got.status, 200);
+      assert.equal(got.body, "first");
+      assert.match(got.contentType ?? "", /^text\/plain/);
+      const next = await get(`${base}/ok`, agent);
+      assert.equal(next.status, 200);
+      assert.equal(next.reused, true, "the connection carries on");
+      await until(() => lines.slice(seen).filter((l) => l.msg === "request").length === 2);
+      const problems = lines.slice(seen).filter((l) => l.level >= 40);
+      assert.deepEqual(
+        problems.map((l) => [l.level, l.msg, l.err?.message]),
+        [
+          [50, "unhandled error", "thrown after sending"],
+          [40, "GET /sends-then-throws was answered twice; the first answer was sent", undefined],
+        ],
+      );
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  test("a response that cannot be written is answered 500 M_UNKNOWN instead, and logged", async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const seen = lines.length;
+    try {
+      const got = await get(`${base}/unwritable-once`, agent);
+      assert.equal(got.status, 500);
+      assert.deepEqual(JSON.parse(got.body), { errcode: "M_UNKNOWN", error: "Internal server error" });
+      const next = await get(`${base}/ok`, agent);
+      assert.equal(next.reused, true, "the connection carries on");
+      await until(() => lines.slice(seen).filter((l) => l.msg === "request").length === 2);
+      assert.equal(lines.slice(seen).filter((l) => l.msg === "writing the response failed").length, 1);
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  test("when the 500 cannot be written either, that connection is closed and the server carries on", async () => {
+    const agent = new http.Agent();
+    const seen = lines.length;
+    try {
+      await assert.rejects(get(`${base}/unwritable`, agent), /socket hang up|ECONNRESET/);
+      const other = await get(`${base}/ok`, agent);
+      assert.equal(other.status, 200);
+      await until(() => lines.slice(seen).filter((l) => l.msg === "writing the response failed").length === 2);
     } finally {
       agent.destroy();
     }

@@ -29,7 +29,9 @@ export function trackConnections(app: App): () => void {
     });
   });
   // A hook rather than a second listener for the server's "request" event: Node copies the
-  // listener array on every event that has more than one.
+  // listener array on every event that has more than one. The few requests Fastify answers
+  // before any hook (a malformed URL, or a 503 once closing began) leave their connection
+  // counted as unused, and so it is dropped when the close begins.
   app.addHook("onRequest", (request, reply, done) => {
     const socket = request.raw.socket;
     unused.delete(socket);

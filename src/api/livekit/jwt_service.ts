@@ -28,8 +28,10 @@ const ENDPOINTS: Record<string, Handler> = {
 
 const OTHER_METHODS = ["GET", "PUT", "DELETE", "PATCH"] as const;
 
-function sendJson(reply: FastifyReply, status: number, body: unknown): FastifyReply {
-  return reply.code(status).headers(LIVEKIT_CORS_HEADERS).send(JSON.stringify(body));
+/** Sets the status and headers, and returns the body for the handler to return. */
+function json(reply: FastifyReply, status: number, body: unknown): string {
+  reply.code(status).headers(LIVEKIT_CORS_HEADERS);
+  return JSON.stringify(body);
 }
 
 export function registerLiveKitJwtRoutes(app: App, services: Services): void {
@@ -47,26 +49,34 @@ export function registerLiveKitJwtRoutes(app: App, services: Services): void {
       const url = base + suffix;
       scope.post(url, async (request, reply) => {
         try {
-          return sendJson(reply, 200, await handle(lk, request.body as string | undefined));
+          return json(reply, 200, await handle(lk, request.body as string | undefined));
         } catch (err) {
-          if (err instanceof MatrixError) return sendJson(reply, err.status, err.body());
+          if (err instanceof MatrixError) return json(reply, err.status, err.body());
           log.error({ err }, "LiveKit service failed");
-          return sendJson(reply, 500, { errcode: "M_UNKNOWN", error: "Internal server error" });
+          return json(reply, 500, { errcode: "M_UNKNOWN", error: "Internal server error" });
         }
       });
-      scope.options(url, async (_request, reply) => reply.code(200).headers(LIVEKIT_CORS_HEADERS).send());
+      scope.options(url, (_request, reply) => {
+        reply.code(200).headers(LIVEKIT_CORS_HEADERS).send();
+      });
       scope.route({
         method: [...OTHER_METHODS],
         url,
-        handler: async (_request, reply) => reply.code(405).headers(LIVEKIT_CORS_HEADERS).send(),
+        handler: (_request, reply) => {
+          reply.code(405).headers(LIVEKIT_CORS_HEADERS).send();
+        },
       });
     }
 
-    scope.get(`${base}/healthz`, async (_request, reply) => reply.code(200).send());
+    scope.get(`${base}/healthz`, (_request, reply) => {
+      reply.code(200).send();
+    });
     scope.route({
       method: ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"],
       url: `${base}/healthz`,
-      handler: async (_request, reply) => reply.code(405).send(),
+      handler: (_request, reply) => {
+        reply.code(405).send();
+      },
     });
 
     // LiveKit's participant webhooks. Like lk-jwt-service, always 200: a sender learns nothing from it.
