@@ -54,6 +54,23 @@ describe("matrix_rtc.transports validation", () => {
     assert.match(warnings.join("\n"), /plain http/);
   });
 
+  test("a URL with a user name or password is refused, in any entry and at any depth", () => {
+    assert.match(
+      problems("    - type: livekit\n      livekit_service_url: https://jwt:hunter2@a.example/livekit\n"),
+      /`matrix_rtc\.transports\[0\]\.livekit_service_url` is a URL with a user name or password; transports are served to every user/,
+    );
+    assert.match(
+      problems("    - type: custom\n      nested:\n        - https://user@b.example/x\n"),
+      /`matrix_rtc\.transports\[0\]\.nested\[0\]` is a URL with a user name or password/,
+    );
+  });
+
+  test("plain http on a name that only starts like a loopback address is refused", () => {
+    for (const host of ["127.example.com", "127.0.0.1.nip.io"]) {
+      assert.match(problems(`    - type: livekit\n      livekit_service_url: http://${host}/livekit\n`), /http:\/\/ only for loopback hosts/);
+    }
+  });
+
   test("a key that looks like a secret is refused, at any depth and in any case", () => {
     assert.match(
       problems("    - type: livekit\n      livekit_service_url: https://a.example\n      LiveKit_API_Secret: hunter2\n"),

@@ -77,6 +77,15 @@ describe("livekit config", () => {
     assert.match(problemsOf({ ...BASE, livekit: { ...LK, url: "https://sfu.example.org" } }).join(), /livekit\.url/);
     const { warnings } = configFromObject({ ...BASE, livekit: { ...LK, url: "ws://127.0.0.1:7880" } });
     assert.match(warnings.join(), /ws:\/\//);
+    // A DNS name that merely starts like a loopback address is not one.
+    assert.match(problemsOf({ ...BASE, livekit: { ...LK, url: "ws://127.0.0.1.nip.io:7880" } }).join(), /`livekit\.url`.*wss:\/\//);
+  });
+
+  test("an SFU URL with a user name or password is refused: clients are shown it", () => {
+    assert.match(
+      problemsOf({ ...BASE, livekit: { ...LK, url: "wss://key:hunter2@sfu.example.org" } }).join(),
+      /`livekit\.url` carries a user name or password/,
+    );
   });
 
   test("`*` must stand alone; unknown keys and bad paths are refused", () => {

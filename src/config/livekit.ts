@@ -24,6 +24,9 @@ export function resolveLiveKit(
   } catch {
     problems.push(`\`livekit.url\` is ${JSON.stringify(lk.url)}, which is not a URL: expected wss://host[:port]`);
   }
+  if (url && (url.username !== "" || url.password !== "")) {
+    problems.push("`livekit.url` carries a user name or password, which clients would be shown: give the SFU's credentials as `livekit.api_key` and `livekit.api_secret_path`");
+  }
   if (url?.protocol === "ws:") {
     if (isLoopbackHost(url.hostname)) {
       warnings.push("livekit.url uses plain ws://; only clients on this machine can reach that SFU");

@@ -8,9 +8,24 @@ const LIVEKIT_TYPES = new Set(["livekit", "msc4195.livekit"]);
 const LIVEKIT_KEYS = new Set(["type", "livekit_service_url"]);
 const SECRET_WORDS = ["secret", "password", "api_key", "apikey", "token"];
 
+/**
+ * Whether a parsed URL's `hostname` is this machine. The URL parser has already written any
+ * IPv4 form as four decimal numbers, so a name such as `127.example.com` stays a name.
+ */
 export function isLoopbackHost(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, "").toLowerCase();
-  return h === "localhost" || h.endsWith(".localhost") || h === "::1" || /^127\./.test(h);
+  return h === "localhost" || h.endsWith(".localhost") || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/** Whether a string is a URL that carries a user name or password (`https://user:pass@host`). */
+export function hasUrlCredentials(value: string): boolean {
+  if (!value.includes("@")) return false;
+  try {
+    const url = new URL(value);
+    return url.username !== "" || url.password !== "";
+  } catch {
+    return false;
+  }
 }
 
 function findSecretKeys(value: unknown, path: string, out: string[]): void {
@@ -19,9 +34,11 @@ function findSecretKeys(value: unknown, path: string, out: string[]): void {
   } else if (value && typeof value === "object") {
     for (const [k, v] of Object.entries(value)) {
       const lower = k.toLowerCase();
-      if (SECRET_WORDS.some((w) => lower.includes(w))) out.push(`${path}.${k}`);
+      if (SECRET_WORDS.some((w) => lower.includes(w))) out.push(`\`${path}.${k}\` looks like a secret`);
       findSecretKeys(v, `${path}.${k}`, out);
     }
+  } else if (typeof value === "string" && hasUrlCredentials(value)) {
+    out.push(`\`${path}\` is a URL with a user name or password`);
   }
 }
 
@@ -35,9 +52,9 @@ export function resolveTransports(
     const where = `matrix_rtc.transports[${i}]`;
     const secrets: string[] = [];
     findSecretKeys(entry, where, secrets);
-    for (const key of secrets) {
+    for (const what of secrets) {
       problems.push(
-        `\`${key}\` looks like a secret; transports are served to every user, so they may not hold secrets (keep LiveKit credentials out of this list)`,
+        `${what}; transports are served to every user, so they may not hold secrets (keep LiveKit credentials out of this list)`,
       );
     }
     const type = String(entry.type);
