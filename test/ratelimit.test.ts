@@ -62,6 +62,26 @@ test("rc_login.failed_attempts limits failed logins per account, even with the r
   });
 });
 
+test("rc_login.failed_attempts also limits the password stage of user-interactive auth, with a 429", async () => {
+  await withServer({ rc_login: { address: NO_LIMIT, account: NO_LIMIT, failed_attempts: TIGHT } }, async (s) => {
+    const { access_token: token, user_id: userId } = await registerUser(s.baseUrl, "victim");
+    const changePassword = (password: string) =>
+      request(s.baseUrl, "POST", "/_matrix/client/v3/account/password", {
+        token,
+        body: { new_password: "new password", auth: { type: "m.login.password", identifier: { type: "m.id.user", user: userId }, password } },
+      });
+    for (const guess of ["guess 1", "guess 2"]) {
+      const res = await changePassword(guess);
+      assertError(res, 401, "M_FORBIDDEN");
+      assert.ok(Array.isArray(res.body.flows), "a failed stage still answers with the UIA flows");
+    }
+    assertLimited(await changePassword("guess 3"));
+    // Not even the right password gets through until the bucket drains, and nothing changed.
+    assertLimited(await changePassword(PASSWORD));
+    assertLimited(await login(s.baseUrl, "victim"));
+  });
+});
+
 test("rc_login.account limits successful logins per account", async () => {
   await withServer({ rc_login: { address: NO_LIMIT, account: TIGHT, failed_attempts: NO_LIMIT } }, async (s) => {
     await Promise.all([registerUser(s.baseUrl, "busy"), registerUser(s.baseUrl, "calm")]);

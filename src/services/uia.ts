@@ -89,7 +89,8 @@ export class UiaService {
       try {
         await checker(auth);
       } catch (err) {
-        if (err instanceof MatrixError) throw reply(err);
+        // A rate limit is not a failed stage: it stays a 429 with its retry time, as in Synapse.
+        if (err instanceof MatrixError && err.status !== 429) throw reply(err);
         throw err;
       }
       session.completed.add(type as string);
