@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import http from "node:http";
+import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import pino from "pino";
 import { beginDraining, createHttpApp } from "../src/http/server.js";
@@ -114,6 +115,18 @@ describe("Matrix error envelope", () => {
     // Just under the limit is parsed as usual (and fails only on the password).
     const small = { type: "m.login.password", user: "core", password: "x".repeat(900) };
     assertError(await request(server.baseUrl, "POST", LOGIN, { body: small }), 403, "M_FORBIDDEN");
+  });
+
+  test("a path parameter that is not valid percent-encoding is 400 M_INVALID_PARAM", async () => {
+    const res = await request(server.baseUrl, "GET", "/_matrix/client/v3/profile/%zz");
+    assertError(res, 400, "M_INVALID_PARAM");
+    assertCors(res);
+  });
+
+  test("a path parameter over 1,000 characters is 414 M_INVALID_PARAM", async () => {
+    const res = await request(server.baseUrl, "GET", `/_matrix/client/v3/profile/@${"a".repeat(1200)}:localhost`);
+    assertError(res, 414, "M_INVALID_PARAM");
+    assertCors(res);
   });
 });
 
@@ -275,6 +288,59 @@ describe("discovery", () => {
     assert.equal(res.status, 200);
     assert.equal(await res.text(), "OK");
     assert.equal(res.headers.get("access-control-allow-origin"), "*");
+  });
+});
+
+describe("closing", () => {
+  test("a request that arrives once the close has begun is 503 M_UNKNOWN, with CORS headers", async () => {
+    const app = createHttpApp({ logger: pino({ level: "silent" }), bodyLimit: 1024, trustProxy: false });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let reached!: () => void;
+    const slowArrived = new Promise<void>((resolve) => (reached = resolve));
+    let closeBegan!: () => void;
+    const closing = new Promise<void>((resolve) => (closeBegan = resolve));
+    app.get("/slow", async () => {
+      reached();
+      await held;
+      return { ok: true };
+    });
+    app.get("/quick", () => ({ ok: true }));
+    app.addHook("preClose", async () => closeBegan());
+    await app.listen({ host: "127.0.0.1", port: 0 });
+    const addr = app.server.address();
+    const port = typeof addr === "object" && addr ? addr.port : 0;
+    // A connection busy with a request when the close begins, on which a second one then arrives.
+    const socket = net.connect(port, "127.0.0.1");
+    let received = "";
+    socket.setEncoding("latin1");
+    socket.on("data", (chunk: string) => (received += chunk));
+    const ended = new Promise<void>((resolve) => socket.on("close", () => resolve()));
+    try {
+      socket.write("GET /slow HTTP/1.1\r\nhost: x\r\n\r\n");
+      await slowArrived;
+      const closed = app.close();
+      await closing;
+      socket.write("GET /quick HTTP/1.1\r\nhost: x\r\n\r\n");
+      // Let the server read it before the first answer frees the connection.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      release();
+      await ended;
+      await closed;
+      const responses = received.split(/(?=HTTP\/1\.1 )/);
+      assert.equal(responses.length, 2, received);
+      assert.match(responses[0]!, /^HTTP\/1\.1 200 /);
+      assert.match(responses[1]!, /^HTTP\/1\.1 503 /);
+      assert.match(responses[1]!, /\r\naccess-control-allow-origin: \*\r\n/i);
+      assert.match(responses[1]!, /\r\nconnection: close\r\n/i);
+      const body = JSON.parse(responses[1]!.slice(responses[1]!.indexOf("\r\n\r\n") + 4)) as Record<string, unknown>;
+      assert.equal(body.errcode, "M_UNKNOWN");
+      assert.match(String(body.error), /shutting down/);
+    } finally {
+      release();
+      socket.destroy();
+      await app.close();
+    }
   });
 });
 

@@ -1,6 +1,7 @@
 /** Connection bookkeeping for a clean stop: nothing idle holds the close up, nothing in flight is cut. */
 import type { ServerResponse } from "node:http";
 import type { Socket } from "node:net";
+import { MatrixError } from "../errors.js";
 import type { App } from "./server.js";
 
 /**
@@ -20,6 +21,7 @@ export function trackConnections(app: App): () => void {
   // Each connection's latest response, so that draining can reach the ones still in flight.
   const latest = new Map<Socket, ServerResponse>();
   let draining = false;
+  let closing = false;
 
   app.server.on("connection", (socket: Socket) => {
     unused.add(socket);
@@ -29,17 +31,21 @@ export function trackConnections(app: App): () => void {
     });
   });
   // A hook rather than a second listener for the server's "request" event: Node copies the
-  // listener array on every event that has more than one. The few requests Fastify answers
-  // before any hook (a malformed URL, or a 503 once closing began) leave their connection
-  // counted as unused, and so it is dropped when the close begins.
+  // listener array on every event that has more than one. The few requests Fastify refuses
+  // before any hook (a malformed URL) leave their connection counted as unused, and so it is
+  // dropped when the close begins.
   app.addHook("onRequest", (request, reply, done) => {
     const socket = request.raw.socket;
     unused.delete(socket);
     latest.set(socket, reply.raw);
-    if (draining) reply.header("connection", "close");
+    if (draining || closing) reply.header("connection", "close");
+    // Once the close has begun, new work is refused at once: a long-poll started now would hold
+    // the close up for its whole timeout.
+    if (closing) return done(new MatrixError(503, "M_UNKNOWN", "The server is shutting down; try again shortly"));
     done();
   });
   app.addHook("preClose", async () => {
+    closing = true;
     for (const socket of unused) socket.destroy();
     unused.clear();
   });

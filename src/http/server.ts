@@ -65,6 +65,15 @@ function parseJson(_req: FastifyRequest, body: string, done: (err: Error | null,
   }
 }
 
+/** What a request Fastify refused before routing it is answered with. */
+function frameworkError(error: FastifyError): MatrixError {
+  if (error.code === "FST_ERR_MAX_PARAM_LENGTH") {
+    return new MatrixError(414, "M_INVALID_PARAM", "A path segment is longer than 1,000 characters");
+  }
+  if (error.code === "FST_ERR_BAD_URL") return Errors.invalidParam("The path is not valid percent-encoding");
+  return new MatrixError(error.statusCode ?? 400, "M_UNKNOWN", error.message);
+}
+
 /** The Matrix error a failed request is answered with; the cause of a 500 is logged here. */
 function matrixErrorFor(error: FastifyError | MatrixError, request: FastifyRequest): MatrixError {
   if (error instanceof MatrixError) return error;
@@ -78,6 +87,7 @@ function matrixErrorFor(error: FastifyError | MatrixError, request: FastifyReque
 }
 
 export function createHttpApp(opts: HttpOptions): App {
+  const ownCors = (url: string) => opts.ownCorsPrefix !== undefined && url.startsWith(opts.ownCorsPrefix);
   const app = Fastify({
     loggerInstance: opts.logger,
     // One line per request comes from the onResponse hook below, not two from Fastify.
@@ -85,10 +95,17 @@ export function createHttpApp(opts: HttpOptions): App {
     childLoggerFactory: lazyChildLogger,
     bodyLimit: opts.bodyLimit,
     trustProxy: opts.trustProxy,
-    return503OnClosing: true,
+    // Answered by `trackConnections` instead, in a Matrix envelope with CORS headers.
+    return503OnClosing: false,
+    // Requests Fastify refuses before routing, also in a Matrix envelope with CORS headers.
+    frameworkErrors: (error, request, reply) => {
+      if (!ownCors(request.url)) reply.headers(CORS_HEADERS);
+      sendMatrixError(reply, frameworkError(error));
+    },
     forceCloseConnections: "idle",
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 1000 },
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
+
 
   // Declared up front, so that setting it does not change the request object's shape.
   app.decorateRequest("logUser", undefined);
@@ -104,7 +121,6 @@ export function createHttpApp(opts: HttpOptions): App {
     for (const m of methods) if (m !== "OPTIONS" && m !== "HEAD") shadow.on(m as HTTPMethod, route.url, () => {});
   });
 
-  const ownCors = (url: string) => opts.ownCorsPrefix !== undefined && url.startsWith(opts.ownCorsPrefix);
   // Into Fastify's header object rather than onto the raw response ahead of Fastify: headers
   // set that way send every header of the response through Node's slower setHeader path.
   app.addHook("onRequest", (request, reply, done) => {
