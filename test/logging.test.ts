@@ -83,8 +83,15 @@ describe("the request line", () => {
     assert.equal(byQuery.status, 200);
     const line = requestLines(WHOAMI).find((l) => l.path?.includes("access_token"));
     assert.equal(line?.path, `${WHOAMI}?access_token=[redacted]&x=1`);
+    // Registration tokens are secrets too: checking one, and the admin API that names one.
+    const validity = "/_matrix/client/v1/register/m.login.registration_token/validity";
+    await request(server.baseUrl, "GET", `${validity}?token=sekritRegToken`);
+    assert.equal(requestLines(validity)[0]?.path, `${validity}?token=[redacted]`);
+    const admin = "/_synapse/admin/v1/registration_tokens";
+    await request(server.baseUrl, "GET", `${admin}/sekritAdminToken`, { token: second });
+    assert.equal(requestLines(admin)[0]?.path, `${admin}/[redacted]`);
     const all = written.join("");
-    for (const secret of [user.access_token, second, "correct horse battery staple"]) {
+    for (const secret of [user.access_token, second, "correct horse battery staple", "sekritRegToken", "sekritAdminToken"]) {
       assert.ok(!all.includes(secret), "a secret reached the log");
     }
   });

@@ -76,11 +76,16 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream 
   return pino(options, destination ?? logDestination());
 }
 
-/** Hides access tokens in a URL before it reaches a log line. */
+/** Query parameters that carry a secret: access tokens, and registration tokens being checked. */
+const SECRET_QUERY = /([?&](?:access_token|token)=)[^&]*/g;
+/** The admin API names a registration token in its path. */
+const TOKEN_IN_PATH = /^(\/_synapse\/admin\/v1\/registration_tokens\/)[^/?]+/;
+
+/** Hides access and registration tokens in a URL before it reaches a log line. */
 export function redactUrl(url: string): string {
-  // Nearly every URL has no token: skip the regular expression for those.
-  if (!url.includes("access_token=")) return url;
-  return url.replace(/([?&]access_token=)[^&]*/g, "$1[redacted]");
+  // Nearly every URL has no token: skip the regular expressions for those.
+  if (!url.includes("token")) return url;
+  return url.replace(SECRET_QUERY, "$1[redacted]").replace(TOKEN_IN_PATH, "$1[redacted]");
 }
 
 /**

@@ -83,7 +83,7 @@ export const serverFields = {
       default: "info",
       description:
         "Minimum level of log lines. `info` gives one line per request: request id, method, path, status, " +
-        "duration, user and client IP address, with tokens redacted. Lines are JSON on stdout, written together " +
+        "duration, user and client IP address, with access and registration tokens redacted. Lines are JSON on stdout, written together " +
         "at the end of each event-loop turn, or readable text when stdout is a terminal.",
       allowed: "one of trace, debug, info, warn, error, fatal",
     },
