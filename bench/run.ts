@@ -274,6 +274,8 @@ async function main(): Promise<number> {
       meets_target: ratio >= s.target,
       /** Baseline CPU per request over Switchboard's: the same comparison, less sensitive to a busy machine. */
       ratio_cpu_efficiency: cpuRatio,
+      /** Switchboard's p99 over the baseline's (above 1: slower). Each p99 is the median of the slices' p99s. */
+      ratio_p99: baseline.p99_ms > 0 ? round(switchboard.p99_ms / baseline.p99_ms, 3) : null,
     };
   });
 
@@ -319,7 +321,7 @@ async function main(): Promise<number> {
     logging: {
       level: LOG_LEVEL,
       production_default: LOG_LEVEL === "info",
-      destination: "/dev/null, through the same logger and asynchronous pino destination production uses for stdout",
+      destination: "/dev/null, through the same logger and destination production uses for stdout (synchronous, one write per event-loop turn)",
       note: "Switchboard writes one pino JSON line per request at info, as in production",
     },
     cpu_profile_dir: CPU_PROF ? path.resolve(CPU_PROF) : undefined,

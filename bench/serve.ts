@@ -1,7 +1,7 @@
 /**
  * Benchmark child: one Switchboard on a free loopback port with its own
  * temporary SQLite file, logging as in production (pino JSON, level "info",
- * one line per request, asynchronous destination) but into /dev/null.
+ * one line per request, one synchronous write per event-loop turn) but into /dev/null.
  * Tells the parent its URL over IPC; closes and exits when told to stop.
  */
 import { mkdtempSync, rmSync } from "node:fs";

@@ -1,0 +1,44 @@
+/**
+ * `npm run bench`: the HTTP benchmark, then the delayed-event one, each in its own process so
+ * that neither's heap or timers disturb the other, printed together as one JSON document.
+ * Progress and warnings go to stderr.
+ */
+import { spawn } from "node:child_process";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+function run(script: string, execArgv: string[] = []): Promise<{ code: number; report: unknown }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...execArgv, path.join(here, script)], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout.setEncoding("utf8");
+    child.stdout.on("data", (chunk: string) => (out += chunk));
+    child.on("error", reject);
+    child.on("close", (code) => {
+      try {
+        resolve({ code: code ?? 1, report: JSON.parse(out) as unknown });
+      } catch {
+        reject(new Error(`${script} exited ${String(code)} without a JSON report`));
+      }
+    });
+  });
+}
+
+async function main(): Promise<number> {
+  const http = await run("run.js");
+  const delayed = await run("delayed_events.js", ["--expose-gc"]);
+  process.stdout.write(`${JSON.stringify({ http: http.report, delayed_events: delayed.report }, null, 2)}\n`);
+  return http.code === 0 && delayed.code === 0 ? 0 : 1;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    console.error(err);
+    process.exitCode = 1;
+  },
+);
