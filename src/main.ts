@@ -119,6 +119,8 @@ async function run(argv: string[]): Promise<number> {
   }
 }
 
+const BAD_INPUT = new Set(["M_INVALID_USERNAME", "M_INVALID_PARAM", "M_BAD_JSON", "M_MISSING_PARAM", "M_WEAK_PASSWORD"]);
+
 run(process.argv.slice(2)).then(
   (code) => {
     if (code >= 0) process.exitCode = code;
@@ -134,7 +136,8 @@ run(process.argv.slice(2)).then(
     }
     if (err instanceof MatrixError) {
       console.error(`switchboard: ${err.errcode}: ${err.message}`);
-      process.exit(1);
+      // A name or password the server would never accept is bad usage; a taken name is not.
+      process.exit(BAD_INPUT.has(err.errcode) ? EXIT_USAGE : 1);
     }
     console.error(`switchboard: ${(err as Error).message ?? String(err)}`);
     process.exit(1);

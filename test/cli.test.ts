@@ -243,6 +243,11 @@ describe("switchboard CLI", { concurrency: 3 }, () => {
     assert.equal(again.code, 1);
     assert.match(again.stderr, /M_USER_IN_USE/);
     assert.equal(again.stdout, "");
+    // A name no server would accept is bad usage: exit 2, naming the problem.
+    const badName = await run(["register-user", "--config", file, "--user", "Bad Name", "--password", "pw"], dir);
+    assert.equal(badName.code, 2);
+    assert.match(badName.stderr, /M_INVALID_USERNAME/);
+    assert.equal(badName.stdout, "");
 
     // register-user may already have made the key; serving must then keep it.
     const keyBefore = existsSync(keyFile) ? readFileSync(keyFile, "utf8") : undefined;
