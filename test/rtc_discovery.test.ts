@@ -30,13 +30,13 @@ describe("rtc/transports with transports configured", () => {
     test(`${path} without a token is 401 M_MISSING_TOKEN`, async () => {
       const res = await request(server.baseUrl, "GET", path);
       assert.equal(res.status, 401);
-      assert.equal(res.body.errcode, "M_MISSING_TOKEN");
+      assert.deepEqual(res.body, { errcode: "M_MISSING_TOKEN", error: "Missing access token" });
     });
 
     test(`${path} with an unknown token is 401 M_UNKNOWN_TOKEN`, async () => {
       const res = await request(server.baseUrl, "GET", path, { token: "sbt_not_a_real_token" });
       assert.equal(res.status, 401);
-      assert.equal(res.body.errcode, "M_UNKNOWN_TOKEN");
+      assert.deepEqual(res.body, { errcode: "M_UNKNOWN_TOKEN", error: "Unknown or expired access token", soft_logout: false });
     });
   }
 
@@ -60,7 +60,7 @@ describe("rtc/transports with transports configured", () => {
   test("other methods are 405 M_UNRECOGNIZED", async () => {
     const res = await request(server.baseUrl, "POST", STABLE, { token, body: {} });
     assert.equal(res.status, 405);
-    assert.equal(res.body.errcode, "M_UNRECOGNIZED");
+    assert.deepEqual(res.body, { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" });
   });
 
   test("/.well-known/matrix/client carries the same list as rtc_foci, with CORS", async () => {
@@ -115,7 +115,7 @@ describe("rtc/transports switched off", () => {
     test(`${path} is 404 M_UNRECOGNIZED`, async () => {
       const res = await request(server.baseUrl, "GET", path, { token });
       assert.equal(res.status, 404);
-      assert.equal(res.body.errcode, "M_UNRECOGNIZED");
+      assert.deepEqual(res.body, { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" });
     });
   }
 
@@ -164,7 +164,9 @@ describe("rate limit", () => {
     for (let i = 0; i < 2; i++) assert.equal((await request(server.baseUrl, "GET", STABLE, { token: a })).status, 200);
     const limited = await request(server.baseUrl, "GET", STABLE, { token: a });
     assert.equal(limited.status, 429);
+    assert.deepEqual(Object.keys(limited.body).sort(), ["errcode", "error", "retry_after_ms"]);
     assert.equal(limited.body.errcode, "M_LIMIT_EXCEEDED");
+    assert.equal(typeof limited.body.error, "string");
     assert.ok((limited.body.retry_after_ms as number) > 0);
     assert.ok(Number(limited.headers.get("retry-after")) > 0);
     assert.equal((await request(server.baseUrl, "GET", STABLE, { token: b })).status, 200);
