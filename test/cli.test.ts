@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { parse } from "yaml";
+import { parse, stringify } from "yaml";
 import { parseConfig } from "../src/config/load.js";
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../src/main.js");
@@ -345,6 +345,39 @@ describe("switchboard CLI", { concurrency: 3 }, () => {
       req.flushHeaders();
     });
   }
+
+  test("config warnings are printed by check-config and logged when serving", TIMEOUT, async () => {
+    const dir = tempDir();
+    const file = await generated(dir, "example.org", 0);
+    const raw = parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+    raw.matrix_rtc = {
+      transports: [
+        { type: "livekit", livekit_service_url: "http://127.0.0.1:8080/livekit/jwt" },
+        { type: "org.example.custom", url: "https://focus.example.org" },
+      ],
+    };
+    writeFileSync(file, stringify(raw));
+    const expected = [
+      "matrix_rtc.transports[0].livekit_service_url uses plain http; that only works for clients on this machine",
+      'matrix_rtc.transports[1] has type "org.example.custom", which Switchboard does not know; it is served to clients as written',
+    ];
+
+    const check = await run(["check-config", "--config", file], dir);
+    assert.equal(check.code, 0, check.stderr);
+    assert.equal(check.stdout.trim(), `${file}: OK`);
+    assert.deepEqual(check.stderr.trim().split("\n"), expected.map((w) => `warning: ${w}`));
+
+    const server = await serve(["-c", file], dir);
+    server.child.kill("SIGTERM");
+    const end = await server.exited;
+    const warned = end.stdout
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as { level: number; msg: string })
+      .filter((l) => l.level === 40)
+      .map((l) => l.msg);
+    assert.deepEqual(warned, expected);
+  });
 
   test("SIGTERM and SIGINT let an in-flight request finish, then exit 0", TIMEOUT, async (t) => {
     const dir = tempDir();
