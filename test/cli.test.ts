@@ -148,6 +148,7 @@ describe("switchboard CLI", { concurrency: 3 }, () => {
     const raw = parse(text) as Record<string, unknown>;
     assert.equal(raw.server_name, "example.org");
     assert.equal(typeof raw.registration_shared_secret, "string");
+    assert.equal(raw.serve_server_wellknown, true, "a config for a real domain answers /.well-known/matrix/server");
     assert.ok((raw.registration_shared_secret as string).length >= 32);
     const other = parse(readFileSync(second, "utf8")) as Record<string, unknown>;
     assert.notEqual(other.registration_shared_secret, raw.registration_shared_secret, "each run makes its own secret");

@@ -45,7 +45,16 @@ database:
     database: ${dataPath("homeserver.db")}
 
 signing_key_path: ${dataPath(keyName)}
-
+${
+  local
+    ? ""
+    : `
+# Answer /.well-known/matrix/server with public_baseurl's host, so that the LiveKit JWT service
+# (which checks OpenID tokens over federation) and other servers find this one on port 443.
+# Proxy https://${opts.serverName}/.well-known/matrix/ to this server for it to be seen.
+serve_server_wellknown: true
+`
+}
 # Registration. "switchboard register-user" and the shared secret work either way.
 enable_registration: ${opts.openRegistration}
 enable_registration_without_verification: ${opts.openRegistration}
