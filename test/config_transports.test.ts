@@ -101,3 +101,42 @@ describe("matrix_rtc.transports validation", () => {
     assert.match(problems("    - livekit_service_url: https://a.example\n"), /line 4: missing required key `matrix_rtc\.transports\[0\]\.type`/);
   });
 });
+
+describe("a hand-written rtc_foci in extra_well_known_client_content", () => {
+  const withExtra = (foci: string) =>
+    `server_name: example.org\nextra_well_known_client_content:\n  org.matrix.msc4143.rtc_foci:\n${foci}`;
+  const refused = (yaml: string): string => {
+    try {
+      parseConfig(yaml);
+    } catch (err) {
+      assert.ok(err instanceof ConfigError, String(err));
+      return err.problems.join("\n");
+    }
+    assert.fail("the config was accepted");
+  };
+
+  test("meets the transports' rules, and the validated copy is what is kept", () => {
+    const { config, warnings } = parseConfig(
+      withExtra("    - type: livekit\n      livekit_service_url: https://jwt.example.org\n    - type: custom\n      x: 1\n"),
+    );
+    assert.deepEqual(config.extraWellKnownClientContent["org.matrix.msc4143.rtc_foci"], [
+      { type: "livekit", livekit_service_url: "https://jwt.example.org" },
+      { type: "custom", x: 1 },
+    ]);
+    assert.match(warnings.join("\n"), /extra_well_known_client_content\["org\.matrix\.msc4143\.rtc_foci"\]\[1\] has type "custom"/);
+  });
+
+  test("a secret, a URL with credentials, a relative URL or a missing type refuses the config", () => {
+    assert.match(
+      refused(withExtra("    - type: livekit\n      livekit_service_url: https://jwt.example.org\n      api_secret: x\n")),
+      /`extra_well_known_client_content\["org\.matrix\.msc4143\.rtc_foci"\]\[0\]\.api_secret` looks like a secret/,
+    );
+    assert.match(
+      refused(withExtra("    - type: livekit\n      livekit_service_url: https://u:p@jwt.example.org\n")),
+      /is a URL with a user name or password/,
+    );
+    assert.match(refused(withExtra("    - type: livekit\n      livekit_service_url: /jwt\n")), /expected an absolute https:\/\/ URL/);
+    assert.match(refused(withExtra("    - livekit_service_url: https://jwt.example.org\n")), /\[0\]\.type` is missing/);
+    assert.match(refused(`server_name: example.org\nextra_well_known_client_content:\n  org.matrix.msc4143.rtc_foci: yes\n`), /must be a list of transports/);
+  });
+});

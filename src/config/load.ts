@@ -7,7 +7,7 @@ import type { Config, DatabaseConfig, RateLimitConfig } from "./config.js";
 import { ConfigError } from "./errors.js";
 import { resolveLiveKit } from "./livekit.js";
 import { ConfigSchema, type RawConfig } from "./schema.js";
-import { resolveTransports } from "./transports.js";
+import { resolveExtraWellKnown, resolveTransports } from "./transports.js";
 import { parseDuration, parseSize, Secret } from "./types.js";
 import { schemaProblems } from "./validate.js";
 
@@ -104,6 +104,7 @@ function resolve(raw: RawConfig, configPath: string | undefined, warnings: strin
   }
 
   const transports = resolveTransports(raw.matrix_rtc.transports, problems, warnings);
+  const extraWellKnown = resolveExtraWellKnown(raw.extra_well_known_client_content, problems, warnings);
   const livekit = resolveLiveKit(raw, fromBase, problems, warnings);
   if (problems.length) throw new ConfigError(problems.map((p) => (configPath ? `${configPath}: ${p}` : p)));
 
@@ -121,7 +122,7 @@ function resolve(raw: RawConfig, configPath: string | undefined, warnings: strin
       resources: new Set(l.resources.flatMap((r) => r.names)),
     })),
     serveServerWellKnown: raw.serve_server_wellknown,
-    extraWellKnownClientContent: raw.extra_well_known_client_content,
+    extraWellKnownClientContent: extraWellKnown,
     maxRequestBodyBytes: parseSize(raw.max_request_body_size),
     logLevel: raw.log_level,
     database,

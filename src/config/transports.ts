@@ -4,6 +4,9 @@
  */
 import type { RtcTransport } from "./config.js";
 
+/** The `.well-known/matrix/client` key that carries the transports for older clients. */
+export const RTC_FOCI_KEY = "org.matrix.msc4143.rtc_foci";
+
 const LIVEKIT_TYPES = new Set(["livekit", "msc4195.livekit"]);
 const LIVEKIT_KEYS = new Set(["type", "livekit_service_url"]);
 const SECRET_WORDS = ["secret", "password", "api_key", "apikey", "token"];
@@ -46,10 +49,11 @@ export function resolveTransports(
   raw: Record<string, unknown>[],
   problems: string[],
   warnings: string[],
+  key = "matrix_rtc.transports",
 ): RtcTransport[] {
   const out: RtcTransport[] = [];
   raw.forEach((entry, i) => {
-    const where = `matrix_rtc.transports[${i}]`;
+    const where = `${key}[${i}]`;
     const secrets: string[] = [];
     findSecretKeys(entry, where, secrets);
     for (const what of secrets) {
@@ -92,4 +96,28 @@ export function resolveTransports(
     out.push({ type, livekit_service_url: url });
   });
   return out;
+}
+
+/**
+ * A hand-written `rtc_foci` list in `extra_well_known_client_content` is a transport list
+ * served to everyone too, so it meets the same rules; the validated copy replaces it.
+ */
+export function resolveExtraWellKnown(
+  raw: Record<string, unknown>,
+  problems: string[],
+  warnings: string[],
+): Record<string, unknown> {
+  const foci = raw[RTC_FOCI_KEY];
+  if (foci === undefined) return raw;
+  const key = `extra_well_known_client_content["${RTC_FOCI_KEY}"]`;
+  if (!Array.isArray(foci) || !foci.every((f) => f !== null && typeof f === "object" && !Array.isArray(f))) {
+    problems.push(`\`${key}\` must be a list of transports (objects with a \`type\`), as in \`matrix_rtc.transports\``);
+    return raw;
+  }
+  const missingType = foci.findIndex((f) => typeof (f as Record<string, unknown>).type !== "string");
+  if (missingType >= 0) {
+    problems.push(`\`${key}[${missingType}].type\` is missing: every transport names its type`);
+    return raw;
+  }
+  return { ...raw, [RTC_FOCI_KEY]: resolveTransports(foci as Record<string, unknown>[], problems, warnings, key) };
 }

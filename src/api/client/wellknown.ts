@@ -1,8 +1,7 @@
 /** `.well-known` discovery for clients and, when enabled, for federation. */
+import { RTC_FOCI_KEY } from "../../config/transports.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
-
-export const RTC_FOCI_KEY = "org.matrix.msc4143.rtc_foci";
 
 export function wellKnownClientBody(services: Services): Record<string, unknown> {
   const { config } = services;
