@@ -71,7 +71,8 @@ export const serverFields = {
   }),
   extra_well_known_client_content: Type.Record(Type.String(), Type.Unknown(), {
     default: {},
-    description: "Extra keys merged into `/.well-known/matrix/client`. It cannot override `m.homeserver`.",
+    description:
+      "Extra keys merged into `/.well-known/matrix/client`. It cannot override `m.homeserver`. A hand-written `org.matrix.msc4143.rtc_foci` list in it must meet the rules of `matrix_rtc.transports`.",
   }),
   max_request_body_size: size({
     default: "1M",
