@@ -235,6 +235,13 @@ describe("discovery", () => {
     assert.ok(Array.isArray(versions) && versions.length > 0);
     for (const v of versions) assert.match(v as string, /^(r0\.\d+\.\d+|v1\.\d+)$/);
     assert.ok(versions.includes("v1.1"));
+    // Nothing later: v1.2 brings /hierarchy and v1.3 /relations, which are not here yet, and
+    // clients that see those versions call them.
+    assert.deepEqual(versions, ["r0.6.1", "v1.1"]);
+    for (const path of ["/_matrix/client/v1/rooms/!r:localhost/hierarchy", "/_matrix/client/v1/rooms/!r:localhost/relations/$e"]) {
+      assert.equal((await request(server.baseUrl, "GET", path, { token })).body.errcode, "M_UNRECOGNIZED", path);
+    }
+    assert.equal(unstable_features["org.matrix.msc2285.stable"], true, "private read receipts work");
     assert.ok(typeof unstable_features === "object" && unstable_features !== null && !Array.isArray(unstable_features));
     for (const [k, v] of Object.entries(unstable_features)) assert.equal(typeof v, "boolean", k);
     // Authenticated, the same answer.
