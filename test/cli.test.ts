@@ -280,6 +280,13 @@ describe("switchboard CLI", { concurrency: 3 }, () => {
       const wrong = await login(base, "alice", "not it");
       assert.equal(wrong.status, 403);
       assert.equal(wrong.body.errcode, "M_FORBIDDEN");
+
+      // register-user beside the running server, on the same database: the server sees the user.
+      const dave = await run(["register-user", "--config", file, "--user", "dave", "--password", "dave pw"], dir);
+      assert.equal(dave.code, 0, dave.stderr);
+      const daveLogin = await login(base, "dave", "dave pw");
+      assert.equal(daveLogin.status, 200, JSON.stringify(daveLogin.body));
+      assert.equal(daveLogin.body.user_id, "@dave:example.org");
     } finally {
       server.child.kill("SIGTERM");
     }

@@ -4,7 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
@@ -111,7 +112,7 @@ async function call(
 
 describe("durability", { concurrency: 3 }, () => {
   test("a registration acknowledged just before kill -9 survives, with its access token", TIMEOUT, async () => {
-    const { dir, file } = setup();
+    const { dir, file, db } = setup();
     const first = start(["--config", file], dir);
     const base1 = await first.ready;
 
@@ -156,6 +157,22 @@ describe("durability", { concurrency: 3 }, () => {
     }
     const end = await second.exited;
     assert.equal(end.code, 0, end.stderr);
+
+    // At rest: a write-ahead log, a memory-hard password hash, and only hashes of tokens.
+    const rest = new Database(db, { readonly: true });
+    try {
+      assert.equal(rest.pragma("journal_mode", { simple: true }), "wal");
+      const user = rest.prepare("SELECT password_hash FROM users WHERE user_id = ?").get("@dana:durable.test") as { password_hash: string };
+      assert.match(user.password_hash, /^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/);
+      const token = done.body.access_token as string;
+      const hashes = (rest.prepare("SELECT token_hash FROM access_tokens").all() as { token_hash: string }[]).map((r) => r.token_hash);
+      assert.ok(hashes.includes(createHash("sha256").update(token).digest("hex")), "the token's SHA-256 is stored");
+      assert.ok(!hashes.includes(token), "the token itself is not");
+      const file = readFileSync(db);
+      for (const secret of [token, account.password]) assert.equal(file.indexOf(secret), -1, "no secret in the database file");
+    } finally {
+      rest.close();
+    }
   });
 
   test("a database written by a newer Switchboard is refused, and left as it was", TIMEOUT, async () => {
