@@ -354,6 +354,36 @@ describe("switchboard CLI", { concurrency: 3 }, () => {
     });
   }
 
+  test("on a terminal the log is readable text, not JSON", TIMEOUT, async (t) => {
+    // `script` (util-linux) runs the server on a pseudo-terminal.
+    if (!["/usr/bin/script", "/bin/script"].some((p) => existsSync(p))) return t.skip("no `script` command to make a terminal");
+    const dir = tempDir();
+    const file = await generated(dir, "localhost", 0);
+    const command = [process.execPath, BIN, "--config", file].map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(" ");
+    const child = spawn("script", ["-qec", command, "/dev/null"], { cwd: dir, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    children.add(child);
+    let out = "";
+    child.stdout.setEncoding("utf8");
+    const closed = new Promise<void>((resolve) => child.on("close", () => resolve()));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on("data", (d: string) => {
+          out += d;
+          if (out.includes("Switchboard is running")) resolve();
+        });
+        void closed.then(() => reject(new Error(`exited before it was running:\n${out}`)));
+      });
+    } finally {
+      process.kill(-child.pid!, "SIGTERM");
+    }
+    await closed;
+    // eslint-disable-next-line no-control-regex
+    const plain = out.replace(/\x1b\[[0-9;]*m/g, "");
+    const line = plain.split(/\r?\n/).find((l) => l.includes("Switchboard is running"));
+    assert.ok(line, plain);
+    assert.match(line, /^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} [+-]\d{4}\] INFO \(\d+\): Switchboard is running$/);
+  });
+
   test("config warnings are printed by check-config and logged when serving", TIMEOUT, async () => {
     const dir = tempDir();
     const file = await generated(dir, "example.org", 0);
