@@ -32,6 +32,20 @@ describe("OpenID", () => {
     assert.equal(info.headers.get("access-control-allow-origin"), "*");
   });
 
+  test("guests get no OpenID token (403 M_GUEST_ACCESS_FORBIDDEN), as in Synapse", async () => {
+    const guestServer = await startServer({ server_name: "localhost", allow_guest_access: true });
+    try {
+      const reg = await request(guestServer.baseUrl, "POST", "/_matrix/client/v3/register?kind=guest", { body: {} });
+      assert.equal(reg.status, 200);
+      const guest = reg.body as { user_id: string; access_token: string };
+      const res = await request(guestServer.baseUrl, "POST", requestToken(guest.user_id), { token: guest.access_token, body: {} });
+      assert.equal(res.status, 403);
+      assert.deepEqual(res.body, { errcode: "M_GUEST_ACCESS_FORBIDDEN", error: "Guest access is not allowed here" });
+    } finally {
+      await guestServer.stop();
+    }
+  });
+
   test("request_token for another user is 403 M_FORBIDDEN", async () => {
     const res = await request(server.baseUrl, "POST", requestToken("@bob:localhost"), { token: alice.access_token, body: {} });
     assert.equal(res.status, 403);
