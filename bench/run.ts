@@ -274,7 +274,10 @@ async function main(): Promise<number> {
       meets_target: ratio >= s.target,
       /** Baseline CPU per request over Switchboard's: the same comparison, less sensitive to a busy machine. */
       ratio_cpu_efficiency: cpuRatio,
-      /** Switchboard's p99 over the baseline's (above 1: slower). Each p99 is the median of the slices' p99s. */
+      /**
+       * Switchboard's p99 over the baseline's (above 1: slower). Each p99 is the median of the
+       * slices' p99s, which autocannon gives in whole milliseconds: at 1–3 ms, a coarse figure.
+       */
       ratio_p99: baseline.p99_ms > 0 ? round(switchboard.p99_ms / baseline.p99_ms, 3) : null,
     };
   });

@@ -374,7 +374,11 @@ describe("switchboard CLI", { concurrency: 3 }, () => {
         void closed.then(() => reject(new Error(`exited before it was running:\n${out}`)));
       });
     } finally {
-      process.kill(-child.pid!, "SIGTERM");
+      try {
+        process.kill(-child.pid!, "SIGTERM"); // `script` and the server under it
+      } catch {
+        // already gone
+      }
     }
     await closed;
     // eslint-disable-next-line no-control-regex

@@ -65,6 +65,12 @@ describe("matrix_rtc.transports validation", () => {
     );
   });
 
+  test("a refused URL is quoted without its password", () => {
+    const message = problems("    - type: livekit\n      livekit_service_url: http://jwt:hunter2@a.example/livekit\n");
+    assert.match(message, /is "http:\/\/a\.example\/livekit", which is not allowed/);
+    assert.ok(!message.includes("hunter2"), message);
+  });
+
   test("plain http on a name that only starts like a loopback address is refused", () => {
     for (const host of ["127.example.com", "127.0.0.1.nip.io"]) {
       assert.match(problems(`    - type: livekit\n      livekit_service_url: http://${host}/livekit\n`), /http:\/\/ only for loopback hosts/);

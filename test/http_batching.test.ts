@@ -10,7 +10,7 @@ import { after, before, describe, test } from "node:test";
 import pino from "pino";
 import { createHttpApp, type App } from "../src/http/server.js";
 import { CS, startWithUsers, type User } from "./helpers/rooms.js";
-import type { TestServer } from "./helpers/server.js";
+import { until, type TestServer } from "./helpers/server.js";
 
 interface Got {
   status: number | undefined;
@@ -30,12 +30,6 @@ function get(url: string, agent: http.Agent, headers: Record<string, string> = {
     });
     req.on("error", reject);
   });
-}
-
-/** Waits for something the server does just after the client has its answer. */
-async function until(done: () => boolean): Promise<void> {
-  for (let i = 0; i < 500 && !done(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
-  assert.ok(done(), "the server never logged what was expected");
 }
 
 describe("concurrent requests answered in batches", () => {

@@ -328,9 +328,10 @@ describe("closing", () => {
       await slowArrived;
       const closed = app.close();
       await closing;
+      // The server must have read it before the first answer frees the connection.
+      const quickRead = new Promise<void>((resolve) => app.server.on("request", (req: http.IncomingMessage) => req.url === "/quick" && resolve()));
       socket.write("GET /quick HTTP/1.1\r\nhost: x\r\n\r\n");
-      // Let the server read it before the first answer frees the connection.
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await quickRead;
       release();
       await ended;
       await closed;

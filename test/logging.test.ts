@@ -12,7 +12,7 @@ import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import pino from "pino";
 import { createLogger, TurnBatchedDestination } from "../src/http/logging.js";
-import { registerUser, request, startServer, type TestServer } from "./helpers/server.js";
+import { registerUser, request, startServer, until, type TestServer } from "./helpers/server.js";
 
 const WHOAMI = "/_matrix/client/v3/account/whoami";
 
@@ -71,6 +71,11 @@ describe("the request line", () => {
     const unauthorised = requestLines(WHOAMI).find((l) => l.status === 401);
     assert.ok(unauthorised, "a line for the 401");
     assert.equal(unauthorised.user, undefined);
+    // Refused by Fastify before routing, and still logged.
+    const badUrl = "/_matrix/client/v3/profile/%zz";
+    assert.equal((await request(server.baseUrl, "GET", badUrl)).status, 400);
+    await until(() => requestLines(badUrl).length === 1);
+    assert.equal(requestLines(badUrl)[0]?.status, 400);
   });
 
   test("never contains an access token, from the query string or the header", async () => {
@@ -83,6 +88,10 @@ describe("the request line", () => {
     assert.equal(byQuery.status, 200);
     const line = requestLines(WHOAMI).find((l) => l.path?.includes("access_token"));
     assert.equal(line?.path, `${WHOAMI}?access_token=[redacted]&x=1`);
+    // The query parser decodes parameter names, so the redaction does too.
+    const encoded = await request(server.baseUrl, "GET", `${WHOAMI}?y=2&access%5Ftoken=${encodeURIComponent(second)}`);
+    assert.equal(encoded.status, 200);
+    assert.ok(requestLines(WHOAMI).some((l) => l.path === `${WHOAMI}?y=2&access%5Ftoken=[redacted]`));
     // Registration tokens are secrets too: checking one, and the admin API that names one.
     const validity = "/_matrix/client/v1/register/m.login.registration_token/validity";
     await request(server.baseUrl, "GET", `${validity}?token=sekritRegToken`);
@@ -90,6 +99,8 @@ describe("the request line", () => {
     const admin = "/_synapse/admin/v1/registration_tokens";
     await request(server.baseUrl, "GET", `${admin}/sekritAdminToken`, { token: second });
     assert.equal(requestLines(admin)[0]?.path, `${admin}/[redacted]`);
+    await request(server.baseUrl, "POST", `${admin}/new`, { token: second, body: {} });
+    assert.ok(requestLines(admin).some((l) => l.path === `${admin}/new`), "the endpoint that makes a token is not one");
     const all = written.join("");
     for (const secret of [user.access_token, second, "correct horse battery staple", "sekritRegToken", "sekritAdminToken"]) {
       assert.ok(!all.includes(secret), "a secret reached the log");

@@ -76,7 +76,7 @@ test("rc_login.failed_attempts also limits the password stage of user-interactiv
       assert.ok(Array.isArray(res.body.flows), "a failed stage still answers with the UIA flows");
     }
     assertLimited(await changePassword("guess 3"));
-    // Not even the right password gets through until the bucket drains, and nothing changed.
+    // Not even the right password gets through until the bucket drains.
     assertLimited(await changePassword(PASSWORD));
     assertLimited(await login(s.baseUrl, "victim"));
   });

@@ -16,6 +16,7 @@ const q = (s: string) => JSON.stringify(s);
 export function generateConfig(opts: GenerateOptions): string {
   const port = opts.port ?? 8008;
   const local = opts.serverName === "localhost" || opts.serverName.startsWith("localhost:");
+  // A server name with a port is reached there directly: nobody looks for its .well-known.
   const baseUrl = local ? `http://localhost:${port}/` : `https://${opts.serverName}/`;
   const dataPath = (file: string) => q(path.posix.join(opts.dataDir.split(path.sep).join("/"), file));
   const keyName = `${opts.serverName.replace(/[^A-Za-z0-9.-]/g, "_")}.signing.key`;
@@ -46,7 +47,7 @@ database:
 
 signing_key_path: ${dataPath(keyName)}
 ${
-  local
+  local || opts.serverName.includes(":")
     ? ""
     : `
 # Answer /.well-known/matrix/server with public_baseurl's host, so that the LiveKit JWT service

@@ -6,7 +6,7 @@
 import { readFileSync } from "node:fs";
 import type { LiveKitConfig } from "./config.js";
 import type { RawConfig } from "./schema.js";
-import { isLoopbackHost } from "./transports.js";
+import { isLoopbackHost, quotedUrl } from "./transports.js";
 import { parseDuration, Secret } from "./types.js";
 
 export function resolveLiveKit(
@@ -32,7 +32,7 @@ export function resolveLiveKit(
       warnings.push("livekit.url uses plain ws://; only clients on this machine can reach that SFU");
     } else {
       problems.push(
-        `\`livekit.url\` is ${JSON.stringify(lk.url)}, which is not allowed: browsers need wss:// (ws:// only for loopback hosts)`,
+        `\`livekit.url\` is ${quotedUrl(lk.url)}, which is not allowed: browsers need wss:// (ws:// only for loopback hosts)`,
       );
     }
   }

@@ -20,6 +20,15 @@ export function isLoopbackHost(host: string): boolean {
   return h === "localhost" || h.endsWith(".localhost") || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
+/** A URL as it may be quoted in an error message: any user name and password left out. */
+export function quotedUrl(value: string): string {
+  if (!hasUrlCredentials(value)) return JSON.stringify(value);
+  const url = new URL(value);
+  url.username = "";
+  url.password = "";
+  return JSON.stringify(url.toString());
+}
+
 /** Whether a string is a URL that carries a user name or password (`https://user:pass@host`). */
 export function hasUrlCredentials(value: string): boolean {
   if (!value.includes("@")) return false;
@@ -81,14 +90,14 @@ export function resolveTransports(
     try {
       parsed = new URL(url);
     } catch {
-      problems.push(`\`${where}.livekit_service_url\` is ${JSON.stringify(url)}, which is not allowed: expected an absolute https:// URL`);
+      problems.push(`\`${where}.livekit_service_url\` is ${quotedUrl(url)}, which is not allowed: expected an absolute https:// URL`);
       return;
     }
     if (parsed.protocol === "http:" && isLoopbackHost(parsed.hostname)) {
       warnings.push(`${where}.livekit_service_url uses plain http; that only works for clients on this machine`);
     } else if (parsed.protocol !== "https:") {
       problems.push(
-        `\`${where}.livekit_service_url\` is ${JSON.stringify(url)}, which is not allowed: expected an https:// URL (http:// only for loopback hosts)`,
+        `\`${where}.livekit_service_url\` is ${quotedUrl(url)}, which is not allowed: expected an https:// URL (http:// only for loopback hosts)`,
       );
       return;
     }

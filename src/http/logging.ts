@@ -77,15 +77,38 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream 
 }
 
 /** Query parameters that carry a secret: access tokens, and registration tokens being checked. */
-const SECRET_QUERY = /([?&](?:access_token|token)=)[^&]*/g;
-/** The admin API names a registration token in its path. */
-const TOKEN_IN_PATH = /^(\/_synapse\/admin\/v1\/registration_tokens\/)[^/?]+/;
+const SECRET_PARAMS = new Set(["access_token", "token"]);
+/** The admin API names a registration token in its path (`new` is the endpoint that makes one). */
+const TOKEN_IN_PATH = /^(\/_synapse\/admin\/v1\/registration_tokens\/)(?!new(?:[/?]|$))[^/?]+/;
 
-/** Hides access and registration tokens in a URL before it reaches a log line. */
+function paramName(raw: string): string {
+  try {
+    return decodeURIComponent(raw.replaceAll("+", " "));
+  } catch {
+    return raw;
+  }
+}
+
+/**
+ * Hides access and registration tokens in a URL before it reaches a log line. Parameter names
+ * are compared decoded, as the query parser reads them: `?access%5Ftoken=` is an access token.
+ */
 export function redactUrl(url: string): string {
-  // Nearly every URL has no token: skip the regular expressions for those.
-  if (!url.includes("token")) return url;
-  return url.replace(SECRET_QUERY, "$1[redacted]").replace(TOKEN_IN_PATH, "$1[redacted]");
+  // Nearly every URL has no token: skip the work for those.
+  if (!url.includes("token") && !url.includes("%")) return url;
+  const q = url.indexOf("?");
+  const path = (q < 0 ? url : url.slice(0, q)).replace(TOKEN_IN_PATH, "$1[redacted]");
+  if (q < 0) return path;
+  const query = url
+    .slice(q + 1)
+    .split("&")
+    .map((pair) => {
+      const eq = pair.indexOf("=");
+      if (eq < 0 || !SECRET_PARAMS.has(paramName(pair.slice(0, eq)))) return pair;
+      return `${pair.slice(0, eq)}=[redacted]`;
+    })
+    .join("&");
+  return `${path}?${query}`;
 }
 
 /**

@@ -107,3 +107,9 @@ export async function registerUser(
   if (res.status !== 200) throw new Error(`register ${username}: ${res.status} ${JSON.stringify(res.body)}`);
   return res.body as { user_id: string; access_token: string; device_id: string };
 }
+
+/** Waits (up to 5 s) for something the server does just after the client has its answer. */
+export async function until(done: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !done(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  if (!done()) throw new Error("the server never did what was expected");
+}

@@ -26,8 +26,11 @@ export function registerSyncRoutes(app: App, services: Services): void {
   const onRequest = authHook(services.auth, "required", { allowGuest: true });
 
   // Requests in a long-poll when the server begins to stop: answer them at once so the close is not held up.
+  // One that reaches its handler after that (it was still authenticating) does not wait at all.
   const inFlight = new Set<AbortController>();
+  let closing = false;
   app.addHook("preClose", async () => {
+    closing = true;
     for (const controller of inFlight) controller.abort();
   });
 
@@ -36,6 +39,7 @@ export function registerSyncRoutes(app: App, services: Services): void {
       const q = request.query;
       const stateAfter: StateAfterMode = q["org.matrix.msc4222.use_state_after"] ? "unstable" : q.use_state_after ? "stable" : "none";
       const controller = new AbortController();
+      if (closing) controller.abort();
       // The response's "close" fires when the client disconnects (and harmlessly once the reply is sent).
       const onClose = () => controller.abort();
       reply.raw.once("close", onClose);
