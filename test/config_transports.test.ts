@@ -4,19 +4,21 @@ import { describe, test } from "node:test";
 import { ConfigError } from "../src/config/errors.js";
 import { parseConfig } from "../src/config/load.js";
 
-function load(transports: string) {
-  return parseConfig(`server_name: example.org\nmatrix_rtc:\n  transports:\n${transports}`);
-}
+const withTransports = (transports: string) => `server_name: example.org\nmatrix_rtc:\n  transports:\n${transports}`;
+const load = (transports: string) => parseConfig(withTransports(transports));
 
-function problems(transports: string): string {
+/** The problems a refused config file is reported with. */
+function refused(yaml: string): string {
   try {
-    load(transports);
+    parseConfig(yaml);
   } catch (err) {
     assert.ok(err instanceof ConfigError, String(err));
     return err.problems.join("\n");
   }
   assert.fail("the config was accepted");
 }
+
+const problems = (transports: string) => refused(withTransports(transports));
 
 describe("matrix_rtc.transports validation", () => {
   test("a livekit entry with an https URL is accepted and served as configured", () => {
@@ -111,15 +113,6 @@ describe("matrix_rtc.transports validation", () => {
 describe("a hand-written rtc_foci in extra_well_known_client_content", () => {
   const withExtra = (foci: string) =>
     `server_name: example.org\nextra_well_known_client_content:\n  org.matrix.msc4143.rtc_foci:\n${foci}`;
-  const refused = (yaml: string): string => {
-    try {
-      parseConfig(yaml);
-    } catch (err) {
-      assert.ok(err instanceof ConfigError, String(err));
-      return err.problems.join("\n");
-    }
-    assert.fail("the config was accepted");
-  };
 
   test("meets the transports' rules, and the validated copy is what is kept", () => {
     const { config, warnings } = parseConfig(

@@ -5,12 +5,10 @@
  */
 import assert from "node:assert/strict";
 import http from "node:http";
-import { Writable } from "node:stream";
 import { after, before, describe, test } from "node:test";
-import pino from "pino";
-import { createHttpApp, type App } from "../src/http/server.js";
+import type { App } from "../src/http/server.js";
 import { CS, startWithUsers, type User } from "./helpers/rooms.js";
-import { until, type TestServer } from "./helpers/server.js";
+import { startBareApp, until, type LogLine, type TestServer } from "./helpers/server.js";
 
 interface Got {
   status: number | undefined;
@@ -56,38 +54,33 @@ describe("concurrent requests answered in batches", () => {
 });
 
 describe("handler styles", () => {
-  const lines: { level: number; msg: string }[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split("\n")) if (line) lines.push(JSON.parse(line) as { level: number; msg: string });
-      done();
-    },
-  });
   let app: App;
   let base: string;
+  let lines: LogLine[];
 
   before(async () => {
-    app = createHttpApp({ logger: pino({ level: "info" }, sink), bodyLimit: 1024, trustProxy: false });
     const body = { ok: true };
-    app.get("/sync-returns-body", () => body);
-    app.get("/sync-sends", (_request, reply) => {
-      reply.send(body);
-    });
-    app.get("/sync-returns-reply", (_request, reply) => reply.send(body));
-    app.get("/async-returns-body", async () => body);
-    app.get("/async-returns-reply", async (_request, reply) => reply.send(body));
-    app.get("/async-sends-then-returns-reply", async (_request, reply) => {
-      reply.send(body);
-      return reply;
-    });
-    // Wrong by Fastify's rules for async handlers (it must return the reply); it still gets one
-    // response, and a warning that says what to fix.
-    app.get("/async-sends-only", async (_request, reply) => {
-      reply.send(body);
-    });
-    await app.listen({ host: "127.0.0.1", port: 0 });
-    const addr = app.server.address();
-    base = `http://127.0.0.1:${typeof addr === "object" && addr ? addr.port : 0}`;
+    ({ app, baseUrl: base, lines } = await startBareApp(
+      (app) => {
+        app.get("/sync-returns-body", () => body);
+        app.get("/sync-sends", (_request, reply) => {
+          reply.send(body);
+        });
+        app.get("/sync-returns-reply", (_request, reply) => reply.send(body));
+        app.get("/async-returns-body", async () => body);
+        app.get("/async-returns-reply", async (_request, reply) => reply.send(body));
+        app.get("/async-sends-then-returns-reply", async (_request, reply) => {
+          reply.send(body);
+          return reply;
+        });
+        // Wrong by Fastify's rules for async handlers (it must return the reply); it still gets one
+        // response, and a warning that says what to fix.
+        app.get("/async-sends-only", async (_request, reply) => {
+          reply.send(body);
+        });
+      },
+      { logged: true },
+    ));
   });
   after(() => app.close());
 
@@ -148,48 +141,43 @@ describe("handler styles", () => {
 });
 
 describe("when responses are written, and when that fails", () => {
-  const lines: { level: number; msg: string; err?: { message: string } }[] = [];
   let app: App;
   let base: string;
+  let lines: LogLine[];
   const observed: boolean[] = [];
 
   before(async () => {
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, done) {
-        for (const line of chunk.toString().split("\n")) if (line) lines.push(JSON.parse(line) as (typeof lines)[number]);
-        done();
-      },
-    });
-    app = createHttpApp({ logger: pino({ level: "info" }, sink), bodyLimit: 1024, trustProxy: false });
     const body = { ok: true };
-    app.get("/observe", (_request, reply) => {
-      reply.send(body);
-      observed.push(reply.raw.headersSent);
-      setImmediate(() => observed.push(reply.raw.headersSent));
-    });
-    app.get("/ok", () => body);
-    app.get("/sends-then-throws", (_request, reply) => {
-      reply.type("text/plain").send("first");
-      throw new Error("thrown after sending");
-    });
-    // Fastify cannot write a payload that is not bytes: this serialiser gives it one, once.
-    app.get("/unwritable-once", (_request, reply) => {
-      let broken = true;
-      reply.serializer((payload: unknown) => {
-        const out = broken ? { not: "bytes" } : JSON.stringify(payload);
-        broken = false;
-        return out as string;
-      });
-      return body;
-    });
-    // Node refuses a header value with a line break, so no answer on this reply can be written.
-    app.get("/unwritable", (_request, reply) => {
-      reply.header("x-broken", "line\nbreak");
-      return body;
-    });
-    await app.listen({ host: "127.0.0.1", port: 0 });
-    const addr = app.server.address();
-    base = `http://127.0.0.1:${typeof addr === "object" && addr ? addr.port : 0}`;
+    ({ app, baseUrl: base, lines } = await startBareApp(
+      (app) => {
+        app.get("/observe", (_request, reply) => {
+          reply.send(body);
+          observed.push(reply.raw.headersSent);
+          setImmediate(() => observed.push(reply.raw.headersSent));
+        });
+        app.get("/ok", () => body);
+        app.get("/sends-then-throws", (_request, reply) => {
+          reply.type("text/plain").send("first");
+          throw new Error("thrown after sending");
+        });
+        // Fastify cannot write a payload that is not bytes: this serialiser gives it one, once.
+        app.get("/unwritable-once", (_request, reply) => {
+          let broken = true;
+          reply.serializer((payload: unknown) => {
+            const out = broken ? { not: "bytes" } : JSON.stringify(payload);
+            broken = false;
+            return out as string;
+          });
+          return body;
+        });
+        // Node refuses a header value with a line break, so no answer on this reply can be written.
+        app.get("/unwritable", (_request, reply) => {
+          reply.header("x-broken", "line\nbreak");
+          return body;
+        });
+      },
+      { logged: true },
+    ));
   });
   after(() => app.close());
 

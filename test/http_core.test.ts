@@ -7,9 +7,8 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
-import pino from "pino";
-import { beginDraining, createHttpApp } from "../src/http/server.js";
-import { registerUser, request, startServer, type Reply, type TestServer } from "./helpers/server.js";
+import { beginDraining } from "../src/http/server.js";
+import { registerUser, request, startBareApp, startServer, type Reply, type TestServer } from "./helpers/server.js";
 
 const LOGIN = "/_matrix/client/v3/login";
 const WHOAMI = "/_matrix/client/v3/account/whoami";
@@ -300,23 +299,22 @@ describe("discovery", () => {
 
 describe("closing", () => {
   test("a request that arrives once the close has begun is 503 M_UNKNOWN, with CORS headers", async () => {
-    const app = createHttpApp({ logger: pino({ level: "silent" }), bodyLimit: 1024, trustProxy: false });
     let release!: () => void;
     const held = new Promise<void>((resolve) => (release = resolve));
     let reached!: () => void;
     const slowArrived = new Promise<void>((resolve) => (reached = resolve));
     let closeBegan!: () => void;
     const closing = new Promise<void>((resolve) => (closeBegan = resolve));
-    app.get("/slow", async () => {
-      reached();
-      await held;
-      return { ok: true };
+    const { app, baseUrl } = await startBareApp((app) => {
+      app.get("/slow", async () => {
+        reached();
+        await held;
+        return { ok: true };
+      });
+      app.get("/quick", () => ({ ok: true }));
+      app.addHook("preClose", async () => closeBegan());
     });
-    app.get("/quick", () => ({ ok: true }));
-    app.addHook("preClose", async () => closeBegan());
-    await app.listen({ host: "127.0.0.1", port: 0 });
-    const addr = app.server.address();
-    const port = typeof addr === "object" && addr ? addr.port : 0;
+    const port = Number(new URL(baseUrl).port);
     // A connection busy with a request when the close begins, on which a second one then arrives.
     const socket = net.connect(port, "127.0.0.1");
     let received = "";
@@ -368,20 +366,18 @@ describe("draining, when stopping begins", () => {
     });
 
   test("responses in flight, and requests on idle keep-alive connections, end their connections", async () => {
-    const app = createHttpApp({ logger: pino({ level: "silent" }), bodyLimit: 1024, trustProxy: false });
     let reached!: () => void;
     const slowArrived = new Promise<void>((resolve) => (reached = resolve));
     let release!: () => void;
     const held = new Promise<void>((resolve) => (release = resolve));
-    app.get("/quick", (_request, reply) => reply.send({ ok: true }));
-    app.get("/slow", async () => {
-      reached();
-      await held;
-      return { ok: true };
+    const { app, baseUrl: base } = await startBareApp((app) => {
+      app.get("/quick", (_request, reply) => reply.send({ ok: true }));
+      app.get("/slow", async () => {
+        reached();
+        await held;
+        return { ok: true };
+      });
     });
-    await app.listen({ host: "127.0.0.1", port: 0 });
-    const addr = app.server.address();
-    const base = `http://127.0.0.1:${typeof addr === "object" && addr ? addr.port : 0}`;
     const idle = new http.Agent({ keepAlive: true, maxSockets: 1 });
     const busy = new http.Agent({ keepAlive: true, maxSockets: 1 });
     try {

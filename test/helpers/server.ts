@@ -5,9 +5,11 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { Writable } from "node:stream";
 import pino, { type Logger } from "pino";
 import { configFromObject } from "../../src/config/load.js";
 import { createHomeserver, type Homeserver, type HomeserverOptions } from "../../src/homeserver.js";
+import { createHttpApp, type App } from "../../src/http/server.js";
 import type { Clock } from "../../src/services/clock.js";
 
 export interface TestServer {
@@ -112,4 +114,35 @@ export async function registerUser(
 export async function until(done: () => boolean): Promise<void> {
   for (let i = 0; i < 500 && !done(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
   if (!done()) throw new Error("the server never did what was expected");
+}
+
+/** A bare HTTP app of the project's (`createHttpApp`) listening on a free loopback port. */
+export interface BareApp {
+  app: App;
+  baseUrl: string;
+  /** Every log line the app wrote, parsed; empty unless `logged` was set. */
+  lines: LogLine[];
+}
+
+export interface LogLine {
+  level: number;
+  msg: string;
+  err?: { message: string };
+}
+
+/** Makes an app with `createHttpApp`, lets `addRoutes` add to it, and starts it on loopback. */
+export async function startBareApp(addRoutes: (app: App) => void, opts: { logged?: boolean } = {}): Promise<BareApp> {
+  const lines: LogLine[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split("\n")) if (line) lines.push(JSON.parse(line) as LogLine);
+      done();
+    },
+  });
+  const logger = opts.logged ? pino({ level: "info" }, sink) : pino({ level: "silent" });
+  const app = createHttpApp({ logger, bodyLimit: 1024, trustProxy: false });
+  addRoutes(app);
+  await app.listen({ host: "127.0.0.1", port: 0 });
+  const addr = app.server.address();
+  return { app, baseUrl: `http://127.0.0.1:${typeof addr === "object" && addr ? addr.port : 0}`, lines };
 }
