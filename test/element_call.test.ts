@@ -110,7 +110,11 @@ class Recorder {
           const res = await r.response();
           entry.status = res?.status();
           if (res && kindOf(entry) !== undefined) entry.reply = await res.json().catch(() => undefined);
-        })(),
+        })().catch((err: unknown) => {
+          // A request that finishes while the page closes has no response left to read; the
+          // entry then shows why instead of an unhandled rejection after the test.
+          entry.failed ??= `response unreadable: ${err instanceof Error ? err.message : String(err)}`;
+        }),
       );
     });
     page.on("requestfailed", (r) => {
