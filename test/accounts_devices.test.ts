@@ -46,7 +46,7 @@ before(async () => {
   server = await startServer();
   [owner, stranger] = await Promise.all([registerUser(server.baseUrl, "owner"), registerUser(server.baseUrl, "stranger")]);
 });
-after(async () => server.stop());
+after(async () => server?.stop());
 
 describe("devices", () => {
   test("GET /devices lists the user's devices, and GET /devices/{id} one of them", async () => {

@@ -34,7 +34,7 @@ let server: TestServer;
 before(async () => {
   server = await startServer({ allow_guest_access: true });
 });
-after(async () => server.stop());
+after(async () => server?.stop());
 
 describe("open registration", () => {
   test("POST /register without auth is 401 with flows, params and session", async () => {

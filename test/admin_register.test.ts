@@ -26,7 +26,7 @@ let server: TestServer;
 before(async () => {
   server = await startServer({ registration_shared_secret: SECRET, enable_registration: false, enable_registration_without_verification: false });
 });
-after(async () => server.stop());
+after(async () => server?.stop());
 
 async function nonce(baseUrl = server.baseUrl): Promise<string> {
   const res = await request(baseUrl, "GET", URL);

@@ -86,7 +86,7 @@ async function serve(args: string[], cwd: string): Promise<Serving> {
         if (entry.msg === "Switchboard is running") resolve(entry.listening ?? []);
       }
     });
-    void exited.then((r) => reject(new Error(`switchboard exited (${r.code}/${r.signal}) before it was ready:\n${r.stderr}`)));
+    exited.then((r) => reject(new Error(`switchboard exited (${r.code}/${r.signal}) before it was ready:\n${r.stderr}`)), reject);
   });
   return { child, listening, exited, stderr: () => out.stderr, stdout: () => out.stdout };
 }

@@ -30,7 +30,7 @@ describe("client sequences", () => {
   before(async () => {
     server = await startServer({ matrix_rtc: { transports: [LIVEKIT] } });
   });
-  after(async () => server.stop());
+  after(async () => server?.stop());
 
   test("Element Call as a single-page app: versions → transports → OpenID token → userinfo", async () => {
     const user = await registerUser(server.baseUrl, "ecspa");

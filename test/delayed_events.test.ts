@@ -30,7 +30,7 @@ let carol: User;
 before(async () => {
   ({ server, users: [alice, bob, carol] } = await startWithUsers("alice", "bob", "carol"));
 });
-after(async () => server.stop());
+after(async () => server?.stop());
 
 /** A room where members may send the test state types. */
 const callRoom = () =>
@@ -128,13 +128,13 @@ describe("scheduling", () => {
 describe("management without an access token: the delay ID is the capability", () => {
   test("cancel: 200 {}, and the event never arrives", async () => {
     const roomId = await callRoom();
-    const delayId = delayIdOf(await delayedSend(alice, roomId, { body: "never", marker: "cancelled" }, 300));
+    const delayId = delayIdOf(await delayedSend(alice, roomId, { body: "never", marker: "cancelled" }, 1500));
     assert.deepEqual(ok(await manage(server.baseUrl, delayId, "cancel")), {});
     const status = await statusOf(alice, delayId);
     assert.equal(status.status, "finalised");
     assert.equal(status.outcome, "cancel");
     assert.equal(status.reason, "action");
-    await sleep(600);
+    await sleep(2000); // past the delay it was scheduled with
     assert.deepEqual(await withMarker(alice, roomId, "cancelled"), []);
   });
 
@@ -270,7 +270,7 @@ describe("state writes by others", () => {
   test("another user's write of the same state cancels the pending delayed state event", async () => {
     const roomId = await callRoom();
     const key = "shared-key";
-    const delayId = delayIdOf(await delayedState(alice, roomId, "org.example.call", key, { who: "alice-leave" }, 400));
+    const delayId = delayIdOf(await delayedState(alice, roomId, "org.example.call", key, { who: "alice-leave" }, 60_000));
     const other = delayIdOf(await delayedState(alice, roomId, "org.example.call", "other-key", { who: "alice-other" }, 400));
     await bob.putState(roomId, "org.example.call", key, { who: "bob" });
     const status = await statusOf(alice, delayId);
@@ -285,7 +285,7 @@ describe("state writes by others", () => {
 
   test("the same user's write does not cancel it", async () => {
     const roomId = await callRoom();
-    const delayId = delayIdOf(await delayedState(alice, roomId, "org.example.call", "mine", { state: "left" }, 400));
+    const delayId = delayIdOf(await delayedState(alice, roomId, "org.example.call", "mine", { state: "left" }, 1500));
     await alice.putState(roomId, "org.example.call", "mine", { state: "joined" });
     assert.equal((await statusOf(alice, delayId)).status, "scheduled");
     const status = await finalised(alice, delayId);
@@ -309,7 +309,7 @@ describe("firing goes through the auth rules of that moment", () => {
 
   test("a user kicked before the delay ends: recorded as failed with M_FORBIDDEN, not retried", async () => {
     const roomId = await callRoom();
-    const delayId = delayIdOf(await delayedSend(bob, roomId, { marker: "kicked" }, 300));
+    const delayId = delayIdOf(await delayedSend(bob, roomId, { marker: "kicked" }, 1500));
     ok(await alice.act("kick", roomId, bob.userId));
     await assertFailedForbidden(bob, delayId);
     assert.deepEqual(await withMarker(alice, roomId, "kicked"), []);
@@ -317,7 +317,7 @@ describe("firing goes through the auth rules of that moment", () => {
 
   test("power levels raised before the delay ends: recorded as failed", async () => {
     const roomId = await callRoom();
-    const delayId = delayIdOf(await delayedState(bob, roomId, "org.example.call", "bobs", { marker: "pl" }, 300));
+    const delayId = delayIdOf(await delayedState(bob, roomId, "org.example.call", "bobs", { marker: "pl" }, 1500));
     const pl = await alice.getState(roomId, "m.room.power_levels");
     await alice.putState(roomId, "m.room.power_levels", "", { ...pl, events: { ...(pl.events as object), "org.example.call": 100 } });
     await assertFailedForbidden(bob, delayId);

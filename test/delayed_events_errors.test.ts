@@ -32,7 +32,7 @@ before(async () => {
   bob = await User.register(server.baseUrl, "bob");
   roomId = await sharedRoom(alice, [bob]);
 });
-after(async () => server.stop());
+after(async () => server?.stop());
 
 /** Cancels every scheduled delayed event of `user`, so that the per-user limit does not leak between tests. */
 async function cancelAll(user: User): Promise<void> {

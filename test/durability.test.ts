@@ -64,7 +64,7 @@ function start(args: string[], cwd: string): Running {
         }
       }
     });
-    void exited.then((r) => reject(new Error(`switchboard exited (${r.code}/${r.signal}) before it was ready:\n${r.stderr}`)));
+    exited.then((r) => reject(new Error(`switchboard exited (${r.code}/${r.signal}) before it was ready:\n${r.stderr}`)), reject);
   });
   ready.catch(() => {}); // a test that expects an exit awaits `exited` instead
   return { child, exited, ready };

@@ -34,7 +34,7 @@ import { FakeLiveKit, LK_KEY, LK_SECRET, NO_LIMIT } from "./helpers/livekit.js";
 import { quietSdkLogs } from "./helpers/matrix-sdk.js";
 import { enc, User } from "./helpers/rooms.js";
 import { SdkClients } from "./helpers/sdk_clients.js";
-import { startServer, type TestServer } from "./helpers/server.js";
+import { startServer, teardown, type TestServer } from "./helpers/server.js";
 
 const ARTIFACTS = fileURLToPath(new URL("../../test-artifacts/", import.meta.url));
 const LK_PATH = "/livekit/jwt";
@@ -180,14 +180,16 @@ describe("Element Call in headless Chromium against Switchboard", { skip, timeou
     mkdirSync(ARTIFACTS, { recursive: true });
   });
 
-  after(async () => {
-    await Promise.all(sessions.splice(0).map((s) => s.stop()));
-    sdk?.stopAll();
-    await browser?.close();
-    await Promise.all(apps.splice(0).map((a) => a.close()));
-    await server?.stop();
-    await lk?.stop();
-  });
+  after(() =>
+    teardown(
+      () => Promise.all(sessions.splice(0).map((s) => s.stop())),
+      () => sdk?.stopAll(),
+      () => browser?.close(),
+      () => Promise.all(apps.splice(0).map((a) => a.close())),
+      () => server?.stop(),
+      () => lk?.stop(),
+    ),
+  );
 
   async function runCall(t: TestContext, mode: Mode, n: number): Promise<void> {
     const alice = await User.register(server.baseUrl, `ec_alice${n}`);

@@ -34,7 +34,7 @@ describe("concurrent requests answered in batches", () => {
   let server: TestServer;
   let users: readonly User[];
   before(async () => ({ server, users } = await startWithUsers("ann", "bob", "cat", "dan", "eve")));
-  after(() => server.stop());
+  after(async () => server?.stop());
 
   test("each of 400 whoami requests over 40 connections gets its own user's answer", async () => {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 40 });

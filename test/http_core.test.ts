@@ -43,7 +43,7 @@ before(async () => {
   });
   token = (await registerUser(server.baseUrl, "core")).access_token;
 });
-after(async () => server.stop());
+after(async () => server?.stop());
 
 describe("Matrix error envelope", () => {
   test("an unknown path is 404 M_UNRECOGNIZED", async () => {

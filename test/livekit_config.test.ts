@@ -152,7 +152,7 @@ describe("without livekit configured", () => {
   before(async () => {
     server = await startLiveKitServer({ livekit: null });
   });
-  after(async () => server.stop());
+  after(async () => server?.stop());
 
   test("the endpoints do not exist: 404 M_UNRECOGNIZED", async () => {
     const alice = await registerUser(server.baseUrl, "alice");

@@ -27,7 +27,7 @@ import {
   type TlsFront,
 } from "./helpers/livekit.js";
 import { User } from "./helpers/rooms.js";
-import { request, type TestServer } from "./helpers/server.js";
+import { request, teardown, type TestServer } from "./helpers/server.js";
 
 const USERINFO = "GET /_matrix/federation/v1/openid/userinfo";
 
@@ -77,12 +77,14 @@ describe("remote users", () => {
     bob = await User.register(remote.baseUrl, "bob");
     bobLogin = { user_id: bob.userId, access_token: bob.token, device_id: bob.deviceId };
   });
-  after(async () => {
-    for (const s of started) await s.stop();
-    await remote.stop();
-    await front.close();
-    await sfu.stop();
-  });
+  after(() =>
+    teardown(
+      ...started.map((s) => () => s.stop()),
+      () => remote?.stop(),
+      () => front?.close(),
+      () => sfu?.stop(),
+    ),
+  );
 
   describe("discovery through .well-known/matrix/server", () => {
     let local: TestServer;
@@ -193,11 +195,12 @@ describe("remote users", () => {
     test("restarted while connected, sent when gone, without a token; found by .well-known/matrix/client", async () => {
       const local = await service(trusted(testDialer({ "remote.test:443": toFront(), "remote.test": { address: "127.0.0.1" } })));
       const roomId = await bob.createRoom({});
-      const delayId = await scheduleLeave(remote.baseUrl, bobLogin, roomId, 2000);
+      // Long enough that discovery and the webhook come first on any machine; the test never waits it out.
+      const delayId = await scheduleLeave(remote.baseUrl, bobLogin, roomId, 10_000);
       const record = () => remote.homeserver.storage.delayedEvents.get(delayId) as Promise<DelayedEventRecord>;
       const openid = await openIdToken(remote.baseUrl, bobLogin);
       const seen = front.requests.length;
-      const res = await getToken(local, openid, { room_id: roomId, delay_id: delayId, delay_timeout: 2000 });
+      const res = await getToken(local, openid, { room_id: roomId, delay_id: delayId, delay_timeout: 10_000 });
       assert.equal(res.status, 200, JSON.stringify(res.body));
       assert.ok(front.requests.slice(seen).includes("GET /.well-known/matrix/client"));
 

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { after, before, describe, test } from "node:test";
+import { after, afterEach, before, describe, test } from "node:test";
 import { TokenVerifier } from "livekit-server-sdk";
 import { LeaveDelegations } from "../src/services/livekit/delegation.js";
 import { remoteLeaveActions, type ActionOutcome, type LeaveAction } from "../src/services/livekit/leave_actions.js";
@@ -59,14 +59,11 @@ describe("room creation through LiveKit's room service", () => {
 describe("an unreachable SFU", () => {
   let server: TestServer;
   before(async () => {
-    // A port that was free a moment ago: nothing listens there.
-    const probe = http.createServer();
-    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
-    const port = (probe.address() as AddressInfo).port;
-    await new Promise<void>((r) => probe.close(() => r()));
-    server = await startLiveKitServer({ livekit: { url: `ws://127.0.0.1:${port}` } });
+    // Port 2 is privileged and unassigned, so nothing listens there (a port freed a moment ago could be
+    // taken again), and unlike port 1 it is not on fetch's list of blocked ports.
+    server = await startLiveKitServer({ livekit: { url: "ws://127.0.0.1:2" } });
   });
-  after(async () => server.stop());
+  after(async () => server?.stop());
 
   test("get_token answers 500 M_UNKNOWN saying the room could not be created, and why", async () => {
     const alice = await registerUser(server.baseUrl, "alice");
@@ -154,6 +151,14 @@ describe("a remote homeserver's delayed-event API, as a delegated leave calls it
 describe("delegated-leave jobs", () => {
   const quiet = { info() {}, warn() {} };
   const absent = { participantPresent: async () => false };
+  // Stopped after each test, failed or not, so that no restart loop outlives its test.
+  const made: LeaveDelegations[] = [];
+  afterEach(() => made.splice(0).forEach((jobs) => jobs.stop()));
+  function delegations(deps: ConstructorParameters<typeof LeaveDelegations>[0]): LeaveDelegations {
+    const jobs = new LeaveDelegations(deps);
+    made.push(jobs);
+    return jobs;
+  }
 
   function recorder(script: (action: LeaveAction, n: number) => ActionOutcome) {
     const calls: LeaveAction[] = [];
@@ -161,7 +166,7 @@ describe("delegated-leave jobs", () => {
   }
 
   test("joined: restarts at once and then every 80 % of the delay; left: sends once and finishes", async () => {
-    const jobs = new LeaveDelegations({ probe: absent, sanityIntervalMs: 0, clock: systemClock, logger: quiet });
+    const jobs = delegations({ probe: absent, sanityIntervalMs: 0, clock: systemClock, logger: quiet });
     const r = recorder(() => ({ kind: "done" }));
     jobs.add({ room: "R", identity: "I", delayId: "d", delayTimeoutMs: 500, actions: r.actions, userId: "@u:x" });
     jobs.participantEvent("R", "I", "joined");
@@ -170,42 +175,38 @@ describe("delegated-leave jobs", () => {
     await eventually(() => (jobs.list().length === 0 ? true : undefined), 2000, "the job to finish");
     assert.equal(r.calls.filter((c) => c === "send").length, 1);
     assert.equal(r.calls.at(-1), "send");
-    jobs.stop();
   });
 
   test("a restart answered 404 ends the job without sending", async () => {
-    const jobs = new LeaveDelegations({ probe: absent, sanityIntervalMs: 0, clock: systemClock, logger: quiet });
+    const jobs = delegations({ probe: absent, sanityIntervalMs: 0, clock: systemClock, logger: quiet });
     const r = recorder(() => ({ kind: "gone" }));
     jobs.add({ room: "R", identity: "I", delayId: "d", delayTimeoutMs: 5000, actions: r.actions, userId: "@u:x" });
     jobs.participantEvent("R", "I", "joined");
     await eventually(() => (jobs.list().length === 0 ? true : undefined), 2000, "the job to end");
     assert.deepEqual(r.calls, ["restart"]);
-    jobs.stop();
   });
 
   test("found by polling, then gone from the SFU at a sanity check: the leave is sent", async () => {
     let present = true;
     const probe = { participantPresent: async () => present };
-    const jobs = new LeaveDelegations({ probe, sanityIntervalMs: 100, clock: systemClock, logger: quiet });
+    const jobs = delegations({ probe, sanityIntervalMs: 100, clock: systemClock, logger: quiet });
     const r = recorder(() => ({ kind: "done" }));
     jobs.add({ room: "R", identity: "I", delayId: "d", delayTimeoutMs: 10_000, actions: r.actions, userId: "@u:x" });
     await eventually(() => (jobs.list()[0]?.state === "connected" ? true : undefined), 2000, "connected");
     present = false;
     await eventually(() => (r.calls.includes("send") ? true : undefined), 2000, "the leave");
-    jobs.stop();
   });
 
   test("never seen on the SFU within the delay: the leave is sent", async () => {
-    const jobs = new LeaveDelegations({ probe: absent, sanityIntervalMs: 0, clock: systemClock, logger: quiet });
+    const jobs = delegations({ probe: absent, sanityIntervalMs: 0, clock: systemClock, logger: quiet });
     const r = recorder(() => ({ kind: "done" }));
     jobs.add({ room: "R", identity: "I", delayId: "d", delayTimeoutMs: 300, actions: r.actions, userId: "@u:x" });
     await eventually(() => (r.calls.includes("send") ? true : undefined), 2000, "the leave");
     assert.ok(!r.calls.includes("restart"));
-    jobs.stop();
   });
 
   test("a new job for the same participant replaces the old one; a lost connection before joining aborts", async () => {
-    const jobs = new LeaveDelegations({ probe: absent, sanityIntervalMs: 0, clock: systemClock, logger: quiet });
+    const jobs = delegations({ probe: absent, sanityIntervalMs: 0, clock: systemClock, logger: quiet });
     const first = recorder(() => ({ kind: "done" }));
     const second = recorder(() => ({ kind: "done" }));
     const old = jobs.add({ room: "R", identity: "I", delayId: "d1", delayTimeoutMs: 300, actions: first.actions, userId: "@u:x" });
@@ -216,16 +217,14 @@ describe("delegated-leave jobs", () => {
     await new Promise((r) => setTimeout(r, 400));
     assert.deepEqual(first.calls, [], "the replaced job does nothing more");
     assert.deepEqual(second.calls, [], "an aborted job sends nothing: the client's own timer stands");
-    jobs.stop();
   });
 
   test("a failing restart is retried on a backoff, within the delay", async () => {
-    const jobs = new LeaveDelegations({ probe: absent, sanityIntervalMs: 0, clock: systemClock, logger: quiet });
+    const jobs = delegations({ probe: absent, sanityIntervalMs: 0, clock: systemClock, logger: quiet });
     const r = recorder((_a, n) => (n === 1 ? { kind: "retry", afterMs: 50, reason: "429" } : { kind: "done" }));
     jobs.add({ room: "R", identity: "I", delayId: "d", delayTimeoutMs: 5000, actions: r.actions, userId: "@u:x" });
     jobs.participantEvent("R", "I", "joined");
     await eventually(() => (r.calls.length >= 2 ? true : undefined), 2000, "the retry");
     assert.equal(jobs.list()[0]?.state, "connected");
-    jobs.stop();
   });
 });

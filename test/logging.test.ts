@@ -42,7 +42,7 @@ before(async () => {
   server = await startServer({ log_level: "info" }, { logger });
   user = await registerUser(server.baseUrl, "logged");
 });
-after(async () => server.stop());
+after(async () => server?.stop());
 
 describe("the request line", () => {
   test("gives method, path, status, duration, user and client address", async () => {

@@ -17,7 +17,7 @@ describe("OpenID", () => {
     server = await startServer({ server_name: "localhost" });
     alice = await registerUser(server.baseUrl, "alice");
   });
-  after(async () => server.stop());
+  after(async () => server?.stop());
 
   test("request_token returns a Bearer token for this server that expires in an hour", async () => {
     const res = await request(server.baseUrl, "POST", requestToken(alice.user_id), { token: alice.access_token, body: {} });
@@ -145,7 +145,7 @@ describe("listener resources", () => {
     });
     urls = server.homeserver.urls();
   });
-  after(async () => server.stop());
+  after(async () => server?.stop());
 
   test("userinfo is served where openid or federation is, and not on a client-only listener", async () => {
     const [client, openid, federation] = urls as [string, string, string];

@@ -13,7 +13,7 @@ let carol: User;
 before(async () => {
   ({ server, users: [alice, bob, carol] } = await startWithUsers("alice", "bob", "carol"));
 });
-after(async () => server.stop());
+after(async () => server?.stop());
 
 /** Every event of a room, oldest first. */
 async function history(user: User, roomId: string): Promise<Ev[]> {

@@ -12,7 +12,7 @@ let carol: User;
 before(async () => {
   ({ server, users: [alice, bob, carol] } = await startWithUsers("alice", "bob", "carol"));
 });
-after(async () => server.stop());
+after(async () => server?.stop());
 
 async function memberEvent(viewer: User, roomId: string, userId: string): Promise<Ev> {
   const state = (await viewer.fullState(roomId)).find((e) => e.type === "m.room.member" && e.state_key === userId);

@@ -18,7 +18,7 @@ let carol: User;
 before(async () => {
   ({ server, users: [alice, bob, carol] } = await startWithUsers("alice", "bob", "carol"));
 });
-after(async () => server.stop());
+after(async () => server?.stop());
 
 /** A call membership as Element Call sends it. */
 function joinContent(deviceId: string, roomId: string): Record<string, unknown> {

@@ -14,7 +14,7 @@ before(async () => {
   ({ server, users: [alice, bob, carol, dave] } = await startWithUsers("alice", "bob", "carol", "dave"));
   ok(await alice.req("PUT", `/profile/${enc(alice.userId)}/displayname`, { displayname: "Alice A" }));
 });
-after(async () => server.stop());
+after(async () => server?.stop());
 
 interface Page {
   chunk: Ev[];

@@ -12,7 +12,7 @@ let carol: User;
 before(async () => {
   ({ server, users: [alice, bob, carol] } = await startWithUsers("alice", "bob", "carol"));
 });
-after(async () => server.stop());
+after(async () => server?.stop());
 
 async function getEvent(user: User, roomId: string, eventId: string): Promise<Ev> {
   return ok(await user.event(roomId, eventId)) as unknown as Ev;

@@ -17,7 +17,7 @@ describe("rtc/transports with transports configured", () => {
     server = await startServer({ matrix_rtc: { transports: [LIVEKIT, FOCUS_A] }, allow_guest_access: true });
     token = (await registerUser(server.baseUrl, "rtcuser")).access_token;
   });
-  after(async () => server.stop());
+  after(async () => server?.stop());
 
   for (const path of [UNSTABLE, STABLE]) {
     test(`${path} lists the transports in configured order`, async () => {
@@ -86,7 +86,7 @@ describe("rtc/transports with nothing configured", () => {
   before(async () => {
     server = await startServer();
   });
-  after(async () => server.stop());
+  after(async () => server?.stop());
 
   test("answers an empty list, never a missing key", async () => {
     const { access_token } = await registerUser(server.baseUrl, "empty");
@@ -109,7 +109,7 @@ describe("rtc/transports switched off", () => {
     server = await startServer({ experimental_features: { msc4143_enabled: false }, matrix_rtc: { transports: [LIVEKIT] } });
     token = (await registerUser(server.baseUrl, "off")).access_token;
   });
-  after(async () => server.stop());
+  after(async () => server?.stop());
 
   for (const path of [UNSTABLE, STABLE]) {
     test(`${path} is 404 M_UNRECOGNIZED`, async () => {
@@ -136,7 +136,7 @@ describe("well-known settings", () => {
       },
     });
   });
-  after(async () => server.stop());
+  after(async () => server?.stop());
 
   test("advertise_in_well_known: false leaves rtc_foci out; extra content merges but cannot override m.homeserver", async () => {
     const res = await request(server.baseUrl, "GET", "/.well-known/matrix/client");
@@ -156,7 +156,7 @@ describe("rate limit", () => {
       rc_rtc_transports: { per_second: 0.001, burst_count: 2 },
     });
   });
-  after(async () => server.stop());
+  after(async () => server?.stop());
 
   test("is per user and answers 429 M_LIMIT_EXCEEDED with retry_after_ms", async () => {
     const a = (await registerUser(server.baseUrl, "limited-a")).access_token;
@@ -178,7 +178,7 @@ describe("/versions", () => {
   before(async () => {
     server = await startServer();
   });
-  after(async () => server.stop());
+  after(async () => server?.stop());
 
   test("advertises msc4143, is publicly cacheable without a token and varies on Authorization", async () => {
     const res = await request(server.baseUrl, "GET", "/_matrix/client/versions");

@@ -7,7 +7,7 @@ let server: TestServer;
 before(async () => {
   server = await startServer();
 });
-after(async () => server.stop());
+after(async () => server?.stop());
 
 test("versions answers", async () => {
   const res = await request(server.baseUrl, "GET", "/_matrix/client/versions");

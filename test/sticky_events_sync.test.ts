@@ -44,7 +44,7 @@ let n = 0;
 before(async () => {
   server = await startServer({}, { clock });
 });
-after(async () => server.stop());
+after(async () => server?.stop());
 
 const user = () => User.register(server.baseUrl, `sticky${++n}`);
 
@@ -207,7 +207,7 @@ describe("MatrixRTCSession in sticky mode (Element Call's matrix_2_0), two matri
     await becomes(sa, both, "Alice to see both");
     await becomes(sb, both, "Bob to see both");
 
-    assert.equal(await sa.leaveRoomSession(5000), true);
+    assert.equal(await sa.leaveRoomSession(20_000), true);
     await becomes(sb, [`${bob.userId}|${bob.deviceId}`], "Bob to see only himself");
     await becomes(sa, [`${bob.userId}|${bob.deviceId}`], "Alice to see only Bob");
   });

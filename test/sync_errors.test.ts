@@ -33,7 +33,7 @@ describe("sync and user-data errors", () => {
     roomId = await createRoom(base, alice);
     eventId = await sendMessage(base, alice, roomId, "x");
   });
-  after(async () => server.stop());
+  after(async () => server?.stop());
 
   test("/sync", async () => {
     await expectError(call("GET", "/sync", { user: null }), 401, "M_MISSING_TOKEN");

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { registerUser, request, startServer, type TestServer } from "./helpers/server.js";
+import { registerUser, request, startServer, until, type TestServer } from "./helpers/server.js";
 import {
   bodies,
   createRoom,
@@ -33,7 +33,7 @@ describe("/sync", () => {
     server = await startServer();
     base = server.baseUrl;
   });
-  after(async () => server.stop());
+  after(async () => server?.stop());
 
   test("initial sync: limited timeline, state at its start, prev_batch that /messages pages back from", async () => {
     const alice = await user();
@@ -153,8 +153,17 @@ describe("/sync", () => {
     try {
       const alice = await registerUser(other.baseUrl, "stopper");
       const first = await sync(other.baseUrl, alice);
+      // Stop only once the long-poll is waiting inside the server, however slow the machine.
+      const notifier = other.homeserver.services.notifier;
+      const wait = notifier.wait.bind(notifier);
+      let waiting = false;
+      notifier.wait = (...args) => {
+        waiting = true;
+        return wait(...args);
+      };
       const polling = sync(other.baseUrl, alice, { since: first.next_batch, timeout: 600_000 });
-      await new Promise((r) => setTimeout(r, 100));
+      polling.catch(() => {}); // awaited below; this only keeps a failure from being unhandled meanwhile
+      await until(() => waiting);
       await other.stop();
       const res = await polling;
       assert.equal(res.next_batch, first.next_batch);

@@ -22,7 +22,7 @@ describe("/sync and membership", () => {
     server = await startServer();
     base = server.baseUrl;
   });
-  after(async () => server.stop());
+  after(async () => server?.stop());
 
   test("invites: rooms.invite with stripped invite_state, reported once", async () => {
     const alice = await user();

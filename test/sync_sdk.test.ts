@@ -22,7 +22,7 @@ describe("matrix-js-sdk clients syncing", () => {
     server = await startServer();
     clients = await SdkClients.create(server.baseUrl);
   });
-  after(async () => server.stop());
+  after(async () => server?.stop());
 
   async function user(): Promise<Login> {
     return registerUser(server.baseUrl, `sdk${++n}`);
@@ -83,6 +83,8 @@ describe("matrix-js-sdk clients syncing", () => {
       await until(bob, "his own ban", () => bob.getRoom(roomId)?.getMyMembership() === "ban");
       const last = (await carol.sendTextMessage(roomId, "after the ban")).event_id;
       await until(alice, "the last message", () => messageIds(alice.getRoom(roomId)).includes(last));
+      // Carol's own message joins her timeline only when her sync echoes it back.
+      await until(carol, "her own echo", () => messageIds(carol.getRoom(roomId)).includes(last));
 
       const onServer = await request(server.baseUrl, "GET", `${C}/rooms/${enc(roomId)}/state`, { token: aliceLogin.access_token });
       const expected = new Map((onServer.body as unknown as Ev[]).map((e) => [`${e.type}|${e.state_key}`, e.event_id!]));

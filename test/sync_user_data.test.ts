@@ -23,7 +23,7 @@ describe("user data in /sync", () => {
     server = await startServer();
     base = server.baseUrl;
   });
-  after(async () => server.stop());
+  after(async () => server?.stop());
 
   test("account data: global and per room, read back, and delivered by sync once", async () => {
     const alice = await user();
@@ -104,7 +104,7 @@ describe("user data in /sync", () => {
     const alice = await user();
     const roomId = await createRoom(base, alice);
     const first = await sync(base, alice);
-    await put(alice, `/rooms/${enc(roomId)}/typing/${enc(alice.user_id)}`, { typing: true, timeout: 100 });
+    await put(alice, `/rooms/${enc(roomId)}/typing/${enc(alice.user_id)}`, { typing: true, timeout: 1500 });
     const started = await sync(base, alice, { since: first.next_batch });
     assert.deepEqual(started.rooms.join[roomId]!.ephemeral!.events[0]!.content, { user_ids: [alice.user_id] });
     const expired = await sync(base, alice, { since: started.next_batch, timeout: 30000 });

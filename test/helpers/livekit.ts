@@ -70,6 +70,8 @@ export class FakeLiveKit {
   #server = http.createServer((req, res) => this.#handle(req, res)).on("upgrade", (req: http.IncomingMessage, socket: import("node:net").Socket) => {
     const url = new URL(req.url ?? "/", "http://sfu.invalid");
     this.signalAttempts.push({ path: url.pathname, token: url.searchParams.get("access_token") });
+    // Node drops its own error listener on upgrade: a browser resetting the socket must not crash the test.
+    socket.on("error", () => {});
     if (this.#holdSignal) {
       this.#held.add(socket);
       socket.once("close", () => this.#held.delete(socket));
@@ -173,7 +175,7 @@ export async function tlsFront(tlsOpts: { key: string; cert: string }): Promise<
       res.writeHead(up.statusCode ?? 502, up.headers);
       up.pipe(res);
     });
-    upstream.on("error", () => res.writeHead(502).end());
+    upstream.on("error", () => (res.headersSent ? res.destroy() : res.writeHead(502).end()));
     req.pipe(upstream);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));

@@ -110,9 +110,9 @@ export async function registerUser(
   return res.body as { user_id: string; access_token: string; device_id: string };
 }
 
-/** Waits (up to 5 s) for something the server does just after the client has its answer. */
+/** Waits (up to 15 s, for a loaded machine) for something the server does just after the client has its answer. */
 export async function until(done: () => boolean): Promise<void> {
-  for (let i = 0; i < 500 && !done(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  for (let i = 0; i < 1500 && !done(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
   if (!done()) throw new Error("the server never did what was expected");
 }
 
@@ -145,4 +145,21 @@ export async function startBareApp(addRoutes: (app: App) => void, opts: { logged
   await app.listen({ host: "127.0.0.1", port: 0 });
   const addr = app.server.address();
   return { app, baseUrl: `http://127.0.0.1:${typeof addr === "object" && addr ? addr.port : 0}`, lines };
+}
+
+/**
+ * Runs teardown steps in order, each even if one before it failed, so that a failed step never
+ * leaves a server, browser or child holding the test process open; then reports the failures.
+ */
+export async function teardown(...steps: (() => unknown)[]): Promise<void> {
+  const failures: unknown[] = [];
+  for (const step of steps) {
+    try {
+      await step();
+    } catch (err) {
+      failures.push(err);
+    }
+  }
+  if (failures.length === 1) throw failures[0];
+  if (failures.length > 1) throw new AggregateError(failures, "several teardown steps failed");
 }
