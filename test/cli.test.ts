@@ -455,4 +455,67 @@ describe("switchboard CLI", { concurrency: 3 }, () => {
       });
     }
   });
+
+  test("once stopping, new connections are refused while a request in flight still finishes", TIMEOUT, async () => {
+    const dir = tempDir();
+    const file = await generated(dir, "example.org", 0);
+    const made = await run(["register-user", "--config", file, "--user", "dan", "--password", "dan pw"], dir);
+    assert.equal(made.code, 0, made.stderr);
+    const server = await serve(["-c", file], dir);
+    const url = new URL(`${server.listening[0]!}/_matrix/client/v3/login`);
+    const body = JSON.stringify({ type: "m.login.password", identifier: { type: "m.id.user", user: "dan" }, password: "dan pw" });
+    const half = body.length >> 1;
+    try {
+      // The test holds the request in flight by sending only half of its body until the end. The
+      // signal waits for "100 Continue": by then the server has the request, not just bytes in a socket.
+      const req = http.request(url, {
+        method: "POST",
+        agent: false,
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), expect: "100-continue" },
+      });
+      const received = new Promise<void>((resolve) => req.once("continue", () => resolve()));
+      const answered = new Promise<{ status?: number; connection?: string; body: Record<string, unknown> }>((resolve, reject) => {
+        req.on("response", (res) => {
+          let text = "";
+          res.setEncoding("utf8").on("data", (d: string) => (text += d));
+          res.on("end", () => resolve({ status: res.statusCode, connection: res.headers.connection, body: JSON.parse(text) as Record<string, unknown> }));
+          res.on("error", reject);
+        });
+        req.on("error", reject);
+      });
+      req.flushHeaders();
+      await received;
+      await new Promise<void>((resolve) => req.write(body.slice(0, half), () => resolve()));
+      assert.ok(server.child.kill("SIGTERM"));
+
+      // The listener closes at once: a new connection is refused (the request above is still open).
+      const connect = () =>
+        new Promise<string>((resolve) => {
+          const socket = net.connect(Number(url.port), url.hostname);
+          socket.once("connect", () => {
+            socket.destroy();
+            resolve("accepted");
+          });
+          socket.once("error", (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+        });
+      let outcome = await connect();
+      for (let i = 0; i < 300 && outcome === "accepted"; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        outcome = await connect();
+      }
+      assert.equal(outcome, "ECONNREFUSED");
+      assert.equal(server.child.exitCode, null, "still running while the request is in flight");
+
+      req.end(body.slice(half));
+      const answer = await answered;
+      assert.equal(answer.status, 200, JSON.stringify(answer.body));
+      assert.equal(answer.body.user_id, "@dan:example.org");
+      assert.equal(answer.connection, "close");
+      const end = await server.exited;
+      assert.equal(end.code, 0, end.stderr);
+      assert.equal(end.signal, null);
+    } finally {
+      if (server.child.exitCode === null && !server.child.killed) server.child.kill("SIGKILL");
+    }
+  });
 });
