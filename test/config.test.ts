@@ -138,6 +138,20 @@ describe("a bad config file exits 2, naming the key and line", { concurrency: 3 
     assert.match(lines[1]!, /line 5: unknown key `unknown_one`/);
   });
 
+  test("more than eight problems are all reported, not only the first few", () => {
+    const wrong = ["enable_registration", "allow_guest_access", "turn_allow_guests", "serve_server_wellknown", "registration_requires_token"];
+    const text = `${BASE}log_level: loud\n${wrong.map((k) => `${k}: "maybe"\n`).join("")}${["a", "b", "c", "d", "e"].map((k) => `unknown_${k}: 1\n`).join("")}`;
+    let problems: string[] = [];
+    try {
+      parseConfig(text, "/srv/switchboard.yaml");
+    } catch (err) {
+      problems = (err as ConfigError).problems;
+    }
+    assert.equal(problems.length, 11, problems.join("\n"));
+    for (const key of ["log_level", ...wrong]) assert.ok(problems.some((p) => p.includes(`\`${key}\` is `)), `${key} is reported`);
+    for (const k of ["a", "b", "c", "d", "e"]) assert.ok(problems.some((p) => p.includes(`unknown key \`unknown_${k}\``)), `unknown_${k} is reported`);
+  });
+
   test("PostgreSQL is accepted by the schema but answered 'not supported yet' with exit 2", { timeout: 90_000 }, async () => {
     const { dir, file } = configFile(
       `${BASE}database:\n  name: psycopg2\n  args:\n    user: synapse\n    password: pw-secret-cafe\n    host: localhost\n    dbname: synapse\n`,
@@ -147,7 +161,7 @@ describe("a bad config file exits 2, naming the key and line", { concurrency: 3 
       assert.equal(r.code, 2, `${what}: ${r.stdout}${r.stderr}`);
       assert.equal(
         r.stderr,
-        `switchboard: configuration error:\n  ${file}: \`database.name\`: PostgreSQL (psycopg2/postgres) is not supported yet; use \`name: sqlite3\` with \`args.database\`\n`,
+        `switchboard: configuration error:\n  ${file}: line ${BASE.split("\n").length + 1}: \`database.name\`: PostgreSQL (psycopg2/postgres) is not supported yet; use \`name: sqlite3\` with \`args.database\`\n`,
       );
     }
   });

@@ -21,6 +21,50 @@ function refused(yaml: string): string {
 const problems = (transports: string) => refused(withTransports(transports));
 
 describe("matrix_rtc.transports validation", () => {
+  test("each problem gives its line in the file, in line order", () => {
+    const yaml = [
+      "server_name: example.org", // 1
+      "matrix_rtc:", // 2
+      "  transports:", // 3
+      "    - type: livekit", // 4
+      "      livekit_service_url: /relative", // 5
+      "    - type: livekit", // 6
+      "      livekit_service_url: https://jwt.example.org", // 7
+      "      colour: blue", // 8
+      "    - type: livekit", // 9
+      "    - type: custom", // 10
+      "      settings:", // 11
+      "        api_key: abc", // 12
+      "extra_well_known_client_content:", // 13
+      '  "org.matrix.msc4143.rtc_foci":', // 14
+      "    - type: livekit", // 15
+      "      livekit_service_url: http://jwt.example.org", // 16
+      "",
+    ].join("\n");
+    const lines = refused(yaml).split("\n");
+    assert.equal(lines.length, 5, lines.join("\n"));
+    assert.match(lines[0]!, /^line 5: `matrix_rtc\.transports\[0\]\.livekit_service_url` is "\/relative"/);
+    assert.match(lines[1]!, /^line 8: unknown key `matrix_rtc\.transports\[1\]\.colour`/);
+    // A missing key is reported at its entry.
+    assert.match(lines[2]!, /^line 9: `matrix_rtc\.transports\[2\]\.livekit_service_url` is missing/);
+    assert.match(lines[3]!, /^line 12: `matrix_rtc\.transports\[3\]\.settings\.api_key` looks like a secret/);
+    assert.match(lines[4]!, /^line 16: `extra_well_known_client_content\["org\.matrix\.msc4143\.rtc_foci"\]\[0\]\.livekit_service_url` is "http:/);
+  });
+
+  test("a URL whose query names a secret-looking parameter is refused", () => {
+    assert.match(
+      problems("    - type: livekit\n      livekit_service_url: https://jwt.example.org/?access_token=abc\n"),
+      /`matrix_rtc\.transports\[0\]\.livekit_service_url` is a URL whose query parameter `access_token` looks like a secret/,
+    );
+    assert.match(
+      problems("    - type: custom\n      url: https://sfu.example.org/?API_KEY=abc\n"),
+      /`matrix_rtc\.transports\[0\]\.url` is a URL whose query parameter `API_KEY` looks like a secret/,
+    );
+    // Other query parameters are fine.
+    const { config } = load("    - type: livekit\n      livekit_service_url: https://jwt.example.org/?region=eu\n");
+    assert.equal(config.matrixRtc.transports[0]!.livekit_service_url, "https://jwt.example.org/?region=eu");
+  });
+
   test("a livekit entry with an https URL is accepted and served as configured", () => {
     const { config, warnings } = load("    - type: livekit\n      livekit_service_url: https://jwt.example.org/livekit\n");
     assert.deepEqual(config.matrixRtc.transports, [{ type: "livekit", livekit_service_url: "https://jwt.example.org/livekit" }]);

@@ -119,6 +119,12 @@ describe("rtc/transports switched off", () => {
     });
   }
 
+  test("/.well-known/matrix/client has no rtc_foci either", async () => {
+    const res = await request(server.baseUrl, "GET", "/.well-known/matrix/client");
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.body, { "m.homeserver": { base_url: "http://localhost/" } });
+  });
+
   test("/versions still has the flag, set to false", async () => {
     const res = await request(server.baseUrl, "GET", "/_matrix/client/versions");
     assert.equal((res.body.unstable_features as Record<string, boolean>)["org.matrix.msc4143"], false);
@@ -185,6 +191,14 @@ describe("/versions", () => {
     assert.equal(res.status, 200);
     assert.equal((res.body.unstable_features as Record<string, boolean>)["org.matrix.msc4143"], true);
     assert.match(res.headers.get("cache-control") ?? "", /^public/);
+    assert.match(res.headers.get("vary") ?? "", /Authorization/i);
+  });
+
+  test("its CORS preflight varies on Authorization too", async () => {
+    const res = await request(server.baseUrl, "OPTIONS", "/_matrix/client/versions");
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.body, {});
+    assert.equal(res.headers.get("access-control-allow-origin"), "*");
     assert.match(res.headers.get("vary") ?? "", /Authorization/i);
   });
 

@@ -4,12 +4,12 @@ import path from "node:path";
 import { Value } from "typebox/value";
 import { LineCounter, parseDocument } from "yaml";
 import type { Config, DatabaseConfig, RateLimitConfig } from "./config.js";
-import { ConfigError } from "./errors.js";
+import { ConfigError, Problems, type ConfigPath } from "./errors.js";
 import { resolveLiveKit } from "./livekit.js";
 import { ConfigSchema, type RawConfig } from "./schema.js";
 import { resolveExtraWellKnown, resolveTransports } from "./transports.js";
 import { parseDuration, parseSize, Secret } from "./types.js";
-import { schemaProblems } from "./validate.js";
+import { lineInFile, schemaProblems } from "./validate.js";
 
 export interface LoadResult {
   config: Config;
@@ -47,7 +47,7 @@ export function parseConfig(text: string, configPath?: string): LoadResult {
   const problems = schemaProblems(ConfigSchema, withDefaults, doc, counter);
   if (problems.length) throw new ConfigError(problems.map((p) => `${where}: ${p}`));
   const warnings: string[] = [];
-  const config = resolve(withDefaults as RawConfig, configPath, warnings);
+  const config = resolve(withDefaults as RawConfig, configPath, warnings, (at) => lineInFile(doc, counter, at));
   return { config, warnings };
 }
 
@@ -64,8 +64,21 @@ function rate(r: { per_second: number; burst_count: number }): RateLimitConfig {
   return { per_second: r.per_second, burst_count: r.burst_count };
 }
 
-function resolve(raw: RawConfig, configPath: string | undefined, warnings: string[]): Config {
-  const problems: string[] = [];
+/** Refuses the config over the problems found while resolving it, each with its line when known. */
+function refuse(problems: Problems, configPath: string | undefined, lineOf: (at: ConfigPath) => number | undefined): never {
+  const located = problems.found.map((p) => ({ line: lineOf(p.path), text: p.text }));
+  located.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+  const where = configPath ? `${configPath}: ` : "";
+  throw new ConfigError(located.map((p) => `${where}${p.line ? `line ${p.line}: ` : ""}${p.text}`));
+}
+
+function resolve(
+  raw: RawConfig,
+  configPath: string | undefined,
+  warnings: string[],
+  lineOf: (at: ConfigPath) => number | undefined = () => undefined,
+): Config {
+  const problems = new Problems();
   const baseDir = configPath ? path.dirname(configPath) : process.cwd();
   const fromBase = (p: string) => path.resolve(baseDir, p);
 
@@ -77,7 +90,8 @@ function resolve(raw: RawConfig, configPath: string | undefined, warnings: strin
       synchronous: raw.database.args.synchronous ?? "normal",
     };
   } else {
-    problems.push(
+    problems.add(
+      ["database", "name"],
       "`database.name`: PostgreSQL (psycopg2/postgres) is not supported yet; use `name: sqlite3` with `args.database`",
     );
     const a = raw.database.args;
@@ -92,21 +106,22 @@ function resolve(raw: RawConfig, configPath: string | undefined, warnings: strin
   }
 
   if (raw.enable_registration && !raw.enable_registration_without_verification && !raw.registration_requires_token) {
-    problems.push(
+    problems.add(
+      ["enable_registration"],
       "`enable_registration` is true, but nothing verifies who registers: set `enable_registration_without_verification: true` to accept open registration, or `registration_requires_token: true`",
     );
   }
   if (raw.turn_shared_secret && (raw.turn_username || raw.turn_password)) {
-    problems.push("`turn_shared_secret` and `turn_username`/`turn_password` exclude each other: use one or the other");
+    problems.add(["turn_shared_secret"], "`turn_shared_secret` and `turn_username`/`turn_password` exclude each other: use one or the other");
   }
   if (Boolean(raw.turn_username) !== Boolean(raw.turn_password)) {
-    problems.push("`turn_username` and `turn_password` go together: set both or neither");
+    problems.add([raw.turn_username ? "turn_username" : "turn_password"], "`turn_username` and `turn_password` go together: set both or neither");
   }
 
   const transports = resolveTransports(raw.matrix_rtc.transports, problems, warnings);
   const extraWellKnown = resolveExtraWellKnown(raw.extra_well_known_client_content, problems, warnings);
   const livekit = resolveLiveKit(raw, fromBase, problems, warnings);
-  if (problems.length) throw new ConfigError(problems.map((p) => (configPath ? `${configPath}: ${p}` : p)));
+  if (!problems.empty) refuse(problems, configPath, lineOf);
 
   let publicBaseUrl = raw.public_baseurl ?? `https://${raw.server_name}/`;
   if (!publicBaseUrl.endsWith("/")) publicBaseUrl += "/";

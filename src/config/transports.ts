@@ -3,6 +3,7 @@
  * anything that looks like a secret refuses the config.
  */
 import type { RtcTransport } from "./config.js";
+import type { ConfigPath, Problems } from "./errors.js";
 
 /** The `.well-known/matrix/client` key that carries the transports for older clients. */
 export const RTC_FOCI_KEY = "org.matrix.msc4143.rtc_foci";
@@ -40,33 +41,50 @@ export function hasUrlCredentials(value: string): boolean {
   }
 }
 
-function findSecretKeys(value: unknown, path: string, out: string[]): void {
+/** Whether a URL's query names a parameter that looks like a secret (`?token=…`). */
+function secretQueryParam(value: string): string | undefined {
+  if (!value.includes("?")) return undefined;
+  try {
+    return [...new URL(value).searchParams.keys()].find(looksSecret);
+  } catch {
+    return undefined;
+  }
+}
+
+const looksSecret = (name: string) => SECRET_WORDS.some((w) => name.toLowerCase().includes(w));
+
+/** Each secret-looking key or URL under `value`: its path in the file, and its name in messages. */
+function findSecrets(value: unknown, at: ConfigPath, shown: string, out: { at: ConfigPath; what: string }[]): void {
   if (Array.isArray(value)) {
-    value.forEach((v, i) => findSecretKeys(v, `${path}[${i}]`, out));
+    value.forEach((v, i) => findSecrets(v, [...at, i], `${shown}[${i}]`, out));
   } else if (value && typeof value === "object") {
     for (const [k, v] of Object.entries(value)) {
-      const lower = k.toLowerCase();
-      if (SECRET_WORDS.some((w) => lower.includes(w))) out.push(`\`${path}.${k}\` looks like a secret`);
-      findSecretKeys(v, `${path}.${k}`, out);
+      if (looksSecret(k)) out.push({ at: [...at, k], what: `\`${shown}.${k}\` looks like a secret` });
+      findSecrets(v, [...at, k], `${shown}.${k}`, out);
     }
-  } else if (typeof value === "string" && hasUrlCredentials(value)) {
-    out.push(`\`${path}\` is a URL with a user name or password`);
+  } else if (typeof value === "string") {
+    if (hasUrlCredentials(value)) out.push({ at, what: `\`${shown}\` is a URL with a user name or password` });
+    const param = secretQueryParam(value);
+    if (param !== undefined) out.push({ at, what: `\`${shown}\` is a URL whose query parameter \`${param}\` looks like a secret` });
   }
 }
 
 export function resolveTransports(
   raw: Record<string, unknown>[],
-  problems: string[],
+  problems: Problems,
   warnings: string[],
   key = "matrix_rtc.transports",
+  keyPath: ConfigPath = ["matrix_rtc", "transports"],
 ): RtcTransport[] {
   const out: RtcTransport[] = [];
   raw.forEach((entry, i) => {
     const where = `${key}[${i}]`;
-    const secrets: string[] = [];
-    findSecretKeys(entry, where, secrets);
-    for (const what of secrets) {
-      problems.push(
+    const at = [...keyPath, i];
+    const secrets: { at: ConfigPath; what: string }[] = [];
+    findSecrets(entry, at, where, secrets);
+    for (const { at: secretAt, what } of secrets) {
+      problems.add(
+        secretAt,
         `${what}; transports are served to every user, so they may not hold secrets (keep LiveKit credentials out of this list)`,
       );
     }
@@ -78,25 +96,26 @@ export function resolveTransports(
     }
     for (const key of Object.keys(entry)) {
       if (!LIVEKIT_KEYS.has(key)) {
-        problems.push(`unknown key \`${where}.${key}\`; a ${type} transport allows: ${[...LIVEKIT_KEYS].join(", ")}`);
+        problems.add([...at, key], `unknown key \`${where}.${key}\`; a ${type} transport allows: ${[...LIVEKIT_KEYS].join(", ")}`);
       }
     }
     const url = entry.livekit_service_url;
     if (typeof url !== "string" || url === "") {
-      problems.push(`\`${where}.livekit_service_url\` is missing: a ${type} transport needs the absolute https:// URL of its LiveKit JWT service`);
+      problems.add(at, `\`${where}.livekit_service_url\` is missing: a ${type} transport needs the absolute https:// URL of its LiveKit JWT service`);
       return;
     }
     let parsed: URL;
     try {
       parsed = new URL(url);
     } catch {
-      problems.push(`\`${where}.livekit_service_url\` is ${quotedUrl(url)}, which is not allowed: expected an absolute https:// URL`);
+      problems.add([...at, "livekit_service_url"], `\`${where}.livekit_service_url\` is ${quotedUrl(url)}, which is not allowed: expected an absolute https:// URL`);
       return;
     }
     if (parsed.protocol === "http:" && isLoopbackHost(parsed.hostname)) {
       warnings.push(`${where}.livekit_service_url uses plain http; that only works for clients on this machine`);
     } else if (parsed.protocol !== "https:") {
-      problems.push(
+      problems.add(
+        [...at, "livekit_service_url"],
         `\`${where}.livekit_service_url\` is ${quotedUrl(url)}, which is not allowed: expected an https:// URL (http:// only for loopback hosts)`,
       );
       return;
@@ -113,20 +132,21 @@ export function resolveTransports(
  */
 export function resolveExtraWellKnown(
   raw: Record<string, unknown>,
-  problems: string[],
+  problems: Problems,
   warnings: string[],
 ): Record<string, unknown> {
   const foci = raw[RTC_FOCI_KEY];
   if (foci === undefined) return raw;
   const key = `extra_well_known_client_content["${RTC_FOCI_KEY}"]`;
+  const keyPath = ["extra_well_known_client_content", RTC_FOCI_KEY];
   if (!Array.isArray(foci) || !foci.every((f) => f !== null && typeof f === "object" && !Array.isArray(f))) {
-    problems.push(`\`${key}\` must be a list of transports (objects with a \`type\`), as in \`matrix_rtc.transports\``);
+    problems.add(keyPath, `\`${key}\` must be a list of transports (objects with a \`type\`), as in \`matrix_rtc.transports\``);
     return raw;
   }
   const missingType = foci.findIndex((f) => typeof (f as Record<string, unknown>).type !== "string");
   if (missingType >= 0) {
-    problems.push(`\`${key}[${missingType}].type\` is missing: every transport names its type`);
+    problems.add([...keyPath, missingType], `\`${key}[${missingType}].type\` is missing: every transport names its type`);
     return raw;
   }
-  return { ...raw, [RTC_FOCI_KEY]: resolveTransports(foci as Record<string, unknown>[], problems, warnings, key) };
+  return { ...raw, [RTC_FOCI_KEY]: resolveTransports(foci as Record<string, unknown>[], problems, warnings, key, keyPath) };
 }

@@ -2,8 +2,10 @@
  * Turns schema errors into messages an operator can act on: the key's dotted
  * path, its line in the file, the offending value and what is allowed.
  */
+import { Settings } from "typebox/system";
 import { Value } from "typebox/value";
 import { isMap, isScalar, LineCounter, type Document } from "yaml";
+import type { ConfigPath } from "./errors.js";
 import type { SchemaWithMeta } from "./types.js";
 
 interface SchemaError {
@@ -90,6 +92,16 @@ export function describeAllowed(schema: SchemaWithMeta | undefined): string {
   }
 }
 
+/**
+ * The line of the value at `path`, or of its nearest ancestor that the file writes; undefined
+ * when the file writes none of it (a default).
+ */
+export function lineInFile(doc: Document, counter: LineCounter, path: ConfigPath): number | undefined {
+  const segments = path.map(String);
+  if (segments.length === 0 || !doc.hasIn([path[0]])) return undefined;
+  return lineOf(doc, counter, segments);
+}
+
 function lineOf(doc: Document, counter: LineCounter, segments: string[], key?: string): number | undefined {
   const path = segments.map((s) => (/^[0-9]+$/.test(s) ? Number(s) : s));
   const node = path.length ? doc.getIn(path, true) : doc.contents;
@@ -115,6 +127,17 @@ function shown(value: unknown): string {
   return text && text.length > 80 ? text.slice(0, 77) + "..." : String(text);
 }
 
+/** typebox stops at 8 errors; an operator fixing a file wants every problem in one go. */
+function allErrors(schema: SchemaWithMeta, value: unknown): SchemaError[] {
+  const { maxErrors } = Settings.Get();
+  Settings.Set({ maxErrors: Number.MAX_SAFE_INTEGER });
+  try {
+    return [...Value.Errors(schema, value)] as unknown as SchemaError[];
+  } finally {
+    Settings.Set({ maxErrors });
+  }
+}
+
 /** Returns one message per problem, in file order; empty when the value is valid. */
 export function schemaProblems(
   schema: SchemaWithMeta,
@@ -122,7 +145,7 @@ export function schemaProblems(
   doc: Document | undefined,
   counter: LineCounter | undefined,
 ): string[] {
-  const errors = [...Value.Errors(schema, value)] as unknown as SchemaError[];
+  const errors = allErrors(schema, value);
   const problems: { line: number; text: string }[] = [];
   const seen = new Set<string>();
   const at = (segments: string[], key?: string) =>

@@ -44,4 +44,6 @@ export function registerVersionsRoutes(app: App, services: Services): void {
     reply.type("application/json");
     return body;
   });
+  // Its CORS preflight as well, so that every answer on this path varies on the token.
+  app.options("/_matrix/client/versions", { onRequest: varyOnAuth }, () => ({}));
 }

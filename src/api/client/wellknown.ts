@@ -6,9 +6,10 @@ import type { Services } from "../../services/index.js";
 export function wellKnownClientBody(services: Services): Record<string, unknown> {
   const { config } = services;
   const body: Record<string, unknown> = { ...config.extraWellKnownClientContent };
-  // An empty list leaves a hand-written `rtc_foci` in the extra content alone.
+  // An empty list leaves a hand-written `rtc_foci` in the extra content alone. With MSC4143
+  // switched off, older clients must not find the transports here either.
   const transports = services.rtc.transports();
-  if (config.matrixRtc.advertiseInWellKnown && transports.length > 0) body[RTC_FOCI_KEY] = transports;
+  if (config.features.msc4143 && config.matrixRtc.advertiseInWellKnown && transports.length > 0) body[RTC_FOCI_KEY] = transports;
   body["m.homeserver"] = { base_url: config.publicBaseUrl };
   return body;
 }

@@ -8,7 +8,7 @@ export const experimentalFields = {
   }),
   experimental_features: Type.Object(
     {
-      msc4143_enabled: Type.Boolean({ default: true, description: "MatrixRTC transport discovery (`rtc/transports`)." }),
+      msc4143_enabled: Type.Boolean({ default: true, description: "MatrixRTC transport discovery: `rtc/transports`, and `rtc_foci` in `/.well-known/matrix/client`. When false, both are gone and `/versions` says `org.matrix.msc4143: false`." }),
       msc4140_enabled: Type.Boolean({ default: true, description: "Delayed events." }),
       msc4140_max_delayed_events_per_user: Type.Integer({
         minimum: 1,
