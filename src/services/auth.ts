@@ -34,7 +34,6 @@ export class AuthService {
 
   constructor(private readonly devices: DeviceStore) {}
 
-  /** Resolves a token to its owner, or undefined when it is unknown or revoked. */
   /**
    * The owner of a token already in the cache, without waiting on anything; undefined when
    * it is not cached (call `authenticate`). Most requests take this path.
@@ -47,6 +46,7 @@ export class AuthService {
     return cached.digest.length === digest.length && timingSafeEqual(cached.digest, digest) ? cached.owner : undefined;
   }
 
+  /** Resolves a token to its owner, or undefined when it is unknown or revoked. */
   async authenticate(token: string): Promise<Requester | undefined> {
     // Hex output then decoding is cheaper than asking for a Buffer (Node 20).
     const hex = hashToken(token);
