@@ -436,7 +436,7 @@ describe("switchboard CLI", { concurrency: 3 }, () => {
           answer = await loginAcrossSignal(server.listening[0]!, agent, server.child, signal);
           end = await server.exited;
         } finally {
-          if (server.child.exitCode === null && !server.child.killed) server.child.kill("SIGKILL");
+          if (server.child.exitCode === null && server.child.signalCode === null) server.child.kill("SIGKILL");
           agent.destroy();
         }
         assert.equal(answer.status, 200, JSON.stringify(answer.body));
@@ -465,15 +465,15 @@ describe("switchboard CLI", { concurrency: 3 }, () => {
     const url = new URL(`${server.listening[0]!}/_matrix/client/v3/login`);
     const body = JSON.stringify({ type: "m.login.password", identifier: { type: "m.id.user", user: "dan" }, password: "dan pw" });
     const half = body.length >> 1;
+    // The test holds the request in flight by sending only half of its body until the end. The
+    // signal waits for "100 Continue": by then the server has the request, not just bytes in a socket.
+    const req = http.request(url, {
+      method: "POST",
+      agent: false,
+      headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), expect: "100-continue" },
+    });
+    const received = new Promise<void>((resolve) => req.once("continue", () => resolve()));
     try {
-      // The test holds the request in flight by sending only half of its body until the end. The
-      // signal waits for "100 Continue": by then the server has the request, not just bytes in a socket.
-      const req = http.request(url, {
-        method: "POST",
-        agent: false,
-        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), expect: "100-continue" },
-      });
-      const received = new Promise<void>((resolve) => req.once("continue", () => resolve()));
       const answered = new Promise<{ status?: number; connection?: string; body: Record<string, unknown> }>((resolve, reject) => {
         req.on("response", (res) => {
           let text = "";
@@ -483,6 +483,7 @@ describe("switchboard CLI", { concurrency: 3 }, () => {
         });
         req.on("error", reject);
       });
+      answered.catch(() => {}); // awaited below; a failure before then is reported by its own assertion
       req.flushHeaders();
       await received;
       await new Promise<void>((resolve) => req.write(body.slice(0, half), () => resolve()));
@@ -515,7 +516,8 @@ describe("switchboard CLI", { concurrency: 3 }, () => {
       assert.equal(end.code, 0, end.stderr);
       assert.equal(end.signal, null);
     } finally {
-      if (server.child.exitCode === null && !server.child.killed) server.child.kill("SIGKILL");
+      req.destroy(); // a failed assertion must not leave the server waiting for the rest of the body
+      if (server.child.exitCode === null && server.child.signalCode === null) server.child.kill("SIGKILL");
     }
   });
 });

@@ -51,14 +51,27 @@ describe("matrix_rtc.transports validation", () => {
     assert.match(lines[4]!, /^line 16: `extra_well_known_client_content\["org\.matrix\.msc4143\.rtc_foci"\]\[0\]\.livekit_service_url` is "http:/);
   });
 
-  test("a URL whose query names a secret-looking parameter is refused", () => {
+  test("a livekit_service_url that is not a string is refused; another type's is served as written", () => {
+    assert.match(
+      problems("    - type: livekit\n      livekit_service_url: 5\n"),
+      /`matrix_rtc\.transports\[0\]\.livekit_service_url` is 5, which is not allowed: expected an absolute https:\/\/ URL/,
+    );
+    const { config } = load("    - type: custom\n      livekit_service_url: 5\n");
+    assert.deepEqual(config.matrixRtc.transports, [{ type: "custom", livekit_service_url: 5 }]);
+  });
+
+  test("a URL whose query or fragment names a secret-looking parameter is refused", () => {
     assert.match(
       problems("    - type: livekit\n      livekit_service_url: https://jwt.example.org/?access_token=abc\n"),
-      /`matrix_rtc\.transports\[0\]\.livekit_service_url` is a URL whose query parameter `access_token` looks like a secret/,
+      /`matrix_rtc\.transports\[0\]\.livekit_service_url` is a URL whose parameter `access_token` looks like a secret/,
     );
     assert.match(
       problems("    - type: custom\n      url: https://sfu.example.org/?API_KEY=abc\n"),
-      /`matrix_rtc\.transports\[0\]\.url` is a URL whose query parameter `API_KEY` looks like a secret/,
+      /`matrix_rtc\.transports\[0\]\.url` is a URL whose parameter `API_KEY` looks like a secret/,
+    );
+    assert.match(
+      problems("    - type: livekit\n      livekit_service_url: https://jwt.example.org/#token=abc\n"),
+      /`matrix_rtc\.transports\[0\]\.livekit_service_url` is a URL whose parameter `token` looks like a secret/,
     );
     // Other query parameters are fine.
     const { config } = load("    - type: livekit\n      livekit_service_url: https://jwt.example.org/?region=eu\n");

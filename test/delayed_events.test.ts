@@ -270,7 +270,8 @@ describe("state writes by others", () => {
   test("another user's write of the same state cancels the pending delayed state event", async () => {
     const roomId = await callRoom();
     const key = "shared-key";
-    const delayId = delayIdOf(await delayedState(alice, roomId, "org.example.call", key, { who: "alice-leave" }, 60_000));
+    const scheduledAt = Date.now();
+    const delayId = delayIdOf(await delayedState(alice, roomId, "org.example.call", key, { who: "alice-leave" }, 2000));
     const other = delayIdOf(await delayedState(alice, roomId, "org.example.call", "other-key", { who: "alice-other" }, 400));
     await bob.putState(roomId, "org.example.call", key, { who: "bob" });
     const status = await statusOf(alice, delayId);
@@ -279,7 +280,7 @@ describe("state writes by others", () => {
     assert.equal(status.event_id, undefined);
     // Another state key is untouched and fires.
     assert.equal((await finalised(alice, other)).outcome, "send");
-    await sleep(300);
+    await sleep(Math.max(0, scheduledAt + 2500 - Date.now())); // past the cancelled one's due time
     assert.deepEqual(ok(await alice.getStateRaw(roomId, "org.example.call", key)), { who: "bob" }, "the cancelled write never landed");
   });
 

@@ -11,7 +11,7 @@ import { PassThrough } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { inspect } from "node:util";
 import { ConfigError } from "../src/config/errors.js";
-import { configFromObject } from "../src/config/load.js";
+import { configFromObject, parseConfig } from "../src/config/load.js";
 import { FakeLiveKit, LK_KEY, LK_SECRET, openIdToken, startLiveKitServer } from "./helpers/livekit.js";
 import { registerUser, request, type TestServer } from "./helpers/server.js";
 
@@ -81,11 +81,38 @@ describe("livekit config", () => {
     assert.match(problemsOf({ ...BASE, livekit: { ...LK, url: "ws://127.0.0.1.nip.io:7880" } }).join(), /`livekit\.url`.*wss:\/\//);
   });
 
-  test("an SFU URL with a user name or password is refused: clients are shown it", () => {
+  test("an SFU URL with a user name, password or secret-looking parameter is refused: clients are shown it", () => {
     assert.match(
       problemsOf({ ...BASE, livekit: { ...LK, url: "wss://key:hunter2@sfu.example.org" } }).join(),
       /`livekit\.url` carries a user name or password/,
     );
+    // No query or fragment at all: LiveKit's URL has none, so nothing can hide in one.
+    for (const url of ["wss://sfu.example.org/?access_token=abc", "wss://sfu.example.org/#token=abc"]) {
+      assert.match(problemsOf({ ...BASE, livekit: { ...LK, url } }).join(), /`livekit\.url` is .*which is not allowed: expected a wss:\/\/ URL/);
+    }
+  });
+
+  test("in a file, each problem names the line of its own key", () => {
+    const yaml = [
+      "server_name: example.org", // 1
+      "livekit:", // 2
+      "  url: wss://sfu.example.org", // 3
+      "  api_key: key", // 4
+      "  cs_api_url_overrides:", // 5
+      "    other.org: https://matrix.other.org", // 6
+      '    "123": "https://[bad"', // 7
+      "",
+    ].join("\n");
+    let problems: string[] = [];
+    try {
+      parseConfig(yaml, "/srv/sb.yaml");
+    } catch (err) {
+      problems = (err as ConfigError).problems;
+    }
+    assert.deepEqual(problems, [
+      "/srv/sb.yaml: line 2: `livekit` needs the LiveKit API secret: set `livekit.api_secret` or `livekit.api_secret_path`",
+      '/srv/sb.yaml: line 7: `livekit.cs_api_url_overrides.123` is "https://[bad", which is not an absolute URL',
+    ]);
   });
 
   test("`*` must stand alone; unknown keys and bad paths are refused", () => {

@@ -59,8 +59,8 @@ describe("room creation through LiveKit's room service", () => {
 describe("an unreachable SFU", () => {
   let server: TestServer;
   before(async () => {
-    // Port 2 is privileged and unassigned, so nothing listens there (a port freed a moment ago could be
-    // taken again), and unlike port 1 it is not on fetch's list of blocked ports.
+    // Nothing listens on port 2, a privileged port no test starts anything on (a port freed a moment
+    // ago could be taken again), and unlike port 1 it is not on fetch's list of blocked ports.
     server = await startLiveKitServer({ livekit: { url: "ws://127.0.0.1:2" } });
   });
   after(async () => server?.stop());

@@ -106,7 +106,12 @@ describe("rtc/transports switched off", () => {
   let server: TestServer;
   let token: string;
   before(async () => {
-    server = await startServer({ experimental_features: { msc4143_enabled: false }, matrix_rtc: { transports: [LIVEKIT] } });
+    server = await startServer({
+      experimental_features: { msc4143_enabled: false },
+      matrix_rtc: { transports: [LIVEKIT] },
+      // Hand-written, as Synapse admins do it: switched off with the rest.
+      extra_well_known_client_content: { "org.matrix.msc4143.rtc_foci": [LIVEKIT], "io.element.e2ee": { default: true } },
+    });
     token = (await registerUser(server.baseUrl, "off")).access_token;
   });
   after(async () => server?.stop());
@@ -119,10 +124,10 @@ describe("rtc/transports switched off", () => {
     });
   }
 
-  test("/.well-known/matrix/client has no rtc_foci either", async () => {
+  test("/.well-known/matrix/client has no rtc_foci either, not even a hand-written one", async () => {
     const res = await request(server.baseUrl, "GET", "/.well-known/matrix/client");
     assert.equal(res.status, 200);
-    assert.deepEqual(res.body, { "m.homeserver": { base_url: "http://localhost/" } });
+    assert.deepEqual(res.body, { "m.homeserver": { base_url: "http://localhost/" }, "io.element.e2ee": { default: true } });
   });
 
   test("/versions still has the flag, set to false", async () => {

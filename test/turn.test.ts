@@ -113,7 +113,7 @@ function allocate(port: number, username: string, password: string): { status: n
   const res = spawnSync(
     "turnutils_uclient",
     ["-y", "-n", "5", "-m", "1", "-l", "100", "-p", String(port), "-u", username, "-w", password, "127.0.0.1"],
-    { encoding: "utf8", timeout: 20_000 },
+    { encoding: "utf8", timeout: 60_000 },
   );
   return { status: res.status, output: `${res.stdout}${res.stderr}` };
 }

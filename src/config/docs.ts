@@ -78,6 +78,8 @@ function plural(s: Node): string {
 }
 
 function typeName(s: Node): string {
+  // A key the schema leaves open (checked later, by type) says what it is for the reader.
+  if (typeof s["x-doc-type"] === "string") return s["x-doc-type"];
   if (s["x-kind"] === "duration") return "duration";
   if (s["x-kind"] === "size") return "size";
   if (s["x-secret"] === true) return "string (secret)";

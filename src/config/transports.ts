@@ -41,11 +41,16 @@ export function hasUrlCredentials(value: string): boolean {
   }
 }
 
-/** Whether a URL's query names a parameter that looks like a secret (`?token=…`). */
-function secretQueryParam(value: string): string | undefined {
-  if (!value.includes("?")) return undefined;
+/**
+ * A parameter of a URL's query or fragment whose name looks like a secret (`?token=…`,
+ * `#access_token=…`), if any.
+ */
+export function secretUrlParam(value: string): string | undefined {
+  if (!value.includes("?") && !value.includes("#")) return undefined;
   try {
-    return [...new URL(value).searchParams.keys()].find(looksSecret);
+    const url = new URL(value);
+    const names = [...url.searchParams.keys(), ...new URLSearchParams(url.hash.slice(1)).keys()];
+    return names.find(looksSecret);
   } catch {
     return undefined;
   }
@@ -64,8 +69,8 @@ function findSecrets(value: unknown, at: ConfigPath, shown: string, out: { at: C
     }
   } else if (typeof value === "string") {
     if (hasUrlCredentials(value)) out.push({ at, what: `\`${shown}\` is a URL with a user name or password` });
-    const param = secretQueryParam(value);
-    if (param !== undefined) out.push({ at, what: `\`${shown}\` is a URL whose query parameter \`${param}\` looks like a secret` });
+    const param = secretUrlParam(value);
+    if (param !== undefined) out.push({ at, what: `\`${shown}\` is a URL whose parameter \`${param}\` looks like a secret` });
   }
 }
 
@@ -100,6 +105,13 @@ export function resolveTransports(
       }
     }
     const url = entry.livekit_service_url;
+    if (url !== undefined && url !== null && typeof url !== "string") {
+      problems.add(
+        [...at, "livekit_service_url"],
+        `\`${where}.livekit_service_url\` is ${JSON.stringify(url)}, which is not allowed: expected an absolute https:// URL`,
+      );
+      return;
+    }
     if (typeof url !== "string" || url === "") {
       problems.add(at, `\`${where}.livekit_service_url\` is missing: a ${type} transport needs the absolute https:// URL of its LiveKit JWT service`);
       return;

@@ -4,7 +4,7 @@
  */
 import { Settings } from "typebox/system";
 import { Value } from "typebox/value";
-import { isMap, isScalar, LineCounter, type Document } from "yaml";
+import { isMap, isScalar, isSeq, LineCounter, type Document } from "yaml";
 import type { ConfigPath } from "./errors.js";
 import type { SchemaWithMeta } from "./types.js";
 
@@ -93,13 +93,31 @@ export function describeAllowed(schema: SchemaWithMeta | undefined): string {
 }
 
 /**
- * The line of the value at `path`, or of its nearest ancestor that the file writes; undefined
- * when the file writes none of it (a default).
+ * The line of the key or list item at `path`, or of its nearest ancestor that the file writes;
+ * undefined when the file writes none of it (a default).
  */
 export function lineInFile(doc: Document, counter: LineCounter, path: ConfigPath): number | undefined {
-  const segments = path.map(String);
-  if (segments.length === 0 || !doc.hasIn([path[0]])) return undefined;
-  return lineOf(doc, counter, segments);
+  // Walked by hand rather than with `getIn`: a key written `123:` is a number in the document
+  // and `"123":` a string, while the path has a string either way.
+  let node: unknown = doc.contents;
+  let line: number | undefined;
+  for (const segment of path) {
+    if (isMap(node)) {
+      const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(segment));
+      if (!pair || !isScalar(pair.key) || !pair.key.range) break;
+      // The key's own line: a mapping value starts on the line of its first child.
+      line = counter.linePos(pair.key.range[0]).line;
+      node = pair.value;
+    } else if (isSeq(node) && typeof segment === "number") {
+      const item = node.items[segment] as { range?: [number, number, number] } | undefined;
+      if (!item?.range) break;
+      line = counter.linePos(item.range[0]).line;
+      node = item;
+    } else {
+      break;
+    }
+  }
+  return line;
 }
 
 function lineOf(doc: Document, counter: LineCounter, segments: string[], key?: string): number | undefined {

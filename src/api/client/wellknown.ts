@@ -6,10 +6,11 @@ import type { Services } from "../../services/index.js";
 export function wellKnownClientBody(services: Services): Record<string, unknown> {
   const { config } = services;
   const body: Record<string, unknown> = { ...config.extraWellKnownClientContent };
-  // An empty list leaves a hand-written `rtc_foci` in the extra content alone. With MSC4143
-  // switched off, older clients must not find the transports here either.
+  // With MSC4143 switched off, older clients must not find transports here either, not even
+  // hand-written ones. Otherwise an empty list leaves a hand-written `rtc_foci` alone.
   const transports = services.rtc.transports();
-  if (config.features.msc4143 && config.matrixRtc.advertiseInWellKnown && transports.length > 0) body[RTC_FOCI_KEY] = transports;
+  if (!config.features.msc4143) delete body[RTC_FOCI_KEY];
+  else if (config.matrixRtc.advertiseInWellKnown && transports.length > 0) body[RTC_FOCI_KEY] = transports;
   body["m.homeserver"] = { base_url: config.publicBaseUrl };
   return body;
 }

@@ -10,10 +10,13 @@ export const matrixRtcFields = {
               minLength: 1,
               description: "Transport type: `livekit` (or `msc4195.livekit`); other types are served as written, with a warning.",
             }),
+            // Left open here: other transport types are served as written, whatever this holds.
+            // `resolveTransports` checks it for the LiveKit types.
             livekit_service_url: Type.Optional(
-              Type.String({
+              Type.Unknown({
+                "x-doc-type": "string",
                 description:
-                  "For `livekit` transports (required there): the absolute `https://` URL of the LiveKit JWT service that clients ask for SFU tokens, e.g. `https://matrix.example.org/livekit/jwt`. `http://` only for loopback hosts. It may not carry a user name, a password or a secret-looking query parameter. Other keys are refused for `livekit` transports, and served as written for other types.",
+                  "For `livekit` transports (required there): the absolute `https://` URL of the LiveKit JWT service that clients ask for SFU tokens, e.g. `https://matrix.example.org/livekit/jwt`. `http://` only for loopback hosts. It may not carry a user name, a password or a secret-looking parameter in its query or fragment. Other keys are refused for `livekit` transports, and served as written for other types.",
               }),
             ),
           },
