@@ -108,8 +108,8 @@ export function lineInFile(doc: Document, counter: LineCounter, path: ConfigPath
       // The key's own line: a mapping value starts on the line of its first child.
       line = counter.linePos(pair.key.range[0]).line;
       node = pair.value;
-    } else if (isSeq(node) && typeof segment === "number") {
-      const item = node.items[segment] as { range?: [number, number, number] } | undefined;
+    } else if (isSeq(node) && /^[0-9]+$/.test(String(segment))) {
+      const item = node.items[Number(segment)] as { range?: [number, number, number] } | undefined;
       if (!item?.range) break;
       line = counter.linePos(item.range[0]).line;
       node = item;
@@ -118,20 +118,6 @@ export function lineInFile(doc: Document, counter: LineCounter, path: ConfigPath
     }
   }
   return line;
-}
-
-function lineOf(doc: Document, counter: LineCounter, segments: string[], key?: string): number | undefined {
-  const path = segments.map((s) => (/^[0-9]+$/.test(s) ? Number(s) : s));
-  const node = path.length ? doc.getIn(path, true) : doc.contents;
-  if (key !== undefined && isMap(node)) {
-    const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === key);
-    const range = pair && isScalar(pair.key) ? pair.key.range : undefined;
-    if (range) return counter.linePos(range[0]).line;
-  }
-  const range = (node as { range?: [number, number, number] } | undefined)?.range;
-  if (range) return counter.linePos(range[0]).line;
-  if (segments.length) return lineOf(doc, counter, segments.slice(0, -1));
-  return undefined;
 }
 
 function valueAt(root: unknown, segments: string[]): unknown {
@@ -167,7 +153,7 @@ export function schemaProblems(
   const problems: { line: number; text: string }[] = [];
   const seen = new Set<string>();
   const at = (segments: string[], key?: string) =>
-    doc && counter ? lineOf(doc, counter, segments, key) : undefined;
+    doc && counter ? lineInFile(doc, counter, key === undefined ? segments : [...segments, key]) : undefined;
   const push = (line: number | undefined, text: string) => {
     if (seen.has(text)) return;
     seen.add(text);
