@@ -77,3 +77,45 @@ test("every key in the schema appears in docs/configuration.md", () => {
 test("the reference is deterministic", () => {
   assert.equal(renderConfigDocs(), renderConfigDocs());
 });
+
+/** GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens. */
+function slug(heading: string): string {
+  return heading
+    .trim()
+    .toLowerCase()
+    .replace(/[^\p{L}\p{N} _-]/gu, "")
+    .replace(/ /g, "-");
+}
+
+function anchorsOf(text: string): Set<string> {
+  const anchors = new Set<string>();
+  let fenced = false;
+  for (const line of text.split("\n")) {
+    if (line.startsWith("```")) fenced = !fenced;
+    const heading = !fenced && /^#{1,6} (.+)$/.exec(line);
+    if (heading) anchors.add(slug(heading[1]!));
+  }
+  return anchors;
+}
+
+test("links between the docs lead to files and headings that exist", () => {
+  const root = repoRoot();
+  const files = ["README.md", "CHANGELOG.md", "docs/configuration.md", "docs/matrixrtc.md", "docs/troubleshooting.md"];
+  const broken: string[] = [];
+  for (const file of files) {
+    const text = readFileSync(path.join(root, file), "utf8");
+    for (const [, target] of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+      if (/^[a-z]+:/.test(target!)) continue; // another site
+      const [relative, anchor] = target!.split("#") as [string, string | undefined];
+      const linked = relative ? path.join(path.dirname(path.join(root, file)), relative) : path.join(root, file);
+      if (!existsSync(linked)) {
+        broken.push(`${file}: ${target} (no such file)`);
+        continue;
+      }
+      if (anchor && linked.endsWith(".md") && !anchorsOf(readFileSync(linked, "utf8")).has(anchor)) {
+        broken.push(`${file}: ${target} (no such heading)`);
+      }
+    }
+  }
+  assert.deepEqual(broken, []);
+});
