@@ -1,132 +1,16 @@
 /**
  * The CLI contract, checked against the real binary: generate-config,
- * check-config, register-user, serve, usage errors and signals.
+ * check-config, register-user, serve, usage errors and the log. Stopping on a
+ * signal is in cli_stop.test.ts.
  */
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import http from "node:http";
-import net from "node:net";
-import { tmpdir } from "node:os";
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { after, describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
+import { describe, test } from "node:test";
 import { parse, stringify } from "yaml";
 import { parseConfig } from "../src/config/load.js";
-
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../src/main.js");
-const TIMEOUT = { timeout: 90_000 };
-
-interface Result {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-interface Serving {
-  child: ChildProcess;
-  /** The URLs from the "Switchboard is running" log line. */
-  listening: string[];
-  exited: Promise<Result>;
-  stderr(): string;
-  stdout(): string;
-}
-
-const children = new Set<ChildProcess>();
-const dirs: string[] = [];
-
-after(() => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-});
-
-function tempDir(): string {
-  const dir = mkdtempSync(path.join(tmpdir(), "switchboard-cli-"));
-  dirs.push(dir);
-  return dir;
-}
-
-function start(args: string[], cwd: string): { child: ChildProcess; exited: Promise<Result>; out: { stdout: string; stderr: string } } {
-  // The spawn timeout only stops a process that should have exited but kept serving.
-  const child = spawn(process.execPath, [BIN, ...args], { cwd, stdio: ["ignore", "pipe", "pipe"], timeout: 60_000 });
-  children.add(child);
-  const out = { stdout: "", stderr: "" };
-  child.stdout!.setEncoding("utf8").on("data", (d: string) => (out.stdout += d));
-  child.stderr!.setEncoding("utf8").on("data", (d: string) => (out.stderr += d));
-  const exited = new Promise<Result>((resolve, reject) => {
-    child.on("error", reject);
-    child.on("close", (code, signal) => resolve({ code, signal, ...out }));
-  });
-  return { child, exited, out };
-}
-
-/** Runs a command that is expected to finish on its own. */
-function run(args: string[], cwd: string): Promise<Result> {
-  return start(args, cwd).exited;
-}
-
-/** Starts `switchboard [args]` and waits for its "Switchboard is running" log line. */
-async function serve(args: string[], cwd: string): Promise<Serving> {
-  const { child, exited, out } = start(args, cwd);
-  const listening = await new Promise<string[]>((resolve, reject) => {
-    let buffer = "";
-    child.stdout!.on("data", (d: string) => {
-      buffer += d;
-      let nl;
-      while ((nl = buffer.indexOf("\n")) >= 0) {
-        const line = buffer.slice(0, nl);
-        buffer = buffer.slice(nl + 1);
-        let entry: { msg?: string; listening?: string[] } = {};
-        try {
-          entry = JSON.parse(line) as typeof entry;
-        } catch {
-          continue;
-        }
-        if (entry.msg === "Switchboard is running") resolve(entry.listening ?? []);
-      }
-    });
-    exited.then((r) => reject(new Error(`switchboard exited (${r.code}/${r.signal}) before it was ready:\n${r.stderr}`)), reject);
-  });
-  return { child, listening, exited, stderr: () => out.stderr, stdout: () => out.stdout };
-}
-
-function freePort(host = "127.0.0.1", port = 0): Promise<number | undefined> {
-  return new Promise((resolve) => {
-    const probe = net.createServer();
-    probe.once("error", () => resolve(undefined));
-    probe.listen(port, host, () => {
-      const address = probe.address();
-      probe.close(() => resolve(typeof address === "object" && address ? address.port : undefined));
-    });
-  });
-}
-
-async function postJson(url: string, body: unknown, token?: string): Promise<{ status: number; body: Record<string, unknown> }> {
-  const headers: Record<string, string> = { "content-type": "application/json" };
-  if (token) headers.authorization = `Bearer ${token}`;
-  const res = await fetch(url, { method: "POST", headers, body: JSON.stringify(body) });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
-
-async function getJson(url: string, token?: string): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {} });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
-
-const login = (baseUrl: string, user: string, password: string) =>
-  postJson(`${baseUrl}/_matrix/client/v3/login`, { type: "m.login.password", identifier: { type: "m.id.user", user }, password });
-
-/** generate-config into dir/switchboard.yaml with its data under dir/data, listening on `port`. */
-async function generated(dir: string, serverName: string, port: number): Promise<string> {
-  const file = path.join(dir, "switchboard.yaml");
-  const r = await run(["generate-config", "--server-name", serverName, "--output", file, "--data-dir", path.join(dir, "data")], dir);
-  assert.equal(r.code, 0, r.stderr);
-  const text = readFileSync(file, "utf8");
-  assert.match(text, /^ {2}- port: 8008$/m);
-  writeFileSync(file, text.replace(/^ {2}- port: 8008$/m, `  - port: ${port}`));
-  return file;
-}
+import { BIN, children, freePort, generated, getJson, login, run, serve, tempDir, TIMEOUT } from "./helpers/cli.js";
 
 describe("switchboard CLI", { concurrency: 3 }, () => {
   test("generate-config writes a commented 0600 YAML file with fresh secrets that check-config accepts", TIMEOUT, async () => {
@@ -319,41 +203,6 @@ describe("switchboard CLI", { concurrency: 3 }, () => {
     assert.equal(end.code, 0, end.stderr);
   });
 
-  interface Answer {
-    status: number | undefined;
-    connection: string | undefined;
-    body: Record<string, unknown>;
-  }
-
-  /**
-   * Logs in with `Expect: 100-continue`: once the "100 Continue" arrives the
-   * server has taken the request in, and only then is `signal` sent and the body
-   * written. `agent` keeps connections alive, as clients do.
-   */
-  function loginAcrossSignal(baseUrl: string, agent: http.Agent, child: ChildProcess, signal: NodeJS.Signals): Promise<Answer> {
-    const url = new URL(`${baseUrl}/_matrix/client/v3/login`);
-    const body = JSON.stringify({ type: "m.login.password", identifier: { type: "m.id.user", user: "carol" }, password: "carol pw" });
-    return new Promise<Answer>((resolve, reject) => {
-      const req = http.request(url, {
-        method: "POST",
-        agent,
-        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), expect: "100-continue" },
-      });
-      req.on("continue", () => {
-        if (!child.kill(signal)) reject(new Error(`could not send ${signal}`));
-        req.end(body);
-      });
-      req.on("response", (res) => {
-        let text = "";
-        res.setEncoding("utf8").on("data", (d: string) => (text += d));
-        res.on("end", () => resolve({ status: res.statusCode, connection: res.headers.connection, body: JSON.parse(text) as Record<string, unknown> }));
-        res.on("error", reject);
-      });
-      req.on("error", reject);
-      req.flushHeaders();
-    });
-  }
-
   test("on a terminal the log is readable text, not JSON", TIMEOUT, async (t) => {
     // `script` (util-linux) runs the server on a pseudo-terminal.
     if (!["/usr/bin/script", "/bin/script"].some((p) => existsSync(p))) return t.skip("no `script` command to make a terminal");
@@ -419,105 +268,5 @@ describe("switchboard CLI", { concurrency: 3 }, () => {
       .filter((l) => l.level === 40)
       .map((l) => l.msg);
     assert.deepEqual(warned, expected);
-  });
-
-  test("SIGTERM and SIGINT let an in-flight request finish, then exit 0", TIMEOUT, async (t) => {
-    const dir = tempDir();
-    const file = await generated(dir, "example.org", 0);
-    const made = await run(["register-user", "--config", file, "--user", "carol", "--password", "carol pw"], dir);
-    assert.equal(made.code, 0, made.stderr);
-    for (const signal of ["SIGTERM", "SIGINT"] as const) {
-      await t.test(signal, async () => {
-        const server = await serve(["-c", file], dir);
-        // The client holds its connection open until the server is gone: stopping must not wait for it.
-        const agent = new http.Agent({ keepAlive: true });
-        let answer, end;
-        try {
-          answer = await loginAcrossSignal(server.listening[0]!, agent, server.child, signal);
-          end = await server.exited;
-        } finally {
-          if (server.child.exitCode === null && server.child.signalCode === null) server.child.kill("SIGKILL");
-          agent.destroy();
-        }
-        assert.equal(answer.status, 200, JSON.stringify(answer.body));
-        assert.equal(answer.body.user_id, "@carol:example.org");
-        assert.equal(answer.connection, "close", "the answer ends its keep-alive connection, so the close need not wait for the client");
-        assert.equal(end.signal, null);
-        assert.equal(end.code, 0, end.stderr);
-        const lines = end.stdout
-          .split("\n")
-          .filter((l) => l.startsWith("{"))
-          .map((l) => JSON.parse(l) as { msg: string; signal?: string; path?: string; status?: number });
-        const stopping = lines.findIndex((l) => l.msg === "stopping: finishing in-flight requests" && l.signal === signal);
-        const served = lines.findIndex((l) => l.msg === "request" && l.path === "/_matrix/client/v3/login" && l.status === 200);
-        const stopped = lines.findIndex((l) => l.msg === "stopped");
-        assert.ok(stopping >= 0 && served > stopping && stopped > served, `the log shows stop, the request, then stopped:\n${end.stdout}`);
-      });
-    }
-  });
-
-  test("once stopping, new connections are refused while a request in flight still finishes", TIMEOUT, async () => {
-    const dir = tempDir();
-    const file = await generated(dir, "example.org", 0);
-    const made = await run(["register-user", "--config", file, "--user", "dan", "--password", "dan pw"], dir);
-    assert.equal(made.code, 0, made.stderr);
-    const server = await serve(["-c", file], dir);
-    const url = new URL(`${server.listening[0]!}/_matrix/client/v3/login`);
-    const body = JSON.stringify({ type: "m.login.password", identifier: { type: "m.id.user", user: "dan" }, password: "dan pw" });
-    const half = body.length >> 1;
-    // The test holds the request in flight by sending only half of its body until the end. The
-    // signal waits for "100 Continue": by then the server has the request, not just bytes in a socket.
-    const req = http.request(url, {
-      method: "POST",
-      agent: false,
-      headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), expect: "100-continue" },
-    });
-    const received = new Promise<void>((resolve) => req.once("continue", () => resolve()));
-    try {
-      const answered = new Promise<{ status?: number; connection?: string; body: Record<string, unknown> }>((resolve, reject) => {
-        req.on("response", (res) => {
-          let text = "";
-          res.setEncoding("utf8").on("data", (d: string) => (text += d));
-          res.on("end", () => resolve({ status: res.statusCode, connection: res.headers.connection, body: JSON.parse(text) as Record<string, unknown> }));
-          res.on("error", reject);
-        });
-        req.on("error", reject);
-      });
-      answered.catch(() => {}); // awaited below; a failure before then is reported by its own assertion
-      req.flushHeaders();
-      await received;
-      await new Promise<void>((resolve) => req.write(body.slice(0, half), () => resolve()));
-      assert.ok(server.child.kill("SIGTERM"));
-
-      // The listener closes at once: a new connection is refused (the request above is still open).
-      const connect = () =>
-        new Promise<string>((resolve) => {
-          const socket = net.connect(Number(url.port), url.hostname);
-          socket.once("connect", () => {
-            socket.destroy();
-            resolve("accepted");
-          });
-          socket.once("error", (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
-        });
-      let outcome = await connect();
-      for (let i = 0; i < 300 && outcome === "accepted"; i++) {
-        await new Promise((r) => setTimeout(r, 50));
-        outcome = await connect();
-      }
-      assert.equal(outcome, "ECONNREFUSED");
-      assert.equal(server.child.exitCode, null, "still running while the request is in flight");
-
-      req.end(body.slice(half));
-      const answer = await answered;
-      assert.equal(answer.status, 200, JSON.stringify(answer.body));
-      assert.equal(answer.body.user_id, "@dan:example.org");
-      assert.equal(answer.connection, "close");
-      const end = await server.exited;
-      assert.equal(end.code, 0, end.stderr);
-      assert.equal(end.signal, null);
-    } finally {
-      req.destroy(); // a failed assertion must not leave the server waiting for the rest of the body
-      if (server.child.exitCode === null && server.child.signalCode === null) server.child.kill("SIGKILL");
-    }
   });
 });
