@@ -4,7 +4,7 @@ import path from "node:path";
 import { Value } from "typebox/value";
 import { LineCounter, parseDocument } from "yaml";
 import type { Config, DatabaseConfig, RateLimitConfig } from "./config.js";
-import { ConfigError, Problems, type ConfigPath } from "./errors.js";
+import { ConfigError, inFileOrder, Problems, type ConfigPath } from "./errors.js";
 import { resolveLiveKit } from "./livekit.js";
 import { ConfigSchema, type RawConfig } from "./schema.js";
 import { resolveExtraWellKnown, resolveTransports } from "./transports.js";
@@ -66,10 +66,9 @@ function rate(r: { per_second: number; burst_count: number }): RateLimitConfig {
 
 /** Refuses the config over the problems found while resolving it, each with its line when known. */
 function refuse(problems: Problems, configPath: string | undefined, lineOf: (at: ConfigPath) => number | undefined): never {
-  const located = problems.found.map((p) => ({ line: lineOf(p.path), text: p.text }));
-  located.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
   const where = configPath ? `${configPath}: ` : "";
-  throw new ConfigError(located.map((p) => `${where}${p.line ? `line ${p.line}: ` : ""}${p.text}`));
+  const located = problems.found.map((p) => ({ line: lineOf(p.path), text: p.text }));
+  throw new ConfigError(inFileOrder(located).map((p) => where + p));
 }
 
 function resolve(

@@ -3,7 +3,7 @@
  * anything that looks like a secret refuses the config.
  */
 import type { RtcTransport } from "./config.js";
-import type { ConfigPath, Problems } from "./errors.js";
+import { dottedPath, type ConfigPath, type Problems } from "./errors.js";
 
 /** The `.well-known/matrix/client` key that carries the transports for older clients. */
 export const RTC_FOCI_KEY = "org.matrix.msc4143.rtc_foci";
@@ -58,19 +58,19 @@ export function secretUrlParam(value: string): string | undefined {
 
 const looksSecret = (name: string) => SECRET_WORDS.some((w) => name.toLowerCase().includes(w));
 
-/** Each secret-looking key or URL under `value`: its path in the file, and its name in messages. */
-function findSecrets(value: unknown, at: ConfigPath, shown: string, out: { at: ConfigPath; what: string }[]): void {
+/** Each secret-looking key or URL under `value`, at `at` in the file. */
+function findSecrets(value: unknown, at: ConfigPath, out: { at: ConfigPath; what: string }[]): void {
   if (Array.isArray(value)) {
-    value.forEach((v, i) => findSecrets(v, [...at, i], `${shown}[${i}]`, out));
+    value.forEach((v, i) => findSecrets(v, [...at, i], out));
   } else if (value && typeof value === "object") {
     for (const [k, v] of Object.entries(value)) {
-      if (looksSecret(k)) out.push({ at: [...at, k], what: `\`${shown}.${k}\` looks like a secret` });
-      findSecrets(v, [...at, k], `${shown}.${k}`, out);
+      if (looksSecret(k)) out.push({ at: [...at, k], what: `\`${dottedPath([...at, k])}\` looks like a secret` });
+      findSecrets(v, [...at, k], out);
     }
   } else if (typeof value === "string") {
-    if (hasUrlCredentials(value)) out.push({ at, what: `\`${shown}\` is a URL with a user name or password` });
+    if (hasUrlCredentials(value)) out.push({ at, what: `\`${dottedPath(at)}\` is a URL with a user name or password` });
     const param = secretUrlParam(value);
-    if (param !== undefined) out.push({ at, what: `\`${shown}\` is a URL whose parameter \`${param}\` looks like a secret` });
+    if (param !== undefined) out.push({ at, what: `\`${dottedPath(at)}\` is a URL whose parameter \`${param}\` looks like a secret` });
   }
 }
 
@@ -78,15 +78,14 @@ export function resolveTransports(
   raw: Record<string, unknown>[],
   problems: Problems,
   warnings: string[],
-  key = "matrix_rtc.transports",
-  keyPath: ConfigPath = ["matrix_rtc", "transports"],
+  listPath: ConfigPath = ["matrix_rtc", "transports"],
 ): RtcTransport[] {
   const out: RtcTransport[] = [];
   raw.forEach((entry, i) => {
-    const where = `${key}[${i}]`;
-    const at = [...keyPath, i];
+    const at = [...listPath, i];
+    const where = dottedPath(at);
     const secrets: { at: ConfigPath; what: string }[] = [];
-    findSecrets(entry, at, where, secrets);
+    findSecrets(entry, at, secrets);
     for (const { at: secretAt, what } of secrets) {
       problems.add(
         secretAt,
@@ -149,16 +148,15 @@ export function resolveExtraWellKnown(
 ): Record<string, unknown> {
   const foci = raw[RTC_FOCI_KEY];
   if (foci === undefined) return raw;
-  const key = `extra_well_known_client_content["${RTC_FOCI_KEY}"]`;
-  const keyPath = ["extra_well_known_client_content", RTC_FOCI_KEY];
+  const listPath = ["extra_well_known_client_content", RTC_FOCI_KEY];
   if (!Array.isArray(foci) || !foci.every((f) => f !== null && typeof f === "object" && !Array.isArray(f))) {
-    problems.add(keyPath, `\`${key}\` must be a list of transports (objects with a \`type\`), as in \`matrix_rtc.transports\``);
+    problems.add(listPath, `\`${dottedPath(listPath)}\` must be a list of transports (objects with a \`type\`), as in \`matrix_rtc.transports\``);
     return raw;
   }
   const missingType = foci.findIndex((f) => typeof (f as Record<string, unknown>).type !== "string");
   if (missingType >= 0) {
-    problems.add([...keyPath, missingType], `\`${key}[${missingType}].type\` is missing: every transport names its type`);
+    problems.add([...listPath, missingType], `\`${dottedPath([...listPath, missingType, "type"])}\` is missing: every transport names its type`);
     return raw;
   }
-  return { ...raw, [RTC_FOCI_KEY]: resolveTransports(foci as Record<string, unknown>[], problems, warnings, key, keyPath) };
+  return { ...raw, [RTC_FOCI_KEY]: resolveTransports(foci as Record<string, unknown>[], problems, warnings, listPath) };
 }

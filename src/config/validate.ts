@@ -5,7 +5,7 @@
 import { Settings } from "typebox/system";
 import { Value } from "typebox/value";
 import { isMap, isScalar, isSeq, LineCounter, type Document } from "yaml";
-import type { ConfigPath } from "./errors.js";
+import { dottedPath, inFileOrder, type ConfigPath } from "./errors.js";
 import type { SchemaWithMeta } from "./types.js";
 
 interface SchemaError {
@@ -13,15 +13,6 @@ interface SchemaError {
   instancePath: string;
   params: Record<string, unknown>;
   message: string;
-}
-
-export function dottedPath(segments: (string | number)[]): string {
-  let out = "";
-  for (const s of segments) {
-    if (typeof s === "number" || /^[0-9]+$/.test(s)) out += `[${s}]`;
-    else out += out ? `.${s}` : s;
-  }
-  return out || "(top level)";
 }
 
 function splitPointer(pointer: string): string[] {
@@ -150,14 +141,14 @@ export function schemaProblems(
   counter: LineCounter | undefined,
 ): string[] {
   const errors = allErrors(schema, value);
-  const problems: { line: number; text: string }[] = [];
+  const problems: { line: number | undefined; text: string }[] = [];
   const seen = new Set<string>();
   const at = (segments: string[], key?: string) =>
     doc && counter ? lineInFile(doc, counter, key === undefined ? segments : [...segments, key]) : undefined;
   const push = (line: number | undefined, text: string) => {
     if (seen.has(text)) return;
     seen.add(text);
-    problems.push({ line: line ?? 0, text: line ? `line ${line}: ${text}` : text });
+    problems.push({ line, text });
   };
 
   const handledPaths = new Set<string>();
@@ -191,5 +182,5 @@ export function schemaProblems(
       `\`${dottedPath(segments)}\` is ${shown(valueAt(value, segments))}, which is not allowed: expected ${describeAllowed(schemaAt(schema, segments))}`,
     );
   }
-  return problems.sort((a, b) => a.line - b.line).map((p) => p.text);
+  return inFileOrder(problems);
 }
