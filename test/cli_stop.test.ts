@@ -16,6 +16,19 @@ describe("switchboard stops cleanly", { concurrency: 2 }, () => {
     body: Record<string, unknown>;
   }
 
+  /** The answer to `req`: its status, its `Connection` header and its JSON body. */
+  function answerOf(req: http.ClientRequest): Promise<Answer> {
+    return new Promise<Answer>((resolve, reject) => {
+      req.on("response", (res) => {
+        let text = "";
+        res.setEncoding("utf8").on("data", (d: string) => (text += d));
+        res.on("end", () => resolve({ status: res.statusCode, connection: res.headers.connection, body: JSON.parse(text) as Record<string, unknown> }));
+        res.on("error", reject);
+      });
+      req.on("error", reject);
+    });
+  }
+
   /**
    * Logs in with `Expect: 100-continue`: once the "100 Continue" arrives the
    * server has taken the request in, and only then is `signal` sent and the body
@@ -24,25 +37,18 @@ describe("switchboard stops cleanly", { concurrency: 2 }, () => {
   function loginAcrossSignal(baseUrl: string, agent: http.Agent, child: ChildProcess, signal: NodeJS.Signals): Promise<Answer> {
     const url = new URL(`${baseUrl}/_matrix/client/v3/login`);
     const body = JSON.stringify({ type: "m.login.password", identifier: { type: "m.id.user", user: "carol" }, password: "carol pw" });
-    return new Promise<Answer>((resolve, reject) => {
-      const req = http.request(url, {
-        method: "POST",
-        agent,
-        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), expect: "100-continue" },
-      });
-      req.on("continue", () => {
-        if (!child.kill(signal)) reject(new Error(`could not send ${signal}`));
-        req.end(body);
-      });
-      req.on("response", (res) => {
-        let text = "";
-        res.setEncoding("utf8").on("data", (d: string) => (text += d));
-        res.on("end", () => resolve({ status: res.statusCode, connection: res.headers.connection, body: JSON.parse(text) as Record<string, unknown> }));
-        res.on("error", reject);
-      });
-      req.on("error", reject);
-      req.flushHeaders();
+    const req = http.request(url, {
+      method: "POST",
+      agent,
+      headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), expect: "100-continue" },
     });
+    req.on("continue", () => {
+      if (child.kill(signal)) req.end(body);
+      else req.destroy(new Error(`could not send ${signal}`));
+    });
+    const answer = answerOf(req);
+    req.flushHeaders();
+    return answer;
   }
 
   test("SIGTERM and SIGINT let an in-flight request finish, then exit 0", TIMEOUT, async (t) => {
@@ -98,15 +104,7 @@ describe("switchboard stops cleanly", { concurrency: 2 }, () => {
     });
     const received = new Promise<void>((resolve) => req.once("continue", () => resolve()));
     try {
-      const answered = new Promise<{ status?: number; connection?: string; body: Record<string, unknown> }>((resolve, reject) => {
-        req.on("response", (res) => {
-          let text = "";
-          res.setEncoding("utf8").on("data", (d: string) => (text += d));
-          res.on("end", () => resolve({ status: res.statusCode, connection: res.headers.connection, body: JSON.parse(text) as Record<string, unknown> }));
-          res.on("error", reject);
-        });
-        req.on("error", reject);
-      });
+      const answered = answerOf(req);
       answered.catch(() => {}); // awaited below; a failure before then is reported by its own assertion
       req.flushHeaders();
       await received;

@@ -1,22 +1,14 @@
 /** `matrix_rtc.transports` is validated when the config loads (reference §1). */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { ConfigError } from "../src/config/errors.js";
 import { parseConfig } from "../src/config/load.js";
+import { refusedProblems } from "./helpers/config.js";
 
 const withTransports = (transports: string) => `server_name: example.org\nmatrix_rtc:\n  transports:\n${transports}`;
 const load = (transports: string) => parseConfig(withTransports(transports));
 
-/** The problems a refused config file is reported with. */
-function refused(yaml: string): string {
-  try {
-    parseConfig(yaml);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, String(err));
-    return err.problems.join("\n");
-  }
-  assert.fail("the config was accepted");
-}
+/** The problems a refused config file is reported with, a line each. */
+const refused = (yaml: string) => refusedProblems(yaml).join("\n");
 
 const problems = (transports: string) => refused(withTransports(transports));
 

@@ -11,7 +11,8 @@ import { PassThrough } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { inspect } from "node:util";
 import { ConfigError } from "../src/config/errors.js";
-import { configFromObject, parseConfig } from "../src/config/load.js";
+import { configFromObject } from "../src/config/load.js";
+import { refusedProblems } from "./helpers/config.js";
 import { FakeLiveKit, LK_KEY, LK_SECRET, openIdToken, startLiveKitServer } from "./helpers/livekit.js";
 import { registerUser, request, type TestServer } from "./helpers/server.js";
 
@@ -103,13 +104,7 @@ describe("livekit config", () => {
       '    "123": "https://[bad"', // 7
       "",
     ].join("\n");
-    let problems: string[] = [];
-    try {
-      parseConfig(yaml, "/srv/sb.yaml");
-    } catch (err) {
-      problems = (err as ConfigError).problems;
-    }
-    assert.deepEqual(problems, [
+    assert.deepEqual(refusedProblems(yaml, "/srv/sb.yaml"), [
       "/srv/sb.yaml: line 2: `livekit` needs the LiveKit API secret: set `livekit.api_secret` or `livekit.api_secret_path`",
       '/srv/sb.yaml: line 7: `livekit.cs_api_url_overrides.123` is "https://[bad", which is not an absolute URL',
     ]);
