@@ -6,6 +6,7 @@
 import { spawn } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { runMain } from "./entry.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -33,12 +34,4 @@ async function main(): Promise<number> {
   return http.code === 0 && delayed.code === 0 ? 0 : 1;
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    console.error(err);
-    process.exitCode = 1;
-  },
-);
+runMain(main);

@@ -23,6 +23,7 @@ import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { startChild, type Child } from "./children.js";
+import { runMain } from "./entry.js";
 import { routeKey, type CannedResponse } from "./protocol.js";
 import { canned, normalise, parseRaw, rawRequest } from "./raw_http.js";
 
@@ -342,12 +343,4 @@ async function main(): Promise<number> {
   return problems.length === 0 ? 0 : 1;
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    console.error(err);
-    process.exitCode = 1;
-  },
-);
+runMain(main);

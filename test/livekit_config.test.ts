@@ -10,9 +10,8 @@ import path from "node:path";
 import { PassThrough } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { inspect } from "node:util";
-import { ConfigError } from "../src/config/errors.js";
 import { configFromObject } from "../src/config/load.js";
-import { refusedProblems } from "./helpers/config.js";
+import { refusedProblems, refusedWith } from "./helpers/config.js";
 import { FakeLiveKit, LK_KEY, LK_SECRET, openIdToken, startLiveKitServer } from "./helpers/livekit.js";
 import { registerUser, request, type TestServer } from "./helpers/server.js";
 
@@ -20,15 +19,7 @@ const BASE = { server_name: "example.org", public_baseurl: "https://matrix.examp
 const LK = { url: "wss://sfu.example.org", api_key: LK_KEY, api_secret: LK_SECRET };
 const TRANSPORTS = "/_matrix/client/v1/rtc/transports";
 
-function problemsOf(raw: Record<string, unknown>, configPath?: string): string[] {
-  try {
-    configFromObject(raw, configPath);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, String(err));
-    return err.problems;
-  }
-  assert.fail("the config was accepted");
-}
+const problemsOf = (raw: Record<string, unknown>, configPath?: string): string[] => refusedWith(() => configFromObject(raw, configPath));
 
 describe("livekit config", () => {
   const dir = mkdtempSync(path.join(tmpdir(), "switchboard-lkcfg-"));
