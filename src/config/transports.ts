@@ -11,6 +11,7 @@ export const RTC_FOCI_KEY = "org.matrix.msc4143.rtc_foci";
 const LIVEKIT_TYPES = new Set(["livekit", "msc4195.livekit"]);
 const LIVEKIT_KEYS = new Set(["type", "livekit_service_url"]);
 const SECRET_WORDS = ["secret", "password", "api_key", "apikey", "token"];
+const looksSecret = (name: string) => SECRET_WORDS.some((w) => name.toLowerCase().includes(w));
 
 /**
  * Whether a parsed URL's `hostname` is this machine. The URL parser has already written any
@@ -31,7 +32,7 @@ export function quotedUrl(value: string): string {
 }
 
 /** Whether a string is a URL that carries a user name or password (`https://user:pass@host`). */
-export function hasUrlCredentials(value: string): boolean {
+function hasUrlCredentials(value: string): boolean {
   if (!value.includes("@")) return false;
   try {
     const url = new URL(value);
@@ -45,7 +46,7 @@ export function hasUrlCredentials(value: string): boolean {
  * A parameter of a URL's query or fragment whose name looks like a secret (`?token=…`,
  * `#access_token=…`), if any.
  */
-export function secretUrlParam(value: string): string | undefined {
+function secretUrlParam(value: string): string | undefined {
   if (!value.includes("?") && !value.includes("#")) return undefined;
   try {
     const url = new URL(value);
@@ -55,8 +56,6 @@ export function secretUrlParam(value: string): string | undefined {
     return undefined;
   }
 }
-
-const looksSecret = (name: string) => SECRET_WORDS.some((w) => name.toLowerCase().includes(w));
 
 /** Each secret-looking key or URL under `value`, at `at` in the file. */
 function findSecrets(value: unknown, at: ConfigPath, out: { at: ConfigPath; what: string }[]): void {
