@@ -32,7 +32,7 @@ function percentile(sorted: number[], p: number): number {
 const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
 const rssMb = () => process.memoryUsage().rss / 1024 / 1024;
 
-function open(dir: string): Homeserver {
+async function open(dir: string): Promise<Homeserver> {
   const { config } = configFromObject({
     server_name: "bench.local",
     listeners: [{ port: 0, bind_addresses: ["127.0.0.1"] }],
@@ -49,7 +49,7 @@ function open(dir: string): Homeserver {
 async function main(): Promise<void> {
   const dir = mkdtempSync(path.join(tmpdir(), "switchboard-bench-delayed-"));
   try {
-    let hs = open(dir);
+    let hs = await open(dir);
     await hs.start();
     const { services } = hs;
     // Spread over users, as calls are: the per-user limit stays meaningful (each holds at most PENDING/USERS).
@@ -138,12 +138,12 @@ async function main(): Promise<void> {
     // Restart with 100k pending.
     await hs.stop();
     const restartStart = performance.now();
-    hs = open(dir);
+    hs = await open(dir);
     await hs.start();
     const restartMs = performance.now() - restartStart;
     await hs.stop();
     // The scheduler's own share: loading what is pending into its heap.
-    hs = open(dir);
+    hs = await open(dir);
     const loadStart = performance.now();
     await hs.services.delayedEvents.start();
     const loadMs = performance.now() - loadStart;

@@ -35,7 +35,7 @@ const { config } = configFromObject(
 );
 // The logger and destination production uses for stdout, pointed at /dev/null.
 const logger = createLogger(LOG_LEVEL, logDestination("/dev/null"));
-const homeserver = createHomeserver(config, logger);
+const homeserver = await createHomeserver(config, logger);
 
 let stopping = false;
 async function stop(): Promise<void> {

@@ -5,14 +5,14 @@
 import type { Logger } from "pino";
 import { registerRoutes } from "./api/routes.js";
 import type { Config } from "./config/config.js";
-import { ConfigError } from "./config/errors.js";
 import { beginDraining, createHttpApp, type App } from "./http/server.js";
 import { systemClock, type Clock } from "./services/clock.js";
 import { createServices, type Services } from "./services/index.js";
 import { loadOrCreateSigningKey, type SigningKey } from "./services/signing_key.js";
 import type { OutboundOptions } from "./services/livekit/outbound.js";
+import type { Notifier } from "./services/sync/notifier.js";
 import type { Storage } from "./storage/interfaces.js";
-import { openSqliteStorage } from "./storage/sqlite/index.js";
+import { openStorage } from "./storage/open.js";
 
 export interface Homeserver {
   services: Services;
@@ -26,24 +26,34 @@ export interface Homeserver {
   stop(): Promise<void>;
 }
 
-export function openStorage(config: Config): Storage {
-  if (config.database.kind !== "sqlite") {
-    throw new ConfigError([
-      "`database.name`: PostgreSQL (psycopg2/postgres) is not supported yet; use `name: sqlite3` with `args.database`",
-    ]);
-  }
-  return openSqliteStorage(config.database.path, config.database.synchronous);
-}
-
 export interface HomeserverOptions {
   /** CAs and name resolution for calls the LiveKit service makes to other homeservers (tests). */
   outbound?: OutboundOptions;
+  /**
+   * Shared with other homeservers on the same database, as a notifier that crosses processes
+   * would be (tests); each homeserver has its own in-process one by default.
+   */
+  notifier?: Notifier;
 }
 
-export function createHomeserver(config: Config, logger: Logger, clock: Clock = systemClock, opts: HomeserverOptions = {}): Homeserver {
-  const storage = openStorage(config);
+/** Opens storage (migrating it) and builds the services; `start` then opens the listeners. */
+export async function createHomeserver(
+  config: Config,
+  logger: Logger,
+  clock: Clock = systemClock,
+  opts: HomeserverOptions = {},
+): Promise<Homeserver> {
+  const storage = await openStorage(config.database);
   const signingKey = loadOrCreateSigningKey(config.signingKeyPath);
-  const services = createServices({ config, storage, clock, signingKey: () => signingKey, logger, outbound: opts.outbound });
+  const services = createServices({
+    config,
+    storage,
+    clock,
+    signingKey: () => signingKey,
+    logger,
+    outbound: opts.outbound,
+    notifier: opts.notifier,
+  });
   const apps: App[] = [];
   const urls: string[] = [];
   let stopping: Promise<void> | undefined;

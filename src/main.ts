@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The `switchboard` command: serve, generate-config, check-config, register-user. */
+/** The `switchboard` command: serve, generate-config, check-config, register-user, port-db. */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -8,11 +8,13 @@ import { ConfigError } from "./config/errors.js";
 import { generateConfig } from "./config/generate.js";
 import { loadConfigFile, parseConfig } from "./config/load.js";
 import { MatrixError } from "./errors.js";
-import { createHomeserver, openStorage } from "./homeserver.js";
+import { createHomeserver } from "./homeserver.js";
 import { createLogger } from "./http/logging.js";
 import { systemClock } from "./services/clock.js";
 import { createServices } from "./services/index.js";
 import { loadOrCreateSigningKey } from "./services/signing_key.js";
+import { openStorage } from "./storage/open.js";
+import { databaseSection, portToPostgres } from "./storage/port/index.js";
 
 const EXIT_USAGE = 2;
 const DEFAULT_CONFIG = "switchboard.yaml";
@@ -48,7 +50,7 @@ async function serve(configFile: string | undefined): Promise<void> {
   const { config, warnings } = loadConfigFile(file);
   const logger = createLogger(config.logLevel);
   for (const w of warnings) logger.warn(w);
-  const server = createHomeserver(config, logger);
+  const server = await createHomeserver(config, logger);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -73,7 +75,7 @@ async function serve(configFile: string | undefined): Promise<void> {
 
 async function registerUser(cmd: Extract<Command, { name: "register-user" }>): Promise<void> {
   const { config } = loadConfigFile(cmd.config);
-  const storage = openStorage(config);
+  const storage = await openStorage(config.database);
   try {
     // Creating a user signs nothing; the key is made when the server first starts.
     const services = createServices({
@@ -88,6 +90,32 @@ async function registerUser(cmd: Extract<Command, { name: "register-user" }>): P
   } finally {
     await storage.close();
   }
+}
+
+/** Copies the config's SQLite database into PostgreSQL, then says what to change in the config. */
+async function portDb(cmd: Extract<Command, { name: "port-db" }>): Promise<void> {
+  const { config } = loadConfigFile(cmd.config);
+  if (config.database.kind !== "sqlite") {
+    throw new ConfigError([
+      `\`database.name\` in ${cmd.config} is not sqlite3: port-db copies from SQLite, so --config names the config of the server that runs on SQLite`,
+    ]);
+  }
+  const report = await portToPostgres(config.database.path, cmd.toPostgres, (line) => console.log(line));
+  const rows = report.tables.reduce((sum, t) => sum + t.rows, 0);
+  const streams = Object.entries(report.streams).map(([s, p]) => `${s} ${p}`);
+  console.log(
+    [
+      `Copied ${rows} rows in ${report.tables.length} tables. Verified: every table has as many rows in PostgreSQL as in SQLite,`,
+      `and every stream position is the same (${streams.join(", ")}).`,
+      "",
+      `To serve from PostgreSQL, replace the \`database:\` section of ${config.configPath ?? cmd.config} with this,`,
+      "putting the real password in place of <password>:",
+      "",
+      databaseSection(cmd.toPostgres),
+      "",
+      `Then start Switchboard. Keep ${report.sqlite} as a backup: nothing writes to it any more.`,
+    ].join("\n"),
+  );
 }
 
 async function run(argv: string[]): Promise<number> {
@@ -112,6 +140,9 @@ async function run(argv: string[]): Promise<number> {
     }
     case "register-user":
       await registerUser(cmd);
+      return 0;
+    case "port-db":
+      await portDb(cmd);
       return 0;
     case "serve":
       await serve(cmd.config);

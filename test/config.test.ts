@@ -148,18 +148,26 @@ describe("a bad config file exits 2, naming the key and line", { concurrency: 3 
     for (const k of ["a", "b", "c", "d", "e"]) assert.ok(problems.some((p) => p.includes(`unknown key \`unknown_${k}\``)), `unknown_${k} is reported`);
   });
 
-  test("PostgreSQL is accepted by the schema but answered 'not supported yet' with exit 2", { timeout: 90_000 }, async () => {
+  test("PostgreSQL settings that reach no server: check-config passes, serve refuses naming the keys and the host tried", { timeout: 90_000 }, async () => {
+    // Port 1 on loopback: nothing listens there, so the connection is refused at once.
     const { dir, file } = configFile(
-      `${BASE}database:\n  name: psycopg2\n  args:\n    user: synapse\n    password: pw-secret-cafe\n    host: localhost\n    dbname: synapse\n`,
+      `${BASE}database:\n  name: psycopg2\n  args:\n    user: synapse\n    password: pw-secret-cafe\n    host: 127.0.0.1\n    port: 1\n    database: synapse\n`,
     );
     const [checked, served] = await Promise.all([run(["check-config", "--config", file], dir), run(["--config", file], dir)]);
-    for (const [what, r] of [["check-config", checked], ["serve", served]] as const) {
-      assert.equal(r.code, 2, `${what}: ${r.stdout}${r.stderr}`);
-      assert.equal(
-        r.stderr,
-        `switchboard: configuration error:\n  ${file}: line ${BASE.split("\n").length + 1}: \`database.name\`: PostgreSQL (psycopg2/postgres) is not supported yet; use \`name: sqlite3\` with \`args.database\`\n`,
-      );
-    }
+    assert.equal(checked.code, 0, checked.stderr);
+    assert.equal(served.code, 1, served.stderr);
+    assert.match(served.stderr, /could not open the PostgreSQL database synapse@127\.0\.0\.1:1\/synapse: .*ECONNREFUSED.*check `database\.args`/);
+    assert.equal(served.stderr.includes("pw-secret-cafe"), false, "the password is never printed");
+  });
+
+  test("SQLite-only database keys under PostgreSQL are refused with exit 2, naming the key and its line", { timeout: 90_000 }, async () => {
+    const { dir, file } = configFile(`${BASE}database:\n  name: psycopg2\n  args:\n    host: localhost\n    synchronous: full\n`);
+    const r = await run(["check-config", "--config", file], dir);
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(
+      r.stderr,
+      `switchboard: configuration error:\n  ${file}: line ${BASE.split("\n").length + 4}: \`database.args.synchronous\` is for SQLite; PostgreSQL's durability is its own \`synchronous_commit\` setting\n`,
+    );
   });
 });
 

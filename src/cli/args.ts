@@ -8,6 +8,8 @@ export const USAGE = `Usage:
   switchboard generate-config --server-name NAME [--output FILE] [--data-dir DIR] [--enable-registration]
   switchboard check-config --config FILE
   switchboard register-user --config FILE --user NAME --password PW [--admin]
+  switchboard port-db --config FILE --to-postgres postgres://USER:PASSWORD@HOST:PORT/DATABASE
+                                                   copy a stopped server's SQLite data into an empty PostgreSQL database
   switchboard --help | --version`;
 
 export type Command =
@@ -15,6 +17,7 @@ export type Command =
   | { name: "generate-config"; serverName: string; output: string; dataDir: string; openRegistration: boolean }
   | { name: "check-config"; config: string }
   | { name: "register-user"; config: string; user: string; password: string; admin: boolean }
+  | { name: "port-db"; config: string; toPostgres: string }
   | { name: "help" }
   | { name: "version" };
 
@@ -34,6 +37,7 @@ export function parseCommand(argv: string[]): Command {
         user: { type: "string", short: "u" },
         password: { type: "string", short: "p" },
         admin: { type: "boolean" },
+        "to-postgres": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -51,6 +55,7 @@ export function parseCommand(argv: string[]): Command {
     "generate-config": ["server-name", "output", "data-dir", "enable-registration"],
     "check-config": ["config"],
     "register-user": ["config", "user", "password", "admin"],
+    "port-db": ["config", "to-postgres"],
   };
   if (!allowed[command]) throw new UsageError(`unknown command: ${command}`);
   for (const key of Object.keys(v)) {
@@ -74,6 +79,13 @@ export function parseCommand(argv: string[]): Command {
       return { name: "check-config", config: need("config") };
     case "register-user":
       return { name: "register-user", config: need("config"), user: need("user"), password: need("password"), admin: v.admin ?? false };
+    case "port-db": {
+      const dsn = need("to-postgres");
+      if (!/^postgres(ql)?:\/\//.test(dsn) || !URL.canParse(dsn)) {
+        throw new UsageError("--to-postgres takes a PostgreSQL URL: postgres://USER:PASSWORD@HOST:PORT/DATABASE");
+      }
+      return { name: "port-db", config: need("config"), toPostgres: dsn };
+    }
     default:
       return { name: "serve", config: v.config };
   }

@@ -16,7 +16,20 @@ export interface ListenerConfig {
 
 export type DatabaseConfig =
   | { kind: "sqlite"; path: string; synchronous: "normal" | "full" }
-  | { kind: "postgres"; user?: string; password?: Secret; host?: string; port?: number; dbname?: string };
+  | {
+      kind: "postgres";
+      /** A `postgres://` URL (`args.dsn`); the keys below override its parts. */
+      dsn?: Secret;
+      user?: string;
+      password?: Secret;
+      host?: string;
+      port?: number;
+      database?: string;
+      sslmode?: string;
+      /** The connection pool's bounds (Synapse's `cp_min`, `cp_max`). */
+      poolMin: number;
+      poolMax: number;
+    };
 
 export interface RtcTransport {
   type: string;

@@ -89,18 +89,29 @@ function resolve(
       synchronous: raw.database.args.synchronous ?? "normal",
     };
   } else {
-    problems.add(
-      ["database", "name"],
-      "`database.name`: PostgreSQL (psycopg2/postgres) is not supported yet; use `name: sqlite3` with `args.database`",
-    );
     const a = raw.database.args;
+    if (a.synchronous !== undefined) {
+      problems.add(["database", "args", "synchronous"], "`database.args.synchronous` is for SQLite; PostgreSQL's durability is its own `synchronous_commit` setting");
+    }
+    if (a.database !== undefined && a.dbname !== undefined && a.database !== a.dbname) {
+      problems.add(["database", "args", "dbname"], "`database.args.database` and `database.args.dbname` name different databases; keep one");
+    }
+    const poolMax = a.cp_max ?? 10;
+    const poolMin = Math.min(a.cp_min ?? 1, poolMax);
+    if (a.cp_min !== undefined && a.cp_min > poolMax) {
+      problems.add(["database", "args", "cp_min"], `\`database.args.cp_min\` (${a.cp_min}) is more than \`cp_max\` (${poolMax})`);
+    }
     database = {
       kind: "postgres",
+      dsn: a.dsn === undefined ? undefined : new Secret(a.dsn),
       user: a.user,
       password: a.password === undefined ? undefined : new Secret(a.password),
       host: a.host,
       port: a.port,
-      dbname: a.dbname,
+      database: a.database ?? a.dbname,
+      sslmode: a.sslmode,
+      poolMin,
+      poolMax,
     };
   }
 

@@ -35,7 +35,7 @@ export function size(meta: DocMeta & { default?: string | number }) {
 }
 
 /** A string that must never be logged or served; the loader wraps it in {@link Secret}. */
-export function secretString(meta: DocMeta) {
+export function secretString(meta: DocMeta & { pattern?: string }) {
   return Type.String({ minLength: 1, ...meta, "x-secret": true });
 }
 

@@ -41,8 +41,6 @@ const view = (t: RegistrationToken): TokenView => ({
 });
 
 export class AdminService {
-  readonly #nonces = new Map<string, number>();
-
   constructor(
     private readonly config: Config,
     private readonly storage: Storage,
@@ -56,23 +54,22 @@ export class AdminService {
     return secret;
   }
 
-  newNonce(): string {
+  /** A nonce for one registration; kept in the database, so any process on it accepts it. */
+  async newNonce(): Promise<string> {
     this.#requireSharedSecret();
     const now = this.clock.now();
-    for (const [n, at] of this.#nonces) if (at + NONCE_LIFETIME_MS < now) this.#nonces.delete(n);
     const nonce = randomBytes(32).toString("hex");
-    this.#nonces.set(nonce, now);
+    await this.storage.registrationNonces.create(nonce, now, now - NONCE_LIFETIME_MS);
     return nonce;
   }
 
   async registerWithSharedSecret(req: SharedSecretRegistration): Promise<LoginResult> {
     const secret = this.#requireSharedSecret();
-    const issued = this.#nonces.get(req.nonce);
-    if (issued === undefined || issued + NONCE_LIFETIME_MS < this.clock.now()) {
+    // Spent before the MAC is checked, whatever the outcome, so a nonce cannot be used to probe
+    // the secret; the store spends it atomically, so of concurrent uses exactly one gets past.
+    if (!(await this.storage.registrationNonces.consume(req.nonce, this.clock.now() - NONCE_LIFETIME_MS))) {
       throw new MatrixError(400, "M_UNKNOWN", "unrecognised nonce");
     }
-    // Single use, whatever the outcome, so a nonce cannot be used to probe the secret.
-    this.#nonces.delete(req.nonce);
     const hmac = createHmac("sha1", secret.reveal()).update(
       `${req.nonce}\x00${req.username}\x00${req.password}\x00${req.admin ? "admin" : "notadmin"}`,
     );

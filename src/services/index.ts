@@ -80,9 +80,9 @@ export function createServices(deps: ServiceDeps): Services {
   const { config, storage, clock, signingKey, logger } = deps;
   const notifier = deps.notifier ?? new InProcessNotifier();
   const rl = config.rateLimits;
-  const auth = new AuthService(storage.devices);
-  const uia = new UiaService(clock);
-  const sessions = new SessionService(config, storage, clock, auth, uia, {
+  const auth = new AuthService(storage.devices, notifier, clock);
+  const uia = new UiaService(storage.uiaSessions, clock);
+  const sessions = new SessionService(config, storage, clock, notifier, uia, {
     address: new RateLimiter(rl.loginAddress, clock),
     account: new RateLimiter(rl.loginAccount, clock),
     failedAttempts: new RateLimiter(rl.loginFailedAttempts, clock),

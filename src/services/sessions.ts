@@ -2,11 +2,12 @@
 import type { Config } from "../config/config.js";
 import { Errors } from "../errors.js";
 import type { DeviceRecord, NewSession, Storage } from "../storage/interfaces.js";
-import { newAccessToken, type AuthService, type Requester } from "./auth.js";
+import { newAccessToken, type Requester } from "./auth.js";
 import type { Clock } from "./clock.js";
 import { localpartOf, newDeviceId, userIdFor } from "./identifiers.js";
 import { hashPassword, verifyPassword } from "./passwords.js";
 import type { RateLimiter } from "./ratelimiter.js";
+import type { Notifier } from "./sync/notifier.js";
 import type { AuthDict, UiaService } from "./uia.js";
 
 export interface LoginRequest {
@@ -51,7 +52,8 @@ export class SessionService {
     private readonly config: Config,
     private readonly storage: Storage,
     private readonly clock: Clock,
-    private readonly auth: AuthService,
+    /** Where revoked tokens are announced, so every process's token cache drops them. */
+    private readonly revocations: Pick<Notifier, "revokeTokens">,
     private readonly uia: UiaService,
     private readonly limiters: LoginLimiters,
   ) {}
@@ -123,18 +125,18 @@ export class SessionService {
   }
 
   async logout(requester: Requester): Promise<void> {
-    this.auth.forget(await this.storage.devices.deleteDevices(requester.userId, [requester.deviceId]));
-    this.auth.forget([requester.tokenHash]);
+    const deleted = await this.storage.devices.deleteDevices(requester.userId, [requester.deviceId]);
+    this.revocations.revokeTokens([...deleted, requester.tokenHash]);
   }
 
   async logoutAll(requester: Requester): Promise<void> {
-    this.auth.forget(await this.storage.devices.deleteAllDevices(requester.userId));
+    this.revocations.revokeTokens(await this.storage.devices.deleteAllDevices(requester.userId));
   }
 
   /** Revokes every other token of the user: other devices, and other tokens of this device. */
   async logoutOtherDevices(requester: Requester): Promise<void> {
     const keep = { deviceId: requester.deviceId, tokenHash: requester.tokenHash };
-    this.auth.forget(await this.storage.devices.deleteAllDevices(requester.userId, keep));
+    this.revocations.revokeTokens(await this.storage.devices.deleteAllDevices(requester.userId, keep));
   }
 
   async listDevices(requester: Requester): Promise<DeviceView[]> {
@@ -155,7 +157,7 @@ export class SessionService {
 
   async deleteDevices(requester: Requester, deviceIds: string[], auth?: AuthDict): Promise<void> {
     await this.requirePassword(requester, `delete_devices:${[...deviceIds].sort().join(",")}`, auth);
-    this.auth.forget(await this.storage.devices.deleteDevices(requester.userId, deviceIds));
+    this.revocations.revokeTokens(await this.storage.devices.deleteDevices(requester.userId, deviceIds));
   }
 
   async deleteDevice(requester: Requester, deviceId: string, auth?: AuthDict): Promise<void> {

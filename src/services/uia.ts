@@ -1,10 +1,12 @@
 /**
  * User-interactive authentication (spec: Client-Server API, "User-Interactive
- * Authentication API"). Sessions live in memory for a short while, which is
- * enough for one process; a session is never a credential by itself.
+ * Authentication API"). Sessions live in the database for a short while, so a client
+ * whose next request reaches another process on the same database carries on; a
+ * session is never a credential by itself.
  */
 import { randomBytes } from "node:crypto";
 import { MatrixError } from "../errors.js";
+import type { UiaSession, UiaSessionStore } from "../storage/interfaces.js";
 import type { Clock } from "./clock.js";
 
 const SESSION_LIFETIME_MS = 15 * 60_000;
@@ -16,13 +18,6 @@ export type StageChecker = (auth: AuthDict) => Promise<void>;
 
 export interface UiaFlow {
   stages: string[];
-}
-
-interface Session {
-  createdAt: number;
-  completed: Set<string>;
-  /** What the session was started for, so it cannot be reused for another operation. */
-  purpose: string;
 }
 
 /** The 401 that tells a client which stages remain. */
@@ -41,9 +36,10 @@ export class UiaRequired extends MatrixError {
 }
 
 export class UiaService {
-  readonly #sessions = new Map<string, Session>();
-
-  constructor(private readonly clock: Clock) {}
+  constructor(
+    private readonly sessions: UiaSessionStore,
+    private readonly clock: Clock,
+  ) {}
 
   /**
    * Runs one step of UIA. Returns when some flow is complete; otherwise throws
@@ -56,26 +52,24 @@ export class UiaService {
     checkers: Record<string, StageChecker>,
     params: Record<string, unknown> = {},
   ): Promise<void> {
-    this.#expire();
-    let sessionId = typeof auth?.session === "string" ? auth.session : undefined;
-    let session = sessionId ? this.#sessions.get(sessionId) : undefined;
-    if (sessionId && (!session || session.purpose !== purpose)) {
-      // An unknown or foreign session starts over rather than failing outright.
-      session = undefined;
-      sessionId = undefined;
+    const now = this.clock.now();
+    const since = now - SESSION_LIFETIME_MS;
+    const given = typeof auth?.session === "string" ? auth.session : undefined;
+    let session: UiaSession | undefined = given === undefined ? undefined : await this.sessions.get(given, since);
+    // The purpose is stored so that a session cannot be reused for another operation; an
+    // unknown, expired or foreign session starts over rather than failing outright.
+    if (!session || session.purpose !== purpose) {
+      session = { sessionId: randomBytes(18).toString("base64url"), purpose, createdTs: now, completed: [] };
+      await this.sessions.create(session, since);
     }
-    if (!session || !sessionId) {
-      sessionId = randomBytes(18).toString("base64url");
-      session = { createdAt: this.clock.now(), completed: new Set(), purpose };
-      this.#sessions.set(sessionId, session);
-    }
+    const current = session;
     const reply = (err?: MatrixError) =>
       new UiaRequired(
         {
           flows,
           params,
-          session: sessionId,
-          ...(session.completed.size ? { completed: [...session.completed] } : {}),
+          session: current.sessionId,
+          ...(current.completed.length ? { completed: [...current.completed] } : {}),
         },
         err,
       );
@@ -93,17 +87,17 @@ export class UiaService {
         if (err instanceof MatrixError && err.status !== 429) throw reply(err);
         throw err;
       }
-      session.completed.add(type as string);
+      const stage = type as string;
+      // The store adds the stage atomically, so stages other requests completed meanwhile are
+      // kept. A session that went away during the check (it expired, or a concurrent request
+      // finished the flow) still counts what this request knows, as it did in memory.
+      current.completed =
+        (await this.sessions.completeStage(current.sessionId, stage, since)) ?? [...new Set([...current.completed, stage])];
     }
-    if (flows.some((f) => f.stages.every((s) => session.completed.has(s)))) {
-      this.#sessions.delete(sessionId);
+    if (flows.some((f) => f.stages.every((s) => current.completed.includes(s)))) {
+      await this.sessions.delete(current.sessionId);
       return;
     }
     throw reply();
-  }
-
-  #expire(): void {
-    const cutoff = this.clock.now() - SESSION_LIFETIME_MS;
-    for (const [id, s] of this.#sessions) if (s.createdAt < cutoff) this.#sessions.delete(id);
   }
 }

@@ -48,7 +48,6 @@ export interface DeviceKeyStore {
   recordDeviceListChange(userId: string): Promise<number>;
   /** Users, among `userIds`, whose devices changed in (from, to]. */
   deviceListChanges(userIds: string[], from: number, to: number): Promise<string[]>;
-  maxDeviceListStreamId(): Promise<number>;
 }
 
 export interface ToDeviceMessage {
@@ -75,5 +74,4 @@ export interface ToDeviceStore {
   add(messages: ToDeviceMessage[], txn: { userId: string; deviceId: string; txnId: string }): Promise<boolean>;
   /** Deletes a device's messages up to `upTo` (the client has them), then returns up to `limit` of (upTo, to]. */
   acknowledgeAndRead(userId: string, deviceId: string, upTo: number, to: number, limit: number): Promise<StoredToDevice[]>;
-  maxStreamId(): Promise<number>;
 }

@@ -1,8 +1,9 @@
 /**
- * What the domain needs from storage, one interface per concept. SQLite
- * implements them now; PostgreSQL will later, which is why every method is
- * async even though better-sqlite3 is not.
+ * What the domain needs from storage, one interface per concept. One implementation
+ * (`sql/`) serves SQLite and PostgreSQL; every method is async because PostgreSQL is.
  */
+import type { Dialect } from "./sql/executor.js";
+import type { StreamPositions } from "./sql/streams.js";
 import type { DelayedEventStore } from "./delayed_events.js";
 import type { DeviceKeyStore, ToDeviceStore } from "./e2ee.js";
 import type { RoomStore } from "./rooms.js";
@@ -104,7 +105,44 @@ export interface OpenIdTokenStore {
   findUser(tokenHash: string, now: number): Promise<string | undefined>;
 }
 
-export interface Storage {
+/** A user-interactive auth session: what it was started for and which stages are done. */
+export interface UiaSession {
+  sessionId: string;
+  purpose: string;
+  createdTs: number;
+  completed: string[];
+}
+
+/**
+ * UIA sessions, in the database so that any process on it can continue a session another
+ * one started. A session older than the caller's cutoff counts as gone.
+ */
+export interface UiaSessionStore {
+  /** Stores a new session; also drops sessions created before `expiredBefore`. */
+  create(session: UiaSession, expiredBefore: number): Promise<void>;
+  /** The session, if it exists and was created at or after `createdSince`. */
+  get(sessionId: string, createdSince: number): Promise<UiaSession | undefined>;
+  /**
+   * Adds a completed stage, atomically with respect to concurrent calls on the same session;
+   * resolves to every completed stage, or undefined when the session is gone or expired.
+   */
+  completeStage(sessionId: string, stage: string, createdSince: number): Promise<string[] | undefined>;
+  delete(sessionId: string): Promise<void>;
+}
+
+/** Single-use nonces for shared-secret registration. */
+export interface RegistrationNonceStore {
+  /** Stores a nonce; also drops nonces issued before `expiredBefore`. */
+  create(nonce: string, issuedTs: number, expiredBefore: number): Promise<void>;
+  /**
+   * Deletes the nonce if it was issued at or after `issuedSince`; true for exactly one of any
+   * number of concurrent callers, false for the others and for unknown or expired nonces.
+   */
+  consume(nonce: string, issuedSince: number): Promise<boolean>;
+}
+
+/** The stores, bound either to the database or to one open transaction. */
+export interface Stores {
   accounts: AccountStore;
   rooms: RoomStore;
   accountData: AccountDataStore;
@@ -114,7 +152,20 @@ export interface Storage {
   devices: DeviceStore;
   registrationTokens: RegistrationTokenStore;
   openIdTokens: OpenIdTokenStore;
+  uiaSessions: UiaSessionStore;
+  registrationNonces: RegistrationNonceStore;
   deviceKeys: DeviceKeyStore;
   toDevice: ToDeviceStore;
+}
+
+export interface Storage extends Stores {
+  readonly backend: Dialect;
+  /** Where each stream is committed up to: the positions a reader may read to. */
+  readonly streams: StreamPositions;
+  /**
+   * Runs `work` with stores bound to one transaction: all of it commits, or none of it. On
+   * PostgreSQL a transaction that lost a deadlock runs again, so `work` only touches storage.
+   */
+  transaction<T>(work: (tx: Stores) => Promise<T>): Promise<T>;
   close(): Promise<void>;
 }

@@ -72,6 +72,11 @@ export const stateKeyOf = (type: string, stateKey: string) => `${type}\u0000${st
 export interface RoomStore {
   createRoom(room: RoomRecord): Promise<void>;
   getRoom(roomId: string): Promise<RoomRecord | undefined>;
+  /**
+   * Inside a transaction: holds the room against other writers until it ends (a row lock on
+   * PostgreSQL; SQLite's write transaction already excludes them). False for an unknown room.
+   */
+  lockRoom(roomId: string): Promise<boolean>;
   setRoomPublic(roomId: string, isPublic: boolean): Promise<void>;
   listPublicRooms(): Promise<RoomRecord[]>;
 
@@ -110,8 +115,6 @@ export interface RoomStore {
    * redacted, oldest first.
    */
   liveStickyEvents(roomId: string, from: number, to: number, now: number): Promise<StoredEvent[]>;
-  /** The highest stream ordering so far. */
-  maxStreamOrdering(): Promise<number>;
 
   membership(roomId: string, userId: string): Promise<MembershipRecord | undefined>;
   /** A user's current memberships, in every room. */

@@ -13,7 +13,6 @@ export interface AccountDataStore {
   get(userId: string, roomId: string | null, type: string): Promise<Record<string, unknown> | undefined>;
   /** Everything that changed in (from, to]; with from = 0, everything. */
   changes(userId: string, from: number, to: number): Promise<AccountDataChange[]>;
-  maxStreamId(): Promise<number>;
 }
 
 export interface FilterStore {
@@ -36,5 +35,4 @@ export interface ReceiptStore {
   set(receipt: Omit<Receipt, "streamId">): Promise<number>;
   /** Receipts in the rooms that changed in (from, to]; with from = 0, all of them. */
   changes(roomIds: string[], from: number, to: number): Promise<Receipt[]>;
-  maxStreamId(): Promise<number>;
 }

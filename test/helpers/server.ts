@@ -1,8 +1,9 @@
 /**
  * Starts a real Switchboard in-process, on a free loopback port, with its own
- * temporary SQLite file. Tests talk to it over real HTTP.
+ * temporary SQLite file (or PostgreSQL database, see helpers/database.ts). Tests talk
+ * to it over real HTTP.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Writable } from "node:stream";
@@ -11,6 +12,7 @@ import { configFromObject } from "../../src/config/load.js";
 import { createHomeserver, type Homeserver, type HomeserverOptions } from "../../src/homeserver.js";
 import { createHttpApp, type App } from "../../src/http/server.js";
 import type { Clock } from "../../src/services/clock.js";
+import { databaseSection, removeTestData } from "./database.js";
 
 export interface TestServer {
   baseUrl: string;
@@ -23,7 +25,7 @@ export interface TestServer {
 export const NO_LIMIT = { per_second: 1000, burst_count: 1000 };
 
 export interface StartOptions {
-  /** Reuse a folder (and so its database) across restarts; the caller removes it. */
+  /** Reuse a folder (and so its database) across restarts; the caller removes both, with `removeTestData(dir)`. */
   dir?: string;
   clock?: Clock;
   /** Where the server logs; silent unless SWITCHBOARD_TEST_LOG sets a level. */
@@ -34,12 +36,22 @@ export interface StartOptions {
 export async function startServer(overrides: Record<string, unknown> = {}, opts: StartOptions = {}): Promise<TestServer> {
   const dir = opts.dir;
   const ownDir = dir ?? mkdtempSync(path.join(tmpdir(), "switchboard-test-"));
+  try {
+    return await startIn(ownDir, dir === undefined, overrides, opts);
+  } catch (err) {
+    // A server that never started leaves nothing behind either, unless the caller owns the folder.
+    if (!dir) await removeTestData(ownDir);
+    throw err;
+  }
+}
+
+async function startIn(ownDir: string, owned: boolean, overrides: Record<string, unknown>, opts: StartOptions): Promise<TestServer> {
   const { config } = configFromObject(
     {
       server_name: "localhost",
       public_baseurl: "http://localhost/",
       listeners: [{ port: 0, bind_addresses: ["127.0.0.1"] }],
-      database: { name: "sqlite3", args: { database: path.join(ownDir, "homeserver.db") } },
+      database: await databaseSection(ownDir),
       signing_key_path: path.join(ownDir, "signing.key"),
       enable_registration: true,
       enable_registration_without_verification: true,
@@ -53,15 +65,21 @@ export async function startServer(overrides: Record<string, unknown> = {}, opts:
     path.join(ownDir, "switchboard.yaml"),
   );
   const logger = opts.logger ?? pino({ level: process.env.SWITCHBOARD_TEST_LOG ?? "silent" });
-  const homeserver = createHomeserver(config, logger, opts.clock, opts.homeserver);
-  const [url] = await homeserver.start();
+  const homeserver = await createHomeserver(config, logger, opts.clock, opts.homeserver);
+  let url: string | undefined;
+  try {
+    [url] = await homeserver.start();
+  } catch (err) {
+    await homeserver.stop().catch(() => undefined);
+    throw err;
+  }
   return {
     baseUrl: url!,
     dir: ownDir,
     homeserver,
     async stop() {
       await homeserver.stop();
-      if (!dir) rmSync(ownDir, { recursive: true, force: true });
+      if (owned) await removeTestData(ownDir);
     },
   };
 }

@@ -4,7 +4,7 @@ import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 
 export function registerSharedSecretRoutes(app: App, services: Services): void {
-  app.get("/_synapse/admin/v1/register", async () => ({ nonce: services.admin.newNonce() }));
+  app.get("/_synapse/admin/v1/register", async () => ({ nonce: await services.admin.newNonce() }));
   app.post(
     "/_synapse/admin/v1/register",
     {

@@ -5,19 +5,46 @@ export const databaseFields = {
   database: Type.Object(
     {
       name: Type.Union([Type.Literal("sqlite3"), Type.Literal("psycopg2"), Type.Literal("postgres")], {
-        description: "`sqlite3`, or `psycopg2`/`postgres` for PostgreSQL (not supported yet).",
+        description:
+          "`sqlite3` (the default: one file, nothing to run beside Switchboard), or `psycopg2`/`postgres` for PostgreSQL, as Synapse names it. See docs/postgresql.md.",
         allowed: "one of sqlite3, psycopg2, postgres",
       }),
       args: Type.Object(
         {
-          database: Type.Optional(Type.String({ minLength: 1, description: "SQLite: path of the database file, relative to the config file.", docDefault: "`data/homeserver.db`" })),
-          user: Type.Optional(Type.String({ description: "PostgreSQL user." })),
+          database: Type.Optional(
+            Type.String({
+              minLength: 1,
+              description: "SQLite: path of the database file, relative to the config file. PostgreSQL: the database name.",
+              docDefault: "`data/homeserver.db` (SQLite)",
+            }),
+          ),
+          dsn: Type.Optional(
+            secretString({
+              pattern: "^postgres(ql)?://",
+              description:
+                "PostgreSQL: a connection URL (`postgres://user:password@host:port/database?sslmode=require`). The other keys override its parts.",
+              allowed: "a postgres:// or postgresql:// URL",
+            }),
+          ),
+          user: Type.Optional(Type.String({ minLength: 1, description: "PostgreSQL user." })),
           password: Type.Optional(secretString({ description: "PostgreSQL password." })),
-          host: Type.Optional(Type.String({ description: "PostgreSQL host or socket directory." })),
-          port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: "PostgreSQL port." })),
-          dbname: Type.Optional(Type.String({ description: "PostgreSQL database name." })),
-          cp_min: Type.Optional(Type.Integer({ minimum: 0, description: "Accepted for Synapse compatibility." })),
-          cp_max: Type.Optional(Type.Integer({ minimum: 1, description: "Accepted for Synapse compatibility." })),
+          host: Type.Optional(Type.String({ minLength: 1, description: "PostgreSQL host name, address, or Unix socket folder (starting with `/`)." })),
+          port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: "PostgreSQL port.", docDefault: "`5432`" })),
+          dbname: Type.Optional(Type.String({ minLength: 1, description: "PostgreSQL database name (libpq's spelling of `database`)." })),
+          sslmode: Type.Optional(
+            Type.Union(["disable", "allow", "prefer", "require", "verify-ca", "verify-full"].map((m) => Type.Literal(m)), {
+              description:
+                "PostgreSQL TLS, as libpq's `sslmode`: `disable`/`allow`/`prefer` connect without TLS, `require` encrypts without checking the certificate, `verify-ca`/`verify-full` check it against the system CAs.",
+              allowed: "one of disable, allow, prefer, require, verify-ca, verify-full",
+              docDefault: "`prefer` (no TLS)",
+            }),
+          ),
+          cp_min: Type.Optional(
+            Type.Integer({ minimum: 0, description: "PostgreSQL: connections the pool keeps open when idle.", docDefault: "`1`" }),
+          ),
+          cp_max: Type.Optional(
+            Type.Integer({ minimum: 1, description: "PostgreSQL: most connections the pool opens at once.", docDefault: "`10`" }),
+          ),
           synchronous: Type.Optional(
             Type.Union([Type.Literal("normal"), Type.Literal("full")], {
               description:

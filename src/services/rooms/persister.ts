@@ -1,7 +1,9 @@
 /**
  * The one path by which a local event enters a room: authorise it against the
  * room's current state, build and sign it, store it, wake sync. Per room, one
- * event at a time, so each room stays a single chain.
+ * event at a time, so each room stays a single chain: reading the room's tip and
+ * state, then appending, happens in one transaction that holds the room's lock, so
+ * another connection or process cannot attach a second event to the same tip.
  */
 import type { Config } from "../../config/config.js";
 import { Errors, MatrixError } from "../../errors.js";
@@ -22,7 +24,7 @@ import {
   type StateLookup,
 } from "../../events/index.js";
 import { stateKeyOf, type StateMap, type StoredEvent } from "../../storage/rooms.js";
-import type { Storage } from "../../storage/interfaces.js";
+import type { Storage, Stores } from "../../storage/interfaces.js";
 import type { Clock } from "../clock.js";
 import { KeyedMutex } from "../mutex.js";
 import type { SigningKey } from "../signing_key.js";
@@ -54,8 +56,11 @@ export interface PersistedEvent {
   pdu: Pdu;
 }
 
-/** Things that must happen when an event lands; delayed events hook in here. */
+/** Things that must happen once an event is committed and visible; delayed events hook in here. */
 export type PersistListener = (event: PersistedEvent, roomVersion: RoomVersion) => void | Promise<void>;
+
+/** Writes that belong to the event itself (a redaction's effect): they commit with it or not at all. */
+export type PersistHook = (tx: Stores, event: PersistedEvent, roomVersion: RoomVersion) => Promise<void>;
 
 /** The idempotency key of a transaction: its ID, scoped to its endpoint when one is given. */
 function txnKey(txn: { txnId: string; scope?: string[] }): string {
@@ -84,6 +89,7 @@ export function stateLookup(state: StateMap): (type: string, stateKey: string) =
 export class EventPersister {
   readonly #mutex = new KeyedMutex();
   readonly #listeners: PersistListener[] = [];
+  readonly #hooks: PersistHook[] = [];
 
   constructor(
     private readonly config: Config,
@@ -98,8 +104,13 @@ export class EventPersister {
     this.#listeners.push(listener);
   }
 
-  async roomVersion(roomId: string): Promise<RoomVersion> {
-    const room = await this.storage.rooms.getRoom(roomId);
+  /** `hook` runs in each event's transaction, after the event is appended. */
+  inTransaction(hook: PersistHook): void {
+    this.#hooks.push(hook);
+  }
+
+  async roomVersion(roomId: string, stores: Stores = this.storage): Promise<RoomVersion> {
+    const room = await stores.rooms.getRoom(roomId);
     if (!room) throw new MatrixError(404, "M_NOT_FOUND", "Unknown room");
     const version = ROOM_VERSIONS[room.roomVersion];
     if (!version) throw new MatrixError(500, "M_UNKNOWN", `Room ${roomId} has unknown version ${room.roomVersion}`);
@@ -186,10 +197,10 @@ export class EventPersister {
    * sender must have the `redact` power level or be the sender of the event it redacts.
    * An unknown target is let through, as it strips nothing.
    */
-  async #checkRedaction(pdu: Pdu, state: StateLookup, version: RoomVersion): Promise<void> {
+  async #checkRedaction(tx: Stores, pdu: Pdu, state: StateLookup, version: RoomVersion): Promise<void> {
     const targetId = redactsOf(pdu, version);
     if (targetId === undefined) return;
-    const target = await this.storage.rooms.getEvent(targetId);
+    const target = await tx.rooms.getEvent(targetId);
     if (!target) return;
     if (target.roomId !== pdu.room_id) throw Errors.invalidParam("Cannot redact an event from a different room");
     if (target.sender === pdu.sender) return;
@@ -204,65 +215,101 @@ export class EventPersister {
 
   /** Authorises, builds, stores and announces one event. Throws 403 M_FORBIDDEN when the rules say no. */
   async persist(draft: EventDraft, versionHint?: RoomVersion): Promise<PersistedEvent> {
-    return this.#mutex.run(draft.roomId, async () => {
-      // Inside the room's lock, so two retries of one transaction cannot both create an event.
-      if (draft.txn) {
-        const existing = await this.storage.rooms.getEventByTxn(draft.sender, draft.txn.deviceId, txnKey(draft.txn));
-        const stored = existing ? await this.storage.rooms.getEvent(existing) : undefined;
-        if (stored) return { eventId: stored.eventId, streamOrdering: stored.streamOrdering, pdu: parsePdu(stored) };
-      }
-      const version = versionHint ?? (await this.roomVersion(draft.roomId));
-      // Only the state the auth rules look at, plus the entry this event replaces: reading a
-      // large room's whole state for every event would make each send cost O(room state).
-      const authKeys = authEventTypes(draft.type, draft.stateKey, draft.sender, draft.content, version);
-      const wanted = draft.stateKey !== undefined ? [...authKeys, [draft.type, draft.stateKey] as const] : authKeys;
-      const state = await this.storage.rooms.currentStateEvents(draft.roomId, wanted);
-      const lookup = stateLookup(state);
-      const tip = await this.storage.rooms.getTip(draft.roomId);
-      const authEvents = authKeys
-        .map(([t, k]) => state.get(stateKeyOf(t, k))?.eventId)
-        .filter((id): id is string => id !== undefined);
-      const { eventId, pdu } = this.#buildDraft(draft, version, authEvents, tip);
-      try {
-        checkEventAuth(pdu, lookup, version);
-      } catch (err) {
-        if (err instanceof AuthError) throw new MatrixError(403, "M_FORBIDDEN", err.message);
-        throw err;
-      }
-      if (pdu.type === EventTypes.redaction) await this.#checkRedaction(pdu, lookup, version);
-      // prev_content lets clients show "changed the topic from …"; it is unsigned, so it may be added now.
-      const replaced = draft.stateKey !== undefined ? state.get(stateKeyOf(draft.type, draft.stateKey)) : undefined;
-      if (replaced) {
-        const prev = parsePdu(replaced);
-        pdu.unsigned = { replaces_state: replaced.eventId, prev_content: prev.content, prev_sender: prev.sender };
-      }
-      const json = JSON.stringify(pdu);
-      const streamOrdering = await this.storage.rooms.appendEvent({
-        eventId,
-        roomId: draft.roomId,
-        type: draft.type,
-        stateKey: draft.stateKey ?? null,
-        sender: draft.sender,
-        originServerTs: pdu.origin_server_ts,
-        depth: pdu.depth,
-        json,
-        membership:
-          draft.type === "m.room.member" && typeof draft.content.membership === "string" ? draft.content.membership : null,
-        txn: draft.txn && {
-          userId: draft.sender,
-          deviceId: draft.txn.deviceId,
-          txnId: draft.txn.txnId,
-          key: txnKey(draft.txn),
-        },
-        // MSC4354: sticky from the moment it is made, for at most an hour.
-        stickyUntil:
-          draft.stickyDurationMs === undefined ? undefined : pdu.origin_server_ts + Math.min(draft.stickyDurationMs, MAX_STICKY_DURATION_MS),
-      });
-      const persisted = { eventId, streamOrdering, pdu };
-      for (const listener of this.#listeners) await listener(persisted, version);
-      const users = draft.type === "m.room.member" && draft.stateKey ? [draft.stateKey] : [];
-      this.notifier.notify({ roomIds: [draft.roomId], userIds: users });
-      return persisted;
+    // The in-process lock only keeps this process's sends to one room from each holding a pooled
+    // connection while they wait for the room's row lock; correctness comes from that row lock.
+    const outcome = await this.#mutex.run(draft.roomId, () =>
+      this.storage.transaction(async (tx) => {
+        if (!(await tx.rooms.lockRoom(draft.roomId))) throw new MatrixError(404, "M_NOT_FOUND", "Unknown room");
+        return this.#persistIn(tx, draft, versionHint);
+      }),
+    );
+    if (outcome.fresh) await this.#announce([outcome.event], outcome.version);
+    return outcome.event;
+  }
+
+  /**
+   * Stores a new room's first events, after `setUp` (which makes the room record), in one
+   * transaction: a failure leaves no half-made room behind.
+   */
+  async persistNewRoom(drafts: EventDraft[], version: RoomVersion, setUp: (tx: Stores) => Promise<void>): Promise<PersistedEvent[]> {
+    const events = await this.storage.transaction(async (tx) => {
+      await setUp(tx);
+      const out: PersistedEvent[] = [];
+      for (const draft of drafts) out.push((await this.#persistIn(tx, draft, version)).event);
+      return out;
     });
+    await this.#announce(events, version);
+    return events;
+  }
+
+  /** Once committed and visible to readers (the transaction resolves then): tell listeners, wake sync. */
+  async #announce(events: PersistedEvent[], version: RoomVersion): Promise<void> {
+    const last = events[events.length - 1];
+    if (!last) return;
+    for (const event of events) for (const listener of this.#listeners) await listener(event, version);
+    const users = events.flatMap(({ pdu }) => (pdu.type === "m.room.member" && pdu.state_key ? [pdu.state_key] : []));
+    this.notifier.notify({ roomIds: [last.pdu.room_id], userIds: users });
+  }
+
+  async #persistIn(
+    tx: Stores,
+    draft: EventDraft,
+    versionHint?: RoomVersion,
+  ): Promise<{ event: PersistedEvent; fresh: boolean; version: RoomVersion }> {
+    const version = versionHint ?? (await this.roomVersion(draft.roomId, tx));
+    // Inside the room's lock, so two retries of one transaction cannot both create an event.
+    if (draft.txn) {
+      const existing = await tx.rooms.getEventByTxn(draft.sender, draft.txn.deviceId, txnKey(draft.txn));
+      const stored = existing ? await tx.rooms.getEvent(existing) : undefined;
+      if (stored) return { event: { eventId: stored.eventId, streamOrdering: stored.streamOrdering, pdu: parsePdu(stored) }, fresh: false, version };
+    }
+    // Only the state the auth rules look at, plus the entry this event replaces: reading a
+    // large room's whole state for every event would make each send cost O(room state).
+    const authKeys = authEventTypes(draft.type, draft.stateKey, draft.sender, draft.content, version);
+    const wanted = draft.stateKey !== undefined ? [...authKeys, [draft.type, draft.stateKey] as const] : authKeys;
+    const state = await tx.rooms.currentStateEvents(draft.roomId, wanted);
+    const lookup = stateLookup(state);
+    const tip = await tx.rooms.getTip(draft.roomId);
+    const authEvents = authKeys
+      .map(([t, k]) => state.get(stateKeyOf(t, k))?.eventId)
+      .filter((id): id is string => id !== undefined);
+    const { eventId, pdu } = this.#buildDraft(draft, version, authEvents, tip);
+    try {
+      checkEventAuth(pdu, lookup, version);
+    } catch (err) {
+      if (err instanceof AuthError) throw new MatrixError(403, "M_FORBIDDEN", err.message);
+      throw err;
+    }
+    if (pdu.type === EventTypes.redaction) await this.#checkRedaction(tx, pdu, lookup, version);
+    // prev_content lets clients show "changed the topic from …"; it is unsigned, so it may be added now.
+    const replaced = draft.stateKey !== undefined ? state.get(stateKeyOf(draft.type, draft.stateKey)) : undefined;
+    if (replaced) {
+      const prev = parsePdu(replaced);
+      pdu.unsigned = { replaces_state: replaced.eventId, prev_content: prev.content, prev_sender: prev.sender };
+    }
+    const json = JSON.stringify(pdu);
+    const streamOrdering = await tx.rooms.appendEvent({
+      eventId,
+      roomId: draft.roomId,
+      type: draft.type,
+      stateKey: draft.stateKey ?? null,
+      sender: draft.sender,
+      originServerTs: pdu.origin_server_ts,
+      depth: pdu.depth,
+      json,
+      membership: draft.type === "m.room.member" && typeof draft.content.membership === "string" ? draft.content.membership : null,
+      txn: draft.txn && {
+        userId: draft.sender,
+        deviceId: draft.txn.deviceId,
+        txnId: draft.txn.txnId,
+        key: txnKey(draft.txn),
+      },
+      // MSC4354: sticky from the moment it is made, for at most an hour.
+      stickyUntil:
+        draft.stickyDurationMs === undefined ? undefined : pdu.origin_server_ts + Math.min(draft.stickyDurationMs, MAX_STICKY_DURATION_MS),
+    });
+    const event = { eventId, streamOrdering, pdu };
+    for (const hook of this.#hooks) await hook(tx, event, version);
+    return { event, fresh: true, version };
   }
 }

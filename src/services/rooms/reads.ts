@@ -129,7 +129,7 @@ export class RoomReadService {
     opts: { from?: number; to?: number; dir: "b" | "f"; limit: number; filter?: RoomEventFilter },
   ): Promise<{ chunk: StoredEvent[]; from: number; next: number; exhausted: boolean }> {
     const limit = Math.max(0, Math.min(opts.limit, MAX_PAGE));
-    const top = Math.min(await this.storage.rooms.maxStreamOrdering(), reach.upTo);
+    const top = Math.min(this.storage.streams.current("events"), reach.upTo);
     const from = Math.max(0, Math.min(opts.from ?? (opts.dir === "b" ? top : 0), top));
     const read = (cursor: number, n: number) =>
       opts.dir === "b"

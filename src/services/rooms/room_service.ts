@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import type { Config } from "../../config/config.js";
 import { Errors, MatrixError } from "../../errors.js";
 import { DEFAULT_ROOM_VERSION, isValidUserId, redact, redactsOf, ROOM_VERSIONS, type Pdu, type RoomVersion } from "../../events/index.js";
-import type { Storage } from "../../storage/interfaces.js";
+import type { Storage, Stores } from "../../storage/interfaces.js";
 import type { Requester } from "../auth.js";
 import type { Clock } from "../clock.js";
 import type { RateLimiter } from "../ratelimiter.js";
@@ -28,7 +28,7 @@ export class RoomService {
     private readonly persister: EventPersister,
     private readonly messageLimiter: RateLimiter,
   ) {
-    persister.onPersisted((event, version) => this.#applyRedaction(event, version));
+    persister.inTransaction((tx, event, version) => this.#applyRedaction(tx, event, version));
   }
 
   #newRoomId(): string {
@@ -74,17 +74,12 @@ export class RoomService {
     ];
     // Refuse a room the rules would reject part of before anything is stored.
     this.persister.checkNewRoom(drafts, version);
-    await this.storage.rooms.createRoom({
-      roomId,
-      roomVersion: versionId,
-      creator,
-      createdTs: this.clock.now(),
-      isPublic: req.visibility === "public",
+    await this.persister.persistNewRoom(drafts, version, async (tx) => {
+      await tx.rooms.createRoom({ roomId, roomVersion: versionId, creator, createdTs: this.clock.now(), isPublic: req.visibility === "public" });
+      if (alias && !(await tx.rooms.setAlias(alias, roomId, creator))) {
+        throw new MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken");
+      }
     });
-    if (alias && !(await this.storage.rooms.setAlias(alias, roomId, creator))) {
-      throw new MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken");
-    }
-    for (const d of drafts) await this.persister.persist(d, version);
     return alias ? { room_id: roomId, room_alias: alias } : { room_id: roomId };
   }
 
@@ -251,21 +246,22 @@ export class RoomService {
   }
 
   /** Strips a redacted event's content in storage once its redaction has landed. */
-  async #applyRedaction(event: PersistedEvent, version: RoomVersion): Promise<void> {
+  /** In the redaction's own transaction, so the event and its effect commit together. */
+  async #applyRedaction(tx: Stores, event: PersistedEvent, version: RoomVersion): Promise<void> {
     if (event.pdu.type !== "m.room.redaction") return;
     // Where the room version keeps it: a v10 redaction's `content.redacts` redacts nothing.
     const targetId = redactsOf(event.pdu, version);
     if (!targetId) return;
-    const target = await this.storage.rooms.getEvent(targetId);
+    const target = await tx.rooms.getEvent(targetId);
     if (!target || target.roomId !== event.pdu.room_id || target.redactedBy) return;
     const redacted: Pdu = redact(parsePdu(target), version);
-    const redaction = await this.storage.rooms.getEvent(event.eventId);
+    const redaction = await tx.rooms.getEvent(event.eventId);
     if (redaction) {
       const because = toClientEvent(redaction, this.clock.now());
       // `age` is computed when served; a stored copy would go stale.
       delete because.unsigned?.age;
       redacted.unsigned = { redacted_because: because };
     }
-    await this.storage.rooms.redactEvent(targetId, JSON.stringify(redacted), event.eventId);
+    await tx.rooms.redactEvent(targetId, JSON.stringify(redacted), event.eventId);
   }
 }

@@ -1,7 +1,8 @@
 /**
- * Wakes long-polling `/sync` requests when something they care about changes.
- * The interface is what several processes would share later (over Redis or
- * PostgreSQL NOTIFY); this implementation is in-process.
+ * Wakes long-polling `/sync` requests when something they care about changes, and tells
+ * every access-token cache which tokens were revoked. The interface is what several
+ * processes would share later (over Redis or PostgreSQL NOTIFY); this implementation is
+ * in-process.
  */
 
 export interface Interest {
@@ -19,6 +20,14 @@ export interface Notifier {
    * after `sinceVersion` (at once if one already has), false on timeout or abort.
    */
   wait(interest: Interest, sinceVersion: number, timeoutMs: number, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * These access tokens (SHA-256 hashes) were deleted from storage: every process drops them
+   * from its token cache. Published after the deletion commits, so a process that looks a
+   * token up again finds it gone. In-process, listeners run before this returns.
+   */
+  revokeTokens(tokenHashes: Iterable<string>): void;
+  /** Calls `listener` with every revocation published from now on; returns what unsubscribes it. */
+  onTokensRevoked(listener: (tokenHashes: readonly string[]) => void): () => void;
 }
 
 interface Waiter {
@@ -31,6 +40,7 @@ export class InProcessNotifier implements Notifier {
   readonly #lastForRoom = new Map<string, number>();
   readonly #lastForUser = new Map<string, number>();
   readonly #waiters = new Set<Waiter>();
+  readonly #revocationListeners = new Set<(tokenHashes: readonly string[]) => void>();
 
   version(): number {
     return this.#version;
@@ -45,6 +55,18 @@ export class InProcessNotifier implements Notifier {
     for (const w of this.#waiters) {
       if (users.has(w.interest.userId) || [...rooms].some((r) => w.interest.roomIds.has(r))) w.wake();
     }
+  }
+
+  revokeTokens(tokenHashes: Iterable<string>): void {
+    const hashes = [...tokenHashes];
+    if (hashes.length === 0) return;
+    // Synchronous, so that the request that revoked a token answers only once no cache here trusts it.
+    for (const listener of this.#revocationListeners) listener(hashes);
+  }
+
+  onTokensRevoked(listener: (tokenHashes: readonly string[]) => void): () => void {
+    this.#revocationListeners.add(listener);
+    return () => this.#revocationListeners.delete(listener);
   }
 
   #changedSince(interest: { userId: string; roomIds: Set<string> }, since: number): boolean {

@@ -133,12 +133,12 @@ export class SyncService {
     const userId = requester.userId;
     // The positions first: everything at or below them is committed and is what this response covers.
     const upTo: SyncPosition = {
-      events: await s.rooms.maxStreamOrdering(),
-      accountData: await s.accountData.maxStreamId(),
-      receipts: await s.receipts.maxStreamId(),
+      events: s.streams.current("events"),
+      accountData: s.streams.current("account_data"),
+      receipts: s.streams.current("receipts"),
       typing: this.typing.position(),
-      toDevice: await s.toDevice.maxStreamId(),
-      deviceLists: await s.deviceKeys.maxDeviceListStreamId(),
+      toDevice: s.streams.current("to_device"),
+      deviceLists: s.streams.current("device_lists"),
     };
     const memberships = (await this.#membershipsAt(userId, upTo.events)).filter((m) => roomAllowed(filter.room, m.roomId));
     const changes = new Map<string, MembershipRecord[]>();

@@ -1,0 +1,170 @@
+/** Delayed events (MSC4140): every transition is one conditional statement, in both dialects. */
+import type { DelayedEventRecord, DelayedEventStore, DelayedReason, NewDelayedEvent } from "../delayed_events.js";
+import { FOR_UPDATE, sql, type Executor } from "./executor.js";
+
+interface Row {
+  delay_id: string;
+  user_id: string;
+  room_id: string;
+  type: string;
+  state_key: string | null;
+  content: string;
+  delay_ms: number;
+  running_since: number;
+  send_at: number;
+  parent_delay_id: string | null;
+  sticky_duration_ms: number | null;
+  status: "scheduled" | "sending" | "finalised";
+  outcome: "send" | "cancel" | null;
+  reason: DelayedReason | null;
+  finalised_ts: number | null;
+  event_id: string | null;
+  error: string | null;
+}
+
+const toRecord = (r: Row): DelayedEventRecord => ({
+  delayId: r.delay_id,
+  userId: r.user_id,
+  roomId: r.room_id,
+  type: r.type,
+  stateKey: r.state_key,
+  content: JSON.parse(r.content) as Record<string, unknown>,
+  delayMs: r.delay_ms,
+  runningSince: r.running_since,
+  sendAt: r.send_at,
+  parentDelayId: r.parent_delay_id,
+  stickyDurationMs: r.sticky_duration_ms,
+  status: r.status,
+  outcome: r.outcome,
+  reason: r.reason,
+  finalisedTs: r.finalised_ts,
+  eventId: r.event_id,
+  error: r.error === null ? null : (JSON.parse(r.error) as Record<string, unknown>),
+});
+
+const COUNT = "SELECT COUNT(*) AS n FROM delayed_events WHERE user_id = ? AND status = 'scheduled'";
+
+export class SqlDelayedEventStore implements DelayedEventStore {
+  constructor(private readonly db: Executor) {}
+
+  schedule(e: NewDelayedEvent, maxPerUser: number): Promise<boolean> {
+    return this.db.transaction(async (tx) => {
+      // The user's row lock makes count-then-insert atomic against the user's other requests
+      // on PostgreSQL; SQLite's write transaction already does.
+      await tx.get(sql`SELECT user_id FROM users WHERE user_id = ? ${FOR_UPDATE}`, [e.userId]);
+      if (((await tx.get<{ n: number }>(COUNT, [e.userId]))?.n ?? 0) >= maxPerUser) return false;
+      await tx.run(
+        `INSERT INTO delayed_events (delay_id, user_id, room_id, type, state_key, content, delay_ms, running_since, send_at,
+           parent_delay_id, sticky_duration_ms, status)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'scheduled')`,
+        [
+          e.delayId,
+          e.userId,
+          e.roomId,
+          e.type,
+          e.stateKey,
+          JSON.stringify(e.content),
+          e.delayMs,
+          e.runningSince,
+          e.runningSince + e.delayMs,
+          e.parentDelayId,
+          e.stickyDurationMs,
+        ],
+      );
+      return true;
+    });
+  }
+
+  async get(delayId: string): Promise<DelayedEventRecord | undefined> {
+    const row = await this.db.get<Row>("SELECT * FROM delayed_events WHERE delay_id = ?", [delayId]);
+    return row && toRecord(row);
+  }
+
+  async restart(delayId: string, now: number): Promise<DelayedEventRecord | undefined> {
+    const row = await this.db.get<Row>(
+      `UPDATE delayed_events SET running_since = ?, send_at = ? + delay_ms WHERE delay_id = ? AND status = 'scheduled'
+       RETURNING *`,
+      [now, now, delayId],
+    );
+    return row && toRecord(row);
+  }
+
+  async cancel(delayId: string, reason: DelayedReason, now: number): Promise<boolean> {
+    const n = await this.db.run(
+      `UPDATE delayed_events SET status = 'finalised', outcome = 'cancel', reason = ?, finalised_ts = ?
+       WHERE delay_id = ? AND status = 'scheduled'`,
+      [reason, now, delayId],
+    );
+    return n > 0;
+  }
+
+  async claimForSending(delayId: string, dueBy?: number): Promise<boolean> {
+    const n =
+      dueBy === undefined
+        ? await this.db.run("UPDATE delayed_events SET status = 'sending' WHERE delay_id = ? AND status = 'scheduled'", [delayId])
+        : await this.db.run(
+            "UPDATE delayed_events SET status = 'sending' WHERE delay_id = ? AND status = 'scheduled' AND send_at <= ?",
+            [delayId, dueBy],
+          );
+    return n > 0;
+  }
+
+  async finishSending(
+    delayId: string,
+    result: { eventId: string } | { error: Record<string, unknown> },
+    reason: DelayedReason,
+    now: number,
+  ): Promise<void> {
+    const eventId = "eventId" in result ? result.eventId : null;
+    const error = "error" in result ? JSON.stringify(result.error) : null;
+    await this.db.run(
+      `UPDATE delayed_events SET status = 'finalised', outcome = 'send', reason = ?, finalised_ts = ?, event_id = ?, error = ?
+       WHERE delay_id = ? AND status = 'sending'`,
+      [reason, now, eventId, error, delayId],
+    );
+  }
+
+  async scheduledOf(userId: string): Promise<DelayedEventRecord[]> {
+    const rows = await this.db.all<Row>(
+      "SELECT * FROM delayed_events WHERE user_id = ? AND status = 'scheduled' ORDER BY running_since, delay_id",
+      [userId],
+    );
+    return rows.map(toRecord);
+  }
+
+  async finalisedOf(userId: string, limit: number): Promise<DelayedEventRecord[]> {
+    const rows = await this.db.all<Row>(
+      "SELECT * FROM delayed_events WHERE user_id = ? AND status = 'finalised' ORDER BY finalised_ts DESC, delay_id LIMIT ?",
+      [userId, limit],
+    );
+    return rows.map(toRecord);
+  }
+
+  async pending() {
+    const rows = await this.db.all<{ delay_id: string; send_at: number; status: "scheduled" | "sending" }>(
+      "SELECT delay_id, send_at, status FROM delayed_events WHERE status != 'finalised'",
+    );
+    return rows.map((r) => ({ delayId: r.delay_id, sendAt: r.send_at, status: r.status }));
+  }
+
+  async scheduledStateOthers(roomId: string, type: string, stateKey: string, exceptUser: string): Promise<string[]> {
+    const rows = await this.db.all<{ delay_id: string }>(
+      `SELECT delay_id FROM delayed_events
+       WHERE room_id = ? AND type = ? AND state_key = ? AND status = 'scheduled' AND user_id != ?`,
+      [roomId, type, stateKey, exceptUser],
+    );
+    return rows.map((r) => r.delay_id);
+  }
+
+  async childrenOf(parentDelayId: string): Promise<string[]> {
+    const rows = await this.db.all<{ delay_id: string }>(
+      "SELECT delay_id FROM delayed_events WHERE parent_delay_id = ? AND status = 'scheduled'",
+      [parentDelayId],
+    );
+    return rows.map((r) => r.delay_id);
+  }
+
+  async countScheduled(userId: string): Promise<number> {
+    return (await this.db.get<{ n: number }>(COUNT, [userId]))?.n ?? 0;
+  }
+}

@@ -1,0 +1,37 @@
+/** The stores over a database, and transactions that bind them to one connection. */
+import type { Storage, Stores } from "../interfaces.js";
+import { SqlAccountStore, SqlDeviceStore, SqlOpenIdTokenStore, SqlRegistrationTokenStore } from "./accounts.js";
+import { SqlRegistrationNonceStore, SqlUiaSessionStore } from "./auth_state.js";
+import { SqlDelayedEventStore } from "./delayed_events.js";
+import { SqlDeviceKeyStore, SqlToDeviceStore } from "./e2ee.js";
+import type { Executor, SqlDatabase } from "./executor.js";
+import { SqlRoomStore } from "./rooms.js";
+import { SqlAccountDataStore, SqlFilterStore, SqlReceiptStore } from "./user_data.js";
+
+function storesOver(db: Executor): Stores {
+  return {
+    accounts: new SqlAccountStore(db),
+    devices: new SqlDeviceStore(db),
+    registrationTokens: new SqlRegistrationTokenStore(db),
+    openIdTokens: new SqlOpenIdTokenStore(db),
+    uiaSessions: new SqlUiaSessionStore(db),
+    registrationNonces: new SqlRegistrationNonceStore(db),
+    rooms: new SqlRoomStore(db),
+    accountData: new SqlAccountDataStore(db),
+    filters: new SqlFilterStore(db),
+    receipts: new SqlReceiptStore(db),
+    delayedEvents: new SqlDelayedEventStore(db),
+    deviceKeys: new SqlDeviceKeyStore(db),
+    toDevice: new SqlToDeviceStore(db),
+  };
+}
+
+export function sqlStorage(db: SqlDatabase): Storage {
+  return {
+    ...storesOver(db),
+    backend: db.dialect,
+    streams: db.streams,
+    transaction: (work) => db.transaction((tx) => work(storesOver(tx))),
+    close: () => db.close(),
+  };
+}

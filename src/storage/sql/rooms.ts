@@ -1,0 +1,318 @@
+/** Rooms, events, state and memberships: one set of queries for both dialects. */
+import {
+  stateKeyOf,
+  type MembershipRecord,
+  type NewEvent,
+  type RoomRecord,
+  type RoomStore,
+  type RoomTip,
+  type StateMap,
+  type StoredEvent,
+} from "../rooms.js";
+import { FOR_UPDATE, inJsonList, sql, type Executor, type Transaction } from "./executor.js";
+
+interface EventRow {
+  stream_ordering: number;
+  event_id: string;
+  room_id: string;
+  type: string;
+  state_key: string | null;
+  sender: string;
+  origin_server_ts: number;
+  depth: number;
+  json: string;
+  redacted_by: string | null;
+  txn_device_id: string | null;
+  txn_id: string | null;
+}
+
+interface MembershipRow {
+  room_id: string;
+  user_id: string;
+  membership: string;
+  event_id: string;
+  stream_ordering: number;
+}
+
+interface RoomRow {
+  room_id: string;
+  room_version: string;
+  creator: string;
+  created_ts: number;
+  is_public: number;
+}
+
+const toEvent = (r: EventRow): StoredEvent => ({
+  streamOrdering: r.stream_ordering,
+  eventId: r.event_id,
+  roomId: r.room_id,
+  type: r.type,
+  stateKey: r.state_key,
+  sender: r.sender,
+  originServerTs: r.origin_server_ts,
+  depth: r.depth,
+  json: r.json,
+  redactedBy: r.redacted_by,
+  txn: r.txn_device_id !== null && r.txn_id !== null ? { deviceId: r.txn_device_id, txnId: r.txn_id } : null,
+});
+
+const toMembership = (r: MembershipRow): MembershipRecord => ({
+  roomId: r.room_id,
+  userId: r.user_id,
+  membership: r.membership,
+  eventId: r.event_id,
+  streamOrdering: r.stream_ordering,
+});
+
+const toRoom = (r: RoomRow): RoomRecord => ({
+  roomId: r.room_id,
+  roomVersion: r.room_version,
+  creator: r.creator,
+  createdTs: r.created_ts,
+  isPublic: r.is_public === 1,
+});
+
+function toStateMap(rows: EventRow[]): StateMap {
+  const map: StateMap = new Map();
+  for (const r of rows) map.set(stateKeyOf(r.type, r.state_key ?? ""), toEvent(r));
+  return map;
+}
+
+const Q = {
+  insertEvent: `INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, origin_server_ts, depth, json,
+      txn_device_id, txn_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+  insertTxn: "INSERT INTO event_txns (user_id, device_id, txn_id, event_id) VALUES (?, ?, ?, ?)",
+  upsertState: `INSERT INTO current_state (room_id, type, state_key, event_id, stream_ordering) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, stream_ordering = excluded.stream_ordering`,
+  upsertMembership: `INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id,
+      stream_ordering = excluded.stream_ordering`,
+  insertMembershipHistory:
+    "INSERT INTO membership_history (stream_ordering, room_id, user_id, membership, event_id) VALUES (?, ?, ?, ?, ?)",
+  unforget: "DELETE FROM forgotten_rooms WHERE user_id = ? AND room_id = ?",
+  // Sticky events last an hour at most, so the table stays small: expired rows go as new ones come.
+  pruneSticky: "DELETE FROM sticky_events WHERE expires_ts <= ?",
+  insertSticky: "INSERT INTO sticky_events (stream_ordering, room_id, expires_ts) VALUES (?, ?, ?)",
+  lockRoom: sql`SELECT room_id FROM rooms WHERE room_id = ? ${FOR_UPDATE}`,
+  tip: "SELECT event_id, depth, stream_ordering FROM events WHERE room_id = ? ORDER BY stream_ordering DESC LIMIT 1",
+  event: "SELECT * FROM events WHERE event_id = ?",
+  txn: "SELECT event_id FROM event_txns WHERE user_id = ? AND device_id = ? AND txn_id = ?",
+  currentState: "SELECT e.* FROM current_state c JOIN events e ON e.event_id = c.event_id WHERE c.room_id = ?",
+  currentStateEvent: `SELECT e.* FROM current_state c JOIN events e ON e.event_id = c.event_id
+    WHERE c.room_id = ? AND c.type = ? AND c.state_key = ?`,
+  // The keys are one JSON array of [type, state_key] pairs: one round trip for any number of keys.
+  currentStateEvents: {
+    sqlite: `SELECT e.* FROM json_each(?) k
+      JOIN current_state c ON c.room_id = ? AND c.type = json_extract(k.value, '$[0]') AND c.state_key = json_extract(k.value, '$[1]')
+      JOIN events e ON e.event_id = c.event_id`,
+    postgres: `SELECT e.* FROM json_array_elements(?::json) k
+      JOIN current_state c ON c.room_id = ? AND c.type = k.value->>0 AND c.state_key = k.value->>1
+      JOIN events e ON e.event_id = c.event_id`,
+  },
+  // The latest state event per (type, state_key) in a range: MAX per group, then the rows holding it.
+  stateAt: `SELECT * FROM events WHERE stream_ordering IN (
+      SELECT MAX(stream_ordering) FROM events WHERE room_id = ? AND state_key IS NOT NULL AND stream_ordering <= ?
+      GROUP BY type, state_key)`,
+  stateDelta: `SELECT * FROM events WHERE stream_ordering IN (
+      SELECT MAX(stream_ordering) FROM events
+      WHERE room_id = ? AND state_key IS NOT NULL AND stream_ordering > ? AND stream_ordering <= ?
+      GROUP BY type, state_key)`,
+  roomsWithEvents: sql`SELECT DISTINCT room_id FROM events WHERE ${inJsonList("room_id")}
+    AND stream_ordering > ? AND stream_ordering <= ?`,
+  between: `SELECT * FROM events WHERE room_id = ? AND stream_ordering > ? AND stream_ordering <= ?
+    ORDER BY stream_ordering DESC LIMIT ?`,
+  back: `SELECT * FROM events WHERE room_id = ? AND stream_ordering < ? AND stream_ordering > ?
+    ORDER BY stream_ordering DESC LIMIT ?`,
+  forward: `SELECT * FROM events WHERE room_id = ? AND stream_ordering > ? AND stream_ordering <= ?
+    ORDER BY stream_ordering ASC LIMIT ?`,
+  membership: "SELECT * FROM memberships WHERE room_id = ? AND user_id = ?",
+  membershipsOf: "SELECT * FROM memberships WHERE user_id = ?",
+  membersOf: "SELECT * FROM memberships WHERE room_id = ? AND membership = ? ORDER BY user_id",
+  membershipChanges: `SELECT * FROM membership_history WHERE user_id = ? AND stream_ordering > ? AND stream_ordering <= ?
+    ORDER BY stream_ordering`,
+  redact: "UPDATE events SET json = ?, redacted_by = ? WHERE event_id = ?",
+  liveSticky: `SELECT e.* FROM sticky_events s JOIN events e ON e.stream_ordering = s.stream_ordering
+    WHERE s.room_id = ? AND s.stream_ordering > ? AND s.stream_ordering <= ? AND s.expires_ts > ? AND e.redacted_by IS NULL
+    ORDER BY s.stream_ordering`,
+} as const;
+
+export class SqlRoomStore implements RoomStore {
+  constructor(private readonly db: Executor) {}
+
+  async createRoom(room: RoomRecord): Promise<void> {
+    await this.db.run("INSERT INTO rooms (room_id, room_version, creator, created_ts, is_public) VALUES (?, ?, ?, ?, ?)", [
+      room.roomId,
+      room.roomVersion,
+      room.creator,
+      room.createdTs,
+      room.isPublic ? 1 : 0,
+    ]);
+  }
+
+  async getRoom(roomId: string): Promise<RoomRecord | undefined> {
+    const row = await this.db.get<RoomRow>("SELECT * FROM rooms WHERE room_id = ?", [roomId]);
+    return row && toRoom(row);
+  }
+
+  async lockRoom(roomId: string): Promise<boolean> {
+    return (await this.db.get(Q.lockRoom, [roomId])) !== undefined;
+  }
+
+  async setRoomPublic(roomId: string, isPublic: boolean): Promise<void> {
+    await this.db.run("UPDATE rooms SET is_public = ? WHERE room_id = ?", [isPublic ? 1 : 0, roomId]);
+  }
+
+  async listPublicRooms(): Promise<RoomRecord[]> {
+    return (await this.db.all<RoomRow>("SELECT * FROM rooms WHERE is_public = 1 ORDER BY created_ts")).map(toRoom);
+  }
+
+  appendEvent(e: NewEvent): Promise<number> {
+    return this.db.transaction((tx) => this.#append(tx, e));
+  }
+
+  async #append(tx: Transaction, e: NewEvent): Promise<number> {
+    const ordering = await tx.nextPosition("events");
+    await tx.run(Q.insertEvent, [
+      ordering,
+      e.eventId,
+      e.roomId,
+      e.type,
+      e.stateKey,
+      e.sender,
+      e.originServerTs,
+      e.depth,
+      e.json,
+      e.txn?.deviceId ?? null,
+      e.txn?.txnId ?? null,
+    ]);
+    if (e.txn) await tx.run(Q.insertTxn, [e.txn.userId, e.txn.deviceId, e.txn.key ?? e.txn.txnId, e.eventId]);
+    if (e.stickyUntil !== undefined) {
+      await tx.run(Q.pruneSticky, [e.originServerTs]);
+      await tx.run(Q.insertSticky, [ordering, e.roomId, e.stickyUntil]);
+    }
+    if (e.stateKey !== null) {
+      await tx.run(Q.upsertState, [e.roomId, e.type, e.stateKey, e.eventId, ordering]);
+      if (e.type === "m.room.member" && e.membership !== null) {
+        await tx.run(Q.upsertMembership, [e.roomId, e.stateKey, e.membership, e.eventId, ordering]);
+        await tx.run(Q.insertMembershipHistory, [ordering, e.roomId, e.stateKey, e.membership, e.eventId]);
+        if (e.membership === "join" || e.membership === "invite") await tx.run(Q.unforget, [e.stateKey, e.roomId]);
+      }
+    }
+    return ordering;
+  }
+
+  async getTip(roomId: string): Promise<RoomTip | undefined> {
+    const row = await this.db.get<{ event_id: string; depth: number; stream_ordering: number }>(Q.tip, [roomId]);
+    return row && { eventId: row.event_id, depth: row.depth, streamOrdering: row.stream_ordering };
+  }
+
+  async getEvent(eventId: string): Promise<StoredEvent | undefined> {
+    const row = await this.db.get<EventRow>(Q.event, [eventId]);
+    return row && toEvent(row);
+  }
+
+  async getEventByTxn(userId: string, deviceId: string, key: string): Promise<string | undefined> {
+    return (await this.db.get<{ event_id: string }>(Q.txn, [userId, deviceId, key]))?.event_id;
+  }
+
+  async redactEvent(eventId: string, redactedJson: string, redactedBy: string): Promise<void> {
+    await this.db.run(Q.redact, [redactedJson, redactedBy, eventId]);
+  }
+
+  async currentState(roomId: string): Promise<StateMap> {
+    return toStateMap(await this.db.all<EventRow>(Q.currentState, [roomId]));
+  }
+
+  async currentStateEvents(roomId: string, keys: readonly (readonly [string, string])[]): Promise<StateMap> {
+    if (keys.length === 0) return new Map();
+    return toStateMap(await this.db.all<EventRow>(Q.currentStateEvents, [JSON.stringify(keys), roomId]));
+  }
+
+  async currentStateEvent(roomId: string, type: string, stateKey: string): Promise<StoredEvent | undefined> {
+    const row = await this.db.get<EventRow>(Q.currentStateEvent, [roomId, type, stateKey]);
+    return row && toEvent(row);
+  }
+
+  async stateAt(roomId: string, streamOrdering: number): Promise<StateMap> {
+    return toStateMap(await this.db.all<EventRow>(Q.stateAt, [roomId, streamOrdering]));
+  }
+
+  async stateDelta(roomId: string, from: number, to: number): Promise<StateMap> {
+    if (to <= from) return new Map();
+    return toStateMap(await this.db.all<EventRow>(Q.stateDelta, [roomId, from, to]));
+  }
+
+  async eventsBetween(roomId: string, from: number, to: number, limit: number) {
+    const rows = await this.db.all<EventRow>(Q.between, [roomId, from, to, limit + 1]);
+    const limited = rows.length > limit;
+    return { events: rows.slice(0, limit).reverse().map(toEvent), limited };
+  }
+
+  async paginate(roomId: string, from: number, dir: "b" | "f", limit: number, to?: number): Promise<StoredEvent[]> {
+    const rows =
+      dir === "b"
+        ? await this.db.all<EventRow>(Q.back, [roomId, from, to ?? 0, limit])
+        : await this.db.all<EventRow>(Q.forward, [roomId, from, to ?? Number.MAX_SAFE_INTEGER, limit]);
+    return rows.map(toEvent);
+  }
+
+  async liveStickyEvents(roomId: string, from: number, to: number, now: number): Promise<StoredEvent[]> {
+    return (await this.db.all<EventRow>(Q.liveSticky, [roomId, from, to, now])).map(toEvent);
+  }
+
+  async membership(roomId: string, userId: string): Promise<MembershipRecord | undefined> {
+    const row = await this.db.get<MembershipRow>(Q.membership, [roomId, userId]);
+    return row && toMembership(row);
+  }
+
+  async membershipsOf(userId: string): Promise<MembershipRecord[]> {
+    return (await this.db.all<MembershipRow>(Q.membershipsOf, [userId])).map(toMembership);
+  }
+
+  async membersOf(roomId: string, membership: string): Promise<MembershipRecord[]> {
+    return (await this.db.all<MembershipRow>(Q.membersOf, [roomId, membership])).map(toMembership);
+  }
+
+  async membershipChanges(userId: string, from: number, to: number): Promise<MembershipRecord[]> {
+    return (await this.db.all<MembershipRow>(Q.membershipChanges, [userId, from, to])).map(toMembership);
+  }
+
+  async roomsWithEventsBetween(roomIds: string[], from: number, to: number): Promise<string[]> {
+    if (roomIds.length === 0 || to <= from) return [];
+    return (await this.db.all<{ room_id: string }>(Q.roomsWithEvents, [JSON.stringify(roomIds), from, to])).map((r) => r.room_id);
+  }
+
+  async forgetRoom(userId: string, roomId: string): Promise<void> {
+    await this.db.run("INSERT INTO forgotten_rooms (user_id, room_id) VALUES (?, ?) ON CONFLICT DO NOTHING", [userId, roomId]);
+  }
+
+  async isForgotten(userId: string, roomId: string): Promise<boolean> {
+    return (await this.db.get("SELECT 1 AS one FROM forgotten_rooms WHERE user_id = ? AND room_id = ?", [userId, roomId])) !== undefined;
+  }
+
+  async setAlias(alias: string, roomId: string, creator: string): Promise<boolean> {
+    const n = await this.db.run("INSERT INTO room_aliases (alias, room_id, creator) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [
+      alias,
+      roomId,
+      creator,
+    ]);
+    return n > 0;
+  }
+
+  async getAlias(alias: string) {
+    const row = await this.db.get<{ room_id: string; creator: string }>("SELECT room_id, creator FROM room_aliases WHERE alias = ?", [
+      alias,
+    ]);
+    return row && { roomId: row.room_id, creator: row.creator };
+  }
+
+  async deleteAlias(alias: string): Promise<boolean> {
+    return (await this.db.run("DELETE FROM room_aliases WHERE alias = ?", [alias])) > 0;
+  }
+
+  async aliasesOf(roomId: string): Promise<string[]> {
+    return (await this.db.all<{ alias: string }>("SELECT alias FROM room_aliases WHERE room_id = ? ORDER BY alias", [roomId])).map(
+      (r) => r.alias,
+    );
+  }
+}

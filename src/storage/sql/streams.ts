@@ -1,0 +1,112 @@
+/**
+ * Stream positions with many writers (the idea of Synapse's MultiWriterIdGenerator, written
+ * afresh). Every stream (events, account data, receipts, to-device, device lists) hands out
+ * positions from a database sequence inside the writing transaction. Transactions commit in
+ * any order, so the highest position in a table says nothing about what is committed below
+ * it. Readers therefore use `current(stream)`: the highest position P such that every position
+ * up to P has been committed or abandoned. It only moves forward, and never past a position
+ * whose transaction is still open.
+ *
+ * This tracker knows the transactions of its own process. A second process announces its own
+ * persisted positions through `advance` (the notifier carries them), which is how several
+ * processes share one database.
+ */
+
+export const STREAMS = ["events", "account_data", "receipts", "to_device", "device_lists"] as const;
+export type StreamName = (typeof STREAMS)[number];
+
+export interface StreamPositions {
+  /** Every position up to this one is committed (or abandoned) and visible to readers. */
+  current(stream: StreamName): number;
+  /** Resolves once `current(stream) >= position`. */
+  waitFor(stream: StreamName, position: number): Promise<void>;
+  /** Calls `listener` whenever a stream's current position moves forward. */
+  onAdvance(listener: (stream: StreamName, position: number) => void): void;
+}
+
+interface StreamState {
+  /** The highest position handed out here or known committed elsewhere. */
+  top: number;
+  /** Positions taken by transactions of this process that have not ended yet. */
+  open: Set<number>;
+  /** The last value `current` reported, so advances are announced once. */
+  reported: number;
+  waiters: { position: number; resolve: () => void }[];
+}
+
+export class StreamTracker implements StreamPositions {
+  readonly #streams = new Map<StreamName, StreamState>();
+  readonly #listeners: ((stream: StreamName, position: number) => void)[] = [];
+
+  /** Starts each stream at the position its sequence has reached (everything below is committed). */
+  constructor(start: Record<StreamName, number>) {
+    for (const name of STREAMS) {
+      const top = start[name];
+      this.#streams.set(name, { top, open: new Set(), reported: top, waiters: [] });
+    }
+  }
+
+  #state(stream: StreamName): StreamState {
+    return this.#streams.get(stream)!;
+  }
+
+  current(stream: StreamName): number {
+    const s = this.#state(stream);
+    if (s.open.size === 0) return s.top;
+    let lowest = Infinity;
+    for (const p of s.open) if (p < lowest) lowest = p;
+    return lowest - 1;
+  }
+
+  waitFor(stream: StreamName, position: number): Promise<void> {
+    if (this.current(stream) >= position) return Promise.resolve();
+    return new Promise((resolve) => this.#state(stream).waiters.push({ position, resolve }));
+  }
+
+  onAdvance(listener: (stream: StreamName, position: number) => void): void {
+    this.#listeners.push(listener);
+  }
+
+  /** A transaction of this process took these positions. */
+  opened(stream: StreamName, positions: readonly number[]): void {
+    const s = this.#state(stream);
+    for (const p of positions) {
+      s.open.add(p);
+      if (p > s.top) s.top = p;
+    }
+  }
+
+  /** The transaction that took these positions committed or rolled back. */
+  closed(stream: StreamName, positions: readonly number[]): void {
+    const s = this.#state(stream);
+    for (const p of positions) s.open.delete(p);
+    this.#announce(stream, s);
+  }
+
+  /** Another process has committed everything up to `position` on this stream. */
+  advance(stream: StreamName, position: number): void {
+    const s = this.#state(stream);
+    if (position > s.top) s.top = position;
+    this.#announce(stream, s);
+  }
+
+  #announce(stream: StreamName, s: StreamState): void {
+    const now = this.current(stream);
+    if (now <= s.reported) return;
+    s.reported = now;
+    const due = s.waiters.filter((w) => w.position <= now);
+    if (due.length > 0) {
+      s.waiters = s.waiters.filter((w) => w.position > now);
+      for (const w of due) w.resolve();
+    }
+    for (const l of this.#listeners) l(stream, now);
+  }
+}
+
+/** Resolves once every position taken (per stream, the highest) is visible to readers. */
+export async function waitVisible(streams: StreamPositions, taken: readonly (readonly [StreamName, readonly number[]])[]): Promise<void> {
+  for (const [stream, positions] of taken) {
+    const top = Math.max(...positions);
+    await streams.waitFor(stream, top);
+  }
+}
