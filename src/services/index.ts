@@ -92,7 +92,7 @@ export function createServices(deps: ServiceDeps): Services {
   const persister = new EventPersister(config, storage, clock, signingKey, notifier);
   const accountData = new AccountDataService(storage, notifier);
   const filters = new FilterService(storage);
-  const typing = new TypingService(storage, notifier);
+  const typing = new TypingService(storage, notifier, clock);
   persister.onPersisted(({ pdu }) => {
     if (pdu.type === "m.room.member" && pdu.state_key !== undefined) {
       typing.membershipChanged(pdu.room_id, pdu.state_key, pdu.content.membership);

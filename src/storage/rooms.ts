@@ -108,6 +108,16 @@ export interface RoomStore {
 
   /** Events of a room with stream ordering in (from, to], oldest first, at most `limit` (newest ones kept). */
   eventsBetween(roomId: string, from: number, to: number, limit: number): Promise<{ events: StoredEvent[]; limited: boolean }>;
+  /**
+   * `eventsBetween` for several rooms at once (one round trip on PostgreSQL): per room, the
+   * newest `limit` events of (from, to], oldest first, and whether more exist.
+   */
+  eventsBetweenMany(
+    roomIds: readonly string[],
+    from: number,
+    to: number,
+    limit: number,
+  ): Promise<Map<string, { events: StoredEvent[]; limited: boolean }>>;
   /** Pagination: up to `limit` events before `before` (exclusive) going back, or after `after` going forward. */
   paginate(roomId: string, from: number, dir: "b" | "f", limit: number, to?: number): Promise<StoredEvent[]>;
   /**
@@ -115,10 +125,14 @@ export interface RoomStore {
    * redacted, oldest first.
    */
   liveStickyEvents(roomId: string, from: number, to: number, now: number): Promise<StoredEvent[]>;
+  /** `liveStickyEvents` for several rooms at once, oldest first. */
+  liveStickyEventsMany(roomIds: readonly string[], from: number, to: number, now: number): Promise<StoredEvent[]>;
 
   membership(roomId: string, userId: string): Promise<MembershipRecord | undefined>;
   /** A user's current memberships, in every room. */
   membershipsOf(userId: string): Promise<MembershipRecord[]>;
+  /** Current membership records of several rooms (every membership), in one query. */
+  membershipsIn(roomIds: readonly string[]): Promise<MembershipRecord[]>;
   /** Current members of a room with the given membership. */
   membersOf(roomId: string, membership: string): Promise<MembershipRecord[]>;
   /** Membership records of a user that changed in (from, to]. */

@@ -11,7 +11,7 @@
  *   `since` and the end, including changes the timeline also carries.
  */
 import type { Storage } from "../../storage/interfaces.js";
-import { stateKeyOf, type StateMap, type StoredEvent } from "../../storage/rooms.js";
+import { stateKeyOf, type MembershipRecord, type StateMap, type StoredEvent } from "../../storage/rooms.js";
 import { toClientEvent, toStrippedState, type ClientEvent, type Viewer } from "../rooms/client_format.js";
 import { parsePdu } from "../rooms/persister.js";
 import { filterVisible } from "../rooms/visibility.js";
@@ -59,6 +59,8 @@ export interface RoomWindow {
   visibleAfter: number;
   /** See `filterVisible`: whether the user is, or was until `to`, joined. */
   joinedAtEnd: boolean;
+  /** The first page of (from, to], already read for several rooms at once (see prefetch.ts). */
+  firstPage?: { events: StoredEvent[]; limited: boolean };
 }
 
 export interface TimelineSection {
@@ -84,6 +86,11 @@ export interface RoomSummary {
 
 function clampLimit(limit: number | undefined): number {
   return Math.max(0, Math.min(limit ?? DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT));
+}
+
+/** How many events the first read of a timeline asks for: one more than it shows, to know if it is limited. */
+export function firstPageSize(filter: Filter): number {
+  return clampLimit(filter.room?.timeline?.limit) + 1;
 }
 
 export class RoomSync {
@@ -144,7 +151,8 @@ export class RoomSync {
         exhausted = true;
         break;
       }
-      const page = await this.storage.rooms.eventsBetween(w.roomId, w.from, cursor, pageSize);
+      const page =
+        cursor === w.to && w.firstPage !== undefined ? w.firstPage : await this.storage.rooms.eventsBetween(w.roomId, w.from, cursor, pageSize);
       if (page.events.length === 0) break;
       scanned += page.events.length;
       let candidates = page.events;
@@ -213,11 +221,15 @@ export class RoomSync {
     return out;
   }
 
-  /** Member counts and heroes (spec: "summary"), from the room's current membership. */
-  async summary(roomId: string, userId: string): Promise<RoomSummary> {
-    const rooms = this.storage.rooms;
-    const joined = await rooms.membersOf(roomId, "join");
-    const invited = await rooms.membersOf(roomId, "invite");
+  /**
+   * Member counts and heroes (spec: "summary"), from the room's current membership
+   * (`members`: every membership record of the room, when already read).
+   */
+  async summary(roomId: string, userId: string, members?: MembershipRecord[]): Promise<RoomSummary> {
+    const all = members ?? (await this.storage.rooms.membershipsIn([roomId]));
+    const withMembership = (m: string) => all.filter((r) => r.membership === m).sort((a, b) => (a.userId < b.userId ? -1 : 1));
+    const joined = withMembership("join");
+    const invited = withMembership("invite");
     const byAge = (records: { userId: string; streamOrdering: number }[]) =>
       records
         .filter((m) => m.userId !== userId)
@@ -225,7 +237,7 @@ export class RoomSync {
         .slice(0, 5)
         .map((m) => m.userId);
     let heroes = byAge([...joined, ...invited]);
-    if (heroes.length === 0) heroes = byAge([...(await rooms.membersOf(roomId, "leave")), ...(await rooms.membersOf(roomId, "ban"))]);
+    if (heroes.length === 0) heroes = byAge([...withMembership("leave"), ...withMembership("ban")]);
     return { "m.heroes": heroes, "m.joined_member_count": joined.length, "m.invited_member_count": invited.length };
   }
 

@@ -7,22 +7,21 @@
  * the client (a join, an initial sync) gets every live one. History
  * visibility does not apply to them (the MSC): joined members see them all.
  */
-import type { Storage } from "../../storage/interfaces.js";
+import type { StoredEvent } from "../../storage/rooms.js";
 import { toClientEvent, type ClientEvent, type Viewer } from "../rooms/client_format.js";
 
 /** The unstable key of the sync section (MSC4354's `sticky`). */
 export const STICKY_SECTION = "msc4354_sticky";
 
-export async function stickyEvents(
-  storage: Storage,
-  roomId: string,
+/** `live`: the room's sticky events of the window still live at `now` (read for all rooms at once). */
+export function stickyEvents(
+  live: StoredEvent[],
   window: { from: number; to: number },
   timeline: ClientEvent[],
   now: number,
   viewer: Viewer,
-): Promise<ClientEvent[]> {
+): ClientEvent[] {
   if (window.to <= window.from) return [];
   const inTimeline = new Set(timeline.map((e) => e.event_id));
-  const live = await storage.rooms.liveStickyEvents(roomId, window.from, window.to, now);
   return live.filter((e) => !inTimeline.has(e.eventId)).map((e) => toClientEvent(e, now, viewer));
 }

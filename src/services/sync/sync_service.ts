@@ -23,6 +23,7 @@ import { RoomSync, type RoomCore, type RoomSyncContext } from "./room_sync.js";
 import { formatRoomToken, formatSyncToken, parseSyncToken, type SyncPosition } from "./tokens.js";
 import type { TypingService } from "./typing.js";
 import { deviceSections, type DeviceSections } from "./device_sections.js";
+import { prefetchRooms } from "./prefetch.js";
 import { STICKY_SECTION, stickyEvents } from "./sticky.js";
 
 /** Which MSC4222 form the client asked for: the unstable one matrix-js-sdk sends, or the stable one of spec v1.16. */
@@ -236,6 +237,17 @@ export class SyncService {
       freshAccountData = splitAccountData(await s.accountData.changes(userId, 0, upTo.accountData), ctx.filter).byRoom;
     }
     const sinceTyping = since && since.typing <= upTo.typing ? since.typing : 0;
+    const read = knownIds.filter((id) => !active || active.has(id));
+    const prefetched = await prefetchRooms(
+      s,
+      ctx,
+      [
+        { roomIds: freshIds, from: 0 },
+        { roomIds: read, from: since?.events ?? 0 },
+      ],
+      upTo.events,
+      freshIds,
+    );
 
     const out: Record<string, RoomEntry> = {};
     const entries = [...fresh.map((m) => ({ m, isFresh: true })), ...known.map((m) => ({ m, isFresh: false }))];
@@ -244,7 +256,9 @@ export class SyncService {
       const ephemeral = this.#ephemeral(ctx.filter, roomId, receipts.get(roomId), isFresh, sinceTyping);
       const accountData = (isFresh ? freshAccountData : pass.roomAccountData).get(roomId) ?? [];
       if (active && !isFresh && !active.has(roomId) && ephemeral.length === 0 && accountData.length === 0) continue;
+      const pre = prefetched.get(roomId);
       const core = await this.#rooms.core(ctx, {
+        firstPage: pre?.firstPage,
         roomId,
         from: isFresh ? 0 : since!.events,
         to: upTo.events,
@@ -254,7 +268,8 @@ export class SyncService {
         joinedAtEnd: true,
       });
       const window = { from: isFresh ? 0 : since!.events, to: upTo.events };
-      const sticky = await stickyEvents(this.storage, roomId, window, core.timeline.events, ctx.now, ctx.viewer);
+      const live = pre?.sticky ?? (await this.storage.rooms.liveStickyEvents(roomId, window.from, window.to, ctx.now));
+      const sticky = stickyEvents(live, window, core.timeline.events, ctx.now, ctx.viewer);
       const quiet =
         sticky.length === 0 &&
         core.timeline.events.length === 0 &&
@@ -268,7 +283,7 @@ export class SyncService {
         ephemeral: { events: ephemeral },
         account_data: { events: accountData },
         unread_notifications: {},
-        summary: isFresh || core.membersChanged ? await this.#rooms.summary(roomId, userId) : {},
+        summary: isFresh || core.membersChanged ? await this.#rooms.summary(roomId, userId, pre?.members) : {},
         ...(sticky.length > 0 ? { [STICKY_SECTION]: { events: sticky } } : {}),
       };
     }

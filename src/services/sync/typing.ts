@@ -2,13 +2,17 @@
  * Typing notifications (spec: "Typing Notifications"). Held in memory only:
  * they are worthless after a few seconds, so a restart may forget them.
  *
- * Every change (start, stop, expiry) takes the next value of one counter;
- * each room remembers the value of its last change, so `/sync` sends a
- * room's `m.typing` when that value is newer than the client's token.
+ * Every change (start, stop, expiry) takes a new serial; each room remembers
+ * the serial of its last change, so `/sync` sends a room's `m.typing` when it is
+ * newer than the client's token. Serials are the clock's milliseconds (or one
+ * more than the last serial, if that is higher), not a counter from 0: they need
+ * no shared counter to be comparable between processes, and a restart does not
+ * start them again below the tokens clients hold.
  */
 import { Errors } from "../../errors.js";
 import type { Storage } from "../../storage/interfaces.js";
 import type { Requester } from "../auth.js";
+import type { Clock } from "../clock.js";
 import type { Notifier } from "./notifier.js";
 
 /** Synapse's default and cap for `timeout`. */
@@ -16,7 +20,7 @@ const DEFAULT_TIMEOUT_MS = 30_000;
 const MAX_TIMEOUT_MS = 120_000;
 
 interface RoomTyping {
-  /** The counter value of this room's last change. */
+  /** The serial of this room's last change. */
   serial: number;
   /** Typing users and the timer that ends their typing. */
   users: Map<string, NodeJS.Timeout>;
@@ -34,14 +38,15 @@ export class TypingService {
   constructor(
     private readonly storage: Storage,
     private readonly notifier: Notifier,
+    private readonly clock: Clock,
   ) {}
 
-  /** The counter's current value: the typing part of a sync token. */
+  /** The latest serial: the typing part of a sync token. */
   position(): number {
     return this.#position;
   }
 
-  /** Who is typing in a room now, and the counter value of the room's last change. */
+  /** Who is typing in a room now, and the serial of the room's last change. */
   snapshot(roomId: string): TypingSnapshot {
     const room = this.#rooms.get(roomId);
     return room ? { serial: room.serial, userIds: [...room.users.keys()] } : { serial: 0, userIds: [] };
@@ -87,7 +92,8 @@ export class TypingService {
   }
 
   #changed(roomId: string, room: RoomTyping): void {
-    room.serial = ++this.#position;
+    this.#position = Math.max(this.clock.now(), this.#position + 1);
+    room.serial = this.#position;
     this.notifier.notify({ roomIds: [roomId] });
   }
 

@@ -125,6 +125,15 @@ const Q = {
     ORDER BY stream_ordering DESC LIMIT ?`,
   forward: `SELECT * FROM events WHERE room_id = ? AND stream_ordering > ? AND stream_ordering <= ?
     ORDER BY stream_ordering ASC LIMIT ?`,
+  // PostgreSQL reads each room's newest events with one index scan per room in one statement.
+  // SQLite has no LATERAL, and no round trips to save: it runs `between` per room.
+  betweenMany: `SELECT e.* FROM json_array_elements_text(?::json) AS r(room_id)
+    CROSS JOIN LATERAL (SELECT * FROM events WHERE room_id = r.room_id AND stream_ordering > ? AND stream_ordering <= ?
+      ORDER BY stream_ordering DESC LIMIT ?) e`,
+  membershipsIn: sql`SELECT * FROM memberships WHERE ${inJsonList("room_id")}`,
+  liveStickyMany: sql`SELECT e.* FROM sticky_events s JOIN events e ON e.stream_ordering = s.stream_ordering
+    WHERE ${inJsonList("s.room_id")} AND s.stream_ordering > ? AND s.stream_ordering <= ? AND s.expires_ts > ?
+    AND e.redacted_by IS NULL ORDER BY s.stream_ordering`,
   membership: "SELECT * FROM memberships WHERE room_id = ? AND user_id = ?",
   membershipsOf: "SELECT * FROM memberships WHERE user_id = ?",
   membersOf: "SELECT * FROM memberships WHERE room_id = ? AND membership = ? ORDER BY user_id",
@@ -248,6 +257,25 @@ export class SqlRoomStore implements RoomStore {
     return { events: rows.slice(0, limit).reverse().map(toEvent), limited };
   }
 
+  async eventsBetweenMany(roomIds: readonly string[], from: number, to: number, limit: number) {
+    const out = new Map<string, { events: StoredEvent[]; limited: boolean }>();
+    if (roomIds.length === 0) return out;
+    let rows: EventRow[];
+    if (this.db.dialect === "postgres") {
+      rows = await this.db.all<EventRow>(Q.betweenMany, [JSON.stringify(roomIds), from, to, limit + 1]);
+    } else {
+      rows = [];
+      for (const roomId of roomIds) rows.push(...(await this.db.all<EventRow>(Q.between, [roomId, from, to, limit + 1])));
+    }
+    const byRoom = new Map<string, EventRow[]>(roomIds.map((id) => [id, []]));
+    for (const r of rows) byRoom.get(r.room_id)?.push(r);
+    for (const [roomId, list] of byRoom) {
+      list.sort((a, b) => b.stream_ordering - a.stream_ordering);
+      out.set(roomId, { events: list.slice(0, limit).reverse().map(toEvent), limited: list.length > limit });
+    }
+    return out;
+  }
+
   async paginate(roomId: string, from: number, dir: "b" | "f", limit: number, to?: number): Promise<StoredEvent[]> {
     const rows =
       dir === "b"
@@ -258,6 +286,16 @@ export class SqlRoomStore implements RoomStore {
 
   async liveStickyEvents(roomId: string, from: number, to: number, now: number): Promise<StoredEvent[]> {
     return (await this.db.all<EventRow>(Q.liveSticky, [roomId, from, to, now])).map(toEvent);
+  }
+
+  async liveStickyEventsMany(roomIds: readonly string[], from: number, to: number, now: number): Promise<StoredEvent[]> {
+    if (roomIds.length === 0 || to <= from) return [];
+    return (await this.db.all<EventRow>(Q.liveStickyMany, [JSON.stringify(roomIds), from, to, now])).map(toEvent);
+  }
+
+  async membershipsIn(roomIds: readonly string[]): Promise<MembershipRecord[]> {
+    if (roomIds.length === 0) return [];
+    return (await this.db.all<MembershipRow>(Q.membershipsIn, [JSON.stringify(roomIds)])).map(toMembership);
   }
 
   async membership(roomId: string, userId: string): Promise<MembershipRecord | undefined> {
