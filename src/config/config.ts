@@ -26,6 +26,8 @@ export type DatabaseConfig =
       port?: number;
       database?: string;
       sslmode?: string;
+      /** A PEM file of CAs to trust for TLS (libpq's `sslrootcert`). */
+      sslrootcert?: string;
       /** The connection pool's bounds (Synapse's `cp_min`, `cp_max`). */
       poolMin: number;
       poolMax: number;

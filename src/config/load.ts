@@ -110,6 +110,7 @@ function resolve(
       port: a.port,
       database: a.database ?? a.dbname,
       sslmode: a.sslmode,
+      sslrootcert: a.sslrootcert === undefined ? undefined : fromBase(a.sslrootcert),
       poolMin,
       poolMax,
     };

@@ -177,10 +177,10 @@ export function schemaProblems(
     if (handledPaths.has(pathKey)) continue;
     if ([...handledPaths].some((p) => p.startsWith(pathKey + "/"))) continue;
     handledPaths.add(pathKey);
-    push(
-      at(segments),
-      `\`${dottedPath(segments)}\` is ${shown(valueAt(value, segments))}, which is not allowed: expected ${describeAllowed(schemaAt(schema, segments))}`,
-    );
+    const here = schemaAt(schema, segments) as Record<string, unknown> | undefined;
+    // A secret's value is never repeated back, even a wrong one: it may be the real password.
+    const what = here?.["x-secret"] === true ? "set to a value" : shown(valueAt(value, segments));
+    push(at(segments), `\`${dottedPath(segments)}\` is ${what}, which is not allowed: expected ${describeAllowed(here as SchemaWithMeta | undefined)}`);
   }
   return inFileOrder(problems);
 }

@@ -1,6 +1,7 @@
 /** Opens the configured database, brings its schema up to date and builds the stores. */
 import type { DatabaseConfig } from "../config/config.js";
 import type { Storage } from "./interfaces.js";
+import { ConnectionSettingsError, describeConnection, resolveConnection } from "./postgres/connection.js";
 import { PostgresDatabase } from "./postgres/driver.js";
 import { sqlStorage } from "./sql/index.js";
 import { migrate, NewerSchemaError } from "./sql/migrate.js";
@@ -18,13 +19,14 @@ export async function openStorage(config: DatabaseConfig): Promise<Storage> {
     await db.loadStreams();
     return sqlStorage(db);
   }
-  const db = postgresDatabase(config);
+  let db: PostgresDatabase | undefined;
   try {
+    db = await postgresDatabase(config);
     await migrate(db);
     await db.loadStreams();
   } catch (err) {
     if (err instanceof NewerSchemaError) throw err;
-    await db.close().catch(() => undefined);
+    await db?.close().catch(() => undefined);
     throw new DatabaseUnavailableError(describeFailure(err, config));
   }
   return sqlStorage(db);
@@ -32,35 +34,35 @@ export async function openStorage(config: DatabaseConfig): Promise<Storage> {
 
 type PostgresConfig = Extract<DatabaseConfig, { kind: "postgres" }>;
 
-/** A pool for the configured PostgreSQL database; nothing is connected until the first query. */
-export function postgresDatabase(config: PostgresConfig): PostgresDatabase {
-  return new PostgresDatabase({
-    connectionString: config.dsn?.reveal(),
+/** A pool for the configured PostgreSQL database, its TLS mode settled (see PostgresDatabase.connect). */
+export async function postgresDatabase(config: PostgresConfig): Promise<PostgresDatabase> {
+  const db = new PostgresDatabase({
+    dsn: config.dsn?.reveal(),
     host: config.host,
     port: config.port,
     user: config.user,
     password: config.password?.reveal(),
     database: config.database,
     sslmode: config.sslmode,
+    sslrootcert: config.sslrootcert,
     min: config.poolMin,
     max: config.poolMax,
   });
+  await db.connect();
+  return db;
 }
 
 /** Where we tried to connect, without the password, and what PostgreSQL (or the network) said. */
-export function describeFailure(err: unknown, config: PostgresConfig): string {
+export function describeFailure(err: unknown, config: PostgresConfig, fix = "check `database.args`"): string {
+  if (err instanceof ConnectionSettingsError) return `${err.message}; ${fix}`;
   let where: string;
   try {
-    const url = config.dsn ? new URL(config.dsn.reveal()) : undefined;
-    const host = config.host ?? url?.hostname ?? "localhost";
-    const port = config.port ?? (url?.port ? Number(url.port) : 5432);
-    const user = config.user ?? (url?.username || undefined);
-    const database = config.database ?? (url?.pathname.slice(1) || undefined);
-    where = `${user ?? "(default user)"}@${host}:${port}/${database ?? "(default database)"}`;
+    const { host, port, user, database, sslmode } = config;
+    where = describeConnection(resolveConnection({ dsn: config.dsn?.reveal(), host, port, user, database, sslmode }));
   } catch {
     where = "the configured `database.args.dsn`";
   }
   const message = err instanceof Error ? err.message : String(err);
   const code = (err as { code?: unknown }).code;
-  return `could not open the PostgreSQL database ${where}: ${message}${typeof code === "string" ? ` (${code})` : ""}; check \`database.args\``;
+  return `could not open the PostgreSQL database ${where}: ${message}${typeof code === "string" ? ` (${code})` : ""}; ${fix}`;
 }

@@ -34,9 +34,15 @@ export const databaseFields = {
           sslmode: Type.Optional(
             Type.Union(["disable", "allow", "prefer", "require", "verify-ca", "verify-full"].map((m) => Type.Literal(m)), {
               description:
-                "PostgreSQL TLS, as libpq's `sslmode`: `disable`/`allow`/`prefer` connect without TLS, `require` encrypts without checking the certificate, `verify-ca`/`verify-full` check it against the system CAs.",
+                "PostgreSQL TLS, as libpq's `sslmode`: `disable` never uses TLS; `allow` tries without TLS first, `prefer` with TLS first, each falling back to the other; `require` encrypts without checking the certificate; `verify-ca` checks the certificate's chain, `verify-full` its chain and host name (against `sslrootcert`, or Node's built-in CAs plus `NODE_EXTRA_CA_CERTS`). A `sslmode` in `dsn` means the same.",
               allowed: "one of disable, allow, prefer, require, verify-ca, verify-full",
-              docDefault: "`prefer` (no TLS)",
+              docDefault: "`prefer`",
+            }),
+          ),
+          sslrootcert: Type.Optional(
+            Type.String({
+              minLength: 1,
+              description: "PostgreSQL: a PEM file of the CAs that `verify-ca`/`verify-full` trust, relative to the config file (libpq's `sslrootcert`).",
             }),
           ),
           cp_min: Type.Optional(

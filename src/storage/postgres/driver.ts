@@ -4,20 +4,14 @@
  * Transactions run at READ COMMITTED with explicit row locks where a step reads then writes
  * (the stores say which); one that loses a deadlock is run again.
  */
+import type { ConnectionOptions } from "node:tls";
 import pg from "pg";
+import { resolveConnection, tlsOptions, type ConnectionSettings, type ResolvedConnection } from "./connection.js";
 import { textOf, type Query, type SqlDatabase, type SqlValue, type Transaction } from "../sql/executor.js";
 import { STREAMS, StreamTracker, waitVisible, type StreamName } from "../sql/streams.js";
 
-/** Connection settings, from `database.args` (Synapse's psycopg2 keys) or a DSN. */
-export interface PostgresOptions {
-  connectionString?: string;
-  host?: string;
-  port?: number;
-  user?: string;
-  password?: string;
-  database?: string;
-  /** libpq's sslmode: disable, prefer, require, verify-ca, verify-full. */
-  sslmode?: string;
+/** Where to connect (resolved, see connection.ts) and the pool's bounds. */
+export interface PostgresOptions extends ConnectionSettings {
   min: number;
   max: number;
 }
@@ -55,44 +49,67 @@ class Statements {
   }
 }
 
-function sslOption(mode: string | undefined): pg.PoolConfig["ssl"] {
-  switch (mode) {
-    case undefined:
-    case "disable":
-    case "allow":
-    case "prefer":
-      return false;
-    case "require":
-      // libpq's `require` encrypts without checking the certificate.
-      return { rejectUnauthorized: false };
-    default:
-      return { rejectUnauthorized: true };
-  }
-}
-
 export class PostgresDatabase implements SqlDatabase {
   readonly dialect = "postgres" as const;
-  readonly pool: pg.Pool;
   readonly statements = new Statements();
   #streams: StreamTracker | undefined;
 
+  readonly connection: ResolvedConnection;
+  #pool: pg.Pool | undefined;
+
+  /** Throws ConnectionSettingsError for a malformed `dsn`; connects nothing until `connect`. */
   constructor(readonly options: PostgresOptions) {
-    this.pool = new pg.Pool({
-      connectionString: options.connectionString,
-      host: options.host,
-      port: options.port,
-      user: options.user,
-      password: options.password,
-      database: options.database,
-      ssl: sslOption(options.sslmode),
-      min: options.min,
-      max: options.max,
+    this.connection = resolveConnection(options);
+  }
+
+  get pool(): pg.Pool {
+    if (!this.#pool) throw new Error("the PostgreSQL pool is used after connect()");
+    return this.#pool;
+  }
+
+  /**
+   * Makes the pool. With sslmode `prefer` (libpq's default, and so most Synapse configs) TLS
+   * is tried first and dropped only when the server has none; `allow` tries without first.
+   */
+  async connect(): Promise<void> {
+    const c = this.connection;
+    let ssl = tlsOptions(c);
+    if (c.sslmode === "prefer" || c.sslmode === "allow") {
+      const first = c.sslmode === "prefer" ? ssl : false;
+      const second = c.sslmode === "prefer" ? false : ssl;
+      ssl = (await this.#probe(first)) ? first : second;
+    }
+    this.#pool = new pg.Pool({
+      host: c.host,
+      port: c.port,
+      user: c.user,
+      password: c.password,
+      database: c.database,
+      ssl,
+      min: this.options.min,
+      max: this.options.max,
       types,
       connectionTimeoutMillis: 10_000,
       application_name: "switchboard",
     });
     // An idle connection that the server dropped must not crash the process; the pool replaces it.
-    this.pool.on("error", () => undefined);
+    this.#pool.on("error", () => undefined);
+  }
+
+  /** Whether one connection with these TLS options works; other failures are left to the pool to report. */
+  async #probe(ssl: ConnectionOptions | false): Promise<boolean> {
+    const c = this.connection;
+    const client = new pg.Client({ host: c.host, port: c.port, user: c.user, password: c.password, database: c.database, ssl, types, connectionTimeoutMillis: 10_000 });
+    try {
+      await client.connect();
+      return true;
+    } catch (err) {
+      const message = err instanceof Error ? err.message : "";
+      // Only a TLS mismatch decides the mode; anything else (a wrong password) fails the same either way.
+      return !/does not support SSL|no encryption/i.test(message);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
   }
 
   get streams(): StreamTracker {
@@ -156,7 +173,9 @@ export class PostgresDatabase implements SqlDatabase {
   }
 
   async close(): Promise<void> {
-    await this.pool.end();
+    const pool = this.#pool;
+    this.#pool = undefined;
+    await pool?.end();
   }
 }
 
