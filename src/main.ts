@@ -103,15 +103,16 @@ async function portDb(cmd: Extract<Command, { name: "port-db" }>): Promise<void>
   const report = await portToPostgres(config.database.path, cmd.toPostgres, (line) => console.log(line));
   const rows = report.tables.reduce((sum, t) => sum + t.rows, 0);
   const streams = Object.entries(report.streams).map(([s, p]) => `${s} ${p}`);
+  const section = databaseSection(cmd.toPostgres);
   console.log(
     [
       `Copied ${rows} rows in ${report.tables.length} tables. Verified: every table has as many rows in PostgreSQL as in SQLite,`,
       `and every stream position is the same (${streams.join(", ")}).`,
       "",
-      `To serve from PostgreSQL, replace the \`database:\` section of ${config.configPath ?? cmd.config} with this,`,
-      "putting the real password in place of <password>:",
+      `To serve from PostgreSQL, replace the \`database:\` section of ${config.configPath ?? cmd.config} with this` +
+        (section.includes("<password>") ? ", putting the real password in place of <password>:" : ":"),
       "",
-      databaseSection(cmd.toPostgres),
+      section,
       "",
       `Then start Switchboard. Keep ${report.sqlite} as a backup: nothing writes to it any more.`,
     ].join("\n"),

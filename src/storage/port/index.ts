@@ -41,7 +41,9 @@ export async function portToPostgres(sqlitePath: string, dsn: string, progress: 
       progress(`Copying ${sqlitePath} (schema version ${schemaVersion}) into the PostgreSQL database ${target.name}, in one transaction:`);
       const width = Math.max(...tables.map((t) => t.name.length));
       await target.copy(source, tables, streams, (table, rows) => progress(`  ${table.padEnd(width)}  ${rows}`));
-      const differences = await target.differences(source, tables, streams);
+      // The file is held exclusively, so these counts are the copy's too.
+      const counts = new Map(tables.map((t) => [t.name, source.count(t.name)]));
+      const differences = await target.differences(counts, streams);
       if (differences.length > 0) {
         throw new PortRefusedError(
           `the copy in the PostgreSQL database ${target.name} does not match the SQLite database (${differences.join("; ")}); drop and recreate that database before trying again`,
@@ -51,7 +53,7 @@ export async function portToPostgres(sqlitePath: string, dsn: string, progress: 
         sqlite: sqlitePath,
         database: target.name,
         schemaVersion,
-        tables: tables.map((t) => ({ name: t.name, rows: source.count(t.name) })),
+        tables: [...counts].map(([name, rows]) => ({ name, rows })),
         streams,
       };
     } finally {

@@ -65,7 +65,7 @@ export class SqliteSource {
       if ((err as { code?: unknown }).code === "SQLITE_BUSY") {
         throw new PortRefusedError(`the SQLite database is in use by a running server (${file}): stop it, then run port-db again`);
       }
-      throw err;
+      throw new PortRefusedError(`could not open the SQLite database ${file}: ${(err as Error).message}`);
     }
     try {
       await migrate(new SqliteDatabase(raw));

@@ -27,13 +27,14 @@ export class PostgresTarget {
   /** Connects; a failure names where it tried (never the password) and what PostgreSQL said. */
   static async open(dsn: string): Promise<PostgresTarget> {
     const config = { kind: "postgres" as const, dsn: new Secret(dsn), poolMin: 1, poolMax: 2 };
-    const db = postgresDatabase(config);
+    let db: PostgresDatabase | undefined;
     try {
+      db = await postgresDatabase(config);
       const row = await db.get<{ name: string }>("SELECT current_database() AS name");
       return new PostgresTarget(db, row!.name);
     } catch (err) {
-      await db.close().catch(() => undefined);
-      throw new DatabaseUnavailableError(describeFailure(err, config));
+      await db?.close().catch(() => undefined);
+      throw new DatabaseUnavailableError(describeFailure(err, config, "check the URL given to --to-postgres"));
     }
   }
 
@@ -110,12 +111,11 @@ export class PostgresTarget {
   }
 
   /** The copy's differences from the source (none when it is whole): row counts and stream positions. */
-  async differences(source: SqliteSource, tables: readonly SourceTable[], streams: Record<StreamName, number>): Promise<string[]> {
+  async differences(counts: ReadonlyMap<string, number>, streams: Record<StreamName, number>): Promise<string[]> {
     const found: string[] = [];
-    for (const t of tables) {
-      const want = source.count(t.name);
-      const got = (await this.db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM ${quoted(t.name)}`))!.n;
-      if (got !== want) found.push(`${t.name} has ${want} rows in SQLite but ${got} in PostgreSQL`);
+    for (const [table, want] of counts) {
+      const got = (await this.db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM ${quoted(table)}`))!.n;
+      if (got !== want) found.push(`${table} has ${want} rows in SQLite but ${got} in PostgreSQL`);
     }
     // Read as a starting server reads them.
     await this.db.loadStreams();
