@@ -36,6 +36,10 @@ describe("resolveConnection", () => {
     assert.equal(text, "alice@h:5/db");
   });
 
+  test("an sslmode that libpq does not have is refused, wherever it was written", () => {
+    assert.throws(() => resolveConnection({ dsn: "postgres://a@h/db?sslmode=strict" }), ConnectionSettingsError);
+  });
+
   test("a dsn that is no URL is refused without repeating it", () => {
     assert.throws(
       () => resolveConnection({ dsn: "postgres://alice:hunter2@[bad/db" }),

@@ -33,6 +33,18 @@ export interface ResolvedConnection {
 
 export class ConnectionSettingsError extends Error {}
 
+const SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+
+/** libpq's default user: the operating system's name for this process's user. */
+function osUser(): string {
+  try {
+    return os.userInfo().username;
+  } catch {
+    // A container user with no passwd entry has no name; PostgreSQL will say the role is unknown.
+    return process.env.USER ?? String(process.getuid?.() ?? "postgres");
+  }
+}
+
 /** Resolves settings; a malformed `dsn` is reported without repeating it (it may hold a password). */
 export function resolveConnection(s: ConnectionSettings): ResolvedConnection {
   let url: URL | undefined;
@@ -46,7 +58,11 @@ export function resolveConnection(s: ConnectionSettings): ResolvedConnection {
   const param = (name: string) => url?.searchParams.get(name) ?? undefined;
   const fromUrl = (v: string | undefined) => (v ? decodeURIComponent(v) : undefined);
   const env = process.env;
-  const user = s.user ?? fromUrl(url?.username) ?? param("user") ?? env.PGUSER ?? os.userInfo().username;
+  const user = s.user ?? fromUrl(url?.username) ?? param("user") ?? env.PGUSER ?? osUser();
+  const sslmode = s.sslmode ?? param("sslmode") ?? env.PGSSLMODE ?? "prefer";
+  if (!SSL_MODES.includes(sslmode)) {
+    throw new ConnectionSettingsError(`\`sslmode\` ${JSON.stringify(sslmode)} (in the dsn or PGSSLMODE) is not one of ${SSL_MODES.join(", ")}`);
+  }
   const urlPort = url?.port ? Number(url.port) : param("port") ? Number(param("port")) : undefined;
   return {
     host: s.host ?? (url?.hostname ? decodeURIComponent(url.hostname) : undefined) ?? param("host") ?? env.PGHOST ?? "localhost",
@@ -54,7 +70,7 @@ export function resolveConnection(s: ConnectionSettings): ResolvedConnection {
     user,
     password: s.password ?? fromUrl(url?.password) ?? param("password") ?? env.PGPASSWORD,
     database: s.database ?? fromUrl(url?.pathname.slice(1)) ?? param("dbname") ?? env.PGDATABASE ?? user,
-    sslmode: s.sslmode ?? param("sslmode") ?? env.PGSSLMODE ?? "prefer",
+    sslmode,
     sslrootcert: s.sslrootcert ?? param("sslrootcert") ?? env.PGSSLROOTCERT,
   };
 }
@@ -71,7 +87,8 @@ export function describeConnection(c: ResolvedConnection): string {
  * (prefer tries TLS first and falls back when the server has none).
  */
 export function tlsOptions(c: ResolvedConnection): ConnectionOptions | false {
-  const ca = c.sslrootcert ? readFileSync(c.sslrootcert, "utf8") : undefined;
+  // Read only where a certificate is checked: `require` and below never use it.
+  const ca = () => (c.sslrootcert ? readFileSync(c.sslrootcert, "utf8") : undefined);
   switch (c.sslmode) {
     case "disable":
       return false;
@@ -80,8 +97,8 @@ export function tlsOptions(c: ResolvedConnection): ConnectionOptions | false {
     case "require":
       return { rejectUnauthorized: false };
     case "verify-ca":
-      return { rejectUnauthorized: true, ca, checkServerIdentity: () => undefined };
+      return { rejectUnauthorized: true, ca: ca(), checkServerIdentity: () => undefined };
     default:
-      return { rejectUnauthorized: true, ca };
+      return { rejectUnauthorized: true, ca: ca() };
   }
 }

@@ -149,7 +149,7 @@ export class PostgresDatabase implements SqlDatabase {
         await client.query("BEGIN");
         const result = await work(tx);
         await client.query("COMMIT");
-        tx.end();
+        tx.end(true);
         client.release();
         released = true;
         await tx.visible();
@@ -165,7 +165,7 @@ export class PostgresDatabase implements SqlDatabase {
         throw err;
       } finally {
         if (!released) {
-          tx.end();
+          tx.end(false);
           client.release(broken);
         }
       }
@@ -229,7 +229,7 @@ class PostgresTransaction implements Transaction {
   }
 
   /** Commit or rollback: the positions taken stop holding readers back. */
-  end(): void {
-    for (const [stream, positions] of this.#taken) this.owner.streams.closed(stream, positions);
+  end(committed: boolean): void {
+    for (const [stream, positions] of this.#taken) this.owner.streams.closed(stream, positions, committed);
   }
 }

@@ -25,7 +25,11 @@ export interface StreamPositions {
 }
 
 interface StreamState {
-  /** The highest position handed out here or known committed elsewhere. */
+  /**
+   * The highest position known committed, here or elsewhere. Only commits raise it: SQLite's
+   * sequence is a row, so a rolled-back transaction gives its positions back to be handed out
+   * again, and a reader must not have been told they were passed.
+   */
   top: number;
   /** Positions taken by transactions of this process that have not ended yet. */
   open: Set<number>;
@@ -52,10 +56,12 @@ export class StreamTracker implements StreamPositions {
 
   current(stream: StreamName): number {
     const s = this.#state(stream);
-    if (s.open.size === 0) return s.top;
+    if (s.open.size === 0) return Math.max(s.top, s.reported);
     let lowest = Infinity;
     for (const p of s.open) if (p < lowest) lowest = p;
-    return lowest - 1;
+    // Below the lowest open position everything has ended: committed, or (PostgreSQL, whose
+    // sequences never give a value twice) abandoned for good. Never below what was reported.
+    return Math.max(lowest - 1, s.reported);
   }
 
   waitFor(stream: StreamName, position: number): Promise<void> {
@@ -70,16 +76,16 @@ export class StreamTracker implements StreamPositions {
   /** A transaction of this process took these positions. */
   opened(stream: StreamName, positions: readonly number[]): void {
     const s = this.#state(stream);
-    for (const p of positions) {
-      s.open.add(p);
-      if (p > s.top) s.top = p;
-    }
+    for (const p of positions) s.open.add(p);
   }
 
-  /** The transaction that took these positions committed or rolled back. */
-  closed(stream: StreamName, positions: readonly number[]): void {
+  /** The transaction that took these positions committed, or rolled back (`committed` false). */
+  closed(stream: StreamName, positions: readonly number[], committed: boolean): void {
     const s = this.#state(stream);
-    for (const p of positions) s.open.delete(p);
+    for (const p of positions) {
+      s.open.delete(p);
+      if (committed && p > s.top) s.top = p;
+    }
     this.#announce(stream, s);
   }
 

@@ -108,7 +108,7 @@ export class SqliteDatabase implements SqlDatabase {
       committed = true;
       return result;
     } finally {
-      tx.end();
+      tx.end(committed);
       this.#lock.release();
       // One connection commits in position order, so this resolves at once; it is here for the contract.
       if (committed) await tx.visible();
@@ -169,8 +169,8 @@ class SqliteTransaction implements Transaction {
   }
 
   /** Commit or rollback: the positions taken stop holding readers back. */
-  end(): void {
-    for (const [stream, positions] of this.#taken) this.owner.streams.closed(stream, positions);
+  end(committed: boolean): void {
+    for (const [stream, positions] of this.#taken) this.owner.streams.closed(stream, positions, committed);
   }
 }
 
