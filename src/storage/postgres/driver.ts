@@ -8,7 +8,7 @@ import type { ConnectionOptions } from "node:tls";
 import pg from "pg";
 import { resolveConnection, tlsOptions, type ConnectionSettings, type ResolvedConnection } from "./connection.js";
 import { textOf, type Query, type SqlDatabase, type SqlValue, type Transaction } from "../sql/executor.js";
-import { STREAMS, StreamTracker, waitVisible, type StreamName } from "../sql/streams.js";
+import { STREAMS, StreamTracker, TakenPositions, type StreamName } from "../sql/streams.js";
 
 /** Where to connect (resolved, see connection.ts) and the pool's bounds. */
 export interface PostgresOptions extends ConnectionSettings {
@@ -149,10 +149,10 @@ export class PostgresDatabase implements SqlDatabase {
         await client.query("BEGIN");
         const result = await work(tx);
         await client.query("COMMIT");
-        tx.end(true);
+        tx.positions.end(true);
         client.release();
         released = true;
-        await tx.visible();
+        await tx.positions.visible();
         return result;
       } catch (err) {
         try {
@@ -165,7 +165,7 @@ export class PostgresDatabase implements SqlDatabase {
         throw err;
       } finally {
         if (!released) {
-          tx.end(false);
+          tx.positions.end(false);
           client.release(broken);
         }
       }
@@ -181,7 +181,8 @@ export class PostgresDatabase implements SqlDatabase {
 
 class PostgresTransaction implements Transaction {
   readonly dialect = "postgres" as const;
-  readonly #taken: [StreamName, number[]][] = [];
+  /** Held open until the transaction ends; see TakenPositions. */
+  readonly positions = new TakenPositions(() => this.owner.streams);
 
   constructor(
     private readonly owner: PostgresDatabase,
@@ -214,22 +215,10 @@ class PostgresTransaction implements Transaction {
       count,
     ]);
     const positions = rows.map((r) => r.p).sort((a, b) => a - b);
-    this.owner.streams.opened(stream, positions);
-    this.#taken.push([stream, positions]);
-    return positions;
+    return this.positions.take(stream, positions);
   }
 
   async nextPosition(stream: StreamName): Promise<number> {
     return (await this.nextPositions(stream, 1))[0]!;
-  }
-
-  /** Resolves once readers can see every position this transaction took. */
-  visible(): Promise<void> {
-    return this.#taken.length === 0 ? Promise.resolve() : waitVisible(this.owner.streams, this.#taken);
-  }
-
-  /** Commit or rollback: the positions taken stop holding readers back. */
-  end(committed: boolean): void {
-    for (const [stream, positions] of this.#taken) this.owner.streams.closed(stream, positions, committed);
   }
 }

@@ -109,10 +109,26 @@ export class StreamTracker implements StreamPositions {
   }
 }
 
-/** Resolves once every position taken (per stream, the highest) is visible to readers. */
-export async function waitVisible(streams: StreamPositions, taken: readonly (readonly [StreamName, readonly number[]])[]): Promise<void> {
-  for (const [stream, positions] of taken) {
-    const top = Math.max(...positions);
-    await streams.waitFor(stream, top);
+/** The positions one transaction took: they hold readers back until it ends. */
+export class TakenPositions {
+  readonly #taken: [StreamName, number[]][] = [];
+
+  constructor(private readonly tracker: () => StreamTracker) {}
+
+  /** Records positions just allocated in the transaction; returns them. */
+  take(stream: StreamName, positions: number[]): number[] {
+    this.tracker().opened(stream, positions);
+    this.#taken.push([stream, positions]);
+    return positions;
+  }
+
+  /** Commit or rollback: the positions stop holding readers back. */
+  end(committed: boolean): void {
+    for (const [stream, positions] of this.#taken) this.tracker().closed(stream, positions, committed);
+  }
+
+  /** Resolves once readers can see every position taken (per stream, the highest). */
+  async visible(): Promise<void> {
+    for (const [stream, positions] of this.#taken) await this.tracker().waitFor(stream, Math.max(...positions));
   }
 }

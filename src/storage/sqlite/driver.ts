@@ -11,7 +11,7 @@ import { mkdirSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { textOf, type Query, type SqlDatabase, type SqlValue, type Transaction } from "../sql/executor.js";
-import { STREAMS, StreamTracker, waitVisible, type StreamName } from "../sql/streams.js";
+import { STREAMS, StreamTracker, TakenPositions, type StreamName } from "../sql/streams.js";
 
 type Statement = Database.Statement<unknown[], unknown>;
 
@@ -108,10 +108,10 @@ export class SqliteDatabase implements SqlDatabase {
       committed = true;
       return result;
     } finally {
-      tx.end(committed);
+      tx.positions.end(committed);
       this.#lock.release();
       // One connection commits in position order, so this resolves at once; it is here for the contract.
-      if (committed) await tx.visible();
+      if (committed) await tx.positions.visible();
     }
   }
 
@@ -125,7 +125,8 @@ export class SqliteDatabase implements SqlDatabase {
 /** Statements of the open transaction: they bypass the lock the transaction holds. */
 class SqliteTransaction implements Transaction {
   readonly dialect = "sqlite" as const;
-  readonly #taken: [StreamName, number[]][] = [];
+  /** Held open until the transaction ends; see TakenPositions. */
+  readonly positions = new TakenPositions(() => this.owner.streams);
 
   constructor(private readonly owner: SqliteDatabase) {}
 
@@ -154,23 +155,11 @@ class SqliteTransaction implements Transaction {
       .statement("UPDATE stream_sequences SET last_value = last_value + ? WHERE name = ? RETURNING last_value")
       .get(count, stream) as { last_value: number };
     const positions = Array.from({ length: count }, (_, i) => row.last_value - count + 1 + i);
-    this.owner.streams.opened(stream, positions);
-    this.#taken.push([stream, positions]);
-    return positions;
+    return this.positions.take(stream, positions);
   }
 
   async nextPosition(stream: StreamName): Promise<number> {
     return (await this.nextPositions(stream, 1))[0]!;
-  }
-
-  /** Resolves once readers can see every position this transaction took. */
-  visible(): Promise<void> {
-    return this.#taken.length === 0 ? Promise.resolve() : waitVisible(this.owner.streams, this.#taken);
-  }
-
-  /** Commit or rollback: the positions taken stop holding readers back. */
-  end(committed: boolean): void {
-    for (const [stream, positions] of this.#taken) this.owner.streams.closed(stream, positions, committed);
   }
 }
 
