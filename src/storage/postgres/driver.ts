@@ -210,12 +210,19 @@ class PostgresTransaction implements Transaction {
   }
 
   async nextPositions(stream: StreamName, count: number): Promise<number[]> {
-    const rows = await this.all<{ p: number }>("SELECT nextval(?::regclass) AS p FROM generate_series(1, ?::int)", [
-      `stream_${stream}`,
-      count,
-    ]);
-    const positions = rows.map((r) => r.p).sort((a, b) => a - b);
-    return this.positions.take(stream, positions);
+    // Answers to concurrent nextval calls arrive in any order: until this one's has, readers
+    // must not be let past a position it may hold.
+    const unreserve = this.owner.streams.reserve(stream);
+    try {
+      const rows = await this.all<{ p: number }>("SELECT nextval(?::regclass) AS p FROM generate_series(1, ?::int)", [
+        `stream_${stream}`,
+        count,
+      ]);
+      const positions = rows.map((r) => r.p).sort((a, b) => a - b);
+      return this.positions.take(stream, positions);
+    } finally {
+      unreserve();
+    }
   }
 
   async nextPosition(stream: StreamName): Promise<number> {

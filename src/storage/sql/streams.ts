@@ -35,6 +35,11 @@ interface StreamState {
   open: Set<number>;
   /** The last value `current` reported, so advances are announced once. */
   reported: number;
+  /**
+   * Requests for positions still in flight (`reserve`), each with `current` when it was sent:
+   * what it will get lies above that, but is unknown here until the answer arrives.
+   */
+  reserved: Map<symbol, number>;
   waiters: { position: number; resolve: () => void }[];
 }
 
@@ -46,7 +51,7 @@ export class StreamTracker implements StreamPositions {
   constructor(start: Record<StreamName, number>) {
     for (const name of STREAMS) {
       const top = start[name];
-      this.#streams.set(name, { top, open: new Set(), reported: top, waiters: [] });
+      this.#streams.set(name, { top, open: new Set(), reported: top, reserved: new Map(), waiters: [] });
     }
   }
 
@@ -56,12 +61,18 @@ export class StreamTracker implements StreamPositions {
 
   current(stream: StreamName): number {
     const s = this.#state(stream);
-    if (s.open.size === 0) return Math.max(s.top, s.reported);
-    let lowest = Infinity;
-    for (const p of s.open) if (p < lowest) lowest = p;
-    // Below the lowest open position everything has ended: committed, or (PostgreSQL, whose
-    // sequences never give a value twice) abandoned for good. Never below what was reported.
-    return Math.max(lowest - 1, s.reported);
+    let upTo = s.top;
+    if (s.open.size > 0) {
+      let lowest = Infinity;
+      for (const p of s.open) if (p < lowest) lowest = p;
+      // Below the lowest open position everything has ended: committed, or (PostgreSQL, whose
+      // sequences never give a value twice) abandoned for good.
+      upTo = lowest - 1;
+    }
+    // Positions the database handed out whose answer has not arrived yet are unknown here.
+    for (const floor of s.reserved.values()) if (floor < upTo) upTo = floor;
+    // Never below what was reported.
+    return Math.max(upTo, s.reported);
   }
 
   waitFor(stream: StreamName, position: number): Promise<void> {
@@ -71,6 +82,21 @@ export class StreamTracker implements StreamPositions {
 
   onAdvance(listener: (stream: StreamName, position: number) => void): void {
     this.#listeners.push(listener);
+  }
+
+  /**
+   * A transaction of this process is about to ask the database for positions: until the
+   * returned function is called (once `opened` has them, or the request failed), `current`
+   * stays at or below where it is now.
+   */
+  reserve(stream: StreamName): () => void {
+    const s = this.#state(stream);
+    const token = Symbol(stream);
+    s.reserved.set(token, this.current(stream));
+    return () => {
+      s.reserved.delete(token);
+      this.#announce(stream, s);
+    };
   }
 
   /** A transaction of this process took these positions. */
