@@ -26,7 +26,7 @@ import {
 import { stateKeyOf, type StateMap, type StoredEvent } from "../../storage/rooms.js";
 import type { Storage, Stores } from "../../storage/interfaces.js";
 import type { Clock } from "../clock.js";
-import { KeyedMutex } from "../mutex.js";
+import { BatchQueue, type ItemResult } from "../batch_queue.js";
 import type { SigningKey } from "../signing_key.js";
 import type { Notifier } from "../sync/notifier.js";
 
@@ -59,6 +59,13 @@ export interface PersistedEvent {
 /** Things that must happen once an event is committed and visible; delayed events hook in here. */
 export type PersistListener = (event: PersistedEvent, roomVersion: RoomVersion) => void | Promise<void>;
 
+/** One draft's outcome in its transaction: the event, and whether it is new (not a retried transaction). */
+interface Stored {
+  event: PersistedEvent;
+  fresh: boolean;
+  version: RoomVersion;
+}
+
 /** Writes that belong to the event itself (a redaction's effect): they commit with it or not at all. */
 export type PersistHook = (tx: Stores, event: PersistedEvent, roomVersion: RoomVersion) => Promise<void>;
 
@@ -87,7 +94,10 @@ export function stateLookup(state: StateMap): (type: string, stateKey: string) =
 }
 
 export class EventPersister {
-  readonly #mutex = new KeyedMutex();
+  /** Per room, one batch at a time; see BatchQueue. */
+  readonly #queue = new BatchQueue<{ draft: EventDraft; versionHint?: RoomVersion }, PersistedEvent>((roomId, items) =>
+    this.#persistBatch(roomId, items),
+  );
   readonly #listeners: PersistListener[] = [];
   readonly #hooks: PersistHook[] = [];
 
@@ -214,17 +224,34 @@ export class EventPersister {
   }
 
   /** Authorises, builds, stores and announces one event. Throws 403 M_FORBIDDEN when the rules say no. */
-  async persist(draft: EventDraft, versionHint?: RoomVersion): Promise<PersistedEvent> {
-    // The in-process lock only keeps this process's sends to one room from each holding a pooled
-    // connection while they wait for the room's row lock; correctness comes from that row lock.
-    const outcome = await this.#mutex.run(draft.roomId, () =>
-      this.storage.transaction(async (tx) => {
-        if (!(await tx.rooms.lockRoom(draft.roomId))) throw new MatrixError(404, "M_NOT_FOUND", "Unknown room");
-        return this.#persistIn(tx, draft, versionHint);
-      }),
-    );
-    if (outcome.fresh) await this.#announce([outcome.event], outcome.version);
-    return outcome.event;
+  persist(draft: EventDraft, versionHint?: RoomVersion): Promise<PersistedEvent> {
+    return this.#queue.run(draft.roomId, { draft, versionHint });
+  }
+
+  /**
+   * The events waiting for one room, in one transaction that holds the room's row lock. The
+   * in-process queue keeps this process's sends to a room from each holding a pooled
+   * connection while they wait for that lock; correctness comes from the lock.
+   */
+  async #persistBatch(roomId: string, items: { draft: EventDraft; versionHint?: RoomVersion }[]): Promise<ItemResult<PersistedEvent>[]> {
+    type Outcome = Stored | { error: MatrixError };
+    const outcomes = await this.storage.transaction(async (tx): Promise<Outcome[]> => {
+      if (!(await tx.rooms.lockRoom(roomId))) throw new MatrixError(404, "M_NOT_FOUND", "Unknown room");
+      const out: Outcome[] = [];
+      for (const { draft, versionHint } of items) {
+        try {
+          out.push(await this.#persistIn(tx, draft, versionHint));
+        } catch (err) {
+          // Refused by the rules or for its content, before it wrote anything: the rest go on.
+          if (err instanceof MatrixError) out.push({ error: err });
+          else throw err;
+        }
+      }
+      return out;
+    });
+    const fresh = outcomes.filter((o): o is Stored => "event" in o && o.fresh);
+    if (fresh.length > 0) await this.#announce(fresh.map((o) => o.event), fresh[0]!.version);
+    return outcomes.map((o) => ("error" in o ? { error: o.error } : { value: o.event }));
   }
 
   /**
@@ -255,7 +282,7 @@ export class EventPersister {
     tx: Stores,
     draft: EventDraft,
     versionHint?: RoomVersion,
-  ): Promise<{ event: PersistedEvent; fresh: boolean; version: RoomVersion }> {
+  ): Promise<Stored> {
     const version = versionHint ?? (await this.roomVersion(draft.roomId, tx));
     // Inside the room's lock, so two retries of one transaction cannot both create an event.
     if (draft.txn) {
