@@ -2,7 +2,8 @@
  * Benchmark child: a bare node:http server that answers each known request
  * with the bytes Switchboard answered it with (status line, headers in the
  * same order and case, body), and does nothing else. The yardstick for
- * Switchboard's overhead.
+ * Switchboard's overhead. Configured with `putReply`, it also answers any other PUT, once
+ * its body has been read, with that JSON: the yardstick for sends.
  */
 import http from "node:http";
 import { handleCommonMessages, isMessage, routeKey, type ConfigureMessage, type ReadyMessage } from "./protocol.js";
@@ -15,9 +16,26 @@ interface Canned {
 }
 
 const routes = new Map<string, Canned>();
+let putReply: Buffer | undefined;
 
 const server = http.createServer((req, res) => {
   const canned = routes.get(routeKey(req.method ?? "", req.url ?? "", req.headers.authorization));
+  if (!canned && putReply && req.method === "PUT") {
+    const reply = putReply;
+    const chunks: Buffer[] = [];
+    req.on("data", (chunk: Buffer) => chunks.push(chunk));
+    req.on("end", () => {
+      let ok = true;
+      try {
+        JSON.parse(Buffer.concat(chunks).toString("utf8"));
+      } catch {
+        ok = false;
+      }
+      res.writeHead(ok ? 200 : 400, { "content-type": "application/json", "content-length": ok ? reply.length : 2 });
+      res.end(ok ? reply : "{}");
+    });
+    return;
+  }
   if (!canned) {
     res.writeHead(404, { "content-length": "0" });
     res.end();
@@ -49,6 +67,7 @@ function stop(): void {
 process.on("message", (m: unknown) => {
   if (isMessage<ConfigureMessage>(m, "configure")) {
     server.keepAliveTimeout = m.keepAliveTimeoutMs;
+    if (m.putReply !== undefined) putReply = Buffer.from(m.putReply);
     for (const r of m.responses) {
       routes.set(r.key, {
         status: r.status,

@@ -13,9 +13,14 @@ export interface Child {
   stop(): Promise<void>;
 }
 
-export async function startChild(script: string, execArgv: string[], configure?: ToChild): Promise<Child> {
+/** `env`, when given, is added to this process's environment for the child. */
+export async function startChild(script: string, execArgv: string[], configure?: ToChild, env?: Record<string, string>): Promise<Child> {
   // The child's stdout goes to our stderr: stdout carries only the JSON result.
-  const child: ChildProcess = fork(path.join(here, script), [], { execArgv, stdio: ["ignore", 2, 2, "ipc"] });
+  const child: ChildProcess = fork(path.join(here, script), [], {
+    execArgv,
+    stdio: ["ignore", 2, 2, "ipc"],
+    env: env ? { ...process.env, ...env } : process.env,
+  });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const usageWaiters: ((us: number) => void)[] = [];
   child.on("message", (m: unknown) => {

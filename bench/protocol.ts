@@ -40,6 +40,11 @@ export interface ConfigureMessage {
   /** So the baseline's `Keep-Alive: timeout=` header matches Switchboard's. */
   keepAliveTimeoutMs: number;
   responses: CannedResponse[];
+  /**
+   * When set, a PUT that matches no canned response has its body read, then is answered 200 with
+   * this JSON (bench/sends.ts: the trivial server a send is compared with).
+   */
+  putReply?: string;
 }
 
 export type ToChild = StopMessage | ConfigureMessage | UsageRequest;

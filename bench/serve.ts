@@ -3,6 +3,9 @@
  * temporary SQLite file, logging as in production (pino JSON, level "info",
  * one line per request, one synchronous write per event-loop turn) but into /dev/null.
  * Tells the parent its URL over IPC; closes and exits when told to stop.
+ *
+ * BENCH_SERVE_CONFIG, a JSON object, replaces top-level keys of the config below (bench/sends.ts
+ * uses it for a PostgreSQL `database` and for rate limits that would turn sends into 429s).
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -16,6 +19,7 @@ import { handleCommonMessages, type ReadyMessage } from "./protocol.js";
 const LOG_LEVEL = process.env.BENCH_LOG_LEVEL ?? "info";
 
 const dir = mkdtempSync(path.join(tmpdir(), "switchboard-bench-"));
+const overrides = JSON.parse(process.env.BENCH_SERVE_CONFIG ?? "{}") as Record<string, unknown>;
 const { config } = configFromObject(
   {
     server_name: "localhost",
@@ -30,6 +34,7 @@ const { config } = configFromObject(
     rc_rtc_transports: { per_second: 1_000_000, burst_count: 1_000_000 },
     matrix_rtc: { transports: [{ type: "livekit", livekit_service_url: "https://livekit-jwt.example.com" }] },
     log_level: "info",
+    ...overrides,
   },
   path.join(dir, "switchboard.yaml"),
 );
