@@ -1,10 +1,9 @@
 /** Delayed events (MSC4140): restart, late actions, exactly-once finalisation under races, and surviving a server restart. */
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import Database from "better-sqlite3";
 import {
   delayedSend,
   delayedState,
@@ -21,6 +20,7 @@ import {
   withMarker,
   type Action,
 } from "./helpers/delayed.js";
+import { openTestDatabase, removeTestData } from "./helpers/database.js";
 import { assertError, ok, User } from "./helpers/rooms.js";
 import { request, startServer, type Reply, type TestServer } from "./helpers/server.js";
 
@@ -144,7 +144,7 @@ describe("surviving a server restart", () => {
   before(() => {
     dir = mkdtempSync(path.join(tmpdir(), "switchboard-delayed-"));
   });
-  after(() => rmSync(dir, { recursive: true, force: true }));
+  after(() => removeTestData(dir));
 
   /** The same login on a server at a new address. */
   const on = (s: TestServer, u: User) => new User(s.baseUrl, u.userId, u.token, u.deviceId);
@@ -202,11 +202,12 @@ describe("surviving a server restart", () => {
     await first.homeserver.stop();
 
     // What a crash between the claim and the record leaves behind.
-    const db = new Database(path.join(dir, "homeserver.db"));
-    db.prepare(
+    const db = await openTestDatabase(dir);
+    await db.run(
       "UPDATE delayed_events SET status = 'sending', outcome = NULL, reason = NULL, finalised_ts = NULL, event_id = NULL WHERE delay_id IN (?, ?)",
-    ).run(written, unwritten);
-    db.close();
+      [written, unwritten],
+    );
+    await db.close();
 
     const second = await startServer({}, { dir });
     try {
@@ -235,9 +236,9 @@ describe("surviving a server restart", () => {
     await sleep(380);
     await first.homeserver.stop();
     // A clean stop waits for the event being written: none is left half-sent.
-    const db = new Database(path.join(dir, "homeserver.db"), { readonly: true });
-    const states = db.prepare("SELECT status, COUNT(*) AS n FROM delayed_events WHERE user_id = ? GROUP BY status").all(owner.userId);
-    db.close();
+    const db = await openTestDatabase(dir, { readonly: true });
+    const states = await db.all("SELECT status, COUNT(*) AS n FROM delayed_events WHERE user_id = ? GROUP BY status", [owner.userId]);
+    await db.close();
     assert.deepEqual(states.filter((r) => (r as { status: string }).status === "sending"), []);
     const second = await startServer({}, { dir });
     try {

@@ -1,16 +1,17 @@
 /**
  * Durability, against the real binary: an acknowledged registration survives
- * `kill -9`, and a database from a newer Switchboard is refused.
+ * `kill -9`, and a database from a newer Switchboard is refused. On SQLite or, with
+ * SWITCHBOARD_TEST_POSTGRES, on PostgreSQL (see helpers/database.ts).
  */
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import Database from "better-sqlite3";
+import { databaseYaml, openTestDatabase, removeTestData } from "./helpers/database.js";
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../src/main.js");
 const TIMEOUT = { timeout: 90_000 };
@@ -31,9 +32,9 @@ interface Running {
 
 const children = new Set<ChildProcess>();
 const dirs: string[] = [];
-after(() => {
+after(async () => {
   for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  for (const dir of dirs) await removeTestData(dir);
 });
 
 function start(args: string[], cwd: string): Running {
@@ -70,8 +71,11 @@ function start(args: string[], cwd: string): Running {
   return { child, exited, ready };
 }
 
-/** A config in a new temp dir: open registration, a free port, everything under the dir. */
-function setup(): { dir: string; file: string; db: string } {
+/**
+ * A config in a new temp dir: open registration, a free port, everything under the dir (the
+ * SQLite file `db` included; on PostgreSQL the dir's own database).
+ */
+async function setup(): Promise<{ dir: string; file: string; db: string }> {
   const dir = mkdtempSync(path.join(tmpdir(), "switchboard-durability-"));
   dirs.push(dir);
   const file = path.join(dir, "switchboard.yaml");
@@ -82,10 +86,7 @@ function setup(): { dir: string; file: string; db: string } {
       "listeners:",
       "  - port: 0",
       "    bind_addresses: ['127.0.0.1']",
-      "database:",
-      "  name: sqlite3",
-      "  args:",
-      "    database: db/homeserver.db",
+      (await databaseYaml(dir, "db/homeserver.db")).trimEnd(),
       "signing_key_path: keys/signing.key",
       "enable_registration: true",
       "enable_registration_without_verification: true",
@@ -112,7 +113,7 @@ async function call(
 
 describe("durability", { concurrency: 3 }, () => {
   test("a registration acknowledged just before kill -9 survives, with its access token", TIMEOUT, async () => {
-    const { dir, file, db } = setup();
+    const { dir, file, db } = await setup();
     const first = start(["--config", file], dir);
     const base1 = await first.ready;
 
@@ -158,33 +159,50 @@ describe("durability", { concurrency: 3 }, () => {
     const end = await second.exited;
     assert.equal(end.code, 0, end.stderr);
 
-    // At rest: a write-ahead log, a memory-hard password hash, and only hashes of tokens.
-    const rest = new Database(db, { readonly: true });
+    // At rest: a write-ahead log (SQLite's journal mode; PostgreSQL always has one), a
+    // memory-hard password hash, and only hashes of tokens.
+    const rest = await openTestDatabase(dir, { sqliteFile: db, readonly: true });
     try {
-      assert.equal(rest.pragma("journal_mode", { simple: true }), "wal");
-      const user = rest.prepare("SELECT password_hash FROM users WHERE user_id = ?").get("@dana:durable.test") as { password_hash: string };
-      assert.match(user.password_hash, /^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/);
+      if (rest.backend === "sqlite") {
+        const [mode] = await rest.all<{ journal_mode: string }>("PRAGMA journal_mode");
+        assert.equal(mode?.journal_mode, "wal");
+      }
+      const [user] = await rest.all<{ password_hash: string }>("SELECT password_hash FROM users WHERE user_id = ?", ["@dana:durable.test"]);
+      assert.match(user!.password_hash, /^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/);
       const token = done.body.access_token as string;
-      const hashes = (rest.prepare("SELECT token_hash FROM access_tokens").all() as { token_hash: string }[]).map((r) => r.token_hash);
+      const hashes = (await rest.all<{ token_hash: string }>("SELECT token_hash FROM access_tokens")).map((r) => r.token_hash);
       assert.ok(hashes.includes(createHash("sha256").update(token).digest("hex")), "the token's SHA-256 is stored");
       assert.ok(!hashes.includes(token), "the token itself is not");
-      const file = readFileSync(db);
-      for (const secret of [token, account.password]) assert.equal(file.indexOf(secret), -1, "no secret in the database file");
+      if (rest.backend === "sqlite") {
+        const file = readFileSync(db);
+        for (const secret of [token, account.password]) assert.equal(file.indexOf(secret), -1, "no secret in the database file");
+      } else {
+        // No file to read: every row of every table of ours, as text, instead.
+        const tables = await rest.all<{ name: string }>("SELECT tablename AS name FROM pg_tables WHERE schemaname = current_schema()");
+        assert.ok(tables.some((t) => t.name === "access_tokens"));
+        for (const { name } of tables) {
+          const rows = await rest.all<{ row: string }>(`SELECT t::text AS row FROM "${name}" t`);
+          for (const { row } of rows) {
+            for (const secret of [token, account.password]) assert.equal(row.indexOf(secret), -1, `no secret in table ${name}`);
+          }
+        }
+      }
     } finally {
-      rest.close();
+      await rest.close();
     }
   });
 
   test("a database written by a newer Switchboard is refused, and left as it was", TIMEOUT, async () => {
-    const { dir, file, db } = setup();
+    const { dir, file, db } = await setup();
     const made = await start(["register-user", "--config", file, "--user", "erin", "--password", "pw"], dir).exited;
     assert.equal(made.code, 0, made.stderr);
 
-    const sqlite = new Database(db);
-    const known = (sqlite.prepare("SELECT version FROM schema_version").get() as { version: number }).version;
+    const edit = await openTestDatabase(dir, { sqliteFile: db });
+    const [row] = await edit.all<{ version: number }>("SELECT version FROM schema_version");
+    const known = row!.version;
     assert.ok(known >= 1);
-    sqlite.prepare("UPDATE schema_version SET version = 999").run();
-    sqlite.close();
+    await edit.run("UPDATE schema_version SET version = 999");
+    await edit.close();
 
     const [served, registered] = await Promise.all([
       start(["--config", file], dir).exited,
@@ -201,13 +219,13 @@ describe("durability", { concurrency: 3 }, () => {
       assert.doesNotMatch(r.stdout, /Switchboard is running/);
     }
 
-    const after = new Database(db, { readonly: true });
+    const after = await openTestDatabase(dir, { sqliteFile: db, readonly: true });
     try {
-      assert.equal((after.prepare("SELECT version FROM schema_version").get() as { version: number }).version, 999);
-      const users = after.prepare("SELECT count(*) AS n FROM users").get() as { n: number };
-      assert.equal(users.n, 1, "nothing was written");
+      assert.deepEqual(await after.all("SELECT version FROM schema_version"), [{ version: 999 }]);
+      const [users] = await after.all<{ n: number }>("SELECT CAST(count(*) AS INTEGER) AS n FROM users");
+      assert.equal(users?.n, 1, "nothing was written");
     } finally {
-      after.close();
+      await after.close();
     }
   });
 });

@@ -5,13 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import type { MatrixClient } from "matrix-js-sdk";
 import type { MatrixRTCSession } from "matrix-js-sdk/lib/matrixrtc/index.js";
+import { removeTestData } from "./helpers/database.js";
 import { finalised, sleep, statusOf, waitFor } from "./helpers/delayed.js";
 import { loadSdk } from "./helpers/matrix-sdk.js";
 import { User } from "./helpers/rooms.js";
@@ -67,7 +68,7 @@ after(async () => {
   for (const c of clients.splice(0)) c.stopClient();
   for (const child of children) if (child.exitCode === null) child.kill("SIGKILL");
   await server.stop();
-  rmSync(dir, { recursive: true, force: true });
+  await removeTestData(dir);
 });
 
 /** A room where members may send call membership state, as Element Call sets up. */

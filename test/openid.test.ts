@@ -1,9 +1,10 @@
 /** OpenID tokens and the userinfo endpoint the LiveKit JWT service calls: reference §6. */
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { removeTestData } from "./helpers/database.js";
 import { loadSdk } from "./helpers/matrix-sdk.js";
 import { registerUser, request, startServer, type TestServer } from "./helpers/server.js";
 
@@ -127,7 +128,7 @@ describe("OpenID token expiry and persistence", () => {
         await second.stop();
       }
     } finally {
-      rmSync(dir, { recursive: true, force: true });
+      await removeTestData(dir);
     }
   });
 });

@@ -1,15 +1,17 @@
 /**
  * Running the real `switchboard` binary in tests: temporary folders, a served instance and its
- * log, generated configs. Every child and folder is cleaned up after the test file.
+ * log, generated configs (on PostgreSQL with SWITCHBOARD_TEST_POSTGRES, see helpers/database.ts).
+ * Every child, folder and database is cleaned up after the test file.
  */
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after } from "node:test";
 import { fileURLToPath } from "node:url";
+import { databaseYaml, removeTestData, TEST_POSTGRES } from "./database.js";
 
 export const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../src/main.js");
 export const TIMEOUT = { timeout: 90_000 };
@@ -33,9 +35,9 @@ export interface Serving {
 export const children = new Set<ChildProcess>();
 const dirs: string[] = [];
 
-after(() => {
+after(async () => {
   for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  for (const dir of dirs) await removeTestData(dir);
 });
 
 export function tempDir(): string {
@@ -114,13 +116,23 @@ export async function getJson(url: string, token?: string): Promise<{ status: nu
 export const login = (baseUrl: string, user: string, password: string) =>
   postJson(`${baseUrl}/_matrix/client/v3/login`, { type: "m.login.password", identifier: { type: "m.id.user", user }, password });
 
-/** generate-config into dir/switchboard.yaml with its data under dir/data, listening on `port`. */
+/**
+ * generate-config into dir/switchboard.yaml with its data under dir/data, listening on `port`;
+ * with SWITCHBOARD_TEST_POSTGRES, its `database` block then points at dir's own database.
+ */
 export async function generated(dir: string, serverName: string, port: number): Promise<string> {
   const file = path.join(dir, "switchboard.yaml");
   const r = await run(["generate-config", "--server-name", serverName, "--output", file, "--data-dir", path.join(dir, "data")], dir);
   assert.equal(r.code, 0, r.stderr);
-  const text = readFileSync(file, "utf8");
+  let text = readFileSync(file, "utf8");
   assert.match(text, /^ {2}- port: 8008$/m);
-  writeFileSync(file, text.replace(/^ {2}- port: 8008$/m, `  - port: ${port}`));
+  text = text.replace(/^ {2}- port: 8008$/m, `  - port: ${port}`);
+  if (TEST_POSTGRES) {
+    const sqlite = /^database:\n {2}name: sqlite3\n {2}args:\n {4}database: .*\n/m;
+    assert.match(text, sqlite);
+    const section = await databaseYaml(dir);
+    text = text.replace(sqlite, () => section);
+  }
+  writeFileSync(file, text);
   return file;
 }
