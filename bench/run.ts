@@ -23,7 +23,7 @@ import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { startChild, type Child } from "./children.js";
-import { runMain } from "./entry.js";
+import { printReport, runMain } from "./entry.js";
 import { routeKey, type CannedResponse } from "./protocol.js";
 import { canned, normalise, parseRaw, rawRequest } from "./raw_http.js";
 
@@ -337,10 +337,7 @@ async function main(): Promise<number> {
     problems,
     warnings,
   };
-  process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-  for (const w of warnings) log(`warning: ${w}`);
-  for (const p of problems) log(`problem: ${p}`);
-  return problems.length === 0 ? 0 : 1;
+  return printReport(report, warnings, problems, log);
 }
 
 runMain(main);

@@ -25,7 +25,7 @@
  */
 import os from "node:os";
 import { startChild } from "./children.js";
-import { runMain } from "./entry.js";
+import { printReport, runMain } from "./entry.js";
 import { bareCommits, openPostgres, type Postgres } from "./postgres.js";
 import { closeClients, newAgent, registerClients, roomForAll, sendBatch, type Batch, type SendClient } from "./send_client.js";
 import { startSynapse } from "./synapse.js";
@@ -305,10 +305,7 @@ async function main(): Promise<number> {
     problems,
     warnings,
   };
-  process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-  for (const w of warnings) log(`warning: ${w}`);
-  for (const p of problems) log(`problem: ${p}`);
-  return problems.length === 0 ? 0 : 1;
+  return printReport(report, warnings, problems, log);
 }
 
 runMain(main);
