@@ -77,6 +77,8 @@ export interface RoomStore {
    * PostgreSQL; SQLite's write transaction already excludes them). False for an unknown room.
    */
   lockRoom(roomId: string): Promise<boolean>;
+  /** `lockRoom`, answering the room's version ID (undefined for an unknown room): one round trip for both. */
+  lockRoomVersion(roomId: string): Promise<string | undefined>;
   setRoomPublic(roomId: string, isPublic: boolean): Promise<void>;
   listPublicRooms(): Promise<RoomRecord[]>;
 

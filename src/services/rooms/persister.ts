@@ -59,6 +59,14 @@ export interface PersistedEvent {
 /** Things that must happen once an event is committed and visible; delayed events hook in here. */
 export type PersistListener = (event: PersistedEvent, roomVersion: RoomVersion) => void | Promise<void>;
 
+/** The rules of a room's version; 404 for a room that does not exist. */
+function versionOf(roomId: string, versionId: string | undefined): RoomVersion {
+  if (versionId === undefined) throw new MatrixError(404, "M_NOT_FOUND", "Unknown room");
+  const version = ROOM_VERSIONS[versionId];
+  if (!version) throw new MatrixError(500, "M_UNKNOWN", `Room ${roomId} has unknown version ${versionId}`);
+  return version;
+}
+
 /** One draft's outcome in its transaction: the event, and whether it is new (not a retried transaction). */
 interface Stored {
   event: PersistedEvent;
@@ -120,11 +128,7 @@ export class EventPersister {
   }
 
   async roomVersion(roomId: string, stores: Stores = this.storage): Promise<RoomVersion> {
-    const room = await stores.rooms.getRoom(roomId);
-    if (!room) throw new MatrixError(404, "M_NOT_FOUND", "Unknown room");
-    const version = ROOM_VERSIONS[room.roomVersion];
-    if (!version) throw new MatrixError(500, "M_UNKNOWN", `Room ${roomId} has unknown version ${room.roomVersion}`);
-    return version;
+    return versionOf(roomId, (await stores.rooms.getRoom(roomId))?.roomVersion);
   }
 
   /** Builds and signs, turning bad input into the Client-Server API's errors. */
@@ -236,11 +240,12 @@ export class EventPersister {
   async #persistBatch(roomId: string, items: { draft: EventDraft; versionHint?: RoomVersion }[]): Promise<ItemResult<PersistedEvent>[]> {
     type Outcome = Stored | { error: MatrixError };
     const outcomes = await this.storage.transaction(async (tx): Promise<Outcome[]> => {
-      if (!(await tx.rooms.lockRoom(roomId))) throw new MatrixError(404, "M_NOT_FOUND", "Unknown room");
+      // The lock answers the room's version too, which saves each event a read.
+      const locked = versionOf(roomId, await tx.rooms.lockRoomVersion(roomId));
       const out: Outcome[] = [];
       for (const { draft, versionHint } of items) {
         try {
-          out.push(await this.#persistIn(tx, draft, versionHint));
+          out.push(await this.#persistIn(tx, draft, versionHint ?? locked));
         } catch (err) {
           // Refused by the rules or for its content, before it wrote anything: the rest go on.
           if (err instanceof MatrixError) out.push({ error: err });

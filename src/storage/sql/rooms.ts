@@ -93,7 +93,7 @@ const Q = {
   // Sticky events last an hour at most, so the table stays small: expired rows go as new ones come.
   pruneSticky: "DELETE FROM sticky_events WHERE expires_ts <= ?",
   insertSticky: "INSERT INTO sticky_events (stream_ordering, room_id, expires_ts) VALUES (?, ?, ?)",
-  lockRoom: sql`SELECT room_id FROM rooms WHERE room_id = ? ${FOR_UPDATE}`,
+  lockRoom: sql`SELECT room_version FROM rooms WHERE room_id = ? ${FOR_UPDATE}`,
   tip: "SELECT event_id, depth, stream_ordering FROM events WHERE room_id = ? ORDER BY stream_ordering DESC LIMIT 1",
   event: "SELECT * FROM events WHERE event_id = ?",
   txn: "SELECT event_id FROM event_txns WHERE user_id = ? AND device_id = ? AND txn_id = ?",
@@ -164,7 +164,11 @@ export class SqlRoomStore implements RoomStore {
   }
 
   async lockRoom(roomId: string): Promise<boolean> {
-    return (await this.db.get(Q.lockRoom, [roomId])) !== undefined;
+    return (await this.lockRoomVersion(roomId)) !== undefined;
+  }
+
+  async lockRoomVersion(roomId: string): Promise<string | undefined> {
+    return (await this.db.get<{ room_version: string }>(Q.lockRoom, [roomId]))?.room_version;
   }
 
   async setRoomPublic(roomId: string, isPublic: boolean): Promise<void> {
