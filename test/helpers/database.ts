@@ -14,8 +14,6 @@ import { stringify } from "yaml";
 /** The PostgreSQL server the suite runs against, or undefined for SQLite. */
 export const TEST_POSTGRES: string | undefined = process.env.SWITCHBOARD_TEST_POSTGRES || undefined;
 
-export const testBackend: "sqlite" | "postgres" = TEST_POSTGRES ? "postgres" : "sqlite";
-
 /** A database name that is stable for a folder. */
 export function databaseNameFor(dir: string): string {
   return `sbtest_${createHash("sha256").update(path.resolve(dir)).digest("hex").slice(0, 20)}`;

@@ -39,7 +39,8 @@ export interface DeviceSectionsResult {
 /** The user and everyone joined to a room the user is joined to. */
 async function usersSharingRooms(storage: Storage, userId: string, joinedRoomIds: string[]): Promise<string[]> {
   const users = new Set<string>([userId]);
-  for (const roomId of joinedRoomIds) for (const m of await storage.rooms.membersOf(roomId, "join")) users.add(m.userId);
+  // One query for all the rooms: a round trip per room would cost every /sync on PostgreSQL.
+  for (const m of await storage.rooms.membershipsIn(joinedRoomIds)) if (m.membership === "join") users.add(m.userId);
   return [...users];
 }
 
