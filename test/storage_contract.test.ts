@@ -29,6 +29,9 @@ const delayed = (delayId: string): NewDelayedEvent => ({
   stickyDurationMs: null,
 });
 
+/** The senders alive in the claim tests. */
+const LIVE = ["w0", "w1", "w2", "w9"];
+
 const session = (deviceId: string) => ({ deviceId, displayName: null, tokenHash: `hash-${deviceId}`, ip: null });
 
 function contract(backend: Backend): void {
@@ -152,7 +155,7 @@ function contract(backend: Backend): void {
       const outcomes = await Promise.all(
         ids.map(async (id, i) => {
           const cancel = () => storage.delayedEvents.cancel(id, "action", 2_000);
-          const claim = () => storage.delayedEvents.claimForSending(id);
+          const claim = () => storage.delayedEvents.claimForSending(id, { worker: "w1", leaseUntil: 12_000 });
           const [cancelled, claimed] = i % 2 === 0 ? await Promise.all([cancel(), claim()]) : (await Promise.all([claim(), cancel()])).reverse();
           return { id, cancelled: cancelled!, claimed: claimed! };
         }),
@@ -164,6 +167,32 @@ function contract(backend: Backend): void {
         else assert.deepEqual([record?.status, record?.outcome], ["sending", null]);
       }
       assert.equal(await storage.delayedEvents.countScheduled(ALICE), 0);
+    });
+
+    test("due delayed events claimed by several senders at once: each goes to exactly one, and a lapsed claim is taken over", async (t) => {
+      const storage = await freshStorage(t, backend);
+      await seedUser(storage, ALICE);
+      const ids = Array.from({ length: 40 }, (_, i) => `due${i}`);
+      for (const id of ids) assert.equal(await storage.delayedEvents.schedule(delayed(id), 1_000), true);
+      const due = 1_000 + 60_000 + 1; // every one is due (scheduled at 1000 with a 60 s delay)
+      const batches = await concurrently(8, (i) => storage.delayedEvents.claimDue(due, { worker: `w${i % 3}`, leaseUntil: due + 10_000 }, 7, LIVE));
+      const claimed = batches.flat().map((r) => r.delayId);
+      // Whatever the batches missed (rows skipped while another statement held them) is claimed next.
+      const rest = await storage.delayedEvents.claimDue(due, { worker: "w9", leaseUntil: due + 10_000 }, 100, LIVE);
+      const all = [...claimed, ...rest.map((r) => r.delayId)];
+      assert.equal(new Set(all).size, all.length, "no event was claimed twice");
+      assert.deepEqual([...all].sort(), [...ids].sort());
+      // Within the lease nobody else gets them; once it has run out, the next claim does.
+      assert.deepEqual(await storage.delayedEvents.claimDue(due + 5_000, { worker: "w1", leaseUntil: due + 20_000 }, 100, LIVE), []);
+      const taken = await storage.delayedEvents.claimDue(due + 10_000, { worker: "w1", leaseUntil: due + 20_000 }, 100, LIVE);
+      assert.equal(taken.length, ids.length);
+      // A claimed event is next looked at when its claim runs out, or at once when its sender is gone.
+      const pending = await storage.delayedEvents.pending(LIVE);
+      assert.equal(pending.length, ids.length);
+      for (const p of pending) assert.equal(p.wakeAt, due + 20_000);
+      for (const p of await storage.delayedEvents.pending(["w2"])) assert.equal(p.wakeAt, 0);
+      const fromGone = await storage.delayedEvents.claimDue(due + 10_001, { worker: "w2", leaseUntil: due + 30_000 }, 100, ["w2"]);
+      assert.equal(fromGone.length, ids.length, "the claims of a process that is gone are taken at once");
     });
 
     test("schedules racing past the per-user limit: exactly the limit succeed", async (t) => {

@@ -16,7 +16,7 @@ import { EventPersister } from "./rooms/persister.js";
 import { RoomReadService } from "./rooms/reads.js";
 import { RoomService } from "./rooms/room_service.js";
 import type { SigningKey } from "./signing_key.js";
-import { InProcessNotifier, type Notifier } from "./sync/notifier.js";
+import { ClusterNotifier, InProcessNotifier, type Notifier } from "./sync/notifier.js";
 import { AccountDataService } from "./account_data.js";
 import { PushRuleService } from "./push_rules.js";
 import { ReceiptService } from "./receipts.js";
@@ -78,7 +78,7 @@ export interface ServiceDeps {
 
 export function createServices(deps: ServiceDeps): Services {
   const { config, storage, clock, signingKey, logger } = deps;
-  const notifier = deps.notifier ?? new InProcessNotifier();
+  const notifier = deps.notifier ?? new ClusterNotifier(new InProcessNotifier(), storage.cluster, storage.streams);
   const rl = config.rateLimits;
   const auth = new AuthService(storage.devices, notifier, clock);
   const uia = new UiaService(storage.uiaSessions, clock);

@@ -126,17 +126,17 @@ export class SessionService {
 
   async logout(requester: Requester): Promise<void> {
     const deleted = await this.storage.devices.deleteDevices(requester.userId, [requester.deviceId]);
-    this.revocations.revokeTokens([...deleted, requester.tokenHash]);
+    await this.revocations.revokeTokens([...deleted, requester.tokenHash]);
   }
 
   async logoutAll(requester: Requester): Promise<void> {
-    this.revocations.revokeTokens(await this.storage.devices.deleteAllDevices(requester.userId));
+    await this.revocations.revokeTokens(await this.storage.devices.deleteAllDevices(requester.userId));
   }
 
   /** Revokes every other token of the user: other devices, and other tokens of this device. */
   async logoutOtherDevices(requester: Requester): Promise<void> {
     const keep = { deviceId: requester.deviceId, tokenHash: requester.tokenHash };
-    this.revocations.revokeTokens(await this.storage.devices.deleteAllDevices(requester.userId, keep));
+    await this.revocations.revokeTokens(await this.storage.devices.deleteAllDevices(requester.userId, keep));
   }
 
   async listDevices(requester: Requester): Promise<DeviceView[]> {
@@ -157,7 +157,7 @@ export class SessionService {
 
   async deleteDevices(requester: Requester, deviceIds: string[], auth?: AuthDict): Promise<void> {
     await this.requirePassword(requester, `delete_devices:${[...deviceIds].sort().join(",")}`, auth);
-    this.revocations.revokeTokens(await this.storage.devices.deleteDevices(requester.userId, deviceIds));
+    await this.revocations.revokeTokens(await this.storage.devices.deleteDevices(requester.userId, deviceIds));
   }
 
   async deleteDevice(requester: Requester, deviceId: string, auth?: AuthDict): Promise<void> {

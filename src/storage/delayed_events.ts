@@ -33,6 +33,12 @@ export type NewDelayedEvent = Omit<
   "status" | "outcome" | "reason" | "finalisedTs" | "eventId" | "error" | "sendAt"
 >;
 
+/** Who is sending a claimed event, and until when the claim holds if it never finishes. */
+export interface SendClaim {
+  worker: string;
+  leaseUntil: number;
+}
+
 export interface DelayedEventStore {
   /** Inserts unless the user already has `maxPerUser` scheduled; false when at the limit. */
   schedule(event: NewDelayedEvent, maxPerUser: number): Promise<boolean>;
@@ -42,19 +48,28 @@ export interface DelayedEventStore {
   /** Finalises a scheduled event as cancelled; false when it is not scheduled. */
   cancel(delayId: string, reason: DelayedReason, now: number): Promise<boolean>;
   /**
-   * Claims a scheduled event for sending; only one caller ever gets true. With
-   * `dueBy` (the timer's claim), only when its send time is not after `dueBy`,
-   * so a restart that landed first wins over the timer.
+   * Claims a scheduled event for sending, leased to `claim.worker` until `claim.leaseUntil`;
+   * only one caller ever gets true. With `dueBy` (the timer's claim), only when its send time
+   * is not after `dueBy`, so a restart that landed first wins over the timer.
    */
-  claimForSending(delayId: string, dueBy?: number): Promise<boolean>;
+  claimForSending(delayId: string, claim: SendClaim, dueBy?: number): Promise<boolean>;
+  /**
+   * Claims up to `limit` events that are due at `now`: scheduled ones whose time has come, and
+   * ones being sent by a process not in `live` or whose lease ran out (it died mid-send, or
+   * hangs). Rows another process is claiming right now are skipped, not waited for.
+   */
+  claimDue(now: number, claim: SendClaim, limit: number, live: readonly string[]): Promise<DelayedEventRecord[]>;
   /** Records the outcome of a claimed send. */
   finishSending(delayId: string, result: { eventId: string } | { error: Record<string, unknown> }, reason: DelayedReason, now: number): Promise<void>;
   /** Scheduled events of a user, oldest first. */
   scheduledOf(userId: string): Promise<DelayedEventRecord[]>;
   /** Finalised events of a user, newest first, at most `limit`, before `beforeTs` when given. */
   finalisedOf(userId: string, limit: number): Promise<DelayedEventRecord[]>;
-  /** Every event still to send (scheduled or caught mid-send), for the scheduler at start. */
-  pending(): Promise<{ delayId: string; sendAt: number; status: "scheduled" | "sending" }[]>;
+  /**
+   * Every event still to send, and when it will next need a look: its send time, or for one
+   * being sent, when its sender's lease runs out (at once if the sender is not in `live`).
+   */
+  pending(live: readonly string[]): Promise<{ delayId: string; wakeAt: number }[]>;
   /** Scheduled state events at (room, type, state_key) owned by users other than `exceptUser`. */
   scheduledStateOthers(roomId: string, type: string, stateKey: string, exceptUser: string): Promise<string[]>;
   /** Scheduled children of a parent delayed event. */

@@ -3,6 +3,7 @@
  * (`sql/`) serves SQLite and PostgreSQL; every method is async because PostgreSQL is.
  */
 import type { Dialect } from "./sql/executor.js";
+import type { Cluster } from "./cluster.js";
 import type { StreamPositions } from "./sql/streams.js";
 import type { DelayedEventStore } from "./delayed_events.js";
 import type { DeviceKeyStore, ToDeviceStore } from "./e2ee.js";
@@ -142,8 +143,18 @@ export interface RegistrationNonceStore {
 }
 
 /** The stores, bound either to the database or to one open transaction. */
+/** Typing changes are held in memory; only their positions come from the database. */
+export interface TypingStore {
+  /**
+   * Takes the next position of the typing stream. `announce` runs while the position is
+   * still open (readers held back), so what it tells other processes reaches them first.
+   */
+  nextPosition(announce: (position: number) => void): Promise<number>;
+}
+
 export interface Stores {
   accounts: AccountStore;
+  typing: TypingStore;
   rooms: RoomStore;
   accountData: AccountDataStore;
   filters: FilterStore;
@@ -162,6 +173,8 @@ export interface Storage extends Stores {
   readonly backend: Dialect;
   /** Where each stream is committed up to: the positions a reader may read to. */
   readonly streams: StreamPositions;
+  /** The other processes on this database, and how to tell them things. */
+  readonly cluster: Cluster;
   /**
    * Runs `work` with stores bound to one transaction: all of it commits, or none of it. On
    * PostgreSQL a transaction that lost a deadlock runs again, so `work` only touches storage.

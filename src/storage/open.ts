@@ -1,6 +1,9 @@
 /** Opens the configured database, brings its schema up to date and builds the stores. */
 import type { DatabaseConfig } from "../config/config.js";
+import { hostname } from "node:os";
+import { instanceOf, SoloCluster } from "./cluster.js";
 import type { Storage } from "./interfaces.js";
+import { applicationNameOf, DuplicateWorkerError, PostgresCluster } from "./postgres/cluster.js";
 import { ConnectionSettingsError, describeConnection, resolveConnection } from "./postgres/connection.js";
 import { PostgresDatabase } from "./postgres/driver.js";
 import { sqlStorage } from "./sql/index.js";
@@ -8,34 +11,54 @@ import { migrate, NewerSchemaError } from "./sql/migrate.js";
 import { openSqliteFile } from "./sqlite/driver.js";
 
 export { NewerSchemaError } from "./sql/migrate.js";
+export { DuplicateWorkerError } from "./postgres/cluster.js";
 
 /** The database could not be reached or refused us; the message names what was tried. */
 export class DatabaseUnavailableError extends Error {}
 
-export async function openStorage(config: DatabaseConfig): Promise<Storage> {
+export interface OpenOptions {
+  /** This process's name among those on the database (`--worker-id`); made up when not given. */
+  workerId?: string;
+  /**
+   * PostgreSQL: the connection that ties this process to the others broke. The process must
+   * not go on serving (its view of the others is frozen); the caller decides how to stop.
+   */
+  onClusterLost?: (err: Error) => void;
+}
+
+export async function openStorage(config: DatabaseConfig, opts: OpenOptions = {}): Promise<Storage> {
   if (config.kind === "sqlite") {
     const db = openSqliteFile(config.path, config.synchronous);
     await migrate(db);
     await db.loadStreams();
-    return sqlStorage(db);
+    return sqlStorage(db, new SoloCluster(opts.workerId));
   }
+  const instance = instanceOf(opts.workerId ?? `${hostname().split(".")[0] || "host"}-${process.pid}`);
   let db: PostgresDatabase | undefined;
+  let cluster: PostgresCluster | undefined;
   try {
-    db = await postgresDatabase(config);
+    db = await postgresDatabase(config, applicationNameOf(instance));
     await migrate(db);
+    cluster = new PostgresCluster(instance, db.clientConfig, opts.onClusterLost ?? (() => undefined));
+    // Listen before reading where the streams stand, so that nothing said in between is missed.
+    await cluster.listen();
     await db.loadStreams();
+    const joined = cluster;
+    db.beforeAllocate = (stream) => joined.announced(stream);
+    await cluster.join(db.streams);
   } catch (err) {
-    if (err instanceof NewerSchemaError) throw err;
+    await cluster?.close().catch(() => undefined);
     await db?.close().catch(() => undefined);
+    if (err instanceof NewerSchemaError || err instanceof DuplicateWorkerError) throw err;
     throw new DatabaseUnavailableError(describeFailure(err, config));
   }
-  return sqlStorage(db);
+  return sqlStorage(db, cluster);
 }
 
 type PostgresConfig = Extract<DatabaseConfig, { kind: "postgres" }>;
 
 /** A pool for the configured PostgreSQL database, its TLS mode settled (see PostgresDatabase.connect). */
-export async function postgresDatabase(config: PostgresConfig): Promise<PostgresDatabase> {
+export async function postgresDatabase(config: PostgresConfig, applicationName?: string): Promise<PostgresDatabase> {
   const db = new PostgresDatabase({
     dsn: config.dsn?.reveal(),
     host: config.host,
@@ -47,6 +70,7 @@ export async function postgresDatabase(config: PostgresConfig): Promise<Postgres
     sslrootcert: config.sslrootcert,
     min: config.poolMin,
     max: config.poolMax,
+    applicationName,
   });
   await db.connect();
   return db;

@@ -14,6 +14,7 @@ import type { Clock } from "../clock.js";
 import { DELAYED_EVENT_TXN_DEVICE } from "../rooms/client_format.js";
 import type { EventPersister } from "../rooms/persister.js";
 import { DelayScheduler } from "./scheduler.js";
+import type { SendClaim } from "../../storage/delayed_events.js";
 
 /** The pseudo-device under which fired events record their delay ID as a transaction ID. */
 export const DELAYED_TXN_DEVICE = DELAYED_EVENT_TXN_DEVICE;
@@ -32,11 +33,17 @@ export interface ScheduleRequest {
 
 /** When firing hits trouble that is not a verdict on the event itself (storage), it is tried again after this. */
 const FIRE_RETRY_MS = 1000;
+/**
+ * How long a process's claim on an event it is sending holds. Sending takes milliseconds; a
+ * claim still held after this belongs to a process that died mid-send, and another takes over
+ * (the send is idempotent by delay ID, so the event is not written twice).
+ */
+export const SEND_LEASE_MS = 10_000;
+/** Due events claimed per statement. */
+const CLAIM_BATCH = 100;
 
 export class DelayedEventService {
   readonly #scheduler: DelayScheduler;
-  /** Events found mid-send at start: the previous process died while writing them. */
-  readonly #interrupted = new Set<string>();
   #stopping = false;
 
   constructor(
@@ -48,7 +55,7 @@ export class DelayedEventService {
   ) {
     this.#scheduler = new DelayScheduler(
       clock,
-      (ids) => this.#fireDue(ids),
+      () => this.#fireDue(),
       (err) => logger.error({ err }, "delayed-event scheduler failed"),
     );
     persister.onPersisted(async (event) => {
@@ -58,17 +65,35 @@ export class DelayedEventService {
       const obsolete = await storage.delayedEvents.scheduledStateOthers(pdu.room_id, pdu.type, pdu.state_key, pdu.sender);
       for (const id of obsolete) await storage.delayedEvents.cancel(id, "action", clock.now());
     });
+    // Every process keeps a timer for every pending event, whoever scheduled it, so that one
+    // fires it on time even if the one that scheduled it has died; the claim decides which.
+    storage.cluster.subscribe("delayed", (body) => {
+      const b = body as { id?: unknown; at?: unknown } | null;
+      if (b && typeof b.id === "string" && typeof b.at === "number") this.#scheduler.add(b.id, b.at);
+    });
+    // A process that died may have held claims: they are free now.
+    storage.cluster.onWorkerGone(() => void this.#loadPending().catch((err: unknown) => logger.error({ err }, "reading pending delayed events failed")));
   }
 
   /** Loads what is pending; what fell due while the server was down fires now. */
   async start(): Promise<number> {
-    const pending = await this.storage.delayedEvents.pending();
-    for (const p of pending) {
-      // "sending" means the process died mid-send; sending again is safe, it is idempotent by delay ID.
-      if (p.status === "sending") this.#interrupted.add(p.delayId);
-      this.#scheduler.add(p.delayId, p.status === "sending" ? 0 : p.sendAt);
-    }
+    return this.#loadPending();
+  }
+
+  async #loadPending(): Promise<number> {
+    const pending = await this.storage.delayedEvents.pending(this.storage.cluster.workers());
+    for (const p of pending) this.#scheduler.add(p.delayId, p.wakeAt);
     return pending.length;
+  }
+
+  /** Arms this process's timer and every other process's for an event's send time. */
+  #due(delayId: string, at: number): void {
+    this.#scheduler.add(delayId, at);
+    this.storage.cluster.publish("delayed", { id: delayId, at });
+  }
+
+  #claim(): SendClaim {
+    return { worker: this.storage.cluster.workerId, leaseUntil: this.clock.now() + SEND_LEASE_MS };
   }
 
   /** Stops firing; resolves once an event being written has been recorded, so storage may close. */
@@ -136,7 +161,7 @@ export class DelayedEventService {
       );
       throw Errors.limitExceeded(Math.max(1000, Math.min(soonest - now, 3_600_000)));
     }
-    this.#scheduler.add(delayId, now + delayMs);
+    this.#due(delayId, now + delayMs);
     return { delay_id: delayId };
   }
 
@@ -155,7 +180,7 @@ export class DelayedEventService {
     if (action === "cancel") done = await this.storage.delayedEvents.cancel(delayId, "action", now);
     else if (action === "restart") {
       const restarted = await this.storage.delayedEvents.restart(delayId, now);
-      if (restarted) this.#scheduler.add(delayId, restarted.sendAt);
+      if (restarted) this.#due(delayId, restarted.sendAt);
       done = restarted !== undefined;
     } else {
       const sent = await this.#send(delayId, "action");
@@ -188,40 +213,36 @@ export class DelayedEventService {
     }
   }
 
-  async #fireDue(ids: string[]): Promise<void> {
-    for (const id of ids) {
-      // What is left stays scheduled in the store and fires at the next start.
-      if (this.#stopping) return;
+  /** Claims what is due (here or, if it died, on another process) and sends it, in batches. */
+  async #fireDue(): Promise<void> {
+    while (!this.#stopping) {
+      let claimed: DelayedEventRecord[];
       try {
-        await this.#fireOne(id);
+        claimed = await this.storage.delayedEvents.claimDue(this.clock.now(), this.#claim(), CLAIM_BATCH, this.storage.cluster.workers());
       } catch (err) {
-        // Not a verdict on the event (that is recorded as a failed send): the store failed. Try again
-        // shortly instead of dropping the event, and let the rest of the batch fire.
-        this.logger.error({ err, delay_id: id }, "firing a delayed event failed; trying again");
-        this.#scheduler.add(id, this.clock.now() + FIRE_RETRY_MS);
+        // Not a verdict on any event: the store failed. Look again shortly instead of dropping them.
+        this.logger.error({ err }, "claiming due delayed events failed; trying again");
+        this.#scheduler.add("", this.clock.now() + FIRE_RETRY_MS);
+        return;
+      }
+      if (claimed.length === 0) return;
+      for (const record of claimed) {
+        // What is left stays claimed; its lease runs out and this or another process sends it.
+        if (this.#stopping) return;
+        try {
+          await this.#resend(record);
+          await this.#cascade(record.delayId, "send");
+        } catch (err) {
+          this.logger.error({ err, delay_id: record.delayId }, "firing a delayed event failed; its lease will run out and it is tried again");
+          this.#scheduler.add(record.delayId, this.clock.now() + SEND_LEASE_MS);
+        }
       }
     }
   }
 
-  async #fireOne(id: string): Promise<void> {
-    const record = await this.storage.delayedEvents.get(id);
-    if (!record) return;
-    if (record.status === "sending") {
-      // Only an event the previous process left mid-send is resent here; at any other time a
-      // "sending" event belongs to the call that claimed it.
-      if (this.#interrupted.delete(id)) await this.#resend(record);
-      return;
-    }
-    // A restarted event left a stale entry behind; its fresh entry is in the heap already.
-    if (record.status !== "scheduled") return;
-    // The claim itself checks the send time, so a restart that lands between the read and the claim wins.
-    const sent = await this.#send(id, "delay", this.clock.now());
-    if (sent.claimed) await this.#cascade(id, "send");
-  }
-
-  /** Claims and sends; `claimed` is false when someone else already finalised it (or, with `dueBy`, restarted it). */
-  async #send(delayId: string, reason: DelayedReason, dueBy?: number): Promise<{ claimed: boolean; failure?: MatrixError }> {
-    if (!(await this.storage.delayedEvents.claimForSending(delayId, dueBy))) return { claimed: false };
+  /** Claims and sends; `claimed` is false when someone else already finalised it. */
+  async #send(delayId: string, reason: DelayedReason): Promise<{ claimed: boolean; failure?: MatrixError }> {
+    if (!(await this.storage.delayedEvents.claimForSending(delayId, this.#claim()))) return { claimed: false };
     const record = await this.storage.delayedEvents.get(delayId);
     if (!record) return { claimed: true };
     return { claimed: true, failure: await this.#resend(record, reason) };

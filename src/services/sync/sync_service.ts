@@ -20,7 +20,7 @@ import type { FilterService } from "./filter_service.js";
 import { matchesFilter, roomAllowed, type Filter } from "./filters.js";
 import type { Notifier } from "./notifier.js";
 import { RoomSync, type RoomCore, type RoomSyncContext } from "./room_sync.js";
-import { formatRoomToken, formatSyncToken, parseSyncToken, type SyncPosition } from "./tokens.js";
+import { formatRoomToken, formatSyncToken, parseSyncToken, streamPositionsOf, type SyncPosition } from "./tokens.js";
 import type { TypingService } from "./typing.js";
 import { deviceSections, type DeviceSections } from "./device_sections.js";
 import { prefetchRooms } from "./prefetch.js";
@@ -100,6 +100,10 @@ function splitAccountData(changes: AccountDataChange[], filter: Filter) {
   return { global, byRoom };
 }
 
+/** How long a sync waits for this process to catch up with a token another process gave out. */
+const CATCH_UP_MIN_MS = 1000;
+const CATCH_UP_MAX_MS = 10_000;
+
 export class SyncService {
   readonly #rooms: RoomSync;
 
@@ -117,6 +121,9 @@ export class SyncService {
     const filter = await this.filters.forSync(requester.userId, params.filter);
     const since = params.since !== undefined ? parseSyncToken(params.since) : undefined;
     const started = performance.now();
+    // A token from another process on the database may be ahead of this one by a notification
+    // still on its way: answering from behind it would send again what the client has.
+    if (since) await this.#catchUp(since, Math.max(CATCH_UP_MIN_MS, Math.min(params.timeoutMs, CATCH_UP_MAX_MS)), params.signal);
     for (;;) {
       const version = this.notifier.version();
       const built = await this.#build(requester, filter, since, params);
@@ -127,6 +134,15 @@ export class SyncService {
       const woken = await this.notifier.wait({ userId: requester.userId, roomIds: built.rooms }, version, remaining, params.signal);
       if (!woken) return built.response;
     }
+  }
+
+  /** Waits (at most `ms`) until every stream here has reached the token's positions. */
+  async #catchUp(since: SyncPosition, ms: number, signal?: AbortSignal): Promise<void> {
+    const behind = streamPositionsOf(since).filter(([stream, p]) => this.storage.streams.current(stream) < p);
+    if (behind.length === 0) return;
+    // A token from the future (made up, or from before the database was restored) is answered after the wait.
+    const giveUp = AbortSignal.any([AbortSignal.timeout(ms), ...(signal ? [signal] : [])]);
+    await Promise.all(behind.map(([stream, p]) => this.storage.streams.waitFor(stream, p, giveUp)));
   }
 
   async #build(requester: Requester, filter: Filter, since: SyncPosition | undefined, params: SyncParams): Promise<Built> {

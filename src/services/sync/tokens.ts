@@ -4,6 +4,7 @@
  * wherever an event position is expected, as clients mix them.
  */
 import { Errors } from "../../errors.js";
+import type { StreamName } from "../../storage/sql/streams.js";
 
 export interface SyncPosition {
   events: number;
@@ -14,6 +15,18 @@ export interface SyncPosition {
   toDevice: number;
   /** The device-list change stream (users whose devices changed). */
   deviceLists: number;
+}
+
+/** Each stream a sync token carries, and its position there. */
+export function streamPositionsOf(p: SyncPosition): [StreamName, number][] {
+  return [
+    ["events", p.events],
+    ["account_data", p.accountData],
+    ["receipts", p.receipts],
+    ["typing", p.typing],
+    ["to_device", p.toDevice],
+    ["device_lists", p.deviceLists],
+  ];
 }
 
 export function formatSyncToken(p: SyncPosition): string {

@@ -14,6 +14,8 @@ import { STREAMS, StreamTracker, TakenPositions, type StreamName } from "../sql/
 export interface PostgresOptions extends ConnectionSettings {
   min: number;
   max: number;
+  /** What the connections call themselves in `pg_stat_activity` (cluster.ts relies on it). */
+  applicationName?: string;
 }
 
 /** Deadlock and serialisation failure: the transaction is safe to run again. */
@@ -56,6 +58,12 @@ export class PostgresDatabase implements SqlDatabase {
 
   readonly connection: ResolvedConnection;
   #pool: pg.Pool | undefined;
+  #clientConfig: pg.ClientConfig | undefined;
+  /**
+   * Awaited before a transaction asks a stream's sequence for positions, once the tracker
+   * holds readers back: with other processes on the database, they must know first.
+   */
+  beforeAllocate: (stream: StreamName) => Promise<void> = () => Promise.resolve();
 
   /** Throws ConnectionSettingsError for a malformed `dsn`; connects nothing until `connect`. */
   constructor(readonly options: PostgresOptions) {
@@ -79,21 +87,26 @@ export class PostgresDatabase implements SqlDatabase {
       const second = c.sslmode === "prefer" ? false : ssl;
       ssl = (await this.#probe(first)) ? first : second;
     }
-    this.#pool = new pg.Pool({
+    this.#clientConfig = {
       host: c.host,
       port: c.port,
       user: c.user,
       password: c.password,
       database: c.database,
       ssl,
-      min: this.options.min,
-      max: this.options.max,
       types,
       connectionTimeoutMillis: 10_000,
-      application_name: "switchboard",
-    });
+      application_name: this.options.applicationName ?? "switchboard",
+    };
+    this.#pool = new pg.Pool({ ...this.#clientConfig, min: this.options.min, max: this.options.max });
     // An idle connection that the server dropped must not crash the process; the pool replaces it.
     this.#pool.on("error", () => undefined);
+  }
+
+  /** How to open one more connection like the pool's (TLS settled), for a LISTEN connection. */
+  get clientConfig(): pg.ClientConfig {
+    if (!this.#clientConfig) throw new Error("the PostgreSQL client settings are read after connect()");
+    return this.#clientConfig;
   }
 
   /** Whether one connection with these TLS options works; other failures are left to the pool to report. */
@@ -214,6 +227,7 @@ class PostgresTransaction implements Transaction {
     // must not be let past a position it may hold.
     const unreserve = this.owner.streams.reserve(stream);
     try {
+      await this.owner.beforeAllocate(stream);
       const rows = await this.all<{ p: number }>("SELECT nextval(?::regclass) AS p FROM generate_series(1, ?::int)", [
         `stream_${stream}`,
         count,

@@ -1,6 +1,6 @@
 /** Delayed events (MSC4140): every transition is one conditional statement, in both dialects. */
-import type { DelayedEventRecord, DelayedEventStore, DelayedReason, NewDelayedEvent } from "../delayed_events.js";
-import { FOR_UPDATE, sql, type Executor } from "./executor.js";
+import type { DelayedEventRecord, DelayedEventStore, DelayedReason, NewDelayedEvent, SendClaim } from "../delayed_events.js";
+import { FOR_UPDATE, inJsonList, SKIP_LOCKED, sql, type Executor } from "./executor.js";
 
 interface Row {
   delay_id: string;
@@ -98,15 +98,35 @@ export class SqlDelayedEventStore implements DelayedEventStore {
     return n > 0;
   }
 
-  async claimForSending(delayId: string, dueBy?: number): Promise<boolean> {
+  async claimForSending(delayId: string, claim: SendClaim, dueBy?: number): Promise<boolean> {
     const n =
       dueBy === undefined
-        ? await this.db.run("UPDATE delayed_events SET status = 'sending' WHERE delay_id = ? AND status = 'scheduled'", [delayId])
+        ? await this.db.run(
+            "UPDATE delayed_events SET status = 'sending', claimed_by = ?, lease_until = ? WHERE delay_id = ? AND status = 'scheduled'",
+            [claim.worker, claim.leaseUntil, delayId],
+          )
         : await this.db.run(
-            "UPDATE delayed_events SET status = 'sending' WHERE delay_id = ? AND status = 'scheduled' AND send_at <= ?",
-            [delayId, dueBy],
+            `UPDATE delayed_events SET status = 'sending', claimed_by = ?, lease_until = ?
+             WHERE delay_id = ? AND status = 'scheduled' AND send_at <= ?`,
+            [claim.worker, claim.leaseUntil, delayId, dueBy],
           );
     return n > 0;
+  }
+
+  async claimDue(now: number, claim: SendClaim, limit: number, live: readonly string[]): Promise<DelayedEventRecord[]> {
+    // The inner SELECT locks what it picks and skips what another process has locked, so
+    // processes firing at once share the due rows instead of queueing behind each other.
+    const rows = await this.db.all<Row>(
+      sql`UPDATE delayed_events SET status = 'sending', claimed_by = ?, lease_until = ?
+          WHERE delay_id IN (
+            SELECT delay_id FROM delayed_events
+            WHERE (status = 'scheduled' AND send_at <= ?)
+               OR (status = 'sending' AND (COALESCE(lease_until, 0) <= ? OR claimed_by IS NULL OR NOT ${inJsonList("claimed_by")}))
+            ORDER BY send_at LIMIT ? ${SKIP_LOCKED})
+          RETURNING *`,
+      [claim.worker, claim.leaseUntil, now, now, JSON.stringify(live), limit],
+    );
+    return rows.map(toRecord).sort((a, b) => a.sendAt - b.sendAt);
   }
 
   async finishSending(
@@ -140,11 +160,15 @@ export class SqlDelayedEventStore implements DelayedEventStore {
     return rows.map(toRecord);
   }
 
-  async pending() {
-    const rows = await this.db.all<{ delay_id: string; send_at: number; status: "scheduled" | "sending" }>(
-      "SELECT delay_id, send_at, status FROM delayed_events WHERE status != 'finalised'",
+  async pending(live: readonly string[]) {
+    const rows = await this.db.all<{ delay_id: string; send_at: number; status: string; lease_until: number | null; claimed_by: string | null }>(
+      "SELECT delay_id, send_at, status, lease_until, claimed_by FROM delayed_events WHERE status != 'finalised'",
     );
-    return rows.map((r) => ({ delayId: r.delay_id, sendAt: r.send_at, status: r.status }));
+    const wakeAt = (r: (typeof rows)[number]) => {
+      if (r.status !== "sending") return r.send_at;
+      return r.claimed_by !== null && live.includes(r.claimed_by) ? (r.lease_until ?? 0) : 0;
+    };
+    return rows.map((r) => ({ delayId: r.delay_id, wakeAt: wakeAt(r) }));
   }
 
   async scheduledStateOthers(roomId: string, type: string, stateKey: string, exceptUser: string): Promise<string[]> {

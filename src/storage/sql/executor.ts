@@ -79,3 +79,6 @@ export function sql(strings: TemplateStringsArray, ...parts: Query[]): Query {
 
 /** `FOR UPDATE` where the dialect has row locks; SQLite's write transaction already excludes other writers. */
 export const FOR_UPDATE: Query = { sqlite: "", postgres: "FOR UPDATE" };
+
+/** `FOR UPDATE SKIP LOCKED`: rows another transaction holds are passed over, not waited for. */
+export const SKIP_LOCKED: Query = { sqlite: "", postgres: "FOR UPDATE SKIP LOCKED" };

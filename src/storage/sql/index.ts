@@ -1,4 +1,5 @@
 /** The stores over a database, and transactions that bind them to one connection. */
+import type { Cluster } from "../cluster.js";
 import type { Storage, Stores } from "../interfaces.js";
 import { SqlAccountStore, SqlDeviceStore, SqlOpenIdTokenStore, SqlRegistrationTokenStore } from "./accounts.js";
 import { SqlRegistrationNonceStore, SqlUiaSessionStore } from "./auth_state.js";
@@ -11,6 +12,14 @@ import { SqlAccountDataStore, SqlFilterStore, SqlReceiptStore } from "./user_dat
 function storesOver(db: Executor): Stores {
   return {
     accounts: new SqlAccountStore(db),
+    typing: {
+      nextPosition: (announce) =>
+        db.transaction(async (tx) => {
+          const position = await tx.nextPosition("typing");
+          announce(position);
+          return position;
+        }),
+    },
     devices: new SqlDeviceStore(db),
     registrationTokens: new SqlRegistrationTokenStore(db),
     openIdTokens: new SqlOpenIdTokenStore(db),
@@ -26,12 +35,17 @@ function storesOver(db: Executor): Stores {
   };
 }
 
-export function sqlStorage(db: SqlDatabase): Storage {
+export function sqlStorage(db: SqlDatabase, cluster: Cluster & { close?(): Promise<void> }): Storage {
   return {
     ...storesOver(db),
     backend: db.dialect,
     streams: db.streams,
+    cluster,
     transaction: (work) => db.transaction((tx) => work(storesOver(tx))),
-    close: () => db.close(),
+    close: async () => {
+      // Last word to the others (our final positions, goodbye) before the pool goes.
+      await cluster.close?.();
+      await db.close();
+    },
   };
 }

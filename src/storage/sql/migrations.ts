@@ -280,6 +280,23 @@ export const MIGRATIONS: Migration[] = [
   );
   CREATE INDEX registration_nonces_issued ON registration_nonces(issued_ts);
   `,
+  // 8: several processes on one database. Typing changes take positions from a stream (it
+  // starts at the clock's milliseconds, where the clock-based serials of earlier versions
+  // stood, so tokens clients hold stay behind it). A delayed event being sent is leased by
+  // the process sending it, so that another takes it over if that process dies.
+  {
+    sqlite: `
+    INSERT INTO stream_sequences (name, last_value) VALUES ('typing', CAST(strftime('%s', 'now') AS INTEGER) * 1000);
+    ALTER TABLE delayed_events ADD COLUMN claimed_by TEXT;
+    ALTER TABLE delayed_events ADD COLUMN lease_until INTEGER;
+    `,
+    postgres: `
+    CREATE SEQUENCE stream_typing;
+    SELECT setval('stream_typing', (extract(epoch FROM clock_timestamp()) * 1000)::bigint);
+    ALTER TABLE delayed_events ADD COLUMN claimed_by TEXT;
+    ALTER TABLE delayed_events ADD COLUMN lease_until INTEGER;
+    `,
+  },
 ];
 
 /** The text of a step for a dialect. */

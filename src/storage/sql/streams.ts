@@ -7,19 +7,21 @@
  * up to P has been committed or abandoned. It only moves forward, and never past a position
  * whose transaction is still open.
  *
- * This tracker knows the transactions of its own process. A second process announces its own
- * persisted positions through `advance` (the notifier carries them), which is how several
- * processes share one database.
+ * Several processes on one database (PostgreSQL) each run a tracker. A process tells the others
+ * its state per stream (see `localState` and src/storage/postgres/cluster.ts): the highest
+ * position it committed, and, while it has positions open, a floor below which it holds none.
+ * A process announces that floor before it asks the sequence for a position, so a reader that
+ * learns of a higher committed position has already learnt of every writer still busy below it.
  */
 
-export const STREAMS = ["events", "account_data", "receipts", "to_device", "device_lists"] as const;
+export const STREAMS = ["events", "account_data", "receipts", "to_device", "device_lists", "typing"] as const;
 export type StreamName = (typeof STREAMS)[number];
 
 export interface StreamPositions {
   /** Every position up to this one is committed (or abandoned) and visible to readers. */
   current(stream: StreamName): number;
-  /** Resolves once `current(stream) >= position`. */
-  waitFor(stream: StreamName, position: number): Promise<void>;
+  /** Resolves once `current(stream) >= position`, or when `signal` aborts. */
+  waitFor(stream: StreamName, position: number, signal?: AbortSignal): Promise<void>;
   /** Calls `listener` whenever a stream's current position moves forward. */
   onAdvance(listener: (stream: StreamName, position: number) => void): void;
 }
@@ -36,22 +38,34 @@ interface StreamState {
   /** The last value `current` reported, so advances are announced once. */
   reported: number;
   /**
-   * Requests for positions still in flight (`reserve`), each with `current` when it was sent:
-   * what it will get lies above that, but is unknown here until the answer arrives.
+   * Requests for positions still in flight (`reserve`), each with the highest position known
+   * taken when it was sent: what it will get lies above that (a sequence only grows), but is
+   * unknown here until the answer arrives.
    */
   reserved: Map<symbol, number>;
+  /** Other processes with positions open on this stream, and the floor each announced. */
+  remote: Map<string, number>;
   waiters: { position: number; resolve: () => void }[];
+}
+
+/** What this process tells the others about one stream. */
+export interface LocalStreamState {
+  /** The highest position known committed (here or elsewhere). */
+  top: number;
+  /** While positions are open or being allocated here: every one of them is above this. */
+  floor: number | null;
 }
 
 export class StreamTracker implements StreamPositions {
   readonly #streams = new Map<StreamName, StreamState>();
   readonly #listeners: ((stream: StreamName, position: number) => void)[] = [];
+  readonly #localListeners: ((stream: StreamName) => void)[] = [];
 
   /** Starts each stream at the position its sequence has reached (everything below is committed). */
   constructor(start: Record<StreamName, number>) {
     for (const name of STREAMS) {
       const top = start[name];
-      this.#streams.set(name, { top, open: new Set(), reported: top, reserved: new Map(), waiters: [] });
+      this.#streams.set(name, { top, open: new Set(), reported: top, reserved: new Map(), remote: new Map(), waiters: [] });
     }
   }
 
@@ -61,23 +75,78 @@ export class StreamTracker implements StreamPositions {
 
   current(stream: StreamName): number {
     const s = this.#state(stream);
-    let upTo = s.top;
-    if (s.open.size > 0) {
-      let lowest = Infinity;
-      for (const p of s.open) if (p < lowest) lowest = p;
-      // Below the lowest open position everything has ended: committed, or (PostgreSQL, whose
-      // sequences never give a value twice) abandoned for good.
-      upTo = lowest - 1;
-    }
-    // Positions the database handed out whose answer has not arrived yet are unknown here.
-    for (const floor of s.reserved.values()) if (floor < upTo) upTo = floor;
+    let upTo = Math.min(s.top, this.#localFloor(s) ?? Infinity);
+    // Other processes' open positions hold readers back the same way.
+    for (const floor of s.remote.values()) if (floor < upTo) upTo = floor;
     // Never below what was reported.
     return Math.max(upTo, s.reported);
   }
 
-  waitFor(stream: StreamName, position: number): Promise<void> {
-    if (this.current(stream) >= position) return Promise.resolve();
-    return new Promise((resolve) => this.#state(stream).waiters.push({ position, resolve }));
+  /** Below the lowest position open or being allocated here, everything here has ended. */
+  #localFloor(s: StreamState): number | null {
+    if (s.open.size === 0 && s.reserved.size === 0) return null;
+    let floor = Infinity;
+    // Below the lowest open position everything has ended: committed, or (PostgreSQL, whose
+    // sequences never give a value twice) abandoned for good.
+    for (const p of s.open) if (p - 1 < floor) floor = p - 1;
+    // Positions the database handed out whose answer has not arrived yet are unknown here.
+    for (const f of s.reserved.values()) if (f < floor) floor = f;
+    return floor;
+  }
+
+  /** This process's state of a stream, as the other processes need it. */
+  localState(stream: StreamName): LocalStreamState {
+    const s = this.#state(stream);
+    return { top: s.top, floor: this.#localFloor(s) };
+  }
+
+  /** Calls `listener` whenever this process's own state of a stream (`localState`) changes. */
+  onLocalChange(listener: (stream: StreamName) => void): void {
+    this.#localListeners.push(listener);
+  }
+
+  /**
+   * What another process announced: it committed up to `top`, and holds positions open above
+   * `floor` (null: none). Its announcements arrive in the order it made them.
+   */
+  remoteState(writer: string, stream: StreamName, top: number, floor: number | null): void {
+    const s = this.#state(stream);
+    if (top > s.top) s.top = top;
+    if (floor === null) s.remote.delete(writer);
+    else s.remote.set(writer, floor);
+    this.#announce(stream, s);
+  }
+
+  /**
+   * A process is gone (its connections closed, so PostgreSQL ended its transactions): it holds
+   * nothing back any more, and what it committed, up to `committedUpTo` per stream, is readable.
+   */
+  dropWriter(writer: string, committedUpTo: Partial<Record<StreamName, number>>): void {
+    for (const name of STREAMS) {
+      const s = this.#state(name);
+      s.remote.delete(writer);
+      const top = committedUpTo[name];
+      if (top !== undefined && top > s.top) s.top = top;
+      this.#announce(name, s);
+    }
+  }
+
+  waitFor(stream: StreamName, position: number, signal?: AbortSignal): Promise<void> {
+    if (this.current(stream) >= position || signal?.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const s = this.#state(stream);
+      const waiter = { position, resolve };
+      s.waiters.push(waiter);
+      // Given up: the waiter goes, so a token from the future leaves nothing behind.
+      signal?.addEventListener(
+        "abort",
+        () => {
+          s.waiters = s.waiters.filter((w) => w !== waiter);
+          resolve();
+        },
+        { once: true },
+      );
+    });
   }
 
   onAdvance(listener: (stream: StreamName, position: number) => void): void {
@@ -92,9 +161,12 @@ export class StreamTracker implements StreamPositions {
   reserve(stream: StreamName): () => void {
     const s = this.#state(stream);
     const token = Symbol(stream);
-    s.reserved.set(token, this.current(stream));
+    // Every position known to be taken was handed out before this request: it gets a higher one.
+    s.reserved.set(token, Math.max(s.top, s.reported));
+    this.#localChanged(stream);
     return () => {
       s.reserved.delete(token);
+      this.#localChanged(stream);
       this.#announce(stream, s);
     };
   }
@@ -103,6 +175,7 @@ export class StreamTracker implements StreamPositions {
   opened(stream: StreamName, positions: readonly number[]): void {
     const s = this.#state(stream);
     for (const p of positions) s.open.add(p);
+    this.#localChanged(stream);
   }
 
   /** The transaction that took these positions committed, or rolled back (`committed` false). */
@@ -112,14 +185,12 @@ export class StreamTracker implements StreamPositions {
       s.open.delete(p);
       if (committed && p > s.top) s.top = p;
     }
+    this.#localChanged(stream);
     this.#announce(stream, s);
   }
 
-  /** Another process has committed everything up to `position` on this stream. */
-  advance(stream: StreamName, position: number): void {
-    const s = this.#state(stream);
-    if (position > s.top) s.top = position;
-    this.#announce(stream, s);
+  #localChanged(stream: StreamName): void {
+    for (const l of this.#localListeners) l(stream);
   }
 
   #announce(stream: StreamName, s: StreamState): void {
