@@ -34,6 +34,10 @@ export interface HomeserverOptions {
    * would be (tests); each homeserver has its own in-process one by default.
    */
   notifier?: Notifier;
+  /** This process's name among several on one PostgreSQL database (`--worker-id`). */
+  workerId?: string;
+  /** The link to the other processes on the database broke (see openStorage). */
+  onClusterLost?: (err: Error) => void;
 }
 
 /** Opens storage (migrating it) and builds the services; `start` then opens the listeners. */
@@ -43,7 +47,7 @@ export async function createHomeserver(
   clock: Clock = systemClock,
   opts: HomeserverOptions = {},
 ): Promise<Homeserver> {
-  const storage = await openStorage(config.database);
+  const storage = await openStorage(config.database, { workerId: opts.workerId, onClusterLost: opts.onClusterLost });
   const signingKey = loadOrCreateSigningKey(config.signingKeyPath);
   const services = createServices({
     config,

@@ -1,9 +1,12 @@
 #!/usr/bin/env node
 /** The `switchboard` command: serve, generate-config, check-config, register-user, port-db. */
+import cluster from "node:cluster";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { hostname } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseCommand, USAGE, UsageError, type Command } from "./cli/args.js";
+import { READY_MESSAGE, superviseWorkers, WORKER_ID_ENV } from "./cli/supervisor.js";
 import { ConfigError } from "./config/errors.js";
 import { generateConfig } from "./config/generate.js";
 import { loadConfigFile, parseConfig } from "./config/load.js";
@@ -41,7 +44,7 @@ function exitWhenDone(code: number): void {
   setTimeout(() => process.exit(code), 3000).unref();
 }
 
-async function serve(configFile: string | undefined): Promise<void> {
+async function serve(configFile: string | undefined, workerIdArg: string | undefined): Promise<number> {
   const file = configFile ?? DEFAULT_CONFIG;
   if (configFile === undefined && !existsSync(file)) {
     writeNewConfig(file, generateConfig({ serverName: "localhost", dataDir: "data", openRegistration: true }));
@@ -49,8 +52,22 @@ async function serve(configFile: string | undefined): Promise<void> {
   }
   const { config, warnings } = loadConfigFile(file);
   const logger = createLogger(config.logLevel);
-  for (const w of warnings) logger.warn(w);
-  const server = await createHomeserver(config, logger);
+  if (cluster.isPrimary && config.workerProcesses > 1) {
+    // This process only starts and watches the ones that serve; they log for themselves.
+    for (const w of warnings) logger.warn(w);
+    return superviseWorkers(config.workerProcesses, workerIdArg ?? (hostname().split(".")[0] || "switchboard"), logger);
+  }
+  if (cluster.isPrimary) for (const w of warnings) logger.warn(w);
+  const workerId = process.env[WORKER_ID_ENV] ?? workerIdArg;
+  const server = await createHomeserver(config, logger, systemClock, {
+    workerId,
+    onClusterLost: (err) => {
+      // Cut off from the other processes, this one's view of the streams is frozen: serving on
+      // would answer stale. Exit at once; a supervisor (or the cluster parent) starts it again.
+      logger.fatal({ err }, "lost the PostgreSQL connection that links this process to the others; exiting");
+      process.exit(1);
+    },
+  });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -70,7 +87,9 @@ async function serve(configFile: string | undefined): Promise<void> {
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
   const urls = await server.start();
-  logger.info({ server_name: config.serverName, listening: urls, config: config.configPath }, "Switchboard is running");
+  logger.info({ server_name: config.serverName, listening: urls, config: config.configPath, worker: server.storage.cluster.workerId }, "Switchboard is running");
+  if (cluster.isWorker) process.send?.(READY_MESSAGE);
+  return -1; // keeps running until a signal
 }
 
 async function registerUser(cmd: Extract<Command, { name: "register-user" }>): Promise<void> {
@@ -146,8 +165,7 @@ async function run(argv: string[]): Promise<number> {
       await portDb(cmd);
       return 0;
     case "serve":
-      await serve(cmd.config);
-      return -1; // keeps running until a signal
+      return serve(cmd.config, cmd.workerId);
   }
 }
 

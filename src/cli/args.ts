@@ -1,10 +1,12 @@
 /** Command-line parsing: one place that knows the commands and their flags. */
 import { parseArgs } from "node:util";
+import { WORKER_ID_PATTERN } from "../storage/cluster.js";
 
 export class UsageError extends Error {}
 
 export const USAGE = `Usage:
-  switchboard [--config FILE]                      serve (default config: ./switchboard.yaml)
+  switchboard [--config FILE] [--worker-id NAME]   serve (default config: ./switchboard.yaml); NAME this
+                                                   process among several on one PostgreSQL database
   switchboard generate-config --server-name NAME [--output FILE] [--data-dir DIR] [--enable-registration]
   switchboard check-config --config FILE
   switchboard register-user --config FILE --user NAME --password PW [--admin]
@@ -13,7 +15,7 @@ export const USAGE = `Usage:
   switchboard --help | --version`;
 
 export type Command =
-  | { name: "serve"; config?: string }
+  | { name: "serve"; config?: string; workerId?: string }
   | { name: "generate-config"; serverName: string; output: string; dataDir: string; openRegistration: boolean }
   | { name: "check-config"; config: string }
   | { name: "register-user"; config: string; user: string; password: string; admin: boolean }
@@ -38,6 +40,7 @@ export function parseCommand(argv: string[]): Command {
         password: { type: "string", short: "p" },
         admin: { type: "boolean" },
         "to-postgres": { type: "string" },
+        "worker-id": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -51,7 +54,7 @@ export function parseCommand(argv: string[]): Command {
   if (positionals.length > 1) throw new UsageError(`unexpected argument: ${positionals[1]}`);
   const command = positionals[0] ?? "serve";
   const allowed: Record<string, string[]> = {
-    serve: ["config"],
+    serve: ["config", "worker-id"],
     "generate-config": ["server-name", "output", "data-dir", "enable-registration"],
     "check-config": ["config"],
     "register-user": ["config", "user", "password", "admin"],
@@ -86,7 +89,12 @@ export function parseCommand(argv: string[]): Command {
       }
       return { name: "port-db", config: need("config"), toPostgres: dsn };
     }
-    default:
-      return { name: "serve", config: v.config };
+    default: {
+      const workerId = v["worker-id"];
+      if (workerId !== undefined && !WORKER_ID_PATTERN.test(workerId)) {
+        throw new UsageError("--worker-id takes 1 to 40 letters, digits, dots, dashes or underscores");
+      }
+      return { name: "serve", config: v.config, workerId };
+    }
   }
 }

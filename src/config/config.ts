@@ -67,6 +67,8 @@ export interface Config {
   maxRequestBodyBytes: number;
   logLevel: string;
   database: DatabaseConfig;
+  /** Processes `switchboard` starts to serve this config (1 with SQLite). */
+  workerProcesses: number;
   signingKeyPath: string;
   registration: {
     enabled: boolean;

@@ -1,5 +1,6 @@
 /** Reads a YAML config file, validates it against the schema and resolves it. */
 import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import path from "node:path";
 import { Value } from "typebox/value";
 import { LineCounter, parseDocument } from "yaml";
@@ -116,6 +117,14 @@ function resolve(
     };
   }
 
+  const workerProcesses = raw.worker_processes === "auto" ? availableParallelism() : raw.worker_processes;
+  if (database.kind === "sqlite" && workerProcesses > 1) {
+    problems.add(
+      ["worker_processes"],
+      `\`worker_processes\` is ${raw.worker_processes === "auto" ? `auto (${workerProcesses} cores)` : workerProcesses}, but SQLite serves one process: several processes need PostgreSQL (see docs/workers.md and docs/postgresql.md)`,
+    );
+  }
+
   if (raw.enable_registration && !raw.enable_registration_without_verification && !raw.registration_requires_token) {
     problems.add(
       ["enable_registration"],
@@ -152,6 +161,7 @@ function resolve(
     maxRequestBodyBytes: parseSize(raw.max_request_body_size),
     logLevel: raw.log_level,
     database,
+    workerProcesses,
     signingKeyPath: fromBase(raw.signing_key_path ?? `data/${raw.server_name.replace(/[^A-Za-z0-9.-]/g, "_")}.signing.key`),
     registration: {
       enabled: raw.enable_registration,

@@ -9,10 +9,12 @@ import { ratelimitFields } from "./sections/ratelimiting.js";
 import { registrationFields } from "./sections/registration.js";
 import { serverFields } from "./sections/server.js";
 import { voipFields } from "./sections/voip.js";
+import { workerFields } from "./sections/workers.js";
 
 export const SECTIONS = [
   { title: "Server", fields: serverFields },
   { title: "Database", fields: databaseFields },
+  { title: "Worker processes", fields: workerFields },
   { title: "Signing key", fields: keyFields },
   { title: "Registration", fields: registrationFields },
   { title: "Rate limits", fields: ratelimitFields },
@@ -26,6 +28,7 @@ export const ConfigSchema = Type.Object(
   {
     ...serverFields,
     ...databaseFields,
+    ...workerFields,
     ...keyFields,
     ...registrationFields,
     ...ratelimitFields,

@@ -103,6 +103,7 @@ export class PostgresCluster implements Cluster {
     await this.#client.connect();
     const live = await this.#liveWorkers();
     if (live.some((w) => w !== this.workerId && w.slice(0, w.lastIndexOf("#")) === this.name)) {
+      this.#closed = true;
       await this.#client.end().catch(() => undefined);
       throw new DuplicateWorkerError(
         `another process on this database already runs as worker \`${this.name}\`; give each process its own --worker-id`,
