@@ -80,14 +80,16 @@ export function createServices(deps: ServiceDeps): Services {
   const { config, storage, clock, signingKey, logger } = deps;
   const notifier = deps.notifier ?? new ClusterNotifier(new InProcessNotifier(), storage.cluster, storage.streams);
   const rl = config.rateLimits;
+  // Each process enforces its share of every limit (see ratelimiter.ts).
+  const share = () => 1 / storage.cluster.workers().length;
   const auth = new AuthService(storage.devices, notifier, clock);
   const uia = new UiaService(storage.uiaSessions, clock);
   const sessions = new SessionService(config, storage, clock, notifier, uia, {
-    address: new RateLimiter(rl.loginAddress, clock),
-    account: new RateLimiter(rl.loginAccount, clock),
-    failedAttempts: new RateLimiter(rl.loginFailedAttempts, clock),
+    address: new RateLimiter(rl.loginAddress, clock, share),
+    account: new RateLimiter(rl.loginAccount, clock, share),
+    failedAttempts: new RateLimiter(rl.loginFailedAttempts, clock, share),
   });
-  const accounts = new AccountService(config, storage, clock, uia, sessions, new RateLimiter(rl.registration, clock));
+  const accounts = new AccountService(config, storage, clock, uia, sessions, new RateLimiter(rl.registration, clock, share));
   const admin = new AdminService(config, storage, clock, accounts);
   const persister = new EventPersister(config, storage, clock, signingKey, notifier);
   const accountData = new AccountDataService(storage, notifier);
@@ -109,14 +111,14 @@ export function createServices(deps: ServiceDeps): Services {
     openId: new OpenIdService(config, storage, clock),
     turn: new TurnService(config, clock),
     rtc: new RtcService(config),
-    rtcLimiter: new RateLimiter(rl.rtcTransports, clock),
+    rtcLimiter: new RateLimiter(rl.rtcTransports, clock, share),
     notifier,
     persister,
-    rooms: new RoomService(config, storage, clock, persister, new RateLimiter(rl.message, clock)),
+    rooms: new RoomService(config, storage, clock, persister, new RateLimiter(rl.message, clock, share)),
     roomReads: new RoomReadService(storage, clock),
     aliases: new AliasService(config, storage),
     delayedEvents: new DelayedEventService(config, storage, clock, persister, logger),
-    delayedEventLimiter: new RateLimiter(rl.delayedEventMgmt, clock),
+    delayedEventLimiter: new RateLimiter(rl.delayedEventMgmt, clock, share),
     accountData,
     filters,
     typing,

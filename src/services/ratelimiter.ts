@@ -1,6 +1,12 @@
 /**
  * Synapse's `rc_*` rate-limit semantics: a leaky bucket per key that drains at
  * `per_second` and holds at most `burst_count` actions.
+ *
+ * With several processes on one database, each keeps its own buckets with its share of the
+ * rate and the burst (1/N with N processes), so that together they never allow more than the
+ * configured limit, and the hot path (every send is rate limited) needs no round trip to the
+ * database. The cost: a client whose requests all reach one process gets 1/N of the limit
+ * (docs/workers.md).
  */
 import type { RateLimitConfig } from "../config/config.js";
 import { Errors } from "../errors.js";
@@ -16,9 +22,19 @@ export class RateLimiter {
   #lastSweep = 0;
 
   constructor(
-    private readonly limit: RateLimitConfig,
+    private readonly configured: RateLimitConfig,
     private readonly clock: Clock,
+    /** This process's share of the limit: 1 alone, 1/N among N processes. */
+    private readonly share: () => number = () => 1,
   ) {}
+
+  /** The limit this process enforces. */
+  get limit(): RateLimitConfig {
+    const share = this.share();
+    if (share >= 1) return this.configured;
+    // Never below one action, or a small burst split N ways would refuse everything.
+    return { per_second: this.configured.per_second * share, burst_count: Math.max(1, this.configured.burst_count * share) };
+  }
 
   /**
    * Checks whether one more action is allowed for `key`, and records it when

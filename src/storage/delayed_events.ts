@@ -59,6 +59,8 @@ export interface DelayedEventStore {
    * hangs). Rows another process is claiming right now are skipped, not waited for.
    */
   claimDue(now: number, claim: SendClaim, limit: number, live: readonly string[]): Promise<DelayedEventRecord[]>;
+  /** Gives claimed events that were not sent back to the schedule (a clean stop mid-batch). */
+  releaseClaims(delayIds: readonly string[], worker: string): Promise<void>;
   /** Records the outcome of a claimed send. */
   finishSending(delayId: string, result: { eventId: string } | { error: Record<string, unknown> }, reason: DelayedReason, now: number): Promise<void>;
   /** Scheduled events of a user, oldest first. */

@@ -33,7 +33,7 @@ export async function openStorage(config: DatabaseConfig, opts: OpenOptions = {}
     await db.loadStreams();
     return sqlStorage(db, new SoloCluster(opts.workerId));
   }
-  const instance = instanceOf(opts.workerId ?? `${hostname().split(".")[0] || "host"}-${process.pid}`);
+  const instance = instanceOf(opts.workerId ?? defaultWorkerId());
   let db: PostgresDatabase | undefined;
   let cluster: PostgresCluster | undefined;
   try {
@@ -53,6 +53,13 @@ export async function openStorage(config: DatabaseConfig, opts: OpenOptions = {}
     throw new DatabaseUnavailableError(describeFailure(err, config));
   }
   return sqlStorage(db, cluster);
+}
+
+let opened = 0;
+/** `<host>-<pid>`, and a counter after it when one process opens the database more than once (tests). */
+function defaultWorkerId(): string {
+  const base = `${hostname().split(".")[0] || "host"}-${process.pid}`;
+  return opened++ === 0 ? base : `${base}-${opened}`;
 }
 
 type PostgresConfig = Extract<DatabaseConfig, { kind: "postgres" }>;

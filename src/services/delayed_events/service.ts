@@ -226,9 +226,15 @@ export class DelayedEventService {
         return;
       }
       if (claimed.length === 0) return;
-      for (const record of claimed) {
-        // What is left stays claimed; its lease runs out and this or another process sends it.
-        if (this.#stopping) return;
+      for (const [i, record] of claimed.entries()) {
+        if (this.#stopping) {
+          // A clean stop leaves nothing half-sent: what this batch did not reach goes back to the schedule.
+          const rest = claimed.slice(i).map((r) => r.delayId);
+          await this.storage.delayedEvents.releaseClaims(rest, this.storage.cluster.workerId).catch((err: unknown) => {
+            this.logger.error({ err }, "could not release claimed delayed events; their lease runs out instead");
+          });
+          return;
+        }
         try {
           await this.#resend(record);
           await this.#cascade(record.delayId, "send");

@@ -230,7 +230,7 @@ export class LeaveJob {
 export class LeaveDelegations {
   readonly #jobs = new Map<string, LeaveJob>();
 
-  constructor(private readonly deps: Omit<JobDeps, "finished">) {}
+  constructor(private readonly deps: Omit<JobDeps, "finished"> & { onFinished?: (room: string, identity: string) => void }) {}
 
   add(params: JobParams): LeaveJob {
     const key = `${params.room}\n${params.identity}`;
@@ -238,7 +238,10 @@ export class LeaveDelegations {
     const job: LeaveJob = new LeaveJob(params, {
       ...this.deps,
       finished: (done) => {
-        if (this.#jobs.get(key) === done) this.#jobs.delete(key);
+        if (this.#jobs.get(key) === done) {
+          this.#jobs.delete(key);
+          this.deps.onFinished?.(done.params.room, done.params.identity);
+        }
         done.stop();
       },
     });

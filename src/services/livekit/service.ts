@@ -13,6 +13,7 @@ import type { Clock } from "../clock.js";
 import type { DelayedEventService } from "../delayed_events/service.js";
 import type { OpenIdService } from "../openid.js";
 import { LeaveDelegations, type JobSignal } from "./delegation.js";
+import { SharedDelegations, type DelegatedLeave } from "./shared_delegations.js";
 import { CsApiLocator, localLeaveActions, remoteLeaveActions, type LeaveActions } from "./leave_actions.js";
 import { legacyIdentity, LEGACY_SLOT_ID, livekitIdentity, livekitRoomAlias } from "./naming.js";
 import { OpenIdVerifier, unauthorised } from "./openid_verifier.js";
@@ -67,6 +68,7 @@ export class LiveKitService {
   readonly #outbound: Outbound;
   readonly #verifier: OpenIdVerifier;
   readonly #csApi: CsApiLocator;
+  readonly #shared: SharedDelegations;
 
   constructor(private readonly deps: LiveKitServiceDeps) {
     const { config, clock, logger } = deps;
@@ -83,7 +85,14 @@ export class LiveKitService {
       sanityIntervalMs: this.settings.sanityCheckIntervalMs,
       clock,
       logger,
+      onFinished: (room, identity) => this.#shared.finished(room, identity),
     });
+    this.#shared = new SharedDelegations(
+      deps.storage.cluster,
+      this.delegations,
+      async (job) => this.#delegate(job, await this.#leaveActions(job.serverName, job.userId, job.delayId)),
+      logger,
+    );
     // What an operator needs to see at start; the secret is a Secret and would print as "[secret]" anyway.
     logger.info(
       { sfu: this.settings.url, service_url: this.settings.serviceUrl, full_access: this.settings.fullAccessHomeservers },
@@ -140,7 +149,7 @@ export class LiveKitService {
       // Resolved before the room is made, so a request that fails leaves no room behind.
       const actions = delegate ? await this.#leaveActions(serverName, userId, delay.delay_id) : undefined;
       await this.sfu.ensureRoom(room);
-      if (actions) this.#delegate(userId, room, identity, delay.delay_id, delay.delay_timeout, actions);
+      if (actions) this.#delegate({ userId, room, identity, delayId: delay.delay_id, delayTimeoutMs: delay.delay_timeout, serverName }, actions);
     }
     this.deps.logger.info({ user: userId, access: full ? "full" : "restricted", lk_room: room, lk_identity: identity }, "issued a LiveKit token");
     return { url: this.settings.url, jwt };
@@ -158,7 +167,7 @@ export class LiveKitService {
     const room = livekitRoomAlias(req.room_id, req.slot_id);
     const identity = livekitIdentity(userId, req.member.claimed_device_id, req.member.id);
     const actions = await this.#leaveActions(token.matrix_server_name, userId, req.delay_id);
-    this.#delegate(userId, room, identity, req.delay_id, req.delay_timeout, actions);
+    this.#delegate({ userId, room, identity, delayId: req.delay_id, delayTimeoutMs: req.delay_timeout, serverName: token.matrix_server_name }, actions);
     return {};
   }
 
@@ -171,7 +180,7 @@ export class LiveKitService {
       this.deps.logger.warn({ err: (err as Error).message }, "ignored a LiveKit webhook that failed verification");
       return;
     }
-    if (event) this.delegations.participantEvent(event.room, event.identity, SIGNALS[event.kind]!);
+    if (event) this.#shared.participantEvent(event.room, event.identity, SIGNALS[event.kind]!);
   }
 
   async #leaveActions(serverName: string, userId: string, delayId: string): Promise<LeaveActions> {
@@ -181,8 +190,10 @@ export class LiveKitService {
     return remoteLeaveActions(this.#outbound, base, delayId, this.deps.clock);
   }
 
-  #delegate(userId: string, room: string, identity: string, delayId: string, delayTimeoutMs: number, actions: LeaveActions): void {
+  #delegate(job: DelegatedLeave, actions: LeaveActions): void {
+    const { room, identity, delayId, delayTimeoutMs, userId } = job;
     this.delegations.add({ room, identity, delayId, delayTimeoutMs, actions, userId });
+    this.#shared.started(job);
     this.deps.logger.info({ user: userId, lk_room: room, delay_ms: delayTimeoutMs }, "took over a delayed leave");
   }
 
@@ -233,7 +244,10 @@ export class LiveKitService {
     const room = livekitRoomAlias(req.room_id, req.slot_id);
     const identity = livekitIdentity(requester.userId, deviceId, memberId);
     const actions = localLeaveActions(this.deps.delayedEvents, requester.userId, req.delay_id, this.deps.logger);
-    this.#delegate(requester.userId, room, identity, req.delay_id, record.delayMs, actions);
+    this.#delegate(
+      { userId: requester.userId, room, identity, delayId: req.delay_id, delayTimeoutMs: record.delayMs, serverName: this.#serverName },
+      actions,
+    );
     return {};
   }
 }

@@ -129,6 +129,15 @@ export class SqlDelayedEventStore implements DelayedEventStore {
     return rows.map(toRecord).sort((a, b) => a.sendAt - b.sendAt);
   }
 
+  async releaseClaims(delayIds: readonly string[], worker: string): Promise<void> {
+    if (delayIds.length === 0) return;
+    await this.db.run(
+      sql`UPDATE delayed_events SET status = 'scheduled', claimed_by = NULL, lease_until = NULL
+          WHERE status = 'sending' AND claimed_by = ? AND ${inJsonList("delay_id")}`,
+      [worker, JSON.stringify(delayIds)],
+    );
+  }
+
   async finishSending(
     delayId: string,
     result: { eventId: string } | { error: Record<string, unknown> },
