@@ -3,11 +3,12 @@
  * may create databases), or else a private cluster started with ../shared/tools/postgres.sh in a
  * temporary folder and stopped afterwards. Each server under test gets a database of its own
  * (C collation, as Synapse requires), dropped at the end. Also the helpers bench/synapse.ts shares:
- * running one of the shared tools with a time limit, a free loopback port, another process's CPU.
+ * running one of the shared tools with a time limit, a free loopback port, another process's CPU;
+ * and for bench/workers.ts, the CPU of PostgreSQL's processes.
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -64,16 +65,63 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** CPU time (user + system) of another process of ours, in microseconds, from /proc (NaN if unreadable). */
-export function procCpuTime(pid: number): number {
+/** Fields of /proc/PID/stat after the command name: [0] state, [1] ppid, [11] utime, [12] stime. */
+function statFields(pid: number | string): string[] | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    // utime and stime, fields 14 and 15 of stat(5), in clock ticks of 1/100 s on Linux.
-    return (Number(fields[11]) + Number(fields[12])) * 10_000;
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  } catch {
+    return undefined;
+  }
+}
+
+/** utime and stime, fields 14 and 15 of stat(5), in clock ticks of 1/100 s on Linux, as microseconds. */
+const cpuOfFields = (fields: string[]) => (Number(fields[11]) + Number(fields[12])) * 10_000;
+
+/** CPU time (user + system) of another process of ours, in microseconds, from /proc (NaN if unreadable). */
+export function procCpuTime(pid: number): number {
+  const fields = statFields(pid);
+  return fields ? cpuOfFields(fields) : Number.NaN;
+}
+
+/** CPU time the whole machine has been busy (every core, every process), in microseconds, from /proc/stat. */
+export function machineBusyUs(): number {
+  try {
+    // The first line sums every core: user nice system idle iowait irq softirq steal…, in 1/100 s.
+    const ticks = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+    return (ticks.reduce((a, b) => a + b, 0) - ticks[3]! - ticks[4]!) * 10_000;
   } catch {
     return Number.NaN;
   }
+}
+
+/**
+ * PostgreSQL's processes: the postmaster, found as the parent of one backend, and its children
+ * (a backend per connection, plus checkpointer, WAL writer…). Undefined when the server is not
+ * on this machine.
+ */
+export async function postmasterOf(url: string): Promise<number | undefined> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 10_000 });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ pid: number }>("SELECT pg_backend_pid() AS pid");
+    const ppid = Number(statFields(rows[0]!.pid)?.[1]);
+    return ppid > 1 ? ppid : undefined;
+  } finally {
+    await client.end();
+  }
+}
+
+/** CPU microseconds of `root` and each of its children, by pid. A backend born later counts from 0. */
+export function treeCpu(root: number): Map<number, number> {
+  const cpu = new Map<number, number>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const f = statFields(entry);
+    if (!f || (Number(entry) !== root && Number(f[1]) !== root)) continue;
+    cpu.set(Number(entry), cpuOfFields(f));
+  }
+  return cpu;
 }
 
 export interface Postgres {

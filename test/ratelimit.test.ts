@@ -109,3 +109,25 @@ test("rc_registration limits registrations per client address", async () => {
     assert.deepEqual(available.body, { available: true });
   });
 });
+
+test("a process that shares the database with others enforces its share of the limit, never less than one action", async () => {
+  const { RateLimiter } = await import("../src/services/ratelimiter.js");
+  let now = 0;
+  const clock = { now: () => now };
+  let processes = 2;
+  const limiter = new RateLimiter({ per_second: 1, burst_count: 6 }, clock, () => 1 / processes);
+  const allowed = () => {
+    let n = 0;
+    while (limiter.check("@u:x").allowed) n++;
+    return n;
+  };
+  assert.equal(allowed(), 3, "half the burst with two processes");
+  now += 2000; // drains at half the rate: one action per 2 s
+  assert.equal(allowed(), 1);
+  processes = 20;
+  now += 1_000_000;
+  assert.equal(allowed(), 1, "a burst split twenty ways still allows one");
+  processes = 1;
+  now += 1_000_000;
+  assert.equal(allowed(), 6, "alone, the whole limit");
+});

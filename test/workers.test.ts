@@ -221,6 +221,8 @@ describe("several processes on one PostgreSQL database", { skip }, () => {
       }, 20_000);
       assert.deepEqual(ids, order, `${client.getUserId()} (${client === carolSdk ? "alternating" : "one process"})`);
     }
+    // Stopped before the processes are (after the last test), so that no sync meets a closed port.
+    for (const client of [aliceSdk, bobSdk, carolSdk]) client.stopClient();
   });
 
   test("logout through one process: the token is refused at once by another that had it cached", async () => {
@@ -307,6 +309,7 @@ describe("several processes on one PostgreSQL database", { skip }, () => {
     assert.equal(status.outcome, "send");
     assert.equal(status.reason, "delay");
     await session.stop();
+    observer.stopClient();
   });
 
   test("a second process with the same --worker-id is refused, naming the ID", async () => {

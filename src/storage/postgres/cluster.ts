@@ -134,6 +134,8 @@ export class PostgresCluster implements Cluster {
   }
 
   publish(topic: string, body: unknown): void {
+    // Alone, nobody listens. A process joining now learns what it needs from its hello's answers.
+    if (this.#workers.size === 0) return;
     this.#queue(["t", topic, body]);
   }
 
@@ -156,6 +158,9 @@ export class PostgresCluster implements Cluster {
    * current floor; called after `reserve` and before the sequence is asked.
    */
   async announced(stream: StreamName): Promise<void> {
+    // Alone, nobody reads our positions: a process that joins waits for our answer to its hello,
+    // which carries our state as it is then, before it reads anything.
+    if (this.#workers.size === 0) return;
     const floor = this.#tracker?.localState(stream).floor;
     const published = this.#published.get(stream);
     // Floors only grow, so a "busy" already out still covers every position taken from now on,
@@ -185,6 +190,7 @@ export class PostgresCluster implements Cluster {
   }
 
   #streamChanged(stream: StreamName): void {
+    if (this.#workers.size === 0) return;
     this.#dirty.add(stream);
     void this.#flush().catch(() => undefined);
   }
