@@ -27,6 +27,8 @@ export interface LiveKitServerOptions {
   outbound?: OutboundOptions;
   /** A pino destination, to read the log lines. */
   logStream?: NodeJS.WritableStream;
+  /** The data folder (and so the database) to use, shared with another server; the caller removes it. */
+  dir?: string;
 }
 
 /** A Switchboard with `livekit` set; `livekit` overrides are merged into the block. */
@@ -43,7 +45,7 @@ export async function startLiveKitServer(
       ...rest,
       ...(livekit === null ? {} : { livekit: { url: "ws://127.0.0.1:7880", api_key: LK_KEY, api_secret: LK_SECRET, ...livekit } }),
     },
-    { logger, homeserver: { outbound: opts.outbound } },
+    { logger, dir: opts.dir, homeserver: { outbound: opts.outbound } },
   );
 }
 
