@@ -3,7 +3,8 @@
  * made at first start. The format itself lives in events/; this is the I/O.
  */
 import type { KeyObject } from "node:crypto";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { formatSigningKeyFile, generateSigningKey, parseSigningKeyFile, publicKeyBase64, signingKeyFromSeed } from "../events/index.js";
 
@@ -34,11 +35,23 @@ export function loadOrCreateSigningKey(file: string): SigningKey {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
   }
   mkdirSync(path.dirname(file), { recursive: true });
+  // Written whole under a name of our own, then linked into place: when several processes start
+  // at once (worker_processes), exactly one link succeeds, and nobody can read a half-written file.
+  const temp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+  const fd = openSync(temp, "wx", 0o600);
   try {
-    // "wx": when two processes start at once, one writes and the other reads what it wrote.
-    writeFileSync(file, formatSigningKeyFile([generateSigningKey()]), { mode: 0o600, flag: "wx" });
+    writeFileSync(fd, formatSigningKeyFile([generateSigningKey()]));
+    // On disk before it has its real name, so a crash cannot leave an empty key behind.
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    linkSync(temp, file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  } finally {
+    unlinkSync(temp);
   }
   return fromFile(file, readFileSync(file, "utf8"));
 }
