@@ -177,13 +177,15 @@ export class ClusterNotifier implements Notifier {
   }
 
   async #remote(change: RemoteChange): Promise<void> {
-    const giveUp = AbortSignal.timeout(REMOTE_WAKE_MAX_WAIT_MS);
-    await Promise.all(
-      STREAMS.flatMap((s) => {
-        const p = change.at[s];
-        return typeof p === "number" ? [this.streams.waitFor(s, p, giveUp)] : [];
-      }),
-    );
+    const behind = STREAMS.filter((s) => {
+      const p = change.at[s];
+      return typeof p === "number" && this.streams.current(s) < p;
+    });
+    // Usually the positions are here already (they travelled ahead of this message).
+    if (behind.length > 0) {
+      const giveUp = AbortSignal.timeout(REMOTE_WAKE_MAX_WAIT_MS);
+      await Promise.all(behind.map((s) => this.streams.waitFor(s, change.at[s]!, giveUp)));
+    }
     this.local.notify({ roomIds: change.r, userIds: change.u });
   }
 

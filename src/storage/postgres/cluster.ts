@@ -72,6 +72,7 @@ export class PostgresCluster implements Cluster {
   readonly #heard = new Set<string>();
   #liveness: NodeJS.Timeout | undefined;
   #closed = false;
+  #queries: Promise<unknown> = Promise.resolve();
 
   /** `<worker id>#<instance>`, from `instanceOf`. */
   readonly workerId: string;
@@ -101,6 +102,8 @@ export class PostgresCluster implements Cluster {
   /** Connects and listens; refuses a worker ID that a live process already uses. */
   async listen(): Promise<void> {
     await this.#client.connect();
+    // Notifications are worth nothing after a crash: their commits need not wait for the disk.
+    await this.#query("SET synchronous_commit = off");
     const live = await this.#liveWorkers();
     if (live.some((w) => w !== this.workerId && w.slice(0, w.lastIndexOf("#")) === this.name)) {
       this.#closed = true;
@@ -110,7 +113,7 @@ export class PostgresCluster implements Cluster {
       );
     }
     for (const w of live) if (w !== this.workerId) this.#workers.add(w);
-    await this.#client.query(`LISTEN ${CHANNEL}`);
+    await this.#query(`LISTEN ${CHANNEL}`);
   }
 
   /**
@@ -182,6 +185,14 @@ export class PostgresCluster implements Cluster {
     await this.#client.end().catch(() => undefined);
   }
 
+  /** One query at a time on the listening connection (pg would queue them, but will stop doing so). */
+  #query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+    const run = () => this.#client.query<R>(text, values);
+    const result = this.#queries.then(run, run);
+    this.#queries = result.catch(() => undefined);
+    return result;
+  }
+
   #lost(err: Error): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -211,8 +222,8 @@ export class PostgresCluster implements Cluster {
   }
 
   async #sendLoop(): Promise<void> {
-    // Let the rest of this turn of the event loop add to the batch.
-    await Promise.resolve();
+    // Let this turn of the event loop, and the I/O that is ready, add to the batch.
+    await new Promise((resolve) => setImmediate(resolve));
     for (;;) {
       if (this.#flushWaiters.length === 0) {
         // In the same step as the check, so a flush after it starts a new loop.
@@ -265,7 +276,7 @@ export class PostgresCluster implements Cluster {
       size += text.length + 1;
     }
     close();
-    for (const p of payloads) await this.#client.query("SELECT pg_notify($1, $2)", [CHANNEL, p]);
+    for (const p of payloads) await this.#query("SELECT pg_notify($1, $2)", [CHANNEL, p]);
   }
 
   #receive(payload: string): void {
@@ -313,7 +324,7 @@ export class PostgresCluster implements Cluster {
   }
 
   async #liveWorkers(): Promise<string[]> {
-    const rows = await this.#client.query<{ name: string }>(
+    const rows = await this.#query<{ name: string }>(
       `SELECT DISTINCT application_name AS name FROM pg_stat_activity
        WHERE datname = current_database() AND position('switchboard/' in application_name) = 1 AND application_name LIKE '%#%'`,
     );
@@ -354,7 +365,7 @@ export class PostgresCluster implements Cluster {
 
   async #sequenceValues(): Promise<Partial<Record<StreamName, number>>> {
     const parts = STREAMS.map((s) => `SELECT '${s}' AS s, last_value, is_called FROM stream_${s}`).join(" UNION ALL ");
-    const rows = await this.#client.query<{ s: StreamName; last_value: string; is_called: boolean }>(parts);
+    const rows = await this.#query<{ s: StreamName; last_value: string; is_called: boolean }>(parts);
     const out: Partial<Record<StreamName, number>> = {};
     for (const r of rows.rows) out[r.s] = Number(r.last_value) - (r.is_called ? 0 : 1);
     return out;

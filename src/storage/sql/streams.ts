@@ -100,7 +100,11 @@ export class StreamTracker implements StreamPositions {
     return { top: s.top, floor: this.#localFloor(s) };
   }
 
-  /** Calls `listener` whenever this process's own state of a stream (`localState`) changes. */
+  /**
+   * Calls `listener` whenever this process's own state of a stream (`localState`) rises: a
+   * commit, a rollback, or an allocation that ended. (A falling floor is announced by the
+   * allocating transaction itself before it asks for positions.)
+   */
   onLocalChange(listener: (stream: StreamName) => void): void {
     this.#localListeners.push(listener);
   }
@@ -162,11 +166,14 @@ export class StreamTracker implements StreamPositions {
     const s = this.#state(stream);
     const token = Symbol(stream);
     // Every position known to be taken was handed out before this request: it gets a higher one.
+    // No need to tell anyone yet: the caller announces this (PostgresCluster.announced) before it
+    // asks the sequence, and only falling floors need announcing first.
     s.reserved.set(token, Math.max(s.top, s.reported));
-    this.#localChanged(stream);
     return () => {
       s.reserved.delete(token);
-      this.#localChanged(stream);
+      // With positions now open, the commit that closes them tells the others; with none (the
+      // request failed), this may have been the last thing holding them back.
+      if (s.open.size === 0 && s.reserved.size === 0) this.#localChanged(stream);
       this.#announce(stream, s);
     };
   }
@@ -174,8 +181,8 @@ export class StreamTracker implements StreamPositions {
   /** A transaction of this process took these positions. */
   opened(stream: StreamName, positions: readonly number[]): void {
     const s = this.#state(stream);
+    // Opening raises no floor another process waits on: the reservation still holds it.
     for (const p of positions) s.open.add(p);
-    this.#localChanged(stream);
   }
 
   /** The transaction that took these positions committed, or rolled back (`committed` false). */
