@@ -156,21 +156,32 @@ async function alternatingSync(u: User, workers: Worker[], roomId: string, seen:
 }
 
 describe("several processes on one PostgreSQL database", { skip }, () => {
-  test("clients on different processes, and one alternating between them, agree on everything; none misses or repeats anything", { timeout: 120_000 }, async () => {
+  test("clients on different processes, and one alternating between them, agree on everything; none misses or repeats anything", { timeout: 120_000 }, async (t) => {
     const ws = await startWorkers(3);
     const alice = await User.register(ws[0]!.url, "alice");
     const bob = on(await User.register(ws[1]!.url, "bob"), ws[1]!);
     const carol = on(await User.register(ws[2]!.url, "carol"), ws[2]!);
-    const roomId = await alice.createRoom({ invite: [bob.userId, carol.userId] });
+    const roomId = await alice.createRoom({ invite: [bob.userId, carol.userId], power_level_content_override: { state_default: 0 } });
     await bob.join(roomId);
     await carol.join(roomId);
     const aliceSdk = await sdkClient(alice, [ws[0]!]);
     const bobSdk = await sdkClient(bob, [ws[1]!]);
     const carolSdk = await sdkClient(await carol.newDevice(), ws);
+    // Stopped before the processes are (after the last test), so that no sync meets a closed port.
+    t.after(() => {
+      for (const client of [aliceSdk, bobSdk, carolSdk]) client.stopClient();
+    });
 
     const PER_SENDER = 15;
     const seen: Seen = { timeline: [], typing: [], receipts: [], accountData: [], toDevice: [] };
     const syncing = alternatingSync(carol, ws, roomId, seen, (s) => s.timeline.length >= 3 * PER_SENDER && s.receipts.length > 0 && s.accountData.length > 0 && s.toDevice.length > 0 && s.typing.includes("[]"));
+    // State changes through three processes at once, beside the messages.
+    const stateChanges = Promise.all([
+      alice.putState(roomId, "m.room.name", "", { name: "Across processes" }),
+      bob.putState(roomId, "org.example.state", "bob", { n: 1 }),
+      on(carol, ws[0]!).putState(roomId, "org.example.state", "carol", { n: 2 }),
+      on(carol, ws[1]!).putState(roomId, "org.example.state", "carol", { n: 3 }),
+    ]);
     // Three senders at once, carol's requests spread over every process.
     const sent = (
       await Promise.all([
@@ -221,8 +232,16 @@ describe("several processes on one PostgreSQL database", { skip }, () => {
       }, 20_000);
       assert.deepEqual(ids, order, `${client.getUserId()} (${client === carolSdk ? "alternating" : "one process"})`);
     }
-    // Stopped before the processes are (after the last test), so that no sync meets a closed port.
-    for (const client of [aliceSdk, bobSdk, carolSdk]) client.stopClient();
+    // And the same room state as the server, whichever process each client talked to.
+    await stateChanges;
+    const serverState = (await on(bob, ws[2]!).fullState(roomId)).map((e) => `${e.type}|${e.state_key}|${e.event_id}`).sort();
+    for (const client of [aliceSdk, bobSdk, carolSdk]) {
+      await waitFor(`${client.getUserId()} to hold the room's state`, async () => {
+        const state = client.getRoom(roomId)?.currentState;
+        const mine = [...(state?.events.values() ?? [])].flatMap((byKey) => [...byKey.values()]).map((e) => `${e.getType()}|${e.getStateKey()}|${e.getId()}`).sort();
+        return JSON.stringify(mine) === JSON.stringify(serverState) ? true : undefined;
+      }, 20_000);
+    }
   });
 
   test("logout through one process: the token is refused at once by another that had it cached", async () => {
@@ -278,13 +297,14 @@ describe("several processes on one PostgreSQL database", { skip }, () => {
     for (const w of ws.slice(1)) ok(await request(w.url, "GET", "/_matrix/client/versions"));
   });
 
-  test("a MatrixRTC participant killed with SIGKILL is cleaned up although the process that scheduled its leave is dead too", { timeout: 90_000 }, async () => {
+  test("a MatrixRTC participant killed with SIGKILL is cleaned up although the process that scheduled its leave is dead too", { timeout: 90_000 }, async (t) => {
     const ws = await startWorkers(2);
     const frank = await User.register(ws[0]!.url, "frank");
     const gina = on(await User.register(ws[1]!.url, "gina"), ws[1]!);
     const roomId = await frank.createRoom({ invite: [gina.userId], power_level_content_override: { events: { "org.matrix.msc3401.call.member": 0 } } });
     await gina.join(roomId);
     const observer = await sdkClient(gina, [ws[1]!]);
+    t.after(() => observer.stopClient());
     const room = await waitFor("gina to know the room", async () => observer.getRoom(roomId) ?? undefined);
     const session = observer.matrixRTC.getRoomSession(room);
     const member = spawn(process.execPath, [RTC_MEMBER, ws[0]!.url, frank.userId, frank.token, frank.deviceId, roomId, "4000", "500"], {
@@ -309,7 +329,6 @@ describe("several processes on one PostgreSQL database", { skip }, () => {
     assert.equal(status.outcome, "send");
     assert.equal(status.reason, "delay");
     await session.stop();
-    observer.stopClient();
   });
 
   test("a second process with the same --worker-id is refused, naming the ID", async () => {
