@@ -1,7 +1,7 @@
 /**
- * `npm run bench`: the HTTP benchmark, the delayed-event one, the send one, then the one of several
- * server processes (workers), each in its own process so that no one's heap or timers disturb
- * another's, printed together as one JSON document.
+ * `npm run bench`: the HTTP benchmark, the delayed-event one, the send one, the one of several
+ * server processes (workers), then `/sync` wake-up fan-out across processes (fanout), each in its
+ * own process so that no one's heap or timers disturb another's, printed together as one JSON document.
  * Progress and warnings go to stderr.
  */
 import { spawn } from "node:child_process";
@@ -31,11 +31,13 @@ function run(script: string, execArgv: string[] = []): Promise<{ code: number; r
 async function main(): Promise<number> {
   const http = await run("run.js");
   const delayed = await run("delayed_events.js", ["--expose-gc"]);
-  // The send and workers benchmarks start PostgreSQL (and Synapse): if one breaks, the other figures still print.
+  // The send, workers and fanout benchmarks start PostgreSQL (and Synapse): if one breaks, the other figures still print.
   const sends = await run("sends.js").catch((err: unknown) => ({ code: 1, report: { failed: (err as Error).message } }));
   const workers = await run("workers.js").catch((err: unknown) => ({ code: 1, report: { failed: (err as Error).message } }));
-  process.stdout.write(`${JSON.stringify({ http: http.report, delayed_events: delayed.report, sends: sends.report, workers: workers.report }, null, 2)}\n`);
-  return http.code === 0 && delayed.code === 0 && sends.code === 0 && workers.code === 0 ? 0 : 1;
+  const fanout = await run("fanout.js").catch((err: unknown) => ({ code: 1, report: { failed: (err as Error).message } }));
+  const report = { http: http.report, delayed_events: delayed.report, sends: sends.report, workers: workers.report, fanout: fanout.report };
+  process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  return [http, delayed, sends, workers, fanout].every((r) => r.code === 0) ? 0 : 1;
 }
 
 runMain(main);
