@@ -16,24 +16,14 @@
  * Environment: BENCH_FANOUT_CLIENTS (default 100), BENCH_FANOUT_ROUNDS per scenario (default 15),
  * BENCH_FANOUT_KEEP_LOGS (keep the servers' logs, a JSON line per request, and say where).
  */
-import { spawn } from "node:child_process";
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
-import { loadOrCreateSigningKey } from "../src/services/signing_key.js";
-import { printReport, runMain } from "./entry.js";
+import { CleanUps, envCount, printReport, runMain } from "./entry.js";
 import { freePort, openPostgres, postmasterOf, procCpuTime, treeCpu } from "./postgres.js";
+import { spawnSwitchboard } from "./switchboard_process.js";
 import { closeClients, registerClients, request, roomForAll, type SendClient } from "./send_client.js";
-
-function envCount(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, not ${JSON.stringify(raw)}`);
-  return n;
-}
 
 const CLIENTS = envCount("BENCH_FANOUT_CLIENTS", 100);
 const ROUNDS = envCount("BENCH_FANOUT_ROUNDS", 15);
@@ -47,18 +37,13 @@ const SYNC_TIMEOUT_MS = 25_000;
 const TARGET_P99_MS = 50;
 const FILTER = encodeURIComponent(JSON.stringify({ room: { timeline: { limit: 5 } }, presence: { not_types: ["*"] } }));
 
-const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "src", "main.js");
 const MANY = { per_second: 100_000, burst_count: 100_000 };
 
 const log = (msg: string) => console.error(`[bench:fanout] ${msg}`);
 const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const cleanups: (() => Promise<unknown>)[] = [];
-async function cleanUp(): Promise<void> {
-  for (const step of cleanups.splice(0).reverse()) await step().catch((err: unknown) => log(`clean-up: ${String(err)}`));
-}
-for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => void cleanUp().finally(() => process.exit(130)));
+const cleanups = new CleanUps(log);
 
 // ---- Switchboard -----------------------------------------------------------
 
@@ -68,38 +53,13 @@ interface Server {
   stop(): Promise<void>;
 }
 
-/** `node dist/src/main.js --config FILE --worker-id ID`, its log (a JSON line per request) to a file; resolves once it serves. */
+/** `switchboard --config FILE --worker-id ID`, its log (a JSON line per request) to a file; resolves once it serves. */
 async function startSwitchboard(dir: string, workerId: string, port: number, common: object): Promise<Server> {
   const file = path.join(dir, `${workerId}.yaml`);
   writeFileSync(file, stringify({ ...common, listeners: [{ port, bind_addresses: ["127.0.0.1"] }] }));
-  const logFile = path.join(dir, `${workerId}.log.jsonl`);
-  const out = openSync(logFile, "a");
-  const child = spawn(process.execPath, [MAIN, "--config", file, "--worker-id", workerId], { cwd: dir, stdio: ["ignore", out, "inherit"], detached: true });
-  closeSync(out);
-  let exited = false;
-  const exit = new Promise<void>((resolve) => child.once("exit", () => ((exited = true), resolve())));
-  const stop = async () => {
-    if (exited) return;
-    child.kill("SIGTERM");
-    const killer = setTimeout(() => {
-      try {
-        process.kill(-child.pid!, "SIGKILL");
-      } catch {
-        // Gone already.
-      }
-    }, 20_000);
-    await exit;
-    clearTimeout(killer);
-  };
-  cleanups.push(stop);
-  for (const t0 = Date.now(); ; await sleep(100)) {
-    if (exited) throw new Error(`switchboard ${workerId} exited before it served; its log: ${readFileSync(logFile, "utf8").slice(-500)}`);
-    if (Date.now() - t0 > 60_000) throw new Error(`switchboard ${workerId}: not serving within 60 s`);
-    const line = readFileSync(logFile, "utf8")
-      .split("\n")
-      .find((l) => l.includes('"Switchboard is running"'));
-    if (line) return { url: (JSON.parse(line) as { listening: string[] }).listening[0]!.replace(/\/$/, ""), pid: child.pid!, stop };
-  }
+  const p = await spawnSwitchboard(["--config", file, "--worker-id", workerId], dir, `${workerId}.log.jsonl`, 1);
+  cleanups.push(p.stop);
+  return { url: p.url, pid: p.pid, stop: p.stop };
 }
 
 // ---- one round -------------------------------------------------------------
@@ -218,7 +178,6 @@ async function main(): Promise<number> {
       rc_login: { address: MANY, account: MANY, failed_attempts: MANY },
       log_level: "info",
     };
-    loadOrCreateSigningKey(common.signing_key_path);
     const a = await startSwitchboard(dir, "a", portA, common);
     const b = await startSwitchboard(dir, "b", portB, common);
     log(`PostgreSQL ${pgOrSkip.version}; switchboard a at ${a.url}, b at ${b.url}`);
@@ -267,7 +226,7 @@ async function main(): Promise<number> {
       }
     }
   } finally {
-    await cleanUp();
+    await cleanups.run();
   }
 
   const mean = (rounds: Round[], k: number) => round(rounds.reduce((n, r) => n + r.cpuMs[k]!, 0) / rounds.length, 1);

@@ -25,18 +25,10 @@
  */
 import os from "node:os";
 import { startChild } from "./children.js";
-import { printReport, runMain } from "./entry.js";
+import { envCount, printReport, runMain } from "./entry.js";
 import { bareCommits, openPostgres, type Postgres } from "./postgres.js";
 import { closeClients, newAgent, registerClients, roomForAll, sendBatch, type Batch, type SendClient } from "./send_client.js";
 import { startSynapse } from "./synapse.js";
-
-function envCount(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, not ${JSON.stringify(raw)}`);
-  return n;
-}
 
 const MESSAGES = envCount("BENCH_SENDS", 500);
 const CLIENTS = envCount("BENCH_SENDS_CLIENTS", 10);

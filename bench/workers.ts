@@ -25,25 +25,15 @@
  *   BENCH_WORKERS_CLIENTS      sending users, one room and one connection each (default 50)
  *   BENCH_WORKERS_SENDS        measured messages per process count and round, shared out (default 500)
  */
-import { spawn } from "node:child_process";
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
-import { loadOrCreateSigningKey } from "../src/services/signing_key.js";
-import { printReport, runMain } from "./entry.js";
+import { CleanUps, envCount, printReport, runMain } from "./entry.js";
 import { freePort, machineBusyUs, openPostgres, postmasterOf, procCpuTime, treeCpu } from "./postgres.js";
 import { rawLoad, type LoadResult } from "./raw_load.js";
+import { spawnSwitchboard } from "./switchboard_process.js";
 import { closeClients, registerClients, request, sendBatch, type Batch, type SendClient } from "./send_client.js";
-
-function envCount(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, not ${JSON.stringify(raw)}`);
-  return n;
-}
 
 const PROCESSES = (process.env.BENCH_WORKERS_PROCESSES || "1,2,4").split(",").map((s) => Number(s.trim()));
 if (!PROCESSES.every((n) => Number.isInteger(n) && n >= 1 && n <= 64)) throw new Error("BENCH_WORKERS_PROCESSES: process counts from 1 to 64, comma-separated");
@@ -62,21 +52,12 @@ const SEND_LIMIT_MS = 60_000;
 /** The issue's target: whoami on 2 processes over 1. */
 const TARGET_WHOAMI_2 = 1.6;
 
-const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "src", "main.js");
 const MANY = { per_second: 100_000, burst_count: 100_000 };
 
 const log = (msg: string) => console.error(`[bench:workers] ${msg}`);
 const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
-const reason = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
-/** Clean-up steps, last first: run at the end, or on SIGINT/SIGTERM. */
-const cleanups: (() => Promise<unknown>)[] = [];
-async function cleanUp(): Promise<void> {
-  for (const step of cleanups.splice(0).reverse()) await step().catch((err: unknown) => log(`clean-up: ${reason(err)}`));
-}
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.once(signal, () => void cleanUp().finally(() => process.exit(130)));
-}
+const cleanups = new CleanUps(log);
 
 // ---- CPU -------------------------------------------------------------------
 
@@ -123,49 +104,19 @@ async function startSwitchboard(processes: number, dsn: string): Promise<Server>
     log_level: "info",
     worker_processes: processes,
   };
-  // Made before the workers start, as a deployment has it after its first start: workers that
-  // all create it at once can read it half-written ("holds no signing key") and fail to start.
-  loadOrCreateSigningKey(config.signing_key_path);
   const file = path.join(dir, "switchboard.yaml");
   writeFileSync(file, stringify(config));
-  const logFile = path.join(dir, "log.jsonl");
-  const out = openSync(logFile, "a");
-  // Its own process group, so that a parent that hangs can be killed with its workers.
-  const child = spawn(process.execPath, [MAIN, "--config", file], { cwd: dir, stdio: ["ignore", out, "inherit"], detached: true });
-  closeSync(out);
-  let exited = false;
-  const exit = new Promise<void>((resolve) => child.once("exit", () => ((exited = true), resolve())));
-  const stop = async () => {
-    if (!exited) {
-      child.kill("SIGTERM");
-      const killer = setTimeout(() => {
-        try {
-          process.kill(-child.pid!, "SIGKILL");
-        } catch {
-          // Gone already.
-        }
-      }, 20_000);
-      await exit;
-      clearTimeout(killer);
-    }
-    rmSync(dir, { recursive: true, force: true });
-  };
   try {
-    for (const t0 = Date.now(); ; await new Promise((r) => setTimeout(r, 100))) {
-      if (exited) throw new Error(`switchboard with worker_processes ${processes} exited before it served; its log: ${readFileSync(logFile, "utf8").slice(-500)}`);
-      if (Date.now() - t0 > 60_000) throw new Error(`switchboard with worker_processes ${processes}: not ${processes} processes serving within 60 s`);
-      const running = readFileSync(logFile, "utf8")
-        .split("\n")
-        .filter((line) => line.includes('"Switchboard is running"'))
-        .map((line) => JSON.parse(line) as { pid: number; listening: string[] });
-      if (running.length >= processes) {
-        const pids = [...new Set([child.pid!, ...running.map((r) => r.pid)])];
-        // Appends (O_APPEND) go on at the new end of a truncated file.
-        return { url: running[0]!.listening[0]!.replace(/\/$/, ""), pids, dropLog: () => truncateSync(logFile, 0), stop };
-      }
-    }
+    const p = await spawnSwitchboard(["--config", file], dir, "log.jsonl", processes);
+    const pids = [...new Set([p.pid, ...p.running.map((r) => r.pid)])];
+    const stop = async () => {
+      await p.stop();
+      rmSync(dir, { recursive: true, force: true });
+    };
+    // Appends (O_APPEND) go on at the new end of a truncated file.
+    return { url: p.url, pids, dropLog: () => truncateSync(p.logFile, 0), stop };
   } catch (err) {
-    await stop();
+    rmSync(dir, { recursive: true, force: true });
     throw err;
   }
 }
@@ -350,7 +301,7 @@ async function main(): Promise<number> {
       }
     }
   } finally {
-    await cleanUp();
+    await cleanups.run();
   }
 
   const whoami: Record<string, ReturnType<typeof whoamiReport>> = {};
