@@ -87,6 +87,19 @@ describe("switchboard CLI", { concurrency: 3 }, () => {
     assert.equal(existsSync(path.join(dir, "switchboard.yaml")), false, "bad usage writes nothing");
   });
 
+  test("a --worker-id that is not a plain name, or given to another command, exits 2 naming the flag", TIMEOUT, async () => {
+    const dir = tempDir();
+    const [bad, misplaced] = await Promise.all([
+      run(["--worker-id", "a b%"], dir),
+      run(["check-config", "--config", "x.yaml", "--worker-id", "w1"], dir),
+    ]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--worker-id takes 1 to 40 letters, digits, dots, dashes or underscores/);
+    assert.equal(misplaced.code, 2);
+    assert.match(misplaced.stderr, /--worker-id does not apply to check-config/);
+    assert.equal(existsSync(path.join(dir, "switchboard.yaml")), false, "bad usage writes nothing");
+  });
+
   test("--help prints the usage and exits 0", TIMEOUT, async () => {
     const r = await run(["--help"], tempDir());
     assert.equal(r.code, 0);

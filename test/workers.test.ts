@@ -377,3 +377,11 @@ test("with SQLite, more than one worker process is refused, naming the key and w
   assert.equal(problems.length, 1);
   assert.match(problems[0]!, /line 2: `worker_processes` is 2, but SQLite serves one process: several processes need PostgreSQL/);
 });
+
+test("worker_processes must be a whole number from 1 to 64, or auto", () => {
+  for (const value of ["0", "65", "2.5", "many"]) {
+    const problems = refusedProblems(`server_name: example.org\nworker_processes: ${value}\n`, "/tmp/sb.yaml");
+    assert.equal(problems.length, 1, value);
+    assert.match(problems[0]!, /line 2: `worker_processes` is .*, which is not allowed: expected an integer from 1 to 64, or auto/);
+  }
+});
