@@ -252,6 +252,11 @@ describe("send-to-device", () => {
   });
 });
 
+async function knowsDevice(client: MatrixClient, other: User): Promise<boolean> {
+  const devices = await client.getCrypto()?.getUserDeviceInfo([other.userId], true);
+  return devices?.get(other.userId)?.has(other.deviceId) ?? false;
+}
+
 describe("matrix-js-sdk with its Rust crypto stack", () => {
   let clients: SdkClients | undefined;
   after(() => clients?.stopAll());
@@ -276,19 +281,29 @@ describe("matrix-js-sdk with its Rust crypto stack", () => {
       c.getRoom(roomId)?.getMember(alice.userId)?.membership === "join" && c.getRoom(roomId)?.getMember(bob.userId)?.membership === "join";
     await clients.until(ca, "both members", () => bothJoined(ca));
     await clients.until(cb, "both members", () => bothJoined(cb));
+    // The room key goes only to devices the sender knows when it sends: wait until each
+    // client has fetched the other's device keys (uploaded by its own start, concurrently).
+    await clients.untilAsync(ca, "Bob's device keys", async () => knowsDevice(ca, bob));
+    await clients.untilAsync(cb, "Alice's device keys", async () => knowsDevice(cb, alice));
 
+    // The first decryption attempt may run before the room key's to-device message is
+    // processed; the SDK then decrypts again when the key arrives. Take the first success.
     const received = new Promise<MatrixEvent>((resolve, reject) => {
+      const settle = (event: MatrixEvent) => {
+        if (!event.isDecryptionFailure() && event.getType() === "m.room.message") resolve(event);
+      };
+      cb.on(sdk.MatrixEventEvent.Decrypted, (event) => {
+        if (event.getRoomId() === roomId) settle(event);
+      });
       cb.on(sdk.RoomEvent.Timeline, (event) => {
         if (event.getRoomId() !== roomId || !event.isEncrypted()) return;
-        // A failure fails the test with its reason; once settled, a late one (the clients
-        // stopping mid-decryption) changes nothing and is not left unhandled.
-        cb.decryptEventIfNeeded(event).then(() => {
-          if (event.getType() === "m.room.message") resolve(event);
-        }, reject);
+        // Once settled, a late failure (the clients stopping mid-decryption) changes nothing
+        // and is not left unhandled.
+        cb.decryptEventIfNeeded(event).then(() => settle(event), reject);
       });
     });
     await ca.sendTextMessage(roomId, "only for Bob");
-    const event = await received;
+    const event = await clients.within(cb, "a decrypted message", received);
     assert.equal(event.isDecryptionFailure(), false);
     assert.equal(event.getContent().body, "only for Bob");
     assert.equal(event.getWireType(), "m.room.encrypted", "it travelled encrypted");

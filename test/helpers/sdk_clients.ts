@@ -97,6 +97,24 @@ export class SdkClients {
     });
   }
 
+  /** Re-checks an asynchronous condition (one the SDK settles outside its sync loop) until it holds. */
+  async untilAsync(client: MatrixClient, what: string, check: () => Promise<boolean>): Promise<void> {
+    const giveUp = Date.now() + GIVE_UP_MS;
+    while (!(await check())) {
+      if (Date.now() > giveUp) throw new Error(`${client.getUserId()}: gave up waiting for ${what}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  /** The promise's result, or an error naming what never came. */
+  within<T>(client: MatrixClient, what: string, promise: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const giveUp = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${client.getUserId()}: gave up waiting for ${what}`)), GIVE_UP_MS);
+    });
+    return Promise.race([promise, giveUp]).finally(() => clearTimeout(timer));
+  }
+
   stopAll(): void {
     for (const client of this.#running.splice(0)) client.stopClient();
   }
