@@ -70,6 +70,7 @@ export async function createHomeserver(
     async start() {
       const pending = await services.delayedEvents.start();
       if (pending > 0) logger.info({ pending }, "delayed events scheduled");
+      if (config.media.enabled) await services.media.start();
       for (const listener of config.listeners) {
         for (const host of listener.bindAddresses) {
           const app = createHttpApp({
@@ -97,6 +98,7 @@ export async function createHomeserver(
         services.livekit?.stop();
         await services.delayedEvents.stop();
         await Promise.all(apps.map((a) => a.close()));
+        await services.media.stop();
         await storage.close();
       })();
       return stopping;

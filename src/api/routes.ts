@@ -29,6 +29,7 @@ import { registerToDeviceRoutes } from "./client/to_device.js";
 import { registerOpenIdUserInfoRoutes } from "./federation/openid.js";
 import { registerLiveKitJwtRoutes } from "./livekit/jwt_service.js";
 import { registerMsc4195Routes } from "./livekit/msc4195.js";
+import { registerMediaRoutes } from "./media/routes.js";
 
 export function registerRoutes(app: App, services: Services, resources: Set<ListenerResource>): void {
   declareRequester(app);
@@ -65,6 +66,8 @@ export function registerRoutes(app: App, services: Services, resources: Set<List
     registerLiveKitJwtRoutes(app, services);
     registerMsc4195Routes(app, services);
   }
+  // Synapse serves the media repository on `client` and `media` listeners alike.
+  if (resources.has("client") || resources.has("media")) registerMediaRoutes(app, services);
   // The LiveKit JWT service checks OpenID tokens here, so it must answer even
   // where the rest of federation is off: any listener with `openid` or `federation`.
   if (resources.has("openid") || resources.has("federation")) {

@@ -55,6 +55,33 @@ export interface LiveKitConfig {
   csApiUrlOverrides: Record<string, string>;
 }
 
+export interface ThumbnailSize {
+  width: number;
+  height: number;
+  method: "crop" | "scale";
+}
+
+/** The media repository; `enabled` false leaves every media endpoint unserved. */
+export interface MediaConfig {
+  enabled: boolean;
+  storePath: string;
+  maxUploadBytes: number;
+  maxImagePixels: number;
+  dynamicThumbnails: boolean;
+  thumbnailSizes: ThumbnailSize[];
+  maxPendingUploads: number;
+  unusedExpirationMs: number;
+  urlPreview: {
+    enabled: boolean;
+    /** CIDR ranges refused in addition to the private ones that always are. */
+    ipRangeBlacklist: string[];
+    ipRangeWhitelist: string[];
+    /** Host names (`*.` prefix for subdomains) never previewed. */
+    urlBlacklist: string[];
+    maxBytes: number;
+  };
+}
+
 export interface Config {
   /** Absolute path of the file this came from, or undefined for an in-memory config. */
   configPath?: string;
@@ -84,11 +111,13 @@ export interface Config {
     registration: RateLimitConfig;
     delayedEventMgmt: RateLimitConfig;
     rtcTransports: RateLimitConfig;
+    mediaCreate: RateLimitConfig;
   };
   delayedEvents: { enabled: boolean; maxDelayMs: number; maxPerUser: number };
   features: { msc4143: boolean; msc4354: boolean };
   matrixRtc: { transports: RtcTransport[]; advertiseInWellKnown: boolean };
   livekit?: LiveKitConfig;
+  media: MediaConfig;
   turn: {
     uris: string[];
     sharedSecret?: Secret;

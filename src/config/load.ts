@@ -7,6 +7,7 @@ import { LineCounter, parseDocument } from "yaml";
 import type { Config, DatabaseConfig, RateLimitConfig } from "./config.js";
 import { ConfigError, inFileOrder, Problems, type ConfigPath } from "./errors.js";
 import { resolveLiveKit } from "./livekit.js";
+import { resolveMedia } from "./media.js";
 import { ConfigSchema, type RawConfig } from "./schema.js";
 import { resolveExtraWellKnown, resolveTransports } from "./transports.js";
 import { parseDuration, parseSize, Secret } from "./types.js";
@@ -141,6 +142,7 @@ function resolve(
   const transports = resolveTransports(raw.matrix_rtc.transports, problems, warnings);
   const extraWellKnown = resolveExtraWellKnown(raw.extra_well_known_client_content, problems, warnings);
   const livekit = resolveLiveKit(raw, fromBase, problems, warnings);
+  const media = resolveMedia(raw, fromBase, problems);
   if (!problems.empty) refuse(problems, configPath, lineOf);
 
   let publicBaseUrl = raw.public_baseurl ?? `https://${raw.server_name}/`;
@@ -177,6 +179,7 @@ function resolve(
       registration: rate(raw.rc_registration),
       delayedEventMgmt: rate(raw.rc_delayed_event_mgmt),
       rtcTransports: rate(raw.rc_rtc_transports),
+      mediaCreate: rate(raw.rc_media_create),
     },
     delayedEvents: {
       enabled: raw.experimental_features.msc4140_enabled,
@@ -186,6 +189,7 @@ function resolve(
     features: { msc4143: raw.experimental_features.msc4143_enabled, msc4354: raw.experimental_features.msc4354_enabled },
     matrixRtc: { transports, advertiseInWellKnown: raw.matrix_rtc.advertise_in_well_known },
     livekit,
+    media,
     turn: {
       uris: raw.turn_uris,
       sharedSecret: raw.turn_shared_secret === undefined ? undefined : new Secret(raw.turn_shared_secret),

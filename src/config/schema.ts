@@ -5,6 +5,7 @@ import { experimentalFields } from "./sections/experimental.js";
 import { keyFields } from "./sections/keys.js";
 import { livekitFields } from "./sections/livekit.js";
 import { matrixRtcFields } from "./sections/matrixrtc.js";
+import { mediaFields } from "./sections/media.js";
 import { ratelimitFields } from "./sections/ratelimiting.js";
 import { registrationFields } from "./sections/registration.js";
 import { serverFields } from "./sections/server.js";
@@ -22,6 +23,7 @@ export const SECTIONS = [
   { title: "MatrixRTC", fields: matrixRtcFields },
   { title: "LiveKit authorisation service", fields: livekitFields },
   { title: "TURN (VoIP)", fields: voipFields },
+  { title: "Media repository", fields: mediaFields },
 ] as const;
 
 export const ConfigSchema = Type.Object(
@@ -36,6 +38,7 @@ export const ConfigSchema = Type.Object(
     ...matrixRtcFields,
     ...livekitFields,
     ...voipFields,
+    ...mediaFields,
   },
   { additionalProperties: false },
 );

@@ -29,6 +29,7 @@ import type { OutboundOptions } from "./livekit/outbound.js";
 import type { Logger } from "pino";
 import { DeviceKeyService } from "./e2ee/keys.js";
 import { ToDeviceService } from "./e2ee/to_device.js";
+import { MediaService } from "./media/repository.js";
 
 export interface Services {
   config: Config;
@@ -62,6 +63,8 @@ export interface Services {
   /** End-to-end encryption: device keys, one-time keys. */
   deviceKeys: DeviceKeyService;
   toDevice: ToDeviceService;
+  /** Uploads, downloads and thumbnails; its routes are served only when `enable_media_repo`. */
+  media: MediaService;
 }
 
 export interface ServiceDeps {
@@ -127,6 +130,7 @@ export function createServices(deps: ServiceDeps): Services {
     sync: new SyncService(storage, clock, notifier, typing, filters),
     deviceKeys: new DeviceKeyService(storage, notifier, config.serverName),
     toDevice: new ToDeviceService(storage, notifier, config.serverName),
+    media: new MediaService(config, storage, clock, new RateLimiter(rl.mediaCreate, clock, share), logger),
   };
   if (config.livekit) {
     const { openId, delayedEvents } = services;

@@ -7,6 +7,7 @@ import type { Cluster } from "./cluster.js";
 import type { StreamPositions } from "./sql/streams.js";
 import type { DelayedEventStore } from "./delayed_events.js";
 import type { DeviceKeyStore, ToDeviceStore } from "./e2ee.js";
+import type { MediaStore } from "./media.js";
 import type { RoomStore } from "./rooms.js";
 import type { AccountDataStore, FilterStore, ReceiptStore } from "./user_data.js";
 
@@ -167,6 +168,7 @@ export interface Stores {
   registrationNonces: RegistrationNonceStore;
   deviceKeys: DeviceKeyStore;
   toDevice: ToDeviceStore;
+  media: MediaStore;
 }
 
 export interface Storage extends Stores {

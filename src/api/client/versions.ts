@@ -5,17 +5,23 @@ import type { Services } from "../../services/index.js";
 import { authHook } from "../auth.js";
 
 /**
- * Spec versions clients need to talk to this server at all. Clients gate features on these:
- * matrix-js-sdk, for one, uses `/relations` and server-side threads once v1.3 or v1.4 is
- * advertised, and `/hierarchy` arrives with v1.2, none of which Switchboard has yet. So the
- * list stops at v1.1, and the later features that do work are announced one by one below.
+ * Spec versions clients need to talk to this server at all. Clients gate features on these by
+ * exact string: matrix-js-sdk, for one, uses `/relations` and server-side threads once "v1.3"
+ * or "v1.4" is listed, and `/hierarchy` arrives with "v1.2", none of which Switchboard has
+ * yet. So the list holds v1.1, and "v1.11" for authenticated media, which Element Web's
+ * service worker and matrix-js-sdk look for by that string (Element X: any version from
+ * v1.11). The later features that do work are announced one by one below.
  */
 const SPEC_VERSIONS = ["r0.6.1", "v1.1"];
+
+function specVersions(services: Services): string[] {
+  return services.config.media.enabled ? [...SPEC_VERSIONS, "v1.11"] : SPEC_VERSIONS;
+}
 
 export function versionsBody(services: Services) {
   const { features } = services.config;
   return {
-    versions: SPEC_VERSIONS,
+    versions: specVersions(services),
     unstable_features: {
       "org.matrix.msc4143": features.msc4143,
       "org.matrix.msc4140": services.delayedEvents.enabled,

@@ -1,7 +1,7 @@
 import { Type } from "typebox";
 import { size } from "../types.js";
 
-export const LISTENER_RESOURCES = ["client", "federation", "openid", "health"] as const;
+export const LISTENER_RESOURCES = ["client", "federation", "openid", "health", "media"] as const;
 export type ListenerResource = (typeof LISTENER_RESOURCES)[number];
 
 const listener = Type.Object(

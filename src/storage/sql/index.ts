@@ -6,6 +6,7 @@ import { SqlRegistrationNonceStore, SqlUiaSessionStore } from "./auth_state.js";
 import { SqlDelayedEventStore } from "./delayed_events.js";
 import { SqlDeviceKeyStore, SqlToDeviceStore } from "./e2ee.js";
 import type { Executor, SqlDatabase } from "./executor.js";
+import { SqlMediaStore } from "./media.js";
 import { SqlRoomStore } from "./rooms.js";
 import { SqlAccountDataStore, SqlFilterStore, SqlReceiptStore } from "./user_data.js";
 
@@ -32,6 +33,7 @@ function storesOver(db: Executor): Stores {
     delayedEvents: new SqlDelayedEventStore(db),
     deviceKeys: new SqlDeviceKeyStore(db),
     toDevice: new SqlToDeviceStore(db),
+    media: new SqlMediaStore(db),
   };
 }
 

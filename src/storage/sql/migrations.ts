@@ -297,6 +297,35 @@ export const MIGRATIONS: Migration[] = [
     ALTER TABLE delayed_events ADD COLUMN lease_until INTEGER;
     `,
   },
+  // 9: the media repository. Files hold the bytes; these rows say which IDs exist (a pending
+  // one has no upload yet) and which thumbnails of each have been made.
+  `
+  CREATE TABLE local_media (
+    media_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    content_type TEXT,
+    upload_name TEXT,
+    size INTEGER,
+    sha256 TEXT,
+    created_ts INTEGER NOT NULL,
+    uploaded_ts INTEGER,
+    unused_expires_ts INTEGER,
+    width INTEGER,
+    height INTEGER,
+    animated INTEGER NOT NULL
+  );
+  CREATE INDEX local_media_pending ON local_media(user_id) WHERE uploaded_ts IS NULL;
+  CREATE TABLE local_media_thumbnails (
+    media_id TEXT NOT NULL REFERENCES local_media(media_id) ON DELETE CASCADE,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    method TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    animated INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (media_id, width, height, method, animated)
+  );
+  `,
 ];
 
 /** The text of a step for a dialect. */
