@@ -29,8 +29,8 @@ export interface UploadInput {
   body: Readable;
   contentType: string | undefined;
   filename: string | undefined;
-  /** The declared length: the body must be exactly this long. */
-  length: number;
+  /** The declared length: the body must be exactly this long. Unknown: only the size limit holds. */
+  length?: number;
 }
 
 /** An open file to send, and what to say about it. */
@@ -85,8 +85,10 @@ export class MediaService {
     const sweep = () => {
       this.#files.sweep(this.storage.cluster.workers()).catch((err: unknown) => this.logger.warn({ err }, "media: sweeping temporary files failed"));
     };
-    // Not at once: other processes on the database must have said they are there first.
-    this.#sweepTimers.push(setTimeout(sweep, 10_000).unref(), setInterval(sweep, SWEEP_INTERVAL_MS).unref());
+    // Alone on SQLite, at once; on PostgreSQL, once the other processes have said they are
+    // there, so that their uploads in progress are not taken for leftovers.
+    const firstSweepMs = this.storage.backend === "sqlite" ? 0 : 10_000;
+    this.#sweepTimers.push(setTimeout(sweep, firstSweepMs).unref(), setInterval(sweep, SWEEP_INTERVAL_MS).unref());
   }
 
   /** Stops background work; a thumbnail being made is finished, queued ones are dropped. */
@@ -101,6 +103,15 @@ export class MediaService {
   async upload(userId: string, input: UploadInput): Promise<string> {
     this.#checkLength(input.length);
     this.limiter.ratelimit(userId);
+    return this.store(userId, input);
+  }
+
+  /**
+   * Stores bytes as new media of `userId`, without the upload rate limit: for media the server
+   * fetches on a user's behalf (URL preview images). Returns the `mxc://` URI.
+   */
+  async store(userId: string, input: UploadInput): Promise<string> {
+    this.#checkLength(input.length);
     const mediaId = newMediaId();
     const written = await this.#receive(input);
     try {
@@ -189,8 +200,8 @@ export class MediaService {
     if (!MEDIA_ID.test(mediaId) || mediaId.length > 255) throw Errors.invalidParam("Not a valid media ID");
   }
 
-  #checkLength(length: number): void {
-    if (length > this.config.maxUploadBytes) {
+  #checkLength(length: number | undefined): void {
+    if (length !== undefined && length > this.config.maxUploadBytes) {
       throw Errors.tooLarge(`Uploads are limited to ${this.config.maxUploadBytes} bytes`);
     }
   }
