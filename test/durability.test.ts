@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
@@ -228,4 +229,66 @@ describe("durability", { concurrency: 3 }, () => {
       await after.close();
     }
   });
+
+  test("an upload acknowledged just before kill -9 survives; one cut off by it leaves nothing behind", TIMEOUT, async () => {
+    const { dir, file } = await setup();
+    const store = path.join(dir, "data", "media_store");
+    const first = start(["--config", file], dir);
+    const base1 = await first.ready;
+    const reg = await call(base1, "POST", "/_matrix/client/v3/register", { username: "fay", password: "pw", auth: { type: "m.login.dummy" } });
+    const token = reg.body.access_token as string;
+
+    // Half of a 2 MB upload is in, held open, when the process dies.
+    const cut = httpRequest(`${base1}/_matrix/media/v3/upload`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/octet-stream", "content-length": String(2 * 1024 * 1024) },
+    });
+    cut.on("error", () => {}); // the server dies under it
+    cut.write(Buffer.alloc(1024 * 1024, 1));
+    await waitFor(() => listFiles(path.join(store, "tmp")).length === 1, "the cut-off upload's temporary file");
+
+    const bytes = Buffer.from(Array.from({ length: 300_000 }, (_, i) => i % 251));
+    const res = await fetch(`${base1}/_matrix/media/v3/upload?filename=kept.bin`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/octet-stream" },
+      body: bytes,
+    });
+    assert.ok(first.child.pid !== undefined);
+    process.kill(first.child.pid, "SIGKILL");
+    assert.equal(res.status, 200);
+    const id = ((await res.json()) as { content_uri: string }).content_uri.split("/").pop()!;
+    await first.exited;
+
+    const second = start(["--config", file], dir);
+    try {
+      const base2 = await second.ready;
+      const got = await fetch(`${base2}/_matrix/client/v1/media/download/durable.test/${id}`, { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(got.status, 200);
+      assert.deepEqual(Buffer.from(await got.arrayBuffer()), bytes);
+      // The dead process's temporary file is swept (at once on SQLite; on PostgreSQL once the
+      // processes on the database have had time to say they are alive).
+      await waitFor(() => listFiles(path.join(store, "tmp")).length === 0, "the sweep of the dead process's temporary file");
+      // Only the acknowledged upload has a file under a media ID.
+      assert.deepEqual(listFiles(path.join(store, "local_content")), [path.join(id.slice(0, 2), id.slice(2, 4), id.slice(4))]);
+    } finally {
+      second.child.kill("SIGTERM");
+    }
+    assert.equal((await second.exited).code, 0);
+  });
 });
+
+/** Every file under `dir`, relative to it. */
+function listFiles(dir: string): string[] {
+  try {
+    return readdirSync(dir, { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile())
+      .map((e) => path.relative(dir, path.join(e.parentPath, e.name)));
+  } catch {
+    return [];
+  }
+}
+
+async function waitFor(done: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 600 && !done(); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+  if (!done()) throw new Error(`gave up waiting for ${what}`);
+}
