@@ -252,6 +252,29 @@ describe("several processes on one PostgreSQL database", { skip }, () => {
     assertError(await on(dave, ws[1]!).req("GET", "/account/whoami"), 401, "M_UNKNOWN_TOKEN");
   });
 
+  test("media: an ID reserved on one process, awaited on another, filled through a third", async () => {
+    const ws = await startWorkers(3);
+    const erin = await User.register(ws[0]!.url, "erin");
+    const auth = { authorization: `Bearer ${erin.token}` };
+    const created = ok(await request(ws[0]!.url, "POST", "/_matrix/media/v1/create", { token: erin.token }));
+    const id = (created.content_uri as string).split("/").pop()!;
+    const download = `/_matrix/client/v1/media/download/workers.test/${id}`;
+    const waiting = fetch(`${ws[1]!.url}${download}?timeout_ms=30000`, { headers: auth });
+    const bytes = Buffer.from("a file uploaded through the third process");
+    const put = await fetch(`${ws[2]!.url}/_matrix/media/v3/upload/workers.test/${id}`, {
+      method: "PUT",
+      headers: { ...auth, "content-type": "text/plain" },
+      body: bytes,
+    });
+    assert.equal(put.status, 200);
+    const got = await waiting;
+    assert.equal(got.status, 200);
+    assert.deepEqual(Buffer.from(await got.arrayBuffer()), bytes);
+    // A second upload to the same ID through yet another process is refused.
+    const again = await fetch(`${ws[0]!.url}/_matrix/media/v3/upload/workers.test/${id}`, { method: "PUT", headers: auth, body: "x" });
+    assert.equal(again.status, 409);
+  });
+
   test("SIGKILL of a process during a burst of sends and while 200 delayed events fall due: every acknowledged event once, every delayed event sent once", { timeout: 120_000 }, async () => {
     const ws = await startWorkers(3);
     const owner = await User.register(ws[0]!.url, "erin");
