@@ -46,6 +46,10 @@ database:
     database: ${dataPath("homeserver.db")}
 
 signing_key_path: ${dataPath(keyName)}
+
+# Uploaded files and their thumbnails (docs/media.md). Back this folder up with the database.
+media_store_path: ${dataPath("media_store")}
+max_upload_size: 50M
 ${
   local || opts.serverName.includes(":")
     ? ""
