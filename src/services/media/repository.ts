@@ -212,6 +212,11 @@ export class MediaService {
     } catch (err) {
       if (err instanceof BodyTooLargeError) throw Errors.tooLarge(`Uploads are limited to ${this.config.maxUploadBytes} bytes`);
       if (err instanceof BodyLengthError) throw Errors.unknown("The body is not as long as its Content-Length says");
+      // The client went away mid-upload: nobody is left to answer, and it is not our fault.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ERR_STREAM_PREMATURE_CLOSE" || code === "ECONNRESET" || (err as Error).message === "aborted") {
+        throw Errors.unknown("The upload was cut off before its end");
+      }
       throw err;
     }
   }
