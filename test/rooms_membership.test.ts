@@ -230,3 +230,30 @@ describe("GET /joined_rooms", () => {
     assert.deepEqual((await dave.joinedRooms()).sort(), [joined, invited].sort());
   });
 });
+
+describe("profile changes", () => {
+  test("a new display name or avatar reaches the member event of every joined room, and no other room", async () => {
+    const dave = await User.register(server.baseUrl, "dave_profile");
+    const joined = [await alice.createRoom({ preset: "public_chat" }), await alice.createRoom({ preset: "public_chat" })];
+    for (const roomId of joined) await dave.join(roomId);
+    const left = await alice.createRoom({ preset: "public_chat" });
+    await dave.join(left);
+    ok(await dave.req("POST", `/rooms/${enc(left)}/leave`, {}));
+    const invited = await alice.createRoom({ preset: "private_chat", invite: [dave.userId] });
+
+    ok(await dave.req("PUT", `/profile/${enc(dave.userId)}/displayname`, { displayname: "Dave D" }));
+    ok(await dave.req("PUT", `/profile/${enc(dave.userId)}/avatar_url`, { avatar_url: "mxc://localhost/daveavatar" }));
+    for (const roomId of joined) {
+      assert.deepEqual((await memberEvent(alice, roomId, dave.userId)).content, {
+        membership: "join",
+        displayname: "Dave D",
+        avatar_url: "mxc://localhost/daveavatar",
+      });
+    }
+    assert.equal((await memberEvent(alice, left, dave.userId)).content.membership, "leave");
+    assert.deepEqual((await memberEvent(alice, invited, dave.userId)).content, { membership: "invite" });
+    // Cleared: gone from the member events too.
+    ok(await dave.req("PUT", `/profile/${enc(dave.userId)}/avatar_url`, { avatar_url: null }));
+    assert.deepEqual((await memberEvent(alice, joined[0]!, dave.userId)).content, { membership: "join", displayname: "Dave D" });
+  });
+});

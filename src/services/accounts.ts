@@ -33,6 +33,8 @@ export interface LoginResult {
 }
 
 export class AccountService {
+  readonly #profileListeners: ((userId: string) => Promise<void>)[] = [];
+
   constructor(
     private readonly config: Config,
     private readonly storage: Storage,
@@ -191,5 +193,14 @@ export class AccountService {
       throw new MatrixError(400, "M_TOO_LARGE", `${field} may not be longer than ${max} characters`);
     }
     await this.storage.accounts.setProfileField(userId, field, value);
+    for (const listener of this.#profileListeners) await listener(userId);
+  }
+
+  /**
+   * Runs `listener` after each profile change, before the change is acknowledged: the rooms'
+   * member events carry the profile, and clients read it from there.
+   */
+  onProfileChanged(listener: (userId: string) => Promise<void>): void {
+    this.#profileListeners.push(listener);
   }
 }

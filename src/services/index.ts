@@ -132,6 +132,9 @@ export function createServices(deps: ServiceDeps): Services {
     toDevice: new ToDeviceService(storage, notifier, config.serverName),
     media: new MediaService(config, storage, clock, new RateLimiter(rl.mediaCreate, clock, share), logger),
   };
+  services.accounts.onProfileChanged((userId) =>
+    services.rooms.refreshMemberProfiles(userId, (err, roomId) => logger.warn({ err, roomId, userId }, "profile: could not update a room's member event")),
+  );
   if (config.livekit) {
     const { openId, delayedEvents } = services;
     services.livekit = new LiveKitService({ config, storage, clock, openId, delayedEvents, logger, outbound: deps.outbound });

@@ -140,7 +140,7 @@ export class RoomService {
     content: Record<string, unknown>,
     opts: SendOptions = {},
   ): Promise<string> {
-    if (type === "m.room.member") return this.#membership(requester, roomId, stateKey, content);
+    if (type === "m.room.member") return this.#membership(requester.userId, roomId, stateKey, content);
     this.messageLimiter.ratelimit(requester.userId);
     const event = await this.persister.persist({
       roomId: await this.resolveRoom(roomId),
@@ -153,10 +153,10 @@ export class RoomService {
     return event.eventId;
   }
 
-  async #membership(requester: Requester, roomId: string, target: string, content: Record<string, unknown>): Promise<string> {
+  async #membership(sender: string, roomId: string, target: string, content: Record<string, unknown>): Promise<string> {
     const event = await this.persister.persist({
       roomId: await this.resolveRoom(roomId),
-      sender: requester.userId,
+      sender,
       type: "m.room.member",
       stateKey: target,
       content,
@@ -168,7 +168,7 @@ export class RoomService {
     const roomId = await this.resolveRoom(roomIdOrAlias);
     const current = await this.storage.rooms.membership(roomId, requester.userId);
     if (current?.membership === "join") return roomId;
-    await this.#membership(requester, roomId, requester.userId, {
+    await this.#membership(requester.userId, roomId, requester.userId, {
       membership: "join",
       ...(await this.#profileContent(requester.userId)),
       ...(reason ? { reason } : {}),
@@ -176,19 +176,39 @@ export class RoomService {
     return roomId;
   }
 
+  /**
+   * A new display name or avatar goes into the user's member event in every room they are
+   * joined to, as the spec asks and Synapse does: clients show room members from those events.
+   * One room failing (its state moved under us) does not stop the others.
+   */
+  async refreshMemberProfiles(userId: string, log: (err: unknown, roomId: string) => void): Promise<void> {
+    const profile = await this.#profileContent(userId);
+    for (const m of await this.storage.rooms.membershipsOf(userId)) {
+      if (m.membership !== "join") continue;
+      try {
+        const current = await this.storage.rooms.currentStateEvent(m.roomId, "m.room.member", userId);
+        const content = current ? ((JSON.parse(current.json) as { content?: Record<string, unknown> }).content ?? {}) : {};
+        if (content.displayname === profile.displayname && content.avatar_url === profile.avatar_url) continue;
+        await this.#membership(userId, m.roomId, userId, { membership: "join", ...profile });
+      } catch (err) {
+        log(err, m.roomId);
+      }
+    }
+  }
+
   async invite(requester: Requester, roomIdOrAlias: string, target: string, reason?: string): Promise<void> {
     await this.#requireLocalUser(target);
     const roomId = await this.resolveRoom(roomIdOrAlias);
     const current = await this.storage.rooms.membership(roomId, target);
     if (current?.membership === "join") throw Errors.forbidden(`${target} is already in the room`);
-    await this.#membership(requester, roomId, target, { membership: "invite", ...(reason ? { reason } : {}) });
+    await this.#membership(requester.userId, roomId, target, { membership: "invite", ...(reason ? { reason } : {}) });
   }
 
   async leave(requester: Requester, roomIdOrAlias: string, reason?: string): Promise<void> {
     const roomId = await this.resolveRoom(roomIdOrAlias);
     const current = await this.storage.rooms.membership(roomId, requester.userId);
     if (!current || current.membership === "leave") return;
-    await this.#membership(requester, roomId, requester.userId, { membership: "leave", ...(reason ? { reason } : {}) });
+    await this.#membership(requester.userId, roomId, requester.userId, { membership: "leave", ...(reason ? { reason } : {}) });
   }
 
   /** The room and target of a kick, ban or unban; the target need not be known here, but must be a user ID. */
@@ -203,19 +223,19 @@ export class RoomService {
     if (!current || !["join", "invite", "knock"].includes(current.membership)) {
       throw Errors.forbidden(`${target} is not in the room`);
     }
-    await this.#membership(requester, roomId, target, { membership: "leave", ...(reason ? { reason } : {}) });
+    await this.#membership(requester.userId, roomId, target, { membership: "leave", ...(reason ? { reason } : {}) });
   }
 
   async ban(requester: Requester, roomIdOrAlias: string, target: string, reason?: string): Promise<void> {
     const roomId = await this.#moderation(roomIdOrAlias, target);
-    await this.#membership(requester, roomId, target, { membership: "ban", ...(reason ? { reason } : {}) });
+    await this.#membership(requester.userId, roomId, target, { membership: "ban", ...(reason ? { reason } : {}) });
   }
 
   async unban(requester: Requester, roomIdOrAlias: string, target: string, reason?: string): Promise<void> {
     const roomId = await this.#moderation(roomIdOrAlias, target);
     const current = await this.storage.rooms.membership(roomId, target);
     if (current?.membership !== "ban") throw Errors.forbidden(`${target} is not banned`);
-    await this.#membership(requester, roomId, target, { membership: "leave", ...(reason ? { reason } : {}) });
+    await this.#membership(requester.userId, roomId, target, { membership: "leave", ...(reason ? { reason } : {}) });
   }
 
   async forget(requester: Requester, roomId: string): Promise<void> {
