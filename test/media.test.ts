@@ -311,3 +311,51 @@ describe("restarts", () => {
     }
   });
 });
+
+describe("configuration", () => {
+  test("rc_media_create limits new media per user, uploads and reservations alike", async () => {
+    const s = await startServer({ rc_media_create: { per_second: 0.001, burst_count: 2 } });
+    try {
+      const u = await registerUser(s.baseUrl, "erin");
+      const post = (p: string, body?: string) =>
+        fetch(s.baseUrl + p, { method: "POST", headers: { authorization: `Bearer ${u.access_token}`, "content-type": "text/plain" }, body });
+      assert.equal((await post("/_matrix/media/v3/upload", "one")).status, 200);
+      assert.equal((await post("/_matrix/media/v1/create")).status, 200);
+      const limited = await post("/_matrix/media/v3/upload", "three");
+      assert.equal(limited.status, 429);
+      const body = (await limited.json()) as { errcode: string; retry_after_ms: number };
+      assert.equal(body.errcode, "M_LIMIT_EXCEEDED");
+      assert.ok(body.retry_after_ms > 0);
+      assert.equal((await post("/_matrix/media/v1/create")).status, 429);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  test("enable_media_repo: false serves no media endpoint and leaves v1.11 out of /versions", async () => {
+    const s = await startServer({ enable_media_repo: false });
+    try {
+      const u = await registerUser(s.baseUrl, "fred");
+      for (const [method, p] of [
+        ["GET", `${V1}/config`],
+        ["POST", "/_matrix/media/v3/upload"],
+        ["GET", `${V1}/download/localhost/abcdef`],
+      ] as const) {
+        assertError(await request(s.baseUrl, method, p, { token: u.access_token }), 404, "M_UNRECOGNIZED");
+      }
+      const versions = ok(await request(s.baseUrl, "GET", "/_matrix/client/versions")) as { versions: string[] };
+      assert.equal(versions.versions.includes("v1.11"), false);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  test("bad media settings are refused at start, naming the key", async () => {
+    await assert.rejects(startServer({ url_preview_ip_range_blacklist: ["10.0.0.0/33"] }), /url_preview_ip_range_blacklist.*not an address range/s);
+    await assert.rejects(
+      startServer({ thumbnail_sizes: [{ width: 32, height: 32, method: "crop" }, { width: 32, height: 32, method: "crop" }] }),
+      /thumbnail_sizes.*twice/s,
+    );
+    await assert.rejects(startServer({ max_upload_size: "lots" }), /max_upload_size/);
+  });
+});
