@@ -234,9 +234,10 @@ describe("discovery", () => {
     assert.ok(Array.isArray(versions) && versions.length > 0);
     for (const v of versions) assert.match(v as string, /^(r0\.\d+\.\d+|v1\.\d+)$/);
     assert.ok(versions.includes("v1.1"));
-    // Nothing later: v1.2 brings /hierarchy and v1.3 /relations, which are not here yet, and
-    // clients that see those versions call them.
-    assert.deepEqual(versions, ["r0.6.1", "v1.1"]);
+    // v1.2 brings /hierarchy and v1.3 /relations, which are not here yet, and clients that see
+    // those versions call them. v1.11 is there for authenticated media, which clients look for
+    // by that exact string.
+    assert.deepEqual(versions, ["r0.6.1", "v1.1", "v1.11"]);
     for (const path of ["/_matrix/client/v1/rooms/!r:localhost/hierarchy", "/_matrix/client/v1/rooms/!r:localhost/relations/$e"]) {
       assert.equal((await request(server.baseUrl, "GET", path, { token })).body.errcode, "M_UNRECOGNIZED", path);
     }
@@ -269,6 +270,9 @@ describe("discovery", () => {
     const s = await startServer({ public_baseurl: "http://hs.example.org:8008/" });
     try {
       assertError(await request(s.baseUrl, "GET", "/.well-known/matrix/server"), 404, "M_UNRECOGNIZED");
+      // Another method on the path is 405, served or not, as on every known path.
+      assertError(await request(s.baseUrl, "POST", "/.well-known/matrix/server"), 405, "M_UNRECOGNIZED");
+      assertError(await request(server.baseUrl, "POST", "/.well-known/matrix/server"), 405, "M_UNRECOGNIZED");
       const client = await request(s.baseUrl, "GET", "/.well-known/matrix/client");
       assert.equal(client.status, 200);
       assert.deepEqual(client.body, { "m.homeserver": { base_url: "http://hs.example.org:8008/" } });

@@ -10,6 +10,7 @@ import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { Logger } from "pino";
 import { Errors, MatrixError } from "../errors.js";
 import { trackConnections } from "./connections.js";
+import { MAX_JSON_NESTING, nestsDeeperThan } from "../json_nesting.js";
 import { CORS_HEADERS } from "./cors.js";
 import { lazyChildLogger, redactUrl, requestLineLogger } from "./logging.js";
 import { writeResponsesPerTurn } from "./response_batching.js";
@@ -58,6 +59,9 @@ export function sendMatrixError(reply: FastifyReply, err: MatrixError): FastifyR
 
 function parseJson(_req: FastifyRequest, body: string, done: (err: Error | null, value?: unknown) => void): void {
   if (body.length === 0) return done(null, undefined);
+  if (nestsDeeperThan(body, MAX_JSON_NESTING)) {
+    return done(Errors.badJson(`JSON may nest at most ${MAX_JSON_NESTING} levels deep`));
+  }
   try {
     done(null, JSON.parse(body));
   } catch {

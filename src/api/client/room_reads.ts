@@ -1,6 +1,7 @@
 /** Reading rooms: state, members, events, `/messages`, `/context`. */
 import { Type } from "typebox";
 import { Errors } from "../../errors.js";
+import { MAX_JSON_NESTING, nestsDeeperThan } from "../../json_nesting.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 import { parseFilter, type RoomEventFilter } from "../../services/sync/filters.js";
@@ -12,6 +13,7 @@ const Membership = Type.Union(["join", "invite", "knock", "leave", "ban"].map((m
 
 function roomEventFilter(raw: string | undefined): RoomEventFilter | undefined {
   if (raw === undefined) return undefined;
+  if (nestsDeeperThan(raw, MAX_JSON_NESTING)) throw Errors.invalidParam(`filter may nest at most ${MAX_JSON_NESTING} levels deep`);
   let parsed: unknown;
   try {
     parsed = JSON.parse(raw);

@@ -1,5 +1,6 @@
 /** `.well-known` discovery for clients and, when enabled, for federation. */
 import { RTC_FOCI_KEY } from "../../config/transports.js";
+import { Errors } from "../../errors.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 
@@ -28,10 +29,10 @@ export function registerWellKnownRoutes(app: App, services: Services): void {
     reply.type("application/json");
     return clientBody;
   });
-  if (services.config.serveServerWellKnown) {
-    app.get("/.well-known/matrix/server", async (_request, reply) => {
-      reply.header("cache-control", "public, max-age=3600");
-      return wellKnownServerBody(services);
-    });
-  }
+  // Always routed, so that other methods get 405 as on every known path; unrecognised when off.
+  app.get("/.well-known/matrix/server", async (_request, reply) => {
+    if (!services.config.serveServerWellKnown) throw Errors.unrecognized();
+    reply.header("cache-control", "public, max-age=3600");
+    return wellKnownServerBody(services);
+  });
 }

@@ -1,5 +1,6 @@
 /** Stored filters (`POST`/`GET /user/{userId}/filter`) and the `filter` parameter of `/sync`. */
 import { Errors } from "../../errors.js";
+import { MAX_JSON_NESTING, nestsDeeperThan } from "../../json_nesting.js";
 import type { Storage } from "../../storage/interfaces.js";
 import type { Requester } from "../auth.js";
 import { parseFilter, type Filter } from "./filters.js";
@@ -28,6 +29,7 @@ export class FilterService {
   async forSync(userId: string, param: string | undefined): Promise<Filter> {
     if (param === undefined || param === "") return {};
     if (param.trimStart().startsWith("{")) {
+      if (nestsDeeperThan(param, MAX_JSON_NESTING)) throw Errors.badJson(`The filter may nest at most ${MAX_JSON_NESTING} levels deep`);
       let parsed: unknown;
       try {
         parsed = JSON.parse(param);
