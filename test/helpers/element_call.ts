@@ -1,7 +1,8 @@
 /**
  * Element Call (npm `@element-hq/element-call-embedded`, a built static web
  * app) served from a small HTTP server, and Debian's Chromium driven through
- * `playwright-core`, which never downloads a browser of its own.
+ * `playwright-core`, which never downloads a browser of its own. Other browser
+ * tests use the Chromium launcher and `serveFixed` for pages of their own.
  */
 import { createReadStream, existsSync, statSync } from "node:fs";
 import http from "node:http";
@@ -92,6 +93,29 @@ export async function serveElementCall(config: Record<string, unknown>): Promise
     res.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream" });
     createReadStream(file).pipe(res);
   });
+  return listenOnLoopback(server);
+}
+
+/** What a fixed-response server answers at one path, whatever the method. */
+export interface FixedResponse {
+  headers: Record<string, string>;
+  body: string | Buffer;
+}
+
+/**
+ * A tiny web server of fixed responses by path (others get 404), on a loopback port of its
+ * own: an origin of its own, for pages that must be cross-origin to the server under test.
+ */
+export async function serveFixed(routes: Record<string, FixedResponse>): Promise<StaticApp> {
+  const server = http.createServer((req, res) => {
+    const route = routes[new URL(req.url ?? "/", "http://x").pathname];
+    if (route) res.writeHead(200, route.headers).end(route.body);
+    else res.writeHead(404).end();
+  });
+  return listenOnLoopback(server);
+}
+
+async function listenOnLoopback(server: http.Server): Promise<StaticApp> {
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
     origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
