@@ -30,6 +30,7 @@ import type { Logger } from "pino";
 import { DeviceKeyService } from "./e2ee/keys.js";
 import { ToDeviceService } from "./e2ee/to_device.js";
 import { MediaService } from "./media/repository.js";
+import { UrlPreviewService } from "./media/url_preview.js";
 
 export interface Services {
   config: Config;
@@ -65,6 +66,8 @@ export interface Services {
   toDevice: ToDeviceService;
   /** Uploads, downloads and thumbnails; its routes are served only when `enable_media_repo`. */
   media: MediaService;
+  /** URL previews; undefined unless `url_preview_enabled` (and the media repository) is on. */
+  urlPreview?: UrlPreviewService;
 }
 
 export interface ServiceDeps {
@@ -135,6 +138,11 @@ export function createServices(deps: ServiceDeps): Services {
   services.accounts.onProfileChanged((userId) =>
     services.rooms.refreshMemberProfiles(userId, (err, roomId) => logger.warn({ err, roomId, userId }, "profile: could not update a room's member event")),
   );
+  if (config.media.enabled && config.media.urlPreview.enabled) {
+    // Each preview may store a picture: the same per-user rate as uploads, in a bucket of its own.
+    const limiter = new RateLimiter(rl.mediaCreate, clock, share);
+    services.urlPreview = new UrlPreviewService(config, services.media, limiter, clock, logger);
+  }
   if (config.livekit) {
     const { openId, delayedEvents } = services;
     services.livekit = new LiveKitService({ config, storage, clock, openId, delayedEvents, logger, outbound: deps.outbound });

@@ -66,7 +66,7 @@ export const mediaFields = {
   url_preview_enabled: Type.Boolean({
     default: false,
     description:
-      "Serve URL previews (`/media/preview_url`). The server then fetches pages users link to, so it needs `url_preview_ip_range_blacklist`.",
+      "Serve URL previews (`/media/preview_url`). The server then fetches the pages users link to; private, loopback and link-local addresses are always refused (see docs/media.md).",
   }),
   url_preview_ip_range_blacklist: Type.Array(Type.String({ minLength: 1 }), {
     default: [],
@@ -81,5 +81,5 @@ export const mediaFields = {
     default: [],
     description: "Host names (a leading `*.` matches subdomains) that are never previewed.",
   }),
-  max_spider_size: size({ default: "10M", description: "Largest page or image fetched for a URL preview." }),
+  max_spider_size: size({ default: "10M", description: "Largest page or image fetched for a URL preview (`max_upload_size` caps it too)." }),
 };

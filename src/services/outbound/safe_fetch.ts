@@ -1,0 +1,328 @@
+/**
+ * HTTP(S) requests to destinations someone else chose: a URL a user asks to preview, an address
+ * a remote server names. Such a request must not become a way into the server's own network
+ * (SSRF), so every hop of it is vetted by an `AddressPolicy`:
+ *
+ * - a host name is resolved once, and refused if ANY of its addresses is refused (an attacker
+ *   controls which one the system would pick);
+ * - the connection goes to the addresses just vetted, through a `lookup` that returns them,
+ *   so a second DNS answer (DNS rebinding) cannot send it elsewhere; TLS still names and
+ *   verifies the real host;
+ * - redirects are followed by hand, each target vetted the same way;
+ * - responses are read up to a byte limit and refused beyond it, all within one deadline.
+ *
+ * Nothing here knows Matrix: failures are `SafeFetchError`s with a kind for callers to map.
+ */
+import { promises as dns, type LookupAddress } from "node:dns";
+import http, { type IncomingHttpHeaders, type IncomingMessage } from "node:http";
+import https from "node:https";
+import type { LookupFunction } from "node:net";
+import { isIP } from "node:net";
+import { pipeline, type Readable } from "node:stream";
+import tls from "node:tls";
+import zlib from "node:zlib";
+import type { AddressPolicy } from "./address_policy.js";
+
+export type SafeFetchErrorKind =
+  /** The URL does not parse, or is not http(s). */
+  | "invalid_url"
+  /** `allowHost` refused the host name. */
+  | "blocked_host"
+  /** The URL names an IP address the policy refuses. */
+  | "blocked_address"
+  /** The host name resolves to at least one address the policy refuses. */
+  | "blocked_resolution"
+  /** The host name does not resolve. */
+  | "dns"
+  /** Connecting, TLS, or the connection failing mid-response. */
+  | "network"
+  /** A response this client cannot read (an unknown or corrupt content encoding). */
+  | "bad_response"
+  | "timeout"
+  | "too_large"
+  | "too_many_redirects";
+
+export class SafeFetchError extends Error {
+  constructor(
+    readonly kind: SafeFetchErrorKind,
+    message: string,
+    /** For logs. `headersReceived` tells a slow server (no answer) from a slow body. */
+    readonly detail: { host?: string; headersReceived?: boolean } = {},
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = "SafeFetchError";
+  }
+}
+
+/** How host names become addresses; the default asks the system (`getaddrinfo`). */
+export type Resolver = (hostname: string) => Promise<{ address: string; family: number }[]>;
+
+export const systemResolver: Resolver = (hostname) => dns.lookup(hostname, { all: true });
+
+export interface SafeFetcherOptions {
+  policy: AddressPolicy;
+  resolve?: Resolver;
+  /** Extra trusted CA certificates (PEM), on top of the system's. */
+  ca?: (string | Buffer)[];
+  userAgent?: string;
+  /** Default deadline for a whole fetch, redirects and body included: 10 s. */
+  timeoutMs?: number;
+}
+
+export interface SafeFetchRequest {
+  url: string | URL;
+  method?: string;
+  headers?: Record<string, string>;
+  body?: string | Buffer;
+  /** The most body bytes (after decompression) accepted; more is a `too_large` failure. */
+  maxBytes: number;
+  timeoutMs?: number;
+  /** Redirects followed before giving up; 0 returns the redirect itself. Default 5. */
+  maxRedirects?: number;
+  /** A check on every hop's host name (e.g. a host blacklist), before it is resolved. */
+  allowHost?: (hostname: string) => boolean;
+  /** Sees the final response's status and headers before its body is read; throw to refuse it. */
+  inspect?: (head: FetchHead) => void;
+  signal?: AbortSignal;
+}
+
+export interface FetchHead {
+  /** The URL that answered, after redirects. */
+  url: URL;
+  status: number;
+  headers: IncomingHttpHeaders;
+}
+
+export interface FetchResult extends FetchHead {
+  body: Buffer;
+}
+
+interface Target {
+  /** The host name to name in TLS and to pin the lookup of; undefined for an IP literal. */
+  name: string | undefined;
+  addresses: LookupAddress[];
+}
+
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+/** Headers that carry the caller's credentials, not to be handed to another origin. */
+const CREDENTIALS = ["authorization", "cookie", "proxy-authorization"];
+
+export class SafeFetcher {
+  readonly policy: AddressPolicy;
+  readonly #resolve: Resolver;
+  readonly #ca: (string | Buffer)[] | undefined;
+  readonly #userAgent: string;
+  readonly #timeoutMs: number;
+
+  constructor(opts: SafeFetcherOptions) {
+    this.policy = opts.policy;
+    this.#resolve = opts.resolve ?? systemResolver;
+    // Node's `ca` replaces the system roots, so keep them alongside the extra ones.
+    this.#ca = opts.ca?.length ? [...tls.rootCertificates, ...opts.ca] : undefined;
+    this.#userAgent = opts.userAgent ?? "Switchboard";
+    this.#timeoutMs = opts.timeoutMs ?? 10_000;
+  }
+
+  async fetch(req: SafeFetchRequest): Promise<FetchResult> {
+    const controller = new AbortController();
+    const timedOut = new SafeFetchError("timeout", "The remote server took too long to answer");
+    const timer = setTimeout(() => controller.abort(timedOut), req.timeoutMs ?? this.#timeoutMs);
+    const forward = () => controller.abort(req.signal?.reason);
+    req.signal?.addEventListener("abort", forward, { once: true });
+    if (req.signal?.aborted) forward();
+    const state = { headersReceived: false, host: undefined as string | undefined };
+    try {
+      return await this.#run(req, controller.signal, state);
+    } catch (err) {
+      if (controller.signal.aborted && controller.signal.reason === timedOut) {
+        throw new SafeFetchError("timeout", timedOut.message, { host: state.host, headersReceived: state.headersReceived });
+      }
+      if (controller.signal.aborted) throw controller.signal.reason;
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      req.signal?.removeEventListener("abort", forward);
+    }
+  }
+
+  async #run(req: SafeFetchRequest, signal: AbortSignal, state: { headersReceived: boolean; host: string | undefined }): Promise<FetchResult> {
+    let url = parseHttpUrl(req.url, "The URL");
+    let method = (req.method ?? "GET").toUpperCase();
+    let body = req.body;
+    const headers: Record<string, string> = { "user-agent": this.#userAgent, "accept-encoding": "gzip, deflate, br" };
+    for (const [k, v] of Object.entries(req.headers ?? {})) headers[k.toLowerCase()] = v;
+    const maxRedirects = req.maxRedirects ?? 5;
+    for (let hop = 0; ; hop++) {
+      state.host = url.hostname;
+      const target = await this.#vet(url, req, signal);
+      const res = await this.#send(url, target, method, headers, body, signal);
+      const location = res.headers.location;
+      if (REDIRECTS.has(res.statusCode ?? 0) && location !== undefined && maxRedirects > 0) {
+        res.destroy();
+        if (hop >= maxRedirects) throw new SafeFetchError("too_many_redirects", `More than ${maxRedirects} redirects`, { host: url.hostname });
+        const next = parseHttpUrl(resolveLocation(location, url), "A redirect");
+        // As browsers do: 303 always, and 301/302 after a POST, become a GET without a body.
+        if (res.statusCode === 303 || (method === "POST" && (res.statusCode === 301 || res.statusCode === 302))) {
+          if (method !== "HEAD") method = "GET";
+          body = undefined;
+          delete headers["content-type"];
+        }
+        if (next.origin !== url.origin) for (const h of CREDENTIALS) delete headers[h];
+        url = next;
+        continue;
+      }
+      state.headersReceived = true;
+      const head: FetchHead = { url, status: res.statusCode ?? 0, headers: res.headers };
+      try {
+        req.inspect?.(head);
+      } catch (err) {
+        res.destroy();
+        throw err;
+      }
+      return { ...head, body: await readBody(res, req.maxBytes, url.hostname) };
+    }
+  }
+
+  /** Where `url` may be fetched from: its addresses, each allowed by the policy. */
+  async #vet(url: URL, req: SafeFetchRequest, signal: AbortSignal): Promise<Target> {
+    const host = url.hostname.replace(/^\[|\]$/g, "");
+    if (req.allowHost && !req.allowHost(host)) throw new SafeFetchError("blocked_host", `${host} may not be fetched`, { host });
+    if (isIP(host)) {
+      const verdict = this.policy.check(host);
+      if (!verdict.allowed) throw new SafeFetchError("blocked_address", "The IP address is blocked", { host });
+      return { name: undefined, addresses: [{ address: verdict.connectTo, family: verdict.family }] };
+    }
+    let found: { address: string; family: number }[];
+    try {
+      found = await abortable(this.#resolve(host), signal);
+    } catch (err) {
+      if (signal.aborted) throw err;
+      throw new SafeFetchError("dns", `${host} does not resolve`, { host }, { cause: err });
+    }
+    if (found.length === 0) throw new SafeFetchError("dns", `${host} does not resolve`, { host });
+    const addresses: LookupAddress[] = [];
+    for (const { address } of found) {
+      const verdict = this.policy.check(address);
+      if (!verdict.allowed) throw new SafeFetchError("blocked_resolution", `${host} resolves to a blocked address`, { host });
+      if (!addresses.some((a) => a.address === verdict.connectTo)) addresses.push({ address: verdict.connectTo, family: verdict.family });
+    }
+    return { name: host, addresses };
+  }
+
+  #send(url: URL, target: Target, method: string, headers: Record<string, string>, body: string | Buffer | undefined, signal: AbortSignal) {
+    const secure = url.protocol === "https:";
+    const outgoing: Record<string, string> = { host: url.host, ...headers };
+    if (body !== undefined) outgoing["content-length"] = String(Buffer.byteLength(body));
+    const options: https.RequestOptions = {
+      method,
+      host: target.name ?? target.addresses[0]!.address,
+      port: url.port === "" ? (secure ? 443 : 80) : Number(url.port),
+      path: `${url.pathname}${url.search}`,
+      headers: outgoing,
+      // A connection of its own: a pooled one may have been opened by code that vetted nothing.
+      agent: false,
+      signal,
+    };
+    if (target.name !== undefined) options.lookup = pinnedLookup(target.addresses);
+    if (secure) {
+      if (target.name !== undefined) options.servername = target.name;
+      if (this.#ca) options.ca = this.#ca;
+    }
+    return new Promise<IncomingMessage>((resolve, reject) => {
+      const request = (secure ? https : http).request(options, (res) => {
+        // Errors after this point reach the reader; one with no listener would crash the process.
+        res.on("error", () => undefined);
+        resolve(res);
+      });
+      request.on("error", (err) => reject(signal.aborted ? err : new SafeFetchError("network", `Could not reach ${url.hostname}`, { host: url.hostname }, { cause: err })));
+      request.end(body);
+    });
+  }
+}
+
+/** A `lookup` for `http.request` that answers with addresses vetted beforehand, never asking DNS. */
+function pinnedLookup(addresses: LookupAddress[]): LookupFunction {
+  return ((_hostname: string, opts: { all?: boolean; family?: number | string }, callback: (...args: unknown[]) => void) => {
+    const family = opts.family === "IPv4" ? 4 : opts.family === "IPv6" ? 6 : Number(opts.family ?? 0);
+    const usable = family === 4 || family === 6 ? addresses.filter((a) => a.family === family) : addresses;
+    if (usable.length === 0) {
+      callback(Object.assign(new Error("no vetted address of the requested family"), { code: "ENOTFOUND" }));
+    } else if (opts.all) {
+      callback(null, usable);
+    } else {
+      callback(null, usable[0]!.address, usable[0]!.family);
+    }
+  }) as LookupFunction;
+}
+
+function parseHttpUrl(raw: string | URL, what: string): URL {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new SafeFetchError("invalid_url", `${what} is not a valid URL`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") throw new SafeFetchError("invalid_url", `${what} is not an http or https URL`);
+  return url;
+}
+
+function resolveLocation(location: string, base: URL): string {
+  try {
+    return new URL(location, base).href;
+  } catch {
+    throw new SafeFetchError("invalid_url", "A redirect is not a valid URL", { host: base.hostname });
+  }
+}
+
+/** Settles as `promise` does, or rejects when `signal` aborts first (DNS cannot be cancelled). */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
+/** The body, decompressed, refused once it passes `maxBytes`. */
+async function readBody(res: IncomingMessage, maxBytes: number, host: string): Promise<Buffer> {
+  const tooLarge = () => new SafeFetchError("too_large", `The response is larger than ${maxBytes} bytes`, { host, headersReceived: true });
+  const encoding = (res.headers["content-encoding"] ?? "identity").trim().toLowerCase();
+  const declared = Number(res.headers["content-length"]);
+  if ((encoding === "identity" || encoding === "") && declared > maxBytes) {
+    res.destroy();
+    throw tooLarge();
+  }
+  let stream: Readable = res;
+  if (encoding !== "identity" && encoding !== "") {
+    const decoder = decompressor(encoding);
+    if (!decoder) {
+      res.destroy();
+      throw new SafeFetchError("bad_response", `Unsupported content encoding ${encoding}`, { host, headersReceived: true });
+    }
+    stream = pipeline(res, decoder, () => undefined);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > maxBytes) throw tooLarge();
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    res.destroy();
+    if (err instanceof SafeFetchError) throw err;
+    const kind = (err as { code?: string }).code?.startsWith("Z_") ? "bad_response" : "network";
+    throw new SafeFetchError(kind, `Reading the response from ${host} failed`, { host, headersReceived: true }, { cause: err });
+  }
+  return Buffer.concat(chunks, size);
+}
+
+function decompressor(encoding: string): zlib.Gunzip | zlib.Inflate | zlib.BrotliDecompress | undefined {
+  if (encoding === "gzip" || encoding === "x-gzip") return zlib.createGunzip();
+  if (encoding === "deflate") return zlib.createInflate();
+  if (encoding === "br") return zlib.createBrotliDecompress();
+  return undefined;
+}
