@@ -6,7 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { link, mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
+import { link, mkdir, open, readdir, rename, rm } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -126,14 +126,6 @@ export class MediaFiles {
 
   async discard(temp: string): Promise<void> {
     await rm(temp, { force: true });
-  }
-
-  async exists(file: string): Promise<boolean> {
-    try {
-      return (await stat(file)).isFile();
-    } catch {
-      return false;
-    }
   }
 
   /**
