@@ -53,7 +53,7 @@ export function registerMediaRoutes(app: App, services: Services): void {
 
   const send = (reply: FastifyReply, content: MediaContent, disposition: string) => {
     setContentHeaders(reply, content.contentType, content.size, disposition);
-    return reply.send(Buffer.isBuffer(content.source) ? content.source : content.source.createReadStream());
+    return reply.send(content.source);
   };
   const timeout = (q: { timeout_ms?: string }) => (q.timeout_ms === undefined ? DEFAULT_WAIT_MS : Number(q.timeout_ms));
 

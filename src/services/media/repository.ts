@@ -4,8 +4,9 @@
  * pending upload, and thumbnails made ahead in the background or on request.
  */
 import { randomBytes } from "node:crypto";
-import type { FileHandle } from "node:fs/promises";
-import { open, readFile } from "node:fs/promises";
+import { createReadStream, open as openWithCallback } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { promisify } from "node:util";
 import type { Readable } from "node:stream";
 import type { Config, MediaConfig } from "../../config/config.js";
 import { Errors, MatrixError } from "../../errors.js";
@@ -19,6 +20,7 @@ import { BodyLengthError, BodyTooLargeError, MediaFiles } from "./files.js";
 import { canThumbnail, chooseBox, probe, render, type Box, type Dimensions } from "./thumbnails.js";
 
 const MEDIA_ID = /^[A-Za-z0-9_-]+$/;
+const openFd = promisify(openWithCallback);
 /** How long a download may wait for a pending upload: the spec's default and Synapse's cap. */
 export const DEFAULT_WAIT_MS = 20_000;
 export const MAX_WAIT_MS = 60_000;
@@ -46,7 +48,7 @@ export interface UploadInput {
 
 /** What to send: small files as their bytes, larger ones as an open file to stream. */
 export interface MediaContent {
-  source: Buffer | FileHandle;
+  source: Buffer | Readable;
   size: number;
   contentType: string;
   /** The name to offer in `Content-Disposition`, if any. */
@@ -293,10 +295,16 @@ export class MediaService {
     for (const wake of [...(this.#waiters.get(mediaId) ?? [])]) wake();
   }
 
-  /** A file's bytes (small files) or an open handle (larger ones); undefined if it is missing. */
-  async #read(file: string, size: number): Promise<Buffer | FileHandle | undefined> {
+  /**
+   * A file's bytes (small files) or a stream of it (larger ones), opened here so that a missing
+   * file is known before anything is sent; undefined if it is missing. The stream reads through
+   * a plain descriptor: `FileHandle` streams cost about twice the CPU per megabyte.
+   */
+  async #read(file: string, size: number): Promise<Buffer | Readable | undefined> {
     try {
-      return size <= SEND_WHOLE_BYTES ? await readFile(file) : await open(file, "r");
+      if (size <= SEND_WHOLE_BYTES) return await readFile(file);
+      const fd = await openFd(file, "r");
+      return createReadStream("", { fd });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") {
         this.logger.warn({ file }, "media: a recorded file is missing from media_store_path");
