@@ -71,6 +71,8 @@ export async function createHomeserver(
       const pending = await services.delayedEvents.start();
       if (pending > 0) logger.info({ pending }, "delayed events scheduled");
       if (config.media.enabled) await services.media.start();
+      services.pushActions.start();
+      services.pushers.start();
       for (const listener of config.listeners) {
         for (const host of listener.bindAddresses) {
           const app = createHttpApp({
@@ -99,6 +101,8 @@ export async function createHomeserver(
         await services.delayedEvents.stop();
         await Promise.all(apps.map((a) => a.close()));
         await services.media.stop();
+        await services.pushers.stop();
+        services.pushActions.stop();
         await storage.close();
       })();
       return stopping;

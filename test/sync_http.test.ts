@@ -53,7 +53,7 @@ describe("/sync", () => {
     const timelineIds = new Set(ids(room.timeline.events));
     assert.ok(state.every((e) => !timelineIds.has(e.event_id)), "state holds nothing the timeline has");
     assert.equal(room.summary?.["m.joined_member_count"], 1);
-    assert.deepEqual(room.unread_notifications, {});
+    assert.deepEqual(room.unread_notifications, { notification_count: 0, highlight_count: 0 });
     assert.deepEqual(room.ephemeral, { events: [] });
     assert.deepEqual(room.account_data, { events: [] });
 

@@ -26,6 +26,8 @@ import { registerReceiptRoutes } from "./client/receipts.js";
 import { registerSyncRoutes } from "./client/sync.js";
 import { registerKeyRoutes } from "./client/keys.js";
 import { registerToDeviceRoutes } from "./client/to_device.js";
+import { registerNotificationRoutes } from "./client/notifications.js";
+import { registerPusherRoutes } from "./client/pushers.js";
 import { registerOpenIdUserInfoRoutes } from "./federation/openid.js";
 import { registerLiveKitJwtRoutes } from "./livekit/jwt_service.js";
 import { registerMsc4195Routes } from "./livekit/msc4195.js";
@@ -60,6 +62,8 @@ export function registerRoutes(app: App, services: Services, resources: Set<List
     registerAccountDataRoutes(app, services);
     registerReceiptRoutes(app, services);
     registerPushRuleRoutes(app, services);
+    registerNotificationRoutes(app, services);
+    registerPusherRoutes(app, services);
     registerKeyRoutes(app, services);
     registerToDeviceRoutes(app, services);
     // Both exist only when `livekit` is configured.

@@ -114,10 +114,13 @@ export interface Config {
     mediaCreate: RateLimitConfig;
   };
   delayedEvents: { enabled: boolean; maxDelayMs: number; maxPerUser: number };
-  features: { msc4143: boolean; msc4354: boolean };
+  features: { msc4143: boolean; msc4354: boolean; msc4075CallRules: boolean };
   matrixRtc: { transports: RtcTransport[]; advertiseInWellKnown: boolean };
   livekit?: LiveKitConfig;
   media: MediaConfig;
+  /** Connections to destinations users choose (push gateways): CIDR ranges on top of the built-in ones. */
+  outbound: { ipRangeBlacklist: string[]; ipRangeWhitelist: string[] };
+  push: { enabled: boolean; includeContent: boolean };
   turn: {
     uris: string[];
     sharedSecret?: Secret;

@@ -8,6 +8,7 @@ import type { Config, DatabaseConfig, RateLimitConfig } from "./config.js";
 import { ConfigError, inFileOrder, Problems, type ConfigPath } from "./errors.js";
 import { resolveLiveKit } from "./livekit.js";
 import { resolveMedia } from "./media.js";
+import { resolvePush } from "./push.js";
 import { ConfigSchema, type RawConfig } from "./schema.js";
 import { resolveExtraWellKnown, resolveTransports } from "./transports.js";
 import { parseDuration, parseSize, Secret } from "./types.js";
@@ -143,6 +144,7 @@ function resolve(
   const extraWellKnown = resolveExtraWellKnown(raw.extra_well_known_client_content, problems, warnings);
   const livekit = resolveLiveKit(raw, fromBase, problems, warnings);
   const media = resolveMedia(raw, fromBase, problems);
+  const { outbound, push } = resolvePush(raw, problems);
   if (!problems.empty) refuse(problems, configPath, lineOf);
 
   let publicBaseUrl = raw.public_baseurl ?? `https://${raw.server_name}/`;
@@ -186,10 +188,16 @@ function resolve(
       maxDelayMs: parseDuration(raw.max_event_delay_duration),
       maxPerUser: raw.experimental_features.msc4140_max_delayed_events_per_user,
     },
-    features: { msc4143: raw.experimental_features.msc4143_enabled, msc4354: raw.experimental_features.msc4354_enabled },
+    features: {
+      msc4143: raw.experimental_features.msc4143_enabled,
+      msc4354: raw.experimental_features.msc4354_enabled,
+      msc4075CallRules: raw.experimental_features.msc4075_call_rules,
+    },
     matrixRtc: { transports, advertiseInWellKnown: raw.matrix_rtc.advertise_in_well_known },
     livekit,
     media,
+    outbound,
+    push,
     turn: {
       uris: raw.turn_uris,
       sharedSecret: raw.turn_shared_secret === undefined ? undefined : new Secret(raw.turn_shared_secret),

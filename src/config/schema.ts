@@ -6,6 +6,7 @@ import { keyFields } from "./sections/keys.js";
 import { livekitFields } from "./sections/livekit.js";
 import { matrixRtcFields } from "./sections/matrixrtc.js";
 import { mediaFields } from "./sections/media.js";
+import { pushFields } from "./sections/push.js";
 import { ratelimitFields } from "./sections/ratelimiting.js";
 import { registrationFields } from "./sections/registration.js";
 import { serverFields } from "./sections/server.js";
@@ -24,6 +25,7 @@ export const SECTIONS = [
   { title: "LiveKit authorisation service", fields: livekitFields },
   { title: "TURN (VoIP)", fields: voipFields },
   { title: "Media repository", fields: mediaFields },
+  { title: "Push notifications and outgoing requests", fields: pushFields },
 ] as const;
 
 export const ConfigSchema = Type.Object(
@@ -39,6 +41,7 @@ export const ConfigSchema = Type.Object(
     ...livekitFields,
     ...voipFields,
     ...mediaFields,
+    ...pushFields,
   },
   { additionalProperties: false },
 );

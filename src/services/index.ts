@@ -18,7 +18,7 @@ import { RoomService } from "./rooms/room_service.js";
 import type { SigningKey } from "./signing_key.js";
 import { ClusterNotifier, InProcessNotifier, type Notifier } from "./sync/notifier.js";
 import { AccountDataService } from "./account_data.js";
-import { PushRuleService } from "./push_rules.js";
+import { PushRuleService } from "./push/rules_service.js";
 import { ReceiptService } from "./receipts.js";
 import { FilterService } from "./sync/filter_service.js";
 import { SyncService } from "./sync/sync_service.js";
@@ -31,6 +31,8 @@ import { DeviceKeyService } from "./e2ee/keys.js";
 import { ToDeviceService } from "./e2ee/to_device.js";
 import { MediaService } from "./media/repository.js";
 import { UrlPreviewService } from "./media/url_preview.js";
+import { PushActionService } from "./push/actions.js";
+import { PusherService } from "./push/pushers.js";
 
 export interface Services {
   config: Config;
@@ -66,6 +68,10 @@ export interface Services {
   toDevice: ToDeviceService;
   /** Uploads, downloads and thumbnails; its routes are served only when `enable_media_repo`. */
   media: MediaService;
+  /** Push-rule outcomes per recipient: notification counts and `/notifications`. */
+  pushActions: PushActionService;
+  /** HTTP pushers: `/pushers`, and delivery to push gateways. */
+  pushers: PusherService;
   /** URL previews; undefined unless `url_preview_enabled` (and the media repository) is on. */
   urlPreview?: UrlPreviewService;
 }
@@ -129,12 +135,23 @@ export function createServices(deps: ServiceDeps): Services {
     filters,
     typing,
     receipts: new ReceiptService(storage, clock, notifier, accountData),
-    pushRules: new PushRuleService(),
+    pushRules: new PushRuleService({ msc4075CallRules: config.features.msc4075CallRules }),
     sync: new SyncService(storage, clock, notifier, typing, filters),
     deviceKeys: new DeviceKeyService(storage, notifier, config.serverName),
     toDevice: new ToDeviceService(storage, notifier, config.serverName),
     media: new MediaService(config, storage, clock, new RateLimiter(rl.mediaCreate, clock, share), logger),
+    pushActions: new PushActionService(
+      storage,
+      clock,
+      config.serverName,
+      (userId) => services.pushRules.ruleset(userId),
+      logger,
+    ),
+    pushers: new PusherService(config, storage, clock, logger),
   };
+  // Before sync is woken for the event, so the response that brings it brings its counts.
+  persister.onPersisted((event) => services.pushActions.eventPersisted(event));
+  services.pushActions.onNotified((notified) => services.pushers.notified(notified));
   services.accounts.onProfileChanged((userId) =>
     services.rooms.refreshMemberProfiles(userId, (err, roomId) => logger.warn({ err, roomId, userId }, "profile: could not update a room's member event")),
   );

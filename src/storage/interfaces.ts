@@ -8,6 +8,8 @@ import type { StreamPositions } from "./sql/streams.js";
 import type { DelayedEventStore } from "./delayed_events.js";
 import type { DeviceKeyStore, ToDeviceStore } from "./e2ee.js";
 import type { MediaStore } from "./media.js";
+import type { PushActionStore } from "./push.js";
+import type { PusherStore } from "./pushers.js";
 import type { RoomStore } from "./rooms.js";
 import type { AccountDataStore, FilterStore, ReceiptStore } from "./user_data.js";
 
@@ -169,6 +171,8 @@ export interface Stores {
   deviceKeys: DeviceKeyStore;
   toDevice: ToDeviceStore;
   media: MediaStore;
+  pushActions: PushActionStore;
+  pushers: PusherStore;
 }
 
 export interface Storage extends Stores {

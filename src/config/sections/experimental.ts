@@ -16,6 +16,11 @@ export const experimentalFields = {
         description: "Pending delayed events one user may have.",
       }),
       msc4354_enabled: Type.Boolean({ default: true, description: "Sticky events." }),
+      msc4075_call_rules: Type.Boolean({
+        default: true,
+        description:
+          "Synapse's two MatrixRTC ringing push rules (`.org.matrix.msc4075.rule.rtc.invite_for_me` and `…invite_for_room`): a call notification that mentions the user, or the room from a sender allowed to notify it, rings.",
+      }),
     },
     { additionalProperties: false, default: {}, description: "Switches for features whose MSC is not merged yet. All on by default." },
   ),

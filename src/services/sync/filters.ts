@@ -18,6 +18,8 @@ export interface RoomEventFilter extends EventFilter {
   lazy_load_members?: boolean;
   include_redundant_members?: boolean;
   contains_url?: boolean;
+  /** Count notifications per thread (spec v1.4). */
+  unread_thread_notifications?: boolean;
 }
 
 export interface RoomFilter {
@@ -50,7 +52,7 @@ function checkEventFilter(value: unknown, where: string): void {
   if (f.limit !== undefined && (!Number.isInteger(f.limit) || (f.limit as number) < 0)) {
     throw Errors.badJson(`${where}.limit must be a non-negative integer`);
   }
-  for (const key of ["lazy_load_members", "include_redundant_members", "contains_url", "include_leave"]) {
+  for (const key of ["lazy_load_members", "include_redundant_members", "contains_url", "include_leave", "unread_thread_notifications"]) {
     if (f[key] !== undefined && typeof f[key] !== "boolean") throw Errors.badJson(`${where}.${key} must be a boolean`);
   }
 }

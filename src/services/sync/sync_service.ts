@@ -16,6 +16,7 @@ import type { Requester } from "../auth.js";
 import type { Clock } from "../clock.js";
 import { toClientEvent } from "../rooms/client_format.js";
 import { receiptEvents, typingEvent, type EphemeralEvent } from "./ephemeral.js";
+import { addNotificationCounts } from "./notification_counts.js";
 import type { FilterService } from "./filter_service.js";
 import { matchesFilter, roomAllowed, type Filter } from "./filters.js";
 import type { Notifier } from "./notifier.js";
@@ -298,11 +299,12 @@ export class SyncService {
         ...this.#coreEntry(core),
         ephemeral: { events: ephemeral },
         account_data: { events: accountData },
-        unread_notifications: {},
+        unread_notifications: { notification_count: 0, highlight_count: 0 },
         summary: isFresh || core.membersChanged ? await this.#rooms.summary(roomId, userId, pre?.members) : {},
         ...(sticky.length > 0 ? { [STICKY_SECTION]: { events: sticky } } : {}),
       };
     }
+    await addNotificationCounts(this.storage.pushActions, out, userId, upTo.events, ctx.filter.room?.timeline?.unread_thread_notifications === true);
     return out;
   }
 

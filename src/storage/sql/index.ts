@@ -7,6 +7,8 @@ import { SqlDelayedEventStore } from "./delayed_events.js";
 import { SqlDeviceKeyStore, SqlToDeviceStore } from "./e2ee.js";
 import type { Executor, SqlDatabase } from "./executor.js";
 import { SqlMediaStore } from "./media.js";
+import { SqlPushActionStore } from "./push.js";
+import { SqlPusherStore } from "./pushers.js";
 import { SqlRoomStore } from "./rooms.js";
 import { SqlAccountDataStore, SqlFilterStore, SqlReceiptStore } from "./user_data.js";
 
@@ -34,6 +36,8 @@ function storesOver(db: Executor): Stores {
     deviceKeys: new SqlDeviceKeyStore(db),
     toDevice: new SqlToDeviceStore(db),
     media: new SqlMediaStore(db),
+    pushActions: new SqlPushActionStore(db),
+    pushers: new SqlPusherStore(db),
   };
 }
 

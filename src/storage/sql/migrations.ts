@@ -326,6 +326,50 @@ export const MIGRATIONS: Migration[] = [
     PRIMARY KEY (media_id, width, height, method, animated)
   );
   `,
+  // 10: push-rule outcomes per recipient of each event: notification counts, /notifications.
+  `
+  CREATE TABLE event_push_actions (
+    user_id TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    stream_ordering INTEGER NOT NULL,
+    thread_id TEXT NOT NULL,
+    actions TEXT NOT NULL,
+    notify INTEGER NOT NULL,
+    highlight INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    PRIMARY KEY (user_id, event_id)
+  );
+  CREATE INDEX event_push_actions_room ON event_push_actions(user_id, room_id, stream_ordering);
+  CREATE INDEX event_push_actions_user ON event_push_actions(user_id, stream_ordering);
+  CREATE INDEX event_push_actions_ts ON event_push_actions(ts);
+  `,
+  // 11: HTTP pushers. Each remembers how far it has pushed, so delivery survives restarts; the
+  // process delivering for one holds it by a lease, so that another takes over if it dies.
+  // Deleting the device that set a pusher deletes the pusher.
+  `
+  CREATE TABLE pushers (
+    user_id TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    pushkey TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    app_display_name TEXT NOT NULL,
+    device_display_name TEXT NOT NULL,
+    profile_tag TEXT,
+    lang TEXT NOT NULL,
+    data TEXT NOT NULL,
+    device_id TEXT,
+    created_ts INTEGER NOT NULL,
+    last_stream_ordering INTEGER NOT NULL,
+    last_success_ts INTEGER,
+    failing_since INTEGER,
+    claimed_by TEXT,
+    lease_until INTEGER,
+    PRIMARY KEY (app_id, pushkey, user_id),
+    FOREIGN KEY (user_id, device_id) REFERENCES devices(user_id, device_id) ON DELETE CASCADE
+  );
+  CREATE INDEX pushers_user ON pushers(user_id);
+  `,
 ];
 
 /** The text of a step for a dialect. */

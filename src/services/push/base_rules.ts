@@ -1,12 +1,11 @@
 /**
- * Push rules (spec: "Push Notifications", "Predefined Rules"). Switchboard
- * does not send push notifications yet and keeps no per-user rules, so every
- * user has the server-default ruleset; clients such as matrix-js-sdk read it
- * at startup.
+ * The server-default push rules (spec: "Push Notifications", "Predefined Rules"), in client
+ * format and spec order. Switchboard keeps no per-user rules yet, so this is every user's
+ * whole ruleset, both for `GET /pushrules` and for the evaluator.
  */
 
-type Condition = Record<string, unknown>;
-type Action = string | Record<string, unknown>;
+export type Condition = Record<string, unknown>;
+export type Action = string | Record<string, unknown>;
 
 export interface PushRule {
   rule_id: string;
@@ -18,18 +17,55 @@ export interface PushRule {
 }
 
 export type PushRuleKind = "override" | "content" | "room" | "sender" | "underride";
+/** Rules by kind; within a kind, array order is priority order (first match wins). */
 export type Ruleset = Record<PushRuleKind, PushRule[]>;
+
+/** The kinds in the order they are evaluated. */
+export const PUSH_RULE_KINDS: PushRuleKind[] = ["override", "content", "room", "sender", "underride"];
+
+export interface DefaultRuleOptions {
+  /**
+   * Synapse's MSC4075 call-ringing override rules (its `experimental_features.msc4075_enabled`).
+   * Default true: harmless where clients ignore them, and they make an unencrypted ring ring.
+   */
+  msc4075CallRules?: boolean;
+}
+
+/** MatrixRTC ring/notify event type (MSC4075 as js-sdk 43 sends it). */
+const RTC_NOTIFICATION = "org.matrix.msc4075.rtc.notification";
 
 const match = (key: string, pattern: string): Condition => ({ kind: "event_match", key, pattern });
 const SOUND: Action = { set_tweak: "sound", value: "default" };
+const RING: Action = { set_tweak: "sound", value: "ring" };
 const HIGHLIGHT: Action = { set_tweak: "highlight" };
+const ROOM_PERMISSION: Condition = { kind: "sender_notification_permission", key: "room" };
 
 function rule(ruleId: string, conditions: Condition[], actions: Action[], enabled = true): PushRule {
   return { rule_id: ruleId, default: true, enabled, conditions, actions };
 }
 
-/** The spec's server-default rules for a user, in their spec order. */
-export function defaultPushRules(userId: string): Ruleset {
+/** The two rules exactly as Synapse 1.163 serves them, with the user ID substituted. */
+function callRules(userId: string): PushRule[] {
+  return [
+    rule(
+      ".org.matrix.msc4075.rule.rtc.invite_for_me",
+      [match("type", RTC_NOTIFICATION), { kind: "event_property_contains", key: "content.m\\.mentions.user_ids", value: userId }],
+      ["notify", RING],
+    ),
+    rule(
+      ".org.matrix.msc4075.rule.rtc.invite_for_room",
+      [match("type", RTC_NOTIFICATION), { kind: "event_property_is", key: "content.m\\.mentions.room", value: true }, ROOM_PERMISSION],
+      ["notify", RING],
+    ),
+  ];
+}
+
+/**
+ * The spec's server-default rules for a user, in spec order, with Synapse's MSC4075 rules after
+ * `.m.rule.member_event` (where Synapse puts them: before the mention rules, so a ring that
+ * mentions someone rings rather than merely highlights).
+ */
+export function defaultPushRules(userId: string, opts: DefaultRuleOptions = {}): Ruleset {
   const localpart = userId.slice(1).split(":")[0] ?? "";
   return {
     override: [
@@ -41,6 +77,7 @@ export function defaultPushRules(userId: string): Ruleset {
         ["notify", SOUND],
       ),
       rule(".m.rule.member_event", [match("type", "m.room.member")], []),
+      ...((opts.msc4075CallRules ?? true) ? callRules(userId) : []),
       rule(
         ".m.rule.is_user_mention",
         [{ kind: "event_property_contains", key: "content.m\\.mentions.user_ids", value: userId }],
@@ -49,17 +86,10 @@ export function defaultPushRules(userId: string): Ruleset {
       rule(".m.rule.contains_display_name", [{ kind: "contains_display_name" }], ["notify", SOUND, HIGHLIGHT]),
       rule(
         ".m.rule.is_room_mention",
-        [
-          { kind: "event_property_is", key: "content.m\\.mentions.room", value: true },
-          { kind: "sender_notification_permission", key: "room" },
-        ],
+        [{ kind: "event_property_is", key: "content.m\\.mentions.room", value: true }, ROOM_PERMISSION],
         ["notify", HIGHLIGHT],
       ),
-      rule(
-        ".m.rule.roomnotif",
-        [{ kind: "sender_notification_permission", key: "room" }, match("content.body", "@room")],
-        ["notify", HIGHLIGHT],
-      ),
+      rule(".m.rule.roomnotif", [ROOM_PERMISSION, match("content.body", "@room")], ["notify", HIGHLIGHT]),
       rule(".m.rule.tombstone", [match("type", "m.room.tombstone"), match("state_key", "")], ["notify", HIGHLIGHT]),
       rule(".m.rule.reaction", [match("type", "m.reaction")], []),
       rule(".m.rule.room.server_acl", [match("type", "m.room.server_acl"), match("state_key", "")], []),
@@ -81,7 +111,7 @@ export function defaultPushRules(userId: string): Ruleset {
     room: [],
     sender: [],
     underride: [
-      rule(".m.rule.call", [match("type", "m.call.invite")], ["notify", { set_tweak: "sound", value: "ring" }]),
+      rule(".m.rule.call", [match("type", "m.call.invite")], ["notify", RING]),
       rule(
         ".m.rule.encrypted_room_one_to_one",
         [{ kind: "room_member_count", is: "2" }, match("type", "m.room.encrypted")],
@@ -92,19 +122,4 @@ export function defaultPushRules(userId: string): Ruleset {
       rule(".m.rule.encrypted", [match("type", "m.room.encrypted")], ["notify"]),
     ],
   };
-}
-
-export const PUSH_RULE_KINDS: PushRuleKind[] = ["override", "content", "room", "sender", "underride"];
-
-export class PushRuleService {
-  /** `GET /pushrules/`: the user's rules under `global`. */
-  all(userId: string): { global: Ruleset } {
-    return { global: defaultPushRules(userId) };
-  }
-
-  /** One rule, or undefined when the kind or rule ID is unknown. */
-  find(userId: string, kind: string, ruleId: string): PushRule | undefined {
-    if (!(PUSH_RULE_KINDS as string[]).includes(kind)) return undefined;
-    return defaultPushRules(userId)[kind as PushRuleKind].find((r) => r.rule_id === ruleId);
-  }
 }

@@ -1,0 +1,175 @@
+/**
+ * Push-rule evaluation for every local recipient of every new event (spec: Push Notifications),
+ * once the event is committed and before `/sync` is woken for it, so the response that brings
+ * the event brings its notification counts too. The room's lock and transaction are not held
+ * meanwhile: evaluation costs the sender latency, not the room its throughput.
+ */
+import type { Storage } from "../../storage/interfaces.js";
+import type { PushActionRecord } from "../../storage/push.js";
+import { stateKeyOf } from "../../storage/rooms.js";
+import { Errors } from "../../errors.js";
+import type { Clock } from "../clock.js";
+import { toClientEvent } from "../rooms/client_format.js";
+import type { PersistedEvent } from "../rooms/persister.js";
+import type { Ruleset } from "./base_rules.js";
+import { evaluatePush, type PushOutcome } from "./evaluator.js";
+
+/** Kept this long for `/notifications` (Synapse keeps a month); counts only look past receipts. */
+export const PUSH_ACTION_RETENTION_MS = 30 * 86_400_000;
+const PRUNE_INTERVAL_MS = 3_600_000;
+
+interface Logger {
+  warn(obj: object, msg: string): void;
+}
+
+/** What a recipient's push rules decided for one event, for whoever delivers pushes. */
+export interface Notified {
+  userId: string;
+  event: PersistedEvent;
+  outcome: PushOutcome;
+}
+
+export class PushActionService {
+  readonly #listeners: ((notified: Notified[]) => void)[] = [];
+  #pruner: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly storage: Storage,
+    private readonly clock: Clock,
+    private readonly serverName: string,
+    private readonly rulesFor: (userId: string) => Ruleset,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Called with every notifying outcome, after it is stored (pushers hook in here). */
+  onNotified(listener: (notified: Notified[]) => void): void {
+    this.#listeners.push(listener);
+  }
+
+  start(): void {
+    const prune = () => {
+      this.storage.pushActions
+        .prune(this.clock.now() - PUSH_ACTION_RETENTION_MS)
+        .catch((err: unknown) => this.logger.warn({ err }, "push: pruning old push actions failed"));
+    };
+    this.#pruner = setInterval(prune, PRUNE_INTERVAL_MS).unref();
+  }
+
+  stop(): void {
+    clearInterval(this.#pruner);
+  }
+
+  /** Evaluates the recipients' rules for a committed event and stores what notifies. */
+  async eventPersisted(event: PersistedEvent): Promise<void> {
+    const { pdu } = event;
+    const roomId = pdu.room_id;
+    const joined = (await this.storage.rooms.membersOf(roomId, "join")).map((m) => m.userId);
+    const recipients = new Set(joined.filter((u) => this.#isLocal(u)));
+    // An invitee is not joined yet, but `.m.rule.invite_for_me` is for them.
+    if (pdu.type === "m.room.member" && pdu.content.membership === "invite" && pdu.state_key && this.#isLocal(pdu.state_key)) {
+      recipients.add(pdu.state_key);
+    }
+    recipients.delete(pdu.sender);
+    if (recipients.size === 0) return;
+
+    const users = [...recipients];
+    const state = await this.storage.rooms.currentStateEvents(roomId, [
+      ["m.room.power_levels", ""],
+      ...users.map((u) => ["m.room.member", u] as const),
+    ]);
+    const contentOf = (type: string, key: string) => {
+      const stored = state.get(stateKeyOf(type, key));
+      return stored ? ((JSON.parse(stored.json) as { content?: Record<string, unknown> }).content ?? {}) : undefined;
+    };
+    const levels = powerLevels(contentOf("m.room.power_levels", ""));
+    const clientEvent = {
+      type: pdu.type,
+      content: pdu.content,
+      sender: pdu.sender,
+      room_id: roomId,
+      event_id: event.eventId,
+      origin_server_ts: pdu.origin_server_ts,
+      ...(pdu.state_key !== undefined ? { state_key: pdu.state_key } : {}),
+    };
+    const threadId = threadOf(pdu.content);
+    const now = this.clock.now();
+    const records: PushActionRecord[] = [];
+    const notified: Notified[] = [];
+    for (const userId of users) {
+      const displayName = contentOf("m.room.member", userId)?.displayname;
+      const outcome = evaluatePush(this.rulesFor(userId), {
+        event: clientEvent,
+        userId,
+        displayName: typeof displayName === "string" ? displayName : null,
+        memberCount: joined.length,
+        senderPowerLevel: levels.of(pdu.sender),
+        notificationPowerLevels: levels.notifications,
+      });
+      if (!outcome?.notify) continue;
+      records.push({
+        userId,
+        roomId,
+        eventId: event.eventId,
+        streamOrdering: event.streamOrdering,
+        threadId,
+        actions: JSON.stringify(outcome.actions),
+        notify: true,
+        highlight: outcome.highlight,
+        ts: now,
+      });
+      notified.push({ userId, event, outcome });
+    }
+    await this.storage.pushActions.add(records);
+    if (notified.length > 0) for (const listener of this.#listeners) listener(notified);
+  }
+
+  /** `GET /notifications`: the user's notifications, newest first, from a `next_token`. */
+  async notifications(userId: string, opts: { from?: string; limit: number; onlyHighlight: boolean }) {
+    let before: number | undefined;
+    if (opts.from !== undefined && opts.from !== "") {
+      if (!/^[0-9]{1,15}$/.test(opts.from)) throw Errors.invalidParam("from is not a token this server gave");
+      before = Number(opts.from);
+    }
+    const rows = await this.storage.pushActions.notifications(userId, { before, limit: opts.limit, onlyHighlight: opts.onlyHighlight });
+    const now = this.clock.now();
+    const notifications = [];
+    for (const row of rows) {
+      const stored = await this.storage.rooms.getEvent(row.eventId);
+      if (!stored) continue;
+      notifications.push({
+        actions: JSON.parse(row.actions) as unknown[],
+        event: toClientEvent(stored, now, { userId }),
+        read: row.read,
+        room_id: row.roomId,
+        ts: row.ts,
+      });
+    }
+    const last = rows[rows.length - 1];
+    return { notifications, ...(rows.length === opts.limit && last ? { next_token: String(last.streamOrdering) } : {}) };
+  }
+
+  #isLocal(userId: string): boolean {
+    return userId.endsWith(`:${this.serverName}`);
+  }
+}
+
+/** The thread an event belongs to for counts: its thread root, or `main`. */
+export function threadOf(content: Record<string, unknown>): string {
+  const rel = content["m.relates_to"];
+  if (rel && typeof rel === "object") {
+    const r = rel as Record<string, unknown>;
+    if (r.rel_type === "m.thread" && typeof r.event_id === "string") return r.event_id;
+  }
+  return "main";
+}
+
+/** Power levels as the evaluator needs them: a user's level and the `notifications` levels. */
+function powerLevels(content: Record<string, unknown> | undefined) {
+  const num = (v: unknown, d: number) => (typeof v === "number" && Number.isFinite(v) ? v : d);
+  const users = (content?.users ?? {}) as Record<string, unknown>;
+  const usersDefault = num(content?.users_default, 0);
+  const notif = (content?.notifications ?? {}) as Record<string, unknown>;
+  const notifications: Record<string, number> = { room: num(notif.room, 50) };
+  for (const [k, v] of Object.entries(notif)) if (typeof v === "number") notifications[k] = v;
+  return { of: (userId: string) => num(users[userId], usersDefault), notifications };
+}

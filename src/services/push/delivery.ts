@@ -1,0 +1,344 @@
+/**
+ * The delivery loop of HTTP pushers (see pushers.ts for the design). Each pusher this process
+ * holds has a job: it reads the user's unread notifications after the pusher's position, sends
+ * them one by one, and moves the position on; on failure it waits (1 s, doubling to an hour)
+ * while still holding the pusher, and after a day of failure gives up on that notification.
+ *
+ * Notifications are stored after their event commits, so one may land below a position a job
+ * has already passed (two events close together, evaluated out of order). Whoever stores it
+ * tells the pusher's job (here, or in the process holding it) the event IDs, and the job sends
+ * any of those it finds behind its position: as "late" notifications, without moving back.
+ */
+import type { PendingPush, PusherClaim, PusherKey, PusherRecord } from "../../storage/pushers.js";
+import type { Storage } from "../../storage/interfaces.js";
+import { stateKeyOf } from "../../storage/rooms.js";
+import type { Clock } from "../clock.js";
+import type { SafeFetcher } from "../outbound/safe_fetch.js";
+import { buildNotification, notifyGateway, type PushEvent } from "./gateway.js";
+
+export interface DeliveryLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+/** A claim lasts this long unless renewed; a holder renews it three times as often. */
+const LEASE_MS = 30_000;
+const RENEW_INTERVAL_MS = 10_000;
+/** Notifications read per query. */
+const BATCH = 10;
+/** Pushers claimed per sweep statement, and at most this many jobs run at once from sweeps. */
+const SWEEP_BATCH = 50;
+const MAX_SWEPT_JOBS = 500;
+const GATEWAY_TIMEOUT_MS = 10_000;
+const INITIAL_BACKOFF_MS = 1_000;
+const MAX_BACKOFF_MS = 3_600_000;
+/** A gateway failing this long has each notification given up on (and one older is not sent). */
+export const GIVE_UP_MS = 86_400_000;
+/** (pusher, event) pairs remembered as sent, so a late notice of one sent meanwhile sends nothing. */
+const RECENT_LIMIT = 10_000;
+
+interface Job {
+  key: PusherKey;
+  id: string;
+  /** Events this process was told were stored for the user: any behind the position are late. */
+  late: Set<string>;
+  /** Told of new notifications while working: read once more before letting go. */
+  dirty: boolean;
+  backoffMs: number;
+  retry?: NodeJS.Timeout;
+}
+
+type Outcome = "next" | "idle" | "gone" | "backoff";
+
+const idOf = (k: PusherKey) => JSON.stringify([k.appId, k.pushkey, k.userId]);
+const keyOf = (p: PusherRecord): PusherKey => ({ appId: p.appId, pushkey: p.pushkey, userId: p.userId });
+
+export class PushDelivery {
+  readonly #jobs = new Map<string, Job>();
+  readonly #running = new Set<Promise<void>>();
+  readonly #recent = new Set<string>();
+  #abort = new AbortController();
+  #renewer: NodeJS.Timeout | undefined;
+  #stopping = true;
+  #sweeping = false;
+
+  constructor(
+    private readonly storage: Storage,
+    private readonly clock: Clock,
+    private readonly fetcher: SafeFetcher,
+    private readonly includeContent: boolean,
+    private readonly logger: DeliveryLogger,
+  ) {}
+
+  get #me(): string {
+    return this.storage.cluster.workerId;
+  }
+
+  #claim(): PusherClaim {
+    const now = this.clock.now();
+    return { worker: this.#me, leaseUntil: now + LEASE_MS, live: this.storage.cluster.workers(), now };
+  }
+
+  start(): void {
+    this.#stopping = false;
+    this.#abort = new AbortController();
+    this.#renewer = setInterval(() => {
+      const users = [...new Set([...this.#jobs.values()].map((j) => j.key.userId))];
+      this.storage.pushers
+        .renew(this.#me, users, this.clock.now() + LEASE_MS)
+        .catch((err: unknown) => this.logger.warn({ err }, "push: renewing pusher leases failed"));
+    }, RENEW_INTERVAL_MS);
+    this.#renewer.unref();
+  }
+
+  /**
+   * Delivers for these users' pushers, telling each job which events were just stored. Pushers
+   * another live process holds are passed to `elsewhere`, for it to tell that process.
+   */
+  async wake(users: Map<string, Set<string>>, elsewhere: (users: Map<string, Set<string>>) => void): Promise<void> {
+    if (this.#stopping || users.size === 0) return;
+    const rows = await this.storage.pushers.ofUsers([...users.keys()]);
+    const claim = this.#claim();
+    const held = new Map<string, Set<string>>();
+    const wanted: PusherRecord[] = [];
+    for (const row of rows) {
+      const events = users.get(row.userId) ?? new Set<string>();
+      const job = this.#jobs.get(idOf(row));
+      if (job) {
+        job.dirty = true;
+        for (const e of events) job.late.add(e);
+      } else if (row.claimedBy !== null && row.claimedBy !== this.#me && (row.leaseUntil ?? 0) > claim.now && claim.live.includes(row.claimedBy)) {
+        held.set(row.userId, events);
+      } else {
+        wanted.push(row);
+      }
+    }
+    const claimed = await this.storage.pushers.claim(wanted.map(keyOf), claim);
+    const got = new Set(claimed.map(idOf));
+    // Lost to another process that claimed it just now: it may have read before these were stored.
+    for (const row of wanted) if (!got.has(idOf(row))) held.set(row.userId, users.get(row.userId) ?? new Set());
+    for (const row of claimed) this.#startJob(row, users.get(row.userId) ?? new Set());
+    if (held.size > 0) elsewhere(held);
+  }
+
+  /** Claims and delivers for pushers with something to push that nobody holds. */
+  async sweep(): Promise<void> {
+    if (this.#stopping || this.#sweeping) return;
+    this.#sweeping = true;
+    try {
+      // A pusher done within the sweep can be claimed again: the sweep ends when it comes round.
+      const seen = new Set<string>();
+      while (!this.#stopping && this.#jobs.size < MAX_SWEPT_JOBS) {
+        const claimed = await this.storage.pushers.claimPending(this.#claim(), SWEEP_BATCH);
+        let fresh = 0;
+        for (const row of claimed) {
+          if (!seen.has(idOf(row))) fresh++;
+          seen.add(idOf(row));
+          this.#startJob(row, new Set());
+        }
+        if (claimed.length < SWEEP_BATCH || fresh === 0) break;
+      }
+    } finally {
+      this.#sweeping = false;
+    }
+  }
+
+  /** A pusher was set again (a new URL, say): if it waits to retry here, it tries now, from a clean slate. */
+  retryNow(key: PusherKey): void {
+    const job = this.#jobs.get(idOf(key));
+    if (!job?.retry || this.#stopping) return;
+    clearTimeout(job.retry);
+    job.backoffMs = INITIAL_BACKOFF_MS;
+    this.#drive(job);
+  }
+
+  /** Stops every job (an unanswered request is abandoned: its notification is sent again later) and lets go of every pusher. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    clearInterval(this.#renewer);
+    for (const job of this.#jobs.values()) clearTimeout(job.retry);
+    this.#abort.abort();
+    await Promise.allSettled([...this.#running]);
+    this.#jobs.clear();
+    await this.storage.pushers.release(this.#me).catch((err: unknown) => this.logger.warn({ err }, "push: releasing pushers failed"));
+  }
+
+  #startJob(row: PusherRecord, late: Set<string>): void {
+    const id = idOf(row);
+    if (this.#jobs.has(id) || this.#stopping) return;
+    const job: Job = { key: keyOf(row), id, late: new Set(late), dirty: false, backoffMs: INITIAL_BACKOFF_MS };
+    this.#jobs.set(id, job);
+    this.#drive(job);
+  }
+
+  #drive(job: Job): void {
+    job.retry = undefined;
+    const run = this.#runJob(job)
+      .catch((err: unknown) => {
+        // Letting go failed (storage trouble): the lease, no longer renewed, runs out by itself.
+        this.#jobs.delete(job.id);
+        this.logger.warn({ err, userId: job.key.userId, appId: job.key.appId }, "push: releasing a pusher failed");
+      })
+      .finally(() => this.#running.delete(run));
+    this.#running.add(run);
+  }
+
+  async #runJob(job: Job): Promise<void> {
+    let outcome: Outcome;
+    try {
+      outcome = await this.#work(job);
+    } catch (err) {
+      // Storage trouble: try again later, as for a failing gateway.
+      this.logger.warn({ err, userId: job.key.userId, appId: job.key.appId }, "push: delivering failed");
+      outcome = "backoff";
+    }
+    if (this.#stopping) return;
+    if (outcome === "backoff") {
+      job.retry = setTimeout(() => this.#drive(job), job.backoffMs);
+      job.backoffMs = Math.min(job.backoffMs * 2, MAX_BACKOFF_MS);
+      return;
+    }
+    if (outcome === "gone") {
+      this.#jobs.delete(job.id);
+      return;
+    }
+    // The job stays listed until the claim is let go, so that news arriving meanwhile lands on it.
+    await this.storage.pushers.release(this.#me, [job.key]);
+    this.#jobs.delete(job.id);
+    // News that landed on the job while it let go, or notifications stored by a process that
+    // found the pusher still held here (and so told only us): look once more now that anyone
+    // may claim it. Whoever claims it first delivers.
+    let again = job.dirty || job.late.size > 0;
+    if (!again) {
+      const pusher = await this.storage.pushers.get(job.key);
+      again = pusher !== undefined && (await this.storage.pushers.pending(pusher.userId, pusher.lastStreamOrdering, 1)).length > 0;
+    }
+    if (again && !this.#stopping) {
+      for (const row of await this.storage.pushers.claim([job.key], this.#claim())) this.#startJob(row, job.late);
+    }
+  }
+
+  /** Pushes until there is nothing left, the pusher is gone, or the gateway fails. */
+  async #work(job: Job): Promise<Outcome> {
+    for (;;) {
+      if (this.#stopping) return "idle";
+      // Read afresh each round: the user may have changed the pusher, or another process taken it.
+      const pusher = await this.storage.pushers.get(job.key);
+      if (!pusher || pusher.claimedBy !== this.#me) return "gone";
+      job.dirty = false;
+      let batch: (PendingPush & { late?: boolean })[] = [];
+      if (job.late.size > 0) {
+        const ids = [...job.late];
+        job.late.clear();
+        batch = (await this.storage.pushers.pendingEvents(pusher.userId, ids))
+          .filter((p) => p.streamOrdering <= pusher.lastStreamOrdering && !this.#recent.has(`${job.id} ${p.eventId}`))
+          .map((p) => ({ ...p, late: true }));
+      }
+      if (batch.length === 0) batch = await this.storage.pushers.pending(pusher.userId, pusher.lastStreamOrdering, BATCH);
+      if (batch.length === 0) {
+        if (job.dirty || job.late.size > 0) continue;
+        return "idle";
+      }
+      for (const push of batch) {
+        const outcome = await this.#pushOne(job, pusher, push);
+        if (outcome !== "next") {
+          if (outcome === "backoff" && push.late) job.late.add(push.eventId);
+          return outcome;
+        }
+      }
+    }
+  }
+
+  async #pushOne(job: Job, pusher: PusherRecord, push: PendingPush & { late?: boolean }): Promise<Outcome> {
+    const now = this.clock.now();
+    // Late ones never move the position: it is already past them.
+    const position = push.late ? 0 : push.streamOrdering;
+    const skip = async (): Promise<Outcome> => {
+      this.#remember(`${job.id} ${push.eventId}`);
+      return (await this.storage.pushers.advance(job.key, this.#me, position, null)) ? "next" : "gone";
+    };
+    // Read meanwhile (on another device, say), or a day old: no longer worth a phone buzzing.
+    if (push.read || now - push.ts > GIVE_UP_MS) return skip();
+    const event = await this.#event(push);
+    if (!event) return skip();
+    const notification = buildNotification(pusher, event, await this.#context(pusher.userId, event), this.includeContent);
+    const result = await notifyGateway(this.fetcher, pusher, notification, { timeoutMs: GATEWAY_TIMEOUT_MS, signal: this.#abort.signal });
+    if (this.#stopping) return "idle";
+    const who = { userId: pusher.userId, appId: pusher.appId, eventId: push.eventId };
+    if (result.kind === "delivered") {
+      this.#remember(`${job.id} ${push.eventId}`);
+      job.backoffMs = INITIAL_BACKOFF_MS;
+      pusher.failingSince = null;
+      if (result.rejected) {
+        // The spec: stop sending to a pushkey the gateway rejects, and remove its pusher.
+        this.logger.info({ ...who, pushkey: pusher.pushkey }, "push: the gateway rejected the pushkey; removing the pusher");
+        await this.storage.pushers.delete(job.key);
+        return "gone";
+      }
+      return (await this.storage.pushers.advance(job.key, this.#me, position, now)) ? "next" : "gone";
+    }
+    if (result.kind === "refused") {
+      this.logger.warn({ ...who, status: result.status }, "push: the gateway refused a notification; not sending it again");
+      return skip();
+    }
+    if (pusher.failingSince === null) {
+      pusher.failingSince = now;
+      await this.storage.pushers.setFailingSince(job.key, this.#me, now);
+    }
+    if (now - pusher.failingSince > GIVE_UP_MS) {
+      // As Synapse: so that a gateway fixed after a day does not get a day's backlog at once.
+      this.logger.warn({ ...who, reason: result.reason }, "push: the gateway has failed for a day; giving up on a notification");
+      pusher.failingSince = null;
+      job.backoffMs = INITIAL_BACKOFF_MS;
+      await this.storage.pushers.setFailingSince(job.key, this.#me, null);
+      return skip();
+    }
+    this.logger.info({ ...who, reason: result.reason, retryInMs: job.backoffMs }, "push: the gateway failed; trying again later");
+    return "backoff";
+  }
+
+  #remember(entry: string): void {
+    this.#recent.add(entry);
+    if (this.#recent.size > RECENT_LIMIT) this.#recent.delete(this.#recent.values().next().value!);
+  }
+
+  /** The event to push; undefined when it is gone or redacted (nothing left worth alerting about). */
+  async #event(push: PendingPush): Promise<PushEvent | undefined> {
+    const stored = await this.storage.rooms.getEvent(push.eventId);
+    if (!stored || stored.redactedBy !== null) return undefined;
+    const pdu = JSON.parse(stored.json) as { content?: Record<string, unknown> };
+    return {
+      eventId: stored.eventId,
+      roomId: stored.roomId,
+      type: stored.type,
+      sender: stored.sender,
+      ...(stored.stateKey !== null ? { stateKey: stored.stateKey } : {}),
+      content: pdu.content ?? {},
+      actions: JSON.parse(push.actions) as unknown[],
+    };
+  }
+
+  /** Display names from the room's current state, and the user's unread count across rooms. */
+  async #context(userId: string, event: PushEvent) {
+    const state = await this.storage.rooms.currentStateEvents(event.roomId, [
+      ["m.room.member", event.sender],
+      ["m.room.name", ""],
+      ["m.room.canonical_alias", ""],
+    ]);
+    const field = (type: string, key: string, name: string) => {
+      const stored = state.get(stateKeyOf(type, key));
+      const value = stored ? (JSON.parse(stored.json) as { content?: Record<string, unknown> }).content?.[name] : undefined;
+      return typeof value === "string" && value !== "" ? value : undefined;
+    };
+    const rooms = (await this.storage.rooms.membershipsOf(userId)).filter((m) => m.membership === "join").map((m) => m.roomId);
+    const counts = await this.storage.pushActions.counts(userId, rooms, this.storage.streams.current("events"));
+    let unread = 0;
+    for (const c of counts.values()) unread += c.notify;
+    return {
+      senderDisplayName: field("m.room.member", event.sender, "displayname"),
+      // Synapse's choice: the room's name, else its canonical alias; no name made from members.
+      roomName: field("m.room.name", "", "name") ?? field("m.room.canonical_alias", "", "alias"),
+      unread,
+    };
+  }
+}

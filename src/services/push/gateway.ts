@@ -1,0 +1,125 @@
+/**
+ * What a push gateway is sent (Push Gateway API, `POST /_matrix/push/v1/notify`) and what its
+ * answer means. The gateway's URL was chosen by a user, so it is fetched through `SafeFetcher`:
+ * an address the policy refuses is never connected to, whatever the name resolves to today.
+ */
+import type { PusherRecord } from "../../storage/pushers.js";
+import { SafeFetchError, type SafeFetcher } from "../outbound/safe_fetch.js";
+
+/** What a gateway has to say fits in this; a longer answer is a broken gateway. */
+const MAX_RESPONSE_BYTES = 64 * 1024;
+
+/** The event being pushed, with what the recipient's push rules made of it. */
+export interface PushEvent {
+  eventId: string;
+  roomId: string;
+  type: string;
+  sender: string;
+  stateKey?: string;
+  content: Record<string, unknown>;
+  actions: unknown[];
+}
+
+/** Names to show, looked up in the room's current state; absent when empty. */
+export interface PushContext {
+  senderDisplayName?: string;
+  roomName?: string;
+  /** Unread notifications of the recipient across their rooms. */
+  unread: number;
+}
+
+export type GatewayResult =
+  /** Accepted; `rejected` when the gateway says this pusher's pushkey is no longer valid. */
+  | { kind: "delivered"; rejected: boolean }
+  /** Refused for good (a 4xx other than 429): sending this notification again would not help. */
+  | { kind: "refused"; status: number }
+  /** Worth trying again later: unreachable, too slow, a 5xx, a 429. */
+  | { kind: "failed"; reason: string };
+
+/** The `set_tweak` actions as a tweaks object; a tweak without a value is `true` (spec: `highlight`). */
+export function tweaksOf(actions: readonly unknown[]): Record<string, unknown> {
+  const tweaks: Record<string, unknown> = {};
+  for (const a of actions) {
+    if (a && typeof a === "object" && typeof (a as { set_tweak?: unknown }).set_tweak === "string") {
+      const t = a as { set_tweak: string; value?: unknown };
+      tweaks[t.set_tweak] = t.value === undefined ? true : t.value;
+    }
+  }
+  return tweaks;
+}
+
+/**
+ * The `notification` object for one pusher. Priority is high for what makes a sound or
+ * highlights, and for encrypted events, whose effect only the device can tell (Synapse does the
+ * same): a low-priority push may be held back by the phone to save battery.
+ */
+export function buildNotification(pusher: PusherRecord, event: PushEvent, ctx: PushContext, includeContent: boolean): Record<string, unknown> {
+  const tweaks = tweaksOf(event.actions);
+  const high = event.type === "m.room.encrypted" || Boolean(tweaks.highlight) || Boolean(tweaks.sound);
+  const data: Record<string, unknown> = { ...pusher.data };
+  delete data.url;
+  const device: Record<string, unknown> = {
+    app_id: pusher.appId,
+    pushkey: pusher.pushkey,
+    pushkey_ts: Math.floor(pusher.createdTs / 1000),
+    data,
+  };
+  const base = { event_id: event.eventId, room_id: event.roomId, prio: high ? "high" : "low", counts: { unread: ctx.unread } };
+  // The app fetches the event itself; tweaks are left out too, as Synapse does (the device
+  // evaluates the rules on what it fetched).
+  if (pusher.data.format === "event_id_only") return { ...base, devices: [device] };
+
+  if (Object.keys(tweaks).length > 0) device.tweaks = tweaks;
+  const out: Record<string, unknown> = { ...base, type: event.type, sender: event.sender };
+  if (ctx.senderDisplayName) out.sender_display_name = ctx.senderDisplayName;
+  if (ctx.roomName) out.room_name = ctx.roomName;
+  if (event.type === "m.room.member" && event.stateKey !== undefined) {
+    out.membership = event.content.membership;
+    out.user_is_target = event.stateKey === pusher.userId;
+  }
+  if (includeContent && Object.keys(event.content).length > 0) out.content = event.content;
+  out.devices = [device];
+  return out;
+}
+
+/** Sends one notification to the pusher's gateway; never throws. */
+export async function notifyGateway(
+  fetcher: SafeFetcher,
+  pusher: PusherRecord,
+  notification: Record<string, unknown>,
+  opts: { timeoutMs: number; signal?: AbortSignal },
+): Promise<GatewayResult> {
+  const url = pusher.data.url;
+  if (typeof url !== "string") return { kind: "refused", status: 0 };
+  let status: number;
+  let body: Buffer;
+  try {
+    const res = await fetcher.fetch({
+      url,
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ notification }),
+      maxBytes: MAX_RESPONSE_BYTES,
+      timeoutMs: opts.timeoutMs,
+      // The gateway's URL is the endpoint; a redirect elsewhere is not followed.
+      maxRedirects: 0,
+      signal: opts.signal,
+    });
+    status = res.status;
+    body = res.body;
+  } catch (err) {
+    return { kind: "failed", reason: err instanceof SafeFetchError ? err.kind : "aborted" };
+  }
+  if (status >= 200 && status < 300) {
+    let rejected: unknown;
+    try {
+      rejected = (JSON.parse(body.toString("utf8")) as { rejected?: unknown } | null)?.rejected;
+    } catch {
+      // A gateway that accepted the push but answers something else has still accepted it.
+    }
+    // Only our own pushkey counts: a gateway cannot have us drop pushers we did not name.
+    return { kind: "delivered", rejected: Array.isArray(rejected) && rejected.includes(pusher.pushkey) };
+  }
+  if (status >= 400 && status < 500 && status !== 429) return { kind: "refused", status };
+  return { kind: "failed", reason: `status ${status}` };
+}

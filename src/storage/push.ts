@@ -1,0 +1,46 @@
+/**
+ * What push-rule evaluation decided for each recipient of each event: the source of the
+ * notification counts in `/sync` and of `/notifications` (and, with pushers, of what is pushed).
+ */
+
+export interface PushActionRecord {
+  userId: string;
+  roomId: string;
+  eventId: string;
+  streamOrdering: number;
+  /** `main` for the main timeline, else the thread root's event ID. */
+  threadId: string;
+  /** The matching rule's actions, as JSON text. */
+  actions: string;
+  notify: boolean;
+  highlight: boolean;
+  ts: number;
+}
+
+export interface NotificationCounts {
+  notify: number;
+  highlight: number;
+}
+
+export interface RoomCounts extends NotificationCounts {
+  /** Per thread (`main` included), for clients that asked for thread counts. */
+  threads: Map<string, NotificationCounts>;
+}
+
+export interface NotificationRecord extends PushActionRecord {
+  /** Whether the user's read receipt covers the event. */
+  read: boolean;
+}
+
+export interface PushActionStore {
+  add(records: readonly PushActionRecord[]): Promise<void>;
+  /**
+   * Unread counts of `userId` in each room, for events at or below `upTo` after the user's
+   * read receipts: an unthreaded receipt covers every thread, a threaded one its thread.
+   */
+  counts(userId: string, roomIds: readonly string[], upTo: number): Promise<Map<string, RoomCounts>>;
+  /** The user's notifications, newest first, below `before` (a stream position) when given. */
+  notifications(userId: string, opts: { before?: number; limit: number; onlyHighlight: boolean }): Promise<NotificationRecord[]>;
+  /** Forgets actions older than `before` (ms); returns how many went. */
+  prune(before: number): Promise<number>;
+}

@@ -1,0 +1,89 @@
+/** Push actions over SQL; see storage/push.ts. */
+import type { NotificationCounts, NotificationRecord, PushActionRecord, PushActionStore, RoomCounts } from "../push.js";
+import { inJsonList, sql, type Executor } from "./executor.js";
+
+interface ActionRow {
+  user_id: string;
+  room_id: string;
+  event_id: string;
+  stream_ordering: number;
+  thread_id: string;
+  actions: string;
+  notify: number;
+  highlight: number;
+  ts: number;
+}
+
+/**
+ * The position a user has read up to in a room for the row's thread: the newest of their
+ * `m.read` and `m.read.private` receipts that are unthreaded or in that thread.
+ */
+export const READ_UP_TO = `COALESCE((
+  SELECT MAX(e.stream_ordering) FROM receipts r JOIN events e ON e.event_id = r.event_id
+  WHERE r.room_id = a.room_id AND r.user_id = a.user_id
+    AND r.receipt_type IN ('m.read', 'm.read.private')
+    AND (r.thread_id = '' OR r.thread_id = a.thread_id)
+), 0)`;
+
+const toRecord = (r: ActionRow): PushActionRecord => ({
+  userId: r.user_id,
+  roomId: r.room_id,
+  eventId: r.event_id,
+  streamOrdering: Number(r.stream_ordering),
+  threadId: r.thread_id,
+  actions: r.actions,
+  notify: Number(r.notify) === 1,
+  highlight: Number(r.highlight) === 1,
+  ts: Number(r.ts),
+});
+
+export class SqlPushActionStore implements PushActionStore {
+  constructor(private readonly db: Executor) {}
+
+  async add(records: readonly PushActionRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    // One statement for every recipient of an event (or a batch of events).
+    const rows = records.map(() => "(?, ?, ?, ?, ?, ?, ?, ?, ?)").join(", ");
+    await this.db.run(
+      `INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering, thread_id, actions, notify, highlight, ts)
+       VALUES ${rows} ON CONFLICT DO NOTHING`,
+      records.flatMap((r) => [r.userId, r.roomId, r.eventId, r.streamOrdering, r.threadId, r.actions, r.notify ? 1 : 0, r.highlight ? 1 : 0, r.ts]),
+    );
+  }
+
+  async counts(userId: string, roomIds: readonly string[], upTo: number): Promise<Map<string, RoomCounts>> {
+    const out = new Map<string, RoomCounts>();
+    if (roomIds.length === 0) return out;
+    const rows = await this.db.all<{ room_id: string; thread_id: string; notify: number; highlight: number }>(
+      sql`SELECT a.room_id, a.thread_id, SUM(a.notify) AS notify, SUM(a.highlight) AS highlight
+          FROM event_push_actions a
+          WHERE a.user_id = ? AND ${inJsonList("a.room_id")} AND a.stream_ordering <= ? AND a.notify = 1
+            AND a.stream_ordering > ${READ_UP_TO}
+          GROUP BY a.room_id, a.thread_id`,
+      [userId, JSON.stringify(roomIds), upTo],
+    );
+    for (const r of rows) {
+      let room = out.get(r.room_id);
+      if (!room) out.set(r.room_id, (room = { notify: 0, highlight: 0, threads: new Map<string, NotificationCounts>() }));
+      const counts = { notify: Number(r.notify), highlight: Number(r.highlight) };
+      room.notify += counts.notify;
+      room.highlight += counts.highlight;
+      room.threads.set(r.thread_id, counts);
+    }
+    return out;
+  }
+
+  async notifications(userId: string, opts: { before?: number; limit: number; onlyHighlight: boolean }): Promise<NotificationRecord[]> {
+    const rows = await this.db.all<ActionRow & { read_up_to: number }>(
+      `SELECT a.*, ${READ_UP_TO} AS read_up_to FROM event_push_actions a
+       WHERE a.user_id = ? AND a.notify = 1 AND a.stream_ordering < ? ${opts.onlyHighlight ? "AND a.highlight = 1" : ""}
+       ORDER BY a.stream_ordering DESC LIMIT ?`,
+      [userId, opts.before ?? Number.MAX_SAFE_INTEGER, opts.limit],
+    );
+    return rows.map((r) => ({ ...toRecord(r), read: Number(r.stream_ordering) <= Number(r.read_up_to) }));
+  }
+
+  async prune(before: number): Promise<number> {
+    return this.db.run("DELETE FROM event_push_actions WHERE ts < ?", [before]);
+  }
+}
