@@ -1,5 +1,5 @@
 /** matrix-js-sdk clients running their real sync loop against a test server. */
-import type { MatrixClient } from "matrix-js-sdk";
+import type { ICreateClientOpts, MatrixClient } from "matrix-js-sdk";
 import { loadSdk } from "./matrix-sdk.js";
 
 type Sdk = Awaited<ReturnType<typeof loadSdk>>;
@@ -46,9 +46,13 @@ export class SdkClients {
   }
 
   /** Starts a client's sync loop and waits until its first sync is processed ("PREPARED"). */
-  async start(login: Credentials, opts: { timelineLimit?: number; rustCrypto?: boolean } = {}): Promise<MatrixClient> {
+  async start(
+    login: Credentials,
+    opts: { timelineLimit?: number; rustCrypto?: boolean; clientOptions?: Partial<ICreateClientOpts> } = {},
+  ): Promise<MatrixClient> {
     const { sdk } = this;
     const client = sdk.createClient({
+      ...opts.clientOptions,
       baseUrl: this.baseUrl,
       accessToken: login.access_token,
       userId: login.user_id,
