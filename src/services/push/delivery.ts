@@ -9,6 +9,7 @@
  * tells the pusher's job (here, or in the process holding it) the event IDs, and the job sends
  * any of those it finds behind its position: as "late" notifications, without moving back.
  */
+import { setMaxListeners } from "node:events";
 import type { PendingPush, PusherClaim, PusherKey, PusherRecord } from "../../storage/pushers.js";
 import type { Storage } from "../../storage/interfaces.js";
 import { stateKeyOf } from "../../storage/rooms.js";
@@ -82,6 +83,8 @@ export class PushDelivery {
   start(): void {
     this.#stopping = false;
     this.#abort = new AbortController();
+    // Every request in flight (one per pusher being served) listens for the stop: many at once is expected.
+    setMaxListeners(0, this.#abort.signal);
     this.#renewer = setInterval(() => {
       const users = [...new Set([...this.#jobs.values()].map((j) => j.key.userId))];
       this.storage.pushers
@@ -330,9 +333,11 @@ export class PushDelivery {
       const value = stored ? (JSON.parse(stored.json) as { content?: Record<string, unknown> }).content?.[name] : undefined;
       return typeof value === "string" && value !== "" ? value : undefined;
     };
-    const rooms = (await this.storage.rooms.membershipsOf(userId)).filter((m) => m.membership === "join").map((m) => m.roomId);
+    const memberships = await this.storage.rooms.membershipsOf(userId);
+    const rooms = memberships.filter((m) => m.membership === "join").map((m) => m.roomId);
     const counts = await this.storage.pushActions.counts(userId, rooms, this.storage.streams.current("events"));
-    let unread = 0;
+    // As Synapse counts the badge: each pending invite is one unread, besides the joined rooms' notifications.
+    let unread = memberships.filter((m) => m.membership === "invite").length;
     for (const c of counts.values()) unread += c.notify;
     return {
       senderDisplayName: field("m.room.member", event.sender, "displayname"),
