@@ -7,13 +7,11 @@ import { fork } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { stringify } from "yaml";
 import type { CleanUps } from "./entry.js";
 import type { MediaConfigureMessage, MediaRoute } from "./media_baseline.js";
 import { upload } from "./media_load.js";
-import { freePort } from "./postgres.js";
 import { isMessage, type ReadyMessage } from "./protocol.js";
-import { spawnSwitchboard } from "./switchboard_process.js";
+import { spawnOnSqlite, UNLIMITED } from "./switchboard_process.js";
 
 /** A server under test: where it listens and the pid whose CPU and memory are read. */
 export interface Server {
@@ -24,25 +22,11 @@ export interface Server {
 
 /** `node dist/src/main.js --config FILE` on a SQLite file and a media store in `dir`, logging at info to a file. */
 export async function startSwitchboard(dir: string, cleanups: CleanUps): Promise<Server> {
-  const port = await freePort();
-  const many = { per_second: 1_000_000, burst_count: 1_000_000 };
-  const config = {
-    server_name: "localhost",
-    public_baseurl: `http://localhost:${port}/`,
-    listeners: [{ port, bind_addresses: ["127.0.0.1"] }],
-    database: { name: "sqlite3", args: { database: path.join(dir, "homeserver.db") } },
-    signing_key_path: path.join(dir, "signing.key"),
+  const p = await spawnOnSqlite(dir, {
     media_store_path: path.join(dir, "media_store"),
-    enable_registration: true,
-    enable_registration_without_verification: true,
     // One user uploads everything; the default 10/s would turn the upload rounds into 429s.
-    rc_media_create: many,
-    rc_registration: many,
-    log_level: "info",
-  };
-  const file = path.join(dir, "switchboard.yaml");
-  writeFileSync(file, stringify(config));
-  const p = await spawnSwitchboard(["--config", file], dir, "log.jsonl", 1);
+    rc_media_create: UNLIMITED,
+  });
   cleanups.push(() => p.stop());
   return { label: "switchboard", url: p.url, pid: p.pid };
 }

@@ -17,14 +17,13 @@
  *   BENCH_PUSH_ROUNDS   measured rounds (default 2)
  */
 import http from "node:http";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { stringify } from "yaml";
 import { CleanUps, envCount, printReport, runMain } from "./entry.js";
-import { freePort, procCpuTime } from "./postgres.js";
+import { procCpuTime } from "./postgres.js";
 import { closeClients, newAgent, request, type SendClient } from "./send_client.js";
-import { spawnSwitchboard } from "./switchboard_process.js";
+import { spawnOnSqlite } from "./switchboard_process.js";
 
 const MEMBERS = envCount("BENCH_PUSH_MEMBERS", 100);
 const SENDERS = Math.min(envCount("BENCH_PUSH_SENDERS", 4), MEMBERS);
@@ -165,26 +164,8 @@ async function main(): Promise<number> {
   try {
     const gateway = await new Gateway().start();
     cleanups.push(() => gateway.stop());
-    const port = await freePort();
-    const many = { per_second: 1_000_000, burst_count: 1_000_000 };
-    const config = {
-      server_name: "localhost",
-      public_baseurl: `http://localhost:${port}/`,
-      listeners: [{ port, bind_addresses: ["127.0.0.1"] }],
-      database: { name: "sqlite3", args: { database: path.join(dir, "homeserver.db") } },
-      signing_key_path: path.join(dir, "signing.key"),
-      enable_registration: true,
-      enable_registration_without_verification: true,
-      // The gateway listens on loopback, which pushers may not reach unless allowed.
-      ip_range_whitelist: ["127.0.0.1/32"],
-      rc_message: many,
-      rc_registration: many,
-      rc_login: { address: many, account: many, failed_attempts: many },
-      log_level: "info",
-    };
-    const file = path.join(dir, "switchboard.yaml");
-    writeFileSync(file, stringify(config));
-    const sw = await spawnSwitchboard(["--config", file], dir, "log.jsonl", 1);
+    // The gateway listens on loopback, which pushers may not reach unless allowed.
+    const sw = await spawnOnSqlite(dir, { ip_range_whitelist: ["127.0.0.1/32"] });
     cleanups.push(() => sw.stop());
 
     const t0 = performance.now();

@@ -4,9 +4,11 @@
  * which costs the server what a pipe would without a reader here.
  */
 import { spawn } from "node:child_process";
-import { closeSync, openSync, readFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { stringify } from "yaml";
+import { freePort } from "./postgres.js";
 
 const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "src", "main.js");
 const START_LIMIT_MS = 60_000;
@@ -72,4 +74,32 @@ export async function spawnSwitchboard(args: string[], dir: string, logName: str
     await stop();
     throw err;
   }
+}
+
+/** Rate limits out of the way: the benchmarks measure the server, not its limits. */
+export const UNLIMITED = { per_second: 1_000_000, burst_count: 1_000_000 };
+
+/**
+ * One process on a SQLite file in `dir`, with open registration, no rate limits on messages,
+ * registration and login, and `overrides` on top; logs at info to `dir/log.jsonl`.
+ */
+export async function spawnOnSqlite(dir: string, overrides: Record<string, unknown>): Promise<SwitchboardProcess> {
+  const port = await freePort();
+  const config = {
+    server_name: "localhost",
+    public_baseurl: `http://localhost:${port}/`,
+    listeners: [{ port, bind_addresses: ["127.0.0.1"] }],
+    database: { name: "sqlite3", args: { database: path.join(dir, "homeserver.db") } },
+    signing_key_path: path.join(dir, "signing.key"),
+    enable_registration: true,
+    enable_registration_without_verification: true,
+    rc_message: UNLIMITED,
+    rc_registration: UNLIMITED,
+    rc_login: { address: UNLIMITED, account: UNLIMITED, failed_attempts: UNLIMITED },
+    log_level: "info",
+    ...overrides,
+  };
+  const file = path.join(dir, "switchboard.yaml");
+  writeFileSync(file, stringify(config));
+  return spawnSwitchboard(["--config", file], dir, "log.jsonl", 1);
 }

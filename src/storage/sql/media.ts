@@ -56,6 +56,9 @@ export class SqlMediaStore implements MediaStore {
   }
 
   createPending(mediaId: string, userId: string, now: number, expiresTs: number, maxPending: number): Promise<boolean> {
+    // Count, then insert: on PostgreSQL two of one user's requests at the same instant may both
+    // see room for one more, so the cap can be passed by the requests in flight. It limits
+    // abandoned reservations, not a resource, so that is not worth a lock on every /create.
     return this.db.transaction(async (tx) => {
       await tx.run("DELETE FROM local_media WHERE user_id = ? AND uploaded_ts IS NULL AND unused_expires_ts <= ?", [userId, now]);
       const held = await tx.get<{ n: number }>(
