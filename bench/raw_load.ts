@@ -15,8 +15,12 @@ export interface LoadResult {
   non2xx: number;
   /** Connections that failed or closed before their time was up, or sent an answer this cannot read. */
   errors: number;
-  /** Per answer, milliseconds, in no particular order. */
+  /** Per answer, milliseconds, in no particular order (empty when the generator gives only percentiles). */
   latencies: number[];
+  /** The generator's own percentiles in milliseconds, when it keeps no raw latencies (wrk). */
+  percentiles?: { p50: number; p99: number };
+  /** CPU of a generator in another process, in µs; absent when the generator is this process. */
+  generatorUs?: number;
 }
 
 const END_OF_HEAD = Buffer.from("\r\n\r\n");

@@ -22,6 +22,7 @@
  *   BENCH_WORKERS_ROUNDS       measured rounds (default 4)
  *   BENCH_WORKERS_WHOAMI_S     measured seconds of whoami per process count and round (default 2)
  *   BENCH_WORKERS_CONNECTIONS  whoami connections (default 50)
+ *   BENCH_WORKERS_GENERATOR    whoami load from `wrk` (default when installed) or `node` (bench/raw_load.ts)
  *   BENCH_WORKERS_CLIENTS      sending users, one room and one connection each (default 50)
  *   BENCH_WORKERS_SENDS        measured messages per process count and round, shared out (default 500)
  */
@@ -32,6 +33,8 @@ import { stringify } from "yaml";
 import { CleanUps, envCount, printReport, runMain } from "./entry.js";
 import { freePort, machineBusyUs, openPostgres, postmasterOf, procCpuTime, treeCpu } from "./postgres.js";
 import { rawLoad, type LoadResult } from "./raw_load.js";
+import { wrkAvailable, wrkLoad } from "./wrk_load.js";
+import { startBareCluster } from "./bare_cluster_process.js";
 import { spawnSwitchboard } from "./switchboard_process.js";
 import { closeClients, registerClients, request, sendBatch, type Batch, type SendClient } from "./send_client.js";
 
@@ -49,6 +52,12 @@ const WARMUP_S = 3;
 /** Per client, before the measured sends: the first send into a room costs more than the rest. */
 const WARMUP_SENDS = 3;
 const SEND_LIMIT_MS = 60_000;
+/**
+ * The whoami generator: wrk when installed (a few µs of CPU a request), else the Node one
+ * (about 20 µs), which on 2 cores caps the ratio the servers can show. BENCH_WORKERS_GENERATOR
+ * (wrk or node) chooses.
+ */
+const GENERATOR = (process.env.BENCH_WORKERS_GENERATOR || (wrkAvailable() ? "wrk" : "node")) as "wrk" | "node";
 /** The issue's target: whoami on 2 processes over 1. */
 const TARGET_WHOAMI_2 = 1.6;
 
@@ -156,13 +165,15 @@ async function measured<T>(server: Server, work: () => Promise<T>): Promise<Meas
   const result = await work();
   const wallUs = (performance.now() - t0) * 1000;
   const own = process.cpuUsage(own0);
-  return { result, wallUs, switchboardUs: sb.map((m) => m()), dbUs: db(), ownUs: own.user + own.system, machineUs: machineBusyUs() - machine0 };
+  const external = (result as { generatorUs?: number }).generatorUs ?? 0;
+  return { result, wallUs, switchboardUs: sb.map((m) => m()), dbUs: db(), ownUs: own.user + own.system + external, machineUs: machineBusyUs() - machine0 };
 }
 
 /** Whoami for `seconds` from the first few users, the connections shared out between them. */
-function whoamiLoad(t: Target, seconds: number): Promise<LoadResult> {
-  const tokens = t.clients.slice(0, WHOAMI_USERS).map((c) => c.token);
-  return rawLoad(t.server.url, "/_matrix/client/v3/account/whoami", tokens, CONNECTIONS, seconds);
+function whoamiLoad(t: Pick<Target, "server" | "clients">, seconds: number): Promise<LoadResult> {
+  const tokens = t.clients.length ? t.clients.slice(0, WHOAMI_USERS).map((c) => c.token) : ["bare"];
+  const load = GENERATOR === "wrk" ? wrkLoad : rawLoad;
+  return load(t.server.url, "/_matrix/client/v3/account/whoami", tokens, CONNECTIONS, seconds);
 }
 
 /** `total` sends shared out between the clients, each into its own room, all at once. */
@@ -220,13 +231,19 @@ function cpuOf(runs: Measured<unknown>[], count: number) {
   };
 }
 
-function latency(runs: Measured<{ latencies: number[] }>[]) {
+function latency(runs: Measured<{ latencies: number[]; percentiles?: { p50: number; p99: number } }>[]) {
+  // wrk keeps percentiles, not raw latencies: the median round's p50 and the worst round's p99.
+  const given = runs.map((m) => m.result.percentiles).filter((p) => p !== undefined);
+  if (given.length) {
+    const p50s = given.map((p) => p.p50).sort((a, b) => a - b);
+    return { p50: round(p50s[Math.floor(p50s.length / 2)]!), p99: round(Math.max(...given.map((p) => p.p99))) };
+  }
   const sorted = runs.flatMap((m) => m.result.latencies).sort((a, b) => a - b);
   const pct = (p: number) => (sorted.length ? round(sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!) : null);
   return { p50: pct(50), p99: pct(99) };
 }
 
-function whoamiReport(t: Target) {
+function whoamiReport(t: Pick<Target, "whoami">) {
   const requests = t.whoami.reduce((n, m) => n + m.result.requests, 0);
   const { wallUs, cpu } = cpuOf(t.whoami, requests);
   return {
@@ -264,6 +281,7 @@ async function main(): Promise<number> {
   const problems: string[] = [];
   const warnings: string[] = [];
   const targets: Target[] = [];
+  const bares: Pick<Target, "processes" | "server" | "clients" | "whoami">[] = [];
   let postgresInfo: Record<string, unknown> | undefined;
   try {
     const pgOrSkip = await openPostgres();
@@ -280,9 +298,16 @@ async function main(): Promise<number> {
       postmaster ??= await postmasterOf(dsn).catch(() => undefined);
       targets.push(await prepare(processes, dsn));
     }
+    // The yardstick: a bare node:http server on as many processes, loaded in the same rounds.
+    for (const processes of PROCESSES) {
+      const bare = await startBareCluster(processes);
+      cleanups.push(() => bare.stop());
+      bares.push({ processes, server: { ...bare, dropLog: () => undefined }, clients: [], whoami: [] });
+    }
     if (!postmaster) warnings.push("PostgreSQL's processes were not found in /proc (not on this machine?): its CPU is not reported");
 
     // Unmeasured first: the JIT, the first send into each room, the pools' connections.
+    for (const b of bares) await whoamiLoad(b, WARMUP_S);
     for (const t of targets) {
       await whoamiLoad(t, WARMUP_S);
       await sendsInOwnRooms(t, WARMUP_SENDS * t.clients.length, "warmup");
@@ -293,6 +318,11 @@ async function main(): Promise<number> {
         const m = await measured(t.server, () => whoamiLoad(t, WHOAMI_S));
         t.whoami.push(m);
         log(`round ${r + 1}, ${t.processes} process(es), whoami: ${round((m.result.requests / m.wallUs) * 1e6, 0)} req/s`);
+      }
+      for (const b of bares.map((_, i) => bares[(i + r) % bares.length]!)) {
+        const m = await measured(b.server, () => whoamiLoad(b, WHOAMI_S));
+        b.whoami.push(m);
+        log(`round ${r + 1}, bare node:http on ${b.processes} process(es): ${round((m.result.requests / m.wallUs) * 1e6, 0)} req/s`);
       }
       for (const t of order) {
         const m = await measured(t.server, () => sendsInOwnRooms(t, SENDS, `r${r}`));
@@ -315,6 +345,11 @@ async function main(): Promise<number> {
     if (Object.keys(s.failures).length) problems.push(`sends on ${t.processes} process(es) failed: ${JSON.stringify(s.failures)}`);
     if (s.messages < SENDS * ROUNDS) warnings.push(`sends on ${t.processes} process(es): a round stopped at the ${SEND_LIMIT_MS / 1000} s limit`);
   }
+  const bare: Record<string, ReturnType<typeof whoamiReport>> = {};
+  for (const b of bares) {
+    const w = (bare[b.processes] = whoamiReport(b));
+    w.ratio_to_1 = round(w.rps / bare[PROCESSES[0]!]!.rps, 3);
+  }
   const cores = os.availableParallelism();
   const [one, two] = [whoami["1"], whoami["2"]];
   // The generator shares the cores. With s µs of Switchboard CPU a request on 1 process, and s2
@@ -330,6 +365,10 @@ async function main(): Promise<number> {
     best_rounds: one && two ? round(Math.max(...two.rounds_rps) / Math.max(...one.rounds_rps), 3) : null,
     /** The most 2 processes could give over 1 on these cores with this generator beside them (see above). */
     ceiling_with_the_generator_on_these_cores: ceiling,
+    /** What the same machine and generator give a bare node:http server on 2 processes over 1. */
+    bare_node_http_2_processes_ratio: bare["2"]?.ratio_to_1 ?? null,
+    /** Switchboard's 2-over-1 ratio as a share of the bare server's: 1 means it scales as well as Node can here. */
+    share_of_bare_scaling: whoami2 !== null && bare["2"] ? round(whoami2 / bare["2"].ratio_to_1!, 3) : null,
   };
   if (target.met === false) warnings.push(`whoami on 2 processes is ${whoami2}× 1 process, below the ${TARGET_WHOAMI_2}× target; with the load generator on the same ${cores} cores the ceiling was ${ceiling}×`);
 
@@ -350,12 +389,13 @@ async function main(): Promise<number> {
     switchboard:
       "node dist/src/main.js --config FILE, worker_processes N (Node cluster, one shared port), a fresh database per N, pool cp_min 5 cp_max 10 per process, logging at info (a line per request) to a file",
     rounds: ROUNDS,
-    whoami_load: `GET /_matrix/client/v3/account/whoami, ${CONNECTIONS} keep-alive connections shared between ${WHOAMI_USERS} users, bench/raw_load.ts in this process; ${WARMUP_S} s warm-up, then ${WHOAMI_S} s per round`,
+    whoami_load: `GET /_matrix/client/v3/account/whoami, ${CONNECTIONS} keep-alive connections ${GENERATOR === "wrk" ? "from 1 user" : `shared between ${WHOAMI_USERS} users`}, ${GENERATOR === "wrk" ? "wrk with one thread (bench/wrk_load.ts)" : "bench/raw_load.ts in this process"}; ${WARMUP_S} s warm-up, then ${WHOAMI_S} s per round`,
     sends_load: `${CLIENTS} users, each in a private room of their own with one keep-alive connection, all sending at once, one message after another; ${WARMUP_SENDS} each to warm up, then ${SENDS} per round shared out`,
-    cpu_note: `CPU over the measured time in cores (1 = one core busy all along; this machine has ${cores}): Switchboard is its parent and every worker (per process: parent first), PostgreSQL its postmaster and all its children, the generator this process; *_us_per_op is per request or message`,
+    cpu_note: `CPU over the measured time in cores (1 = one core busy all along; this machine has ${cores}): Switchboard is its parent and every worker (per process: parent first), PostgreSQL its postmaster and all its children, the generator wrk (its process) or this process for the whoami load and this process for sends; *_us_per_op is per request or message`,
     loadavg_before: loadBefore,
     loadavg_after: loadAfter,
     whoami,
+    bare_node_http_whoami: bare,
     sends,
     target,
     ok: problems.length === 0,
