@@ -17,7 +17,6 @@ import { systemClock } from "./services/clock.js";
 import { createServices } from "./services/index.js";
 import { loadOrCreateSigningKey } from "./services/signing_key.js";
 import { openStorage } from "./storage/open.js";
-import { databaseSection, portToPostgres } from "./storage/port/index.js";
 
 const EXIT_USAGE = 2;
 const DEFAULT_CONFIG = "switchboard.yaml";
@@ -119,6 +118,8 @@ async function portDb(cmd: Extract<Command, { name: "port-db" }>): Promise<void>
       `\`database.name\` in ${cmd.config} is not sqlite3: port-db copies from SQLite, so --config names the config of the server that runs on SQLite`,
     ]);
   }
+  // Loaded only for this command: it brings the PostgreSQL driver, which serving on SQLite never needs.
+  const { databaseSection, portToPostgres } = await import("./storage/port/index.js");
   const report = await portToPostgres(config.database.path, cmd.toPostgres, (line) => console.log(line));
   const rows = report.tables.reduce((sum, t) => sum + t.rows, 0);
   const streams = Object.entries(report.streams).map(([s, p]) => `${s} ${p}`);

@@ -3,7 +3,8 @@
  * transaction (a failure leaves no row behind), then compared with the source.
  */
 import { Secret } from "../../config/types.js";
-import { DatabaseUnavailableError, describeFailure, postgresDatabase } from "../open.js";
+import { DatabaseUnavailableError } from "../errors.js";
+import { describeFailure, postgresDatabase } from "../postgres/open.js";
 import type { PostgresDatabase } from "../postgres/driver.js";
 import type { Executor } from "../sql/executor.js";
 import { migrate } from "../sql/migrate.js";

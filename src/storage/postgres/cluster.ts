@@ -17,6 +17,7 @@
  */
 import pg from "pg";
 import type { Cluster } from "../cluster.js";
+import { DuplicateWorkerError } from "../errors.js";
 import { STREAMS, type StreamName, type StreamTracker } from "../sql/streams.js";
 
 const CHANNEL = "switchboard";
@@ -40,8 +41,6 @@ interface Message {
   w: string;
   m: Item[];
 }
-
-export class DuplicateWorkerError extends Error {}
 
 /** What a process's connections call themselves. */
 export function applicationNameOf(instance: string): string {
