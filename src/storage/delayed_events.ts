@@ -5,6 +5,10 @@
  */
 
 export type DelayedOutcome = "send" | "cancel";
+/**
+ * What finalised it: a management action or its timer. Rows written before schema step
+ * "delayed events as accepted" may say "error" (a failed send); a failure is now told by `error`.
+ */
 export type DelayedReason = "action" | "delay" | "error";
 
 export interface DelayedEventRecord {
@@ -33,6 +37,32 @@ export type NewDelayedEvent = Omit<
   "status" | "outcome" | "reason" | "finalisedTs" | "eventId" | "error" | "sendAt"
 >;
 
+/** The transaction a scheduling request came with: per user and device, scoped to its endpoint. */
+export interface DelayedTxn {
+  deviceId: string;
+  key: string;
+}
+
+export type DelayedOrder = "send_ts" | "origin_server_ts" | "running_since";
+
+/** One page of a user's delayed events, as MSC4140's list endpoint asks for it. */
+export interface DelayedListQuery {
+  userId: string;
+  orderBy: DelayedOrder;
+  dir: "f" | "b";
+  /**
+   * Where the page starts: at `key` inclusive (null: the latest possible), or strictly past
+   * (`key`, `afterId`) when continuing from a previous page.
+   */
+  from: { key: number | null; afterId?: string };
+  status?: "scheduled" | "finalised";
+  roomId?: string;
+  type?: string;
+  outcome?: "send" | "cancel" | "error";
+  reason?: "action" | "delay";
+  limit: number;
+}
+
 /** Who is sending a claimed event, and until when the claim holds if it never finishes. */
 export interface SendClaim {
   worker: string;
@@ -42,6 +72,11 @@ export interface SendClaim {
 export interface DelayedEventStore {
   /** Inserts unless the user already has `maxPerUser` scheduled; false when at the limit. */
   schedule(event: NewDelayedEvent, maxPerUser: number): Promise<boolean>;
+  /**
+   * As `schedule`, once per transaction: a retry (same user, device and key) schedules nothing
+   * and answers the first one's delay ID (`fresh` false). Undefined when at the limit.
+   */
+  scheduleOnce(event: NewDelayedEvent, maxPerUser: number, txn: DelayedTxn): Promise<{ delayId: string; fresh: boolean } | undefined>;
   get(delayId: string): Promise<DelayedEventRecord | undefined>;
   /** Moves a scheduled event's timer to start at `now`; false when it is not scheduled. */
   restart(delayId: string, now: number): Promise<DelayedEventRecord | undefined>;
@@ -77,4 +112,11 @@ export interface DelayedEventStore {
   /** Scheduled children of a parent delayed event. */
   childrenOf(parentDelayId: string): Promise<string[]>;
   countScheduled(userId: string): Promise<number>;
+  /** A page of a user's events in the query's order, each with the value it is ordered by. */
+  page(query: DelayedListQuery): Promise<{ record: DelayedEventRecord; key: number }[]>;
+  /**
+   * Forgets finalised events finalised before `olderThan`, and all but each user's newest
+   * `keepPerUser`. Any process may run it at any time.
+   */
+  pruneFinalised(olderThan: number, keepPerUser: number): Promise<number>;
 }

@@ -70,11 +70,30 @@ export function manageBody(baseUrl: string, delayId: string, body: unknown, toke
   return request(baseUrl, "POST", `${U4140}/delayed_events/${enc(delayId)}`, { token, body });
 }
 
-/** The latest draft's authenticated form, `POST /v1/delayed_events/{id}/{action}`. */
-export function manageV1(user: User, delayId: string, action: string): Promise<Reply> {
-  return request(user.baseUrl, "POST", `/_matrix/client/v1/delayed_events/${enc(delayId)}/${action}`, { token: user.token, body: {} });
+/** The accepted form, `POST /v1/delayed_events/{id}/{action}` with `{}`: no token unless one is given. */
+export function manageV1(user: User, delayId: string, action: string, token?: string): Promise<Reply> {
+  return request(user.baseUrl, "POST", `/_matrix/client/v1/delayed_events/${enc(delayId)}/${action}`, { token, body: {} });
 }
 
+/** An event as the accepted `GET /v1/delayed_events/{id}` and the list's items give it. */
+export interface AcceptedItem {
+  delay_id: string;
+  room_id: string;
+  type: string;
+  state_key?: string;
+  delay: number;
+  running_since: number;
+  content: Record<string, unknown>;
+  error?: { errcode?: string };
+  event_id?: string;
+  origin_server_ts?: number;
+}
+
+export async function lookupV1(user: User, delayId: string): Promise<AcceptedItem> {
+  return ok(await request(user.baseUrl, "GET", `/_matrix/client/v1/delayed_events/${enc(delayId)}`, { token: user.token })) as unknown as AcceptedItem;
+}
+
+/** A delayed event's state, outcome and reason, as the suites check them. */
 export interface V1Status {
   delay_id: string;
   status: "scheduled" | "finalised";
@@ -87,8 +106,21 @@ export interface V1Status {
   finalised_ts?: number;
 }
 
+/** Read from the unstable lookup, whose draft fields (`outcome`, `reason`, `finalised`) say the most. */
 export async function statusOf(user: User, delayId: string): Promise<V1Status> {
-  return ok(await request(user.baseUrl, "GET", `/_matrix/client/v1/delayed_events/${enc(delayId)}`, { token: user.token })) as unknown as V1Status;
+  const body = ok(await request(user.baseUrl, "GET", `${U4140}/delayed_events/${enc(delayId)}`, { token: user.token }));
+  const done = body.finalised as { event_id?: string; error?: { errcode?: string }; finalised_ts: number } | undefined;
+  return {
+    delay_id: body.delay_id as string,
+    status: done ? "finalised" : "scheduled",
+    outcome: body.outcome as V1Status["outcome"],
+    reason: body.reason as V1Status["reason"],
+    event_id: done?.event_id,
+    error: done?.error,
+    delay_ms: body.delay_ms as number,
+    scheduled_at: (body.delayed_since_ts as number) + (body.delay_ms as number),
+    finalised_ts: done?.finalised_ts,
+  };
 }
 
 /** Waits until the delayed event is finalised and returns its status. */

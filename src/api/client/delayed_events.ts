@@ -1,11 +1,11 @@
-/** MSC4140 delayed events: management, listing and the latest draft's scheduling form. */
+/** MSC4140 delayed events: the accepted API (v1/v3) beside the unstable forms deployed clients send. */
 import type { FastifyRequest } from "fastify";
 import { Type } from "typebox";
 import { Errors } from "../../errors.js";
 import type { App } from "../../http/server.js";
 import type { Requester } from "../../services/auth.js";
 import type { DelayedAction } from "../../services/delayed_events/service.js";
-import { lookupView, statusView } from "../../services/delayed_events/service.js";
+import { acceptedView, lookupView } from "../../services/delayed_events/views.js";
 import type { Services } from "../../services/index.js";
 import { authHook, requester } from "../auth.js";
 
@@ -81,43 +81,43 @@ export function registerDelayedEventRoutes(app: App, services: Services): void {
     return lookupView(record);
   });
 
-  // The latest MSC4140 draft: authenticated, idempotent management and a status lookup.
+  // The accepted MSC4140: unauthenticated, idempotent management (the delay ID is the capability).
   for (const action of ACTIONS) {
-    app.post(`/_matrix/client/v1/delayed_events/:delayId/${action}`, { onRequest: requiredAuth, schema: { params: DelayParams } }, async (request) => {
+    app.post(`/_matrix/client/v1/delayed_events/:delayId/${action}`, { onRequest: optionalAuth, schema: { params: DelayParams } }, async (request) => {
       limit(request);
-      await delayed.act(request.params.delayId, action, { owner: requester(request).userId, idempotent: true });
+      await delayed.act(request.params.delayId, action, { accepted: true });
       return {};
     });
   }
   app.get("/_matrix/client/v1/delayed_events/:delayId", { onRequest: requiredAuth, schema: { params: DelayParams } }, async (request) =>
-    statusView(await delayed.get(requester(request), request.params.delayId)),
+    acceptedView(await delayed.get(requester(request), request.params.delayId)),
+  );
+  // Query parameters are checked by the service, so that every unsupported value is M_INVALID_PARAM.
+  app.get("/_matrix/client/v1/delayed_events", { onRequest: requiredAuth }, async (request) =>
+    delayed.listPage(requester(request), request.query as Record<string, unknown>),
   );
 
-  app.put(
-    "/_matrix/client/v3/rooms/:roomId/delayed_event/:eventType/:txnId",
-    {
-      onRequest: authHook(services.auth, "required"),
-      schema: {
-        params: Type.Object({ roomId: Type.String(), eventType: Type.String({ minLength: 1 }), txnId: Type.String({ minLength: 1 }) }),
-        body: Type.Object({
-          // Checked by parseDelay, so that a bad delay answers M_INVALID_PARAM as on /send.
-          delay_ms: Type.Unknown(),
-          state_key: Type.Optional(Type.String()),
-          content: Type.Record(Type.String(), Type.Unknown()),
-        }),
+  const ScheduleParams = Type.Object({ roomId: Type.String(), eventType: Type.String({ minLength: 1 }), txnId: Type.String({ minLength: 1 }) });
+  const ScheduleBody = Type.Object({
+    // Checked by parseBodyDelay, so that a bad delay answers M_INVALID_PARAM. Drafts called it `delay_ms`.
+    delay: Type.Optional(Type.Unknown()),
+    delay_ms: Type.Optional(Type.Unknown()),
+    state_key: Type.Optional(Type.String()),
+    content: Type.Record(Type.String(), Type.Unknown()),
+  });
+  for (const prefix of ["/_matrix/client/v3", MSC4140_PREFIX]) {
+    app.put(
+      `${prefix}/rooms/:roomId/delayed_event/:eventType/:txnId`,
+      { onRequest: requiredAuth, schema: { params: ScheduleParams, body: ScheduleBody } },
+      async (request) => {
+        const { roomId, eventType, txnId } = request.params;
+        const b = request.body;
+        const who = requester(request);
+        const delayMs = delayed.parseBodyDelay(b.delay !== undefined ? b.delay : b.delay_ms);
+        // A retry with the same transaction ID answers the same delay ID, as on /send.
+        const txn = { deviceId: who.deviceId, key: JSON.stringify(["delayed_event", roomId, eventType, txnId]) };
+        return delayed.schedule(who, { roomId, type: eventType, stateKey: b.state_key, content: b.content, delayMs }, txn);
       },
-    },
-    async (request) => {
-      const b = request.body;
-      if (b.delay_ms === undefined) throw Errors.missingParam("Missing parameter: delay_ms");
-      if (typeof b.delay_ms !== "number") throw Errors.invalidParam("delay_ms must be a non-negative integer of milliseconds");
-      return delayed.schedule(requester(request), {
-        roomId: request.params.roomId,
-        type: request.params.eventType,
-        stateKey: b.state_key,
-        content: b.content,
-        delayMs: delayed.parseDelay(b.delay_ms),
-      });
-    },
-  );
+    );
+  }
 }

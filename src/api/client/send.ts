@@ -46,15 +46,21 @@ async function sendOrSchedule(
   const delayMs = services.delayedEvents.parseDelay(query[DELAY]);
   if (delayMs !== undefined || query[PARENT_DELAY] !== undefined) {
     if (delayMs === undefined && !services.delayedEvents.enabled) throw Errors.forbidden("Delayed events are not enabled on this server");
-    return services.delayedEvents.schedule(who, {
-      roomId: event.roomId,
-      type: event.type,
-      stateKey: event.stateKey,
-      content: event.content,
-      delayMs,
-      parentDelayId: query[PARENT_DELAY],
-      stickyDurationMs,
-    });
+    // On PUT /send the transaction ID makes a retry answer the same delay ID instead of scheduling again.
+    const txn = event.txnId === undefined ? undefined : { deviceId: who.deviceId, key: JSON.stringify(["send", event.roomId, event.type, event.txnId]) };
+    return services.delayedEvents.schedule(
+      who,
+      {
+        roomId: event.roomId,
+        type: event.type,
+        stateKey: event.stateKey,
+        content: event.content,
+        delayMs,
+        parentDelayId: query[PARENT_DELAY],
+        stickyDurationMs,
+      },
+      txn,
+    );
   }
   const opts = { stickyDurationMs };
   if (event.stateKey !== undefined) {

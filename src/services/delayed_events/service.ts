@@ -7,14 +7,16 @@ import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import type { Config } from "../../config/config.js";
 import { Errors, MatrixError } from "../../errors.js";
-import type { DelayedEventRecord, DelayedReason } from "../../storage/delayed_events.js";
+import type { DelayedEventRecord, DelayedTxn } from "../../storage/delayed_events.js";
 import type { Storage } from "../../storage/interfaces.js";
 import type { Requester } from "../auth.js";
 import type { Clock } from "../clock.js";
 import { DELAYED_EVENT_TXN_DEVICE } from "../rooms/client_format.js";
 import type { EventPersister } from "../rooms/persister.js";
+import { listPage, parseListQuery } from "./listing.js";
 import { DelayScheduler } from "./scheduler.js";
 import type { SendClaim } from "../../storage/delayed_events.js";
+import { finalisedView, scheduledView } from "./views.js";
 
 /** The pseudo-device under which fired events record their delay ID as a transaction ID. */
 export const DELAYED_TXN_DEVICE = DELAYED_EVENT_TXN_DEVICE;
@@ -41,10 +43,17 @@ const FIRE_RETRY_MS = 1000;
 export const SEND_LEASE_MS = 10_000;
 /** Due events claimed per statement. */
 const CLAIM_BATCH = 100;
+/** How long finalised events stay to be looked up, and how many of them per user (MSC4140's advice). */
+export const FINALISED_RETENTION_MS = 7 * 24 * 3_600_000;
+export const FINALISED_PER_USER = 1000;
+/** How often each process forgets what is past retention (the deletes are idempotent, so several may). */
+const PRUNE_EVERY_MS = 15 * 60_000;
 
 export class DelayedEventService {
   readonly #scheduler: DelayScheduler;
   #stopping = false;
+  #pruneTimer: NodeJS.Timeout | undefined;
+  #pruning: Promise<void> | undefined;
 
   constructor(
     private readonly config: Config,
@@ -77,7 +86,22 @@ export class DelayedEventService {
 
   /** Loads what is pending; what fell due while the server was down fires now. */
   async start(): Promise<number> {
+    const prune = () => {
+      if (this.#pruning || this.#stopping) return;
+      // Only housekeeping: a failure is logged and tried again at the next round.
+      this.#pruning = this.pruneFinalised()
+        .then(() => undefined, (err: unknown) => this.logger.error({ err }, "pruning finalised delayed events failed"))
+        .finally(() => (this.#pruning = undefined));
+    };
+    this.#pruneTimer = setInterval(prune, PRUNE_EVERY_MS);
+    this.#pruneTimer.unref();
+    prune();
     return this.#loadPending();
+  }
+
+  /** Forgets finalised events past MSC4140's recommended retention. */
+  pruneFinalised(): Promise<number> {
+    return this.storage.delayedEvents.pruneFinalised(this.clock.now() - FINALISED_RETENTION_MS, FINALISED_PER_USER);
   }
 
   async #loadPending(): Promise<number> {
@@ -97,9 +121,10 @@ export class DelayedEventService {
   }
 
   /** Stops firing; resolves once an event being written has been recorded, so storage may close. */
-  stop(): Promise<void> {
+  async stop(): Promise<void> {
     this.#stopping = true;
-    return this.#scheduler.stop();
+    clearInterval(this.#pruneTimer);
+    await Promise.all([this.#scheduler.stop(), this.#pruning]);
   }
 
   get enabled(): boolean {
@@ -123,7 +148,33 @@ export class DelayedEventService {
     return delay;
   }
 
-  async schedule(requester: Requester, req: ScheduleRequest): Promise<{ delay_id: string }> {
+  /**
+   * The `delay` of the accepted `PUT …/delayed_event/{type}/{txnId}` body: a positive integer
+   * of milliseconds; one above the maximum is 400 M_MAX_DELAY_EXCEEDED with `max_delay`.
+   */
+  parseBodyDelay(raw: unknown): number {
+    if (!this.enabled) throw Errors.forbidden("Delayed events are not enabled on this server");
+    if (raw === undefined) throw Errors.missingParam("Missing parameter: delay");
+    if (typeof raw !== "number" || !Number.isSafeInteger(raw) || raw <= 0) {
+      throw Errors.invalidParam("delay must be a positive integer of milliseconds");
+    }
+    const max = this.config.delayedEvents.maxDelayMs;
+    if (raw > max) {
+      throw new MatrixError(400, "M_MAX_DELAY_EXCEEDED", `The requested delay exceeds the allowed maximum of ${max} ms`, {
+        max_delay: max,
+        // The unstable names, for clients of the draft.
+        "org.matrix.msc4140.errcode": "M_MAX_DELAY_EXCEEDED",
+        "org.matrix.msc4140.max_delay": max,
+      });
+    }
+    return raw;
+  }
+
+  /**
+   * Schedules an event. With `txn`, once: a retry of the same request (same user, device and
+   * transaction key) answers the first one's delay ID and schedules nothing.
+   */
+  async schedule(requester: Requester, req: ScheduleRequest, txn?: DelayedTxn): Promise<{ delay_id: string }> {
     if (!this.enabled) throw Errors.forbidden("Delayed events are not enabled on this server");
     const room = await this.storage.rooms.getRoom(req.roomId);
     const membership = room ? await this.storage.rooms.membership(req.roomId, requester.userId) : undefined;
@@ -138,40 +189,42 @@ export class DelayedEventService {
     }
     if (delayMs === undefined) throw Errors.missingParam("A delay or a parent delay ID is required");
     const now = this.clock.now();
-    const delayId = `syd_${randomBytes(15).toString("base64url")}`;
-    const ok = await this.storage.delayedEvents.schedule(
-      {
-        delayId,
-        userId: requester.userId,
-        roomId: req.roomId,
-        type: req.type,
-        stateKey: req.stateKey ?? null,
-        content: req.content,
-        delayMs,
-        runningSince: now,
-        parentDelayId: req.parentDelayId ?? null,
-        stickyDurationMs: req.stickyDurationMs ?? null,
-      },
-      this.config.delayedEvents.maxPerUser,
-    );
-    if (!ok) {
-      const soonest = (await this.storage.delayedEvents.scheduledOf(requester.userId)).reduce(
-        (min, e) => Math.min(min, e.sendAt),
-        Infinity,
-      );
-      throw Errors.limitExceeded(Math.max(1000, Math.min(soonest - now, 3_600_000)));
+    const event = {
+      delayId: `syd_${randomBytes(15).toString("base64url")}`,
+      userId: requester.userId,
+      roomId: req.roomId,
+      type: req.type,
+      stateKey: req.stateKey ?? null,
+      content: req.content,
+      delayMs,
+      runningSince: now,
+      parentDelayId: req.parentDelayId ?? null,
+      stickyDurationMs: req.stickyDurationMs ?? null,
+    };
+    const max = this.config.delayedEvents.maxPerUser;
+    const result = txn
+      ? await this.storage.delayedEvents.scheduleOnce(event, max, txn)
+      : (await this.storage.delayedEvents.schedule(event, max))
+        ? { delayId: event.delayId, fresh: true }
+        : undefined;
+    if (!result) {
+      // MSC4140: Retry-After is the time until the user's next event is due to be sent.
+      const soonest = (await this.storage.delayedEvents.scheduledOf(requester.userId)).reduce((min, e) => Math.min(min, e.sendAt), Infinity);
+      throw Errors.limitExceeded(Number.isFinite(soonest) ? Math.max(1000, soonest - now) : 1000);
     }
-    this.#due(delayId, now + delayMs);
-    return { delay_id: delayId };
+    if (result.fresh) this.#due(result.delayId, now + delayMs);
+    return { delay_id: result.delayId };
   }
 
   /**
    * Applies an action. With `owner` set, only that user's events are found;
    * without it the delay ID alone is the capability, as MSC4140 allows.
-   * `idempotent` (the v1 API) makes a repeated action succeed and a
-   * conflicting one answer 409.
+   * `accepted` (the v1 API of the accepted MSC) makes a repeated action
+   * succeed and a conflicting one answer 409, and keeps an event whose send
+   * was refused scheduled; the unstable forms answer 404 and record the
+   * refusal, as deployed clients expect.
    */
-  async act(delayId: string, action: DelayedAction, opts: { owner?: string; idempotent?: boolean } = {}): Promise<void> {
+  async act(delayId: string, action: DelayedAction, opts: { owner?: string; accepted?: boolean } = {}): Promise<void> {
     const record = await this.storage.delayedEvents.get(delayId);
     if (!record || (opts.owner !== undefined && record.userId !== opts.owner)) throw Errors.notFound("Unknown delayed event");
     const now = this.clock.now();
@@ -183,7 +236,8 @@ export class DelayedEventService {
       if (restarted) this.#due(delayId, restarted.sendAt);
       done = restarted !== undefined;
     } else {
-      const sent = await this.#send(delayId, "action");
+      const sent = await this.#send(delayId, opts.accepted === true);
+      if (sent.kept) throw sent.failure;
       done = sent.claimed;
       failure = sent.failure;
     }
@@ -193,14 +247,15 @@ export class DelayedEventService {
       if (failure) throw failure;
       return;
     }
-    if (!opts.idempotent) throw Errors.notFound("The delayed event is no longer scheduled");
+    if (!opts.accepted) throw Errors.notFound("The delayed event is no longer scheduled");
     const after = await this.storage.delayedEvents.get(delayId);
     // Mid-send counts as sent: the send that claimed it is writing the event.
     const outcome = after?.status === "sending" ? "send" : after?.status === "finalised" ? after.outcome : null;
-    // A repeat is one whose effect already holds, whoever brought it about: cancelled, or sent (not failed).
-    const sameOutcome = (action === "cancel" && outcome === "cancel") || (action === "send" && outcome === "send" && after?.reason !== "error");
+    // A send that failed counts as cancelled (by an error), as MSC4140 has it.
+    const failed = after?.status === "finalised" && after.error !== null;
+    const sameOutcome = (action === "cancel" && (outcome === "cancel" || failed)) || (action === "send" && outcome === "send" && !failed);
     if (!sameOutcome) {
-      throw new MatrixError(409, "M_UNKNOWN", `The delayed event was already finalised (${outcome ?? "unknown"})`);
+      throw new MatrixError(409, "M_UNKNOWN", `The delayed event was already finalised (${failed ? "error" : (outcome ?? "unknown")})`);
     }
   }
 
@@ -246,18 +301,27 @@ export class DelayedEventService {
     }
   }
 
-  /** Claims and sends; `claimed` is false when someone else already finalised it. */
-  async #send(delayId: string, reason: DelayedReason): Promise<{ claimed: boolean; failure?: MatrixError }> {
+  /**
+   * Claims and sends; `claimed` is false when someone else already finalised it. A refused
+   * send is recorded as failed, or with `keepOnFailure` put back on the schedule (`kept`).
+   */
+  async #send(delayId: string, keepOnFailure: boolean): Promise<{ claimed: boolean; failure?: MatrixError; kept?: boolean }> {
     if (!(await this.storage.delayedEvents.claimForSending(delayId, this.#claim()))) return { claimed: false };
     const record = await this.storage.delayedEvents.get(delayId);
     if (!record) return { claimed: true };
-    return { claimed: true, failure: await this.#resend(record, reason) };
+    const result = await this.#write(record);
+    if ("error" in result && keepOnFailure) {
+      // The cause may be gone by its send time (MSC4140): it stays scheduled, on its timer.
+      await this.storage.delayedEvents.releaseClaims([delayId], this.storage.cluster.workerId);
+      this.#due(delayId, record.sendAt);
+      return { claimed: true, failure: result.failure, kept: true };
+    }
+    await this.storage.delayedEvents.finishSending(delayId, "error" in result ? { error: result.error } : result, "action", this.clock.now());
+    return { claimed: true, failure: "error" in result ? result.failure : undefined };
   }
 
-  /** Writes the event through the normal path and records the outcome; returns the error when it was refused. */
-  async #resend(record: DelayedEventRecord, reason: DelayedReason = "delay"): Promise<MatrixError | undefined> {
-    let failure: MatrixError | undefined;
-    let result: { eventId: string } | { error: Record<string, unknown> };
+  /** Writes the event through the normal path; on refusal, the error to record and to answer with. */
+  async #write(record: DelayedEventRecord): Promise<{ eventId: string } | { error: Record<string, unknown>; failure: MatrixError }> {
     try {
       // The normal write path: the auth rules apply as of now, not as of scheduling.
       const event = await this.persister.persist({
@@ -269,14 +333,18 @@ export class DelayedEventService {
         txn: { deviceId: DELAYED_TXN_DEVICE, txnId: record.delayId },
         stickyDurationMs: record.stickyDurationMs ?? undefined,
       });
-      result = { eventId: event.eventId };
+      return { eventId: event.eventId };
     } catch (err) {
-      failure = err instanceof MatrixError ? err : new MatrixError(500, "M_UNKNOWN", "The delayed event could not be sent");
+      const failure = err instanceof MatrixError ? err : new MatrixError(500, "M_UNKNOWN", "The delayed event could not be sent");
       if (!(err instanceof MatrixError)) this.logger.error({ err, delay_id: record.delayId }, "delayed event failed to send");
-      result = { error: failure.body() };
+      return { error: failure.body(), failure };
     }
-    await this.storage.delayedEvents.finishSending(record.delayId, result, "error" in result ? "error" : reason, this.clock.now());
-    return failure;
+  }
+
+  /** Sends a claimed event and records the outcome; a refusal is recorded, not retried (MSC4140). */
+  async #resend(record: DelayedEventRecord): Promise<void> {
+    const result = await this.#write(record);
+    await this.storage.delayedEvents.finishSending(record.delayId, "error" in result ? { error: result.error } : result, "delay", this.clock.now());
   }
 
   async list(requester: Requester, opts: { status?: string; delayIds?: string[] }) {
@@ -293,6 +361,11 @@ export class DelayedEventService {
     };
   }
 
+  /** A page of the accepted list (`GET /v1/delayed_events`); `query` holds its query parameters. */
+  async listPage(requester: Requester, query: Record<string, unknown>) {
+    return listPage(this.storage.delayedEvents, parseListQuery(requester.userId, query, this.clock.now()));
+  }
+
   async get(requester: Requester, delayId: string): Promise<DelayedEventRecord> {
     const record = await this.storage.delayedEvents.get(delayId);
     if (!record || record.userId !== requester.userId) throw Errors.notFound("Unknown delayed event");
@@ -302,70 +375,4 @@ export class DelayedEventService {
   capabilities() {
     return { max_delay_ms: this.config.delayedEvents.maxDelayMs, max_scheduled: this.config.delayedEvents.maxPerUser };
   }
-}
-
-export function scheduledView(r: DelayedEventRecord) {
-  return {
-    delay_id: r.delayId,
-    room_id: r.roomId,
-    type: r.type,
-    ...(r.stateKey !== null ? { state_key: r.stateKey } : {}),
-    delay: r.delayMs,
-    running_since: r.runningSince,
-    content: r.content,
-    ...(r.parentDelayId ? { parent_delay_id: r.parentDelayId } : {}),
-  };
-}
-
-export function finalisedView(r: DelayedEventRecord) {
-  return {
-    delayed_event: scheduledView(r),
-    outcome: r.outcome,
-    reason: r.reason,
-    ...(r.error ? { error: r.error } : {}),
-    ...(r.eventId ? { event_id: r.eventId } : {}),
-    ...(r.finalisedTs !== null ? { origin_server_ts: r.finalisedTs } : {}),
-  };
-}
-
-/**
- * `GET U4140/delayed_events/{id}`: the list item's fields, plus the form
- * matrix-js-sdk declares (`delay_ms`, `delayed_since_ts`, and `finalised`
- * once the event is done).
- */
-export function lookupView(r: DelayedEventRecord) {
-  return {
-    ...scheduledView(r),
-    delay_ms: r.delayMs,
-    delayed_since_ts: r.runningSince,
-    ...(r.status === "finalised"
-      ? {
-          finalised: {
-            ...(r.error ? { error: r.error } : {}),
-            ...(r.eventId ? { event_id: r.eventId } : {}),
-            finalised_ts: r.finalisedTs ?? r.runningSince,
-          },
-          outcome: r.outcome,
-          reason: r.reason,
-        }
-      : {}),
-  };
-}
-
-/** The v1 status form of MSC4140's latest draft. */
-export function statusView(r: DelayedEventRecord) {
-  return {
-    delay_id: r.delayId,
-    room_id: r.roomId,
-    type: r.type,
-    ...(r.stateKey !== null ? { state_key: r.stateKey } : {}),
-    content: r.content,
-    delay_ms: r.delayMs,
-    scheduled_at: r.sendAt,
-    status: r.status === "finalised" ? "finalised" : "scheduled",
-    ...(r.finalisedTs !== null ? { finalised_ts: r.finalisedTs } : {}),
-    ...(r.outcome ? { outcome: r.outcome, reason: r.reason } : {}),
-    ...(r.eventId ? { event_id: r.eventId } : {}),
-    ...(r.error ? { error: r.error } : {}),
-  };
 }

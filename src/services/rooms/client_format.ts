@@ -52,9 +52,12 @@ export function toClientEvent(stored: StoredEvent, now: number, viewer?: Viewer)
   }
   if (stored.redactedBy) unsigned.redacted_because ??= { event_id: stored.redactedBy };
   if (viewer && stored.txn && viewer.userId === pdu.sender) {
-    // A fired delayed event records its delay ID as the transaction of a pseudo-device.
-    if (stored.txn.deviceId === DELAYED_EVENT_TXN_DEVICE) unsigned["org.matrix.msc4140.delay_id"] = stored.txn.txnId;
-    else if (viewer.deviceId === stored.txn.deviceId) unsigned.transaction_id = stored.txn.txnId;
+    // A fired delayed event records its delay ID as the transaction of a pseudo-device; MSC4140 as
+    // accepted names it `delay_id`, its drafts `org.matrix.msc4140.delay_id`.
+    if (stored.txn.deviceId === DELAYED_EVENT_TXN_DEVICE) {
+      unsigned.delay_id = stored.txn.txnId;
+      unsigned["org.matrix.msc4140.delay_id"] = stored.txn.txnId;
+    } else if (viewer.deviceId === stored.txn.deviceId) unsigned.transaction_id = stored.txn.txnId;
   }
   out.unsigned = unsigned;
   return out;

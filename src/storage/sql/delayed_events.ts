@@ -1,6 +1,14 @@
 /** Delayed events (MSC4140): every transition is one conditional statement, in both dialects. */
-import type { DelayedEventRecord, DelayedEventStore, DelayedReason, NewDelayedEvent, SendClaim } from "../delayed_events.js";
-import { FOR_UPDATE, inJsonList, SKIP_LOCKED, sql, type Executor } from "./executor.js";
+import type {
+  DelayedEventRecord,
+  DelayedEventStore,
+  DelayedListQuery,
+  DelayedReason,
+  DelayedTxn,
+  NewDelayedEvent,
+  SendClaim,
+} from "../delayed_events.js";
+import { FOR_UPDATE, inJsonList, SKIP_LOCKED, sql, type Executor, type SqlValue, type Transaction } from "./executor.js";
 
 interface Row {
   delay_id: string;
@@ -42,37 +50,67 @@ const toRecord = (r: Row): DelayedEventRecord => ({
   error: r.error === null ? null : (JSON.parse(r.error) as Record<string, unknown>),
 });
 
+/** What each `order_by` orders by: finalisation time, or the send time while still scheduled, for `origin_server_ts`. */
+const ORDER_KEYS = {
+  send_ts: "send_at",
+  origin_server_ts: "COALESCE(finalised_ts, send_at)",
+  running_since: "running_since",
+} as const;
+
+/** MSC4140's outcomes: a failed send counts as "error", whatever was being attempted. */
+const OUTCOME_FILTERS = {
+  send: "status = 'finalised' AND outcome = 'send' AND error IS NULL",
+  cancel: "status = 'finalised' AND outcome = 'cancel' AND error IS NULL",
+  error: "status = 'finalised' AND error IS NOT NULL",
+} as const;
+
 const COUNT = "SELECT COUNT(*) AS n FROM delayed_events WHERE user_id = ? AND status = 'scheduled'";
 
 export class SqlDelayedEventStore implements DelayedEventStore {
   constructor(private readonly db: Executor) {}
 
   schedule(e: NewDelayedEvent, maxPerUser: number): Promise<boolean> {
-    return this.db.transaction(async (tx) => {
-      // The user's row lock makes count-then-insert atomic against the user's other requests
-      // on PostgreSQL; SQLite's write transaction already does.
-      await tx.get(sql`SELECT user_id FROM users WHERE user_id = ? ${FOR_UPDATE}`, [e.userId]);
-      if (((await tx.get<{ n: number }>(COUNT, [e.userId]))?.n ?? 0) >= maxPerUser) return false;
-      await tx.run(
-        `INSERT INTO delayed_events (delay_id, user_id, room_id, type, state_key, content, delay_ms, running_since, send_at,
-           parent_delay_id, sticky_duration_ms, status)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'scheduled')`,
-        [
-          e.delayId,
-          e.userId,
-          e.roomId,
-          e.type,
-          e.stateKey,
-          JSON.stringify(e.content),
-          e.delayMs,
-          e.runningSince,
-          e.runningSince + e.delayMs,
-          e.parentDelayId,
-          e.stickyDurationMs,
-        ],
+    return this.db.transaction(async (tx) => (await this.#insert(tx, e, maxPerUser)) !== undefined);
+  }
+
+  scheduleOnce(e: NewDelayedEvent, maxPerUser: number, txn: DelayedTxn): Promise<{ delayId: string; fresh: boolean } | undefined> {
+    return this.db.transaction(async (tx) => this.#insert(tx, e, maxPerUser, txn));
+  }
+
+  /** Count, look up the transaction and insert, under the user's lock; undefined when at the limit. */
+  async #insert(tx: Transaction, e: NewDelayedEvent, maxPerUser: number, txn?: DelayedTxn): Promise<{ delayId: string; fresh: boolean } | undefined> {
+    // The user's row lock makes count-then-insert (and a retry's look-up) atomic against the
+    // user's other requests on PostgreSQL; SQLite's write transaction already does.
+    await tx.get(sql`SELECT user_id FROM users WHERE user_id = ? ${FOR_UPDATE}`, [e.userId]);
+    if (txn) {
+      const existing = await tx.get<{ delay_id: string }>(
+        "SELECT delay_id FROM delayed_events WHERE user_id = ? AND txn_device = ? AND txn_key = ?",
+        [e.userId, txn.deviceId, txn.key],
       );
-      return true;
-    });
+      if (existing) return { delayId: existing.delay_id, fresh: false };
+    }
+    if (((await tx.get<{ n: number }>(COUNT, [e.userId]))?.n ?? 0) >= maxPerUser) return undefined;
+    await tx.run(
+      `INSERT INTO delayed_events (delay_id, user_id, room_id, type, state_key, content, delay_ms, running_since, send_at,
+         parent_delay_id, sticky_duration_ms, status, txn_device, txn_key)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'scheduled', ?, ?)`,
+      [
+        e.delayId,
+        e.userId,
+        e.roomId,
+        e.type,
+        e.stateKey,
+        JSON.stringify(e.content),
+        e.delayMs,
+        e.runningSince,
+        e.runningSince + e.delayMs,
+        e.parentDelayId,
+        e.stickyDurationMs,
+        txn?.deviceId ?? null,
+        txn?.key ?? null,
+      ],
+    );
+    return { delayId: e.delayId, fresh: true };
   }
 
   async get(delayId: string): Promise<DelayedEventRecord | undefined> {
@@ -199,5 +237,62 @@ export class SqlDelayedEventStore implements DelayedEventStore {
 
   async countScheduled(userId: string): Promise<number> {
     return (await this.db.get<{ n: number }>(COUNT, [userId]))?.n ?? 0;
+  }
+
+  async page(q: DelayedListQuery): Promise<{ record: DelayedEventRecord; key: number }[]> {
+    const key = ORDER_KEYS[q.orderBy];
+    const forward = q.dir === "f";
+    const where: string[] = ["user_id = ?"];
+    const params: SqlValue[] = [q.userId];
+    if (q.from.key === null) {
+      // "end": the latest possible point; going forward from there there is nothing.
+      if (forward) return [];
+    } else if (q.from.afterId === undefined) {
+      where.push(`${key} ${forward ? ">=" : "<="} ?`);
+      params.push(q.from.key);
+    } else {
+      const cmp = forward ? ">" : "<";
+      where.push(`(${key} ${cmp} ? OR (${key} = ? AND delay_id ${cmp} ?))`);
+      params.push(q.from.key, q.from.key, q.from.afterId);
+    }
+    if (q.status === "scheduled") where.push("status != 'finalised'");
+    if (q.status === "finalised") where.push("status = 'finalised'");
+    if (q.roomId !== undefined) {
+      where.push("room_id = ?");
+      params.push(q.roomId);
+    }
+    if (q.type !== undefined) {
+      where.push("type = ?");
+      params.push(q.type);
+    }
+    if (q.outcome !== undefined) where.push(OUTCOME_FILTERS[q.outcome]);
+    if (q.reason !== undefined) {
+      where.push("status = 'finalised' AND reason = ?");
+      params.push(q.reason);
+    }
+    const order = forward ? "ASC" : "DESC";
+    const rows = await this.db.all<Row & { sort_key: number }>(
+      `SELECT *, ${key} AS sort_key FROM delayed_events WHERE ${where.join(" AND ")}
+       ORDER BY sort_key ${order}, delay_id ${order} LIMIT ?`,
+      [...params, q.limit],
+    );
+    return rows.map((r) => ({ record: toRecord(r), key: Number(r.sort_key) }));
+  }
+
+  pruneFinalised(olderThan: number, keepPerUser: number): Promise<number> {
+    // Conditional deletes: whichever process runs them, and however often, the result is the
+    // same. In a transaction, so that PostgreSQL runs it again should two sweeps deadlock.
+    return this.db.transaction(async (tx) => {
+      const old = await tx.run("DELETE FROM delayed_events WHERE status = 'finalised' AND finalised_ts < ?", [olderThan]);
+      const surplus = await tx.run(
+        `DELETE FROM delayed_events WHERE delay_id IN (
+           SELECT delay_id FROM (
+             SELECT delay_id, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY finalised_ts DESC, delay_id DESC) AS n
+             FROM delayed_events WHERE status = 'finalised'
+           ) ranked WHERE n > ?)`,
+        [keepPerUser],
+      );
+      return old + surplus;
+    });
   }
 }
