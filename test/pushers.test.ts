@@ -245,9 +245,11 @@ describe("pushers", () => {
     ok(await bob.req("POST", `/rooms/${encodeURIComponent(roomId)}/receipt/m.read/${encodeURIComponent(seen)}`, {}));
     g.answer = () => ({ status: 200, body: { rejected: [] } });
     const unseen = await alice.send(roomId, "not read yet");
-    await until(() => g.accepted.length === 1);
-    assert.deepEqual(g.eventIds(), [unseen]);
-    assert.equal(g.accepted[0]!.counts.unread, 1);
+    // (The receipt may also bring a badge-only push, with no event: see push_badges.test.ts.)
+    const eventPushes = () => g.accepted.filter((n) => n.event_id !== undefined);
+    await until(() => eventPushes().length === 1);
+    assert.deepEqual(g.eventIds(eventPushes()), [unseen]);
+    assert.equal(eventPushes()[0]!.counts.unread, 1);
   });
 
   test("a pushkey the gateway rejects loses its pusher", async () => {

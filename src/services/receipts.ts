@@ -21,12 +21,19 @@ export interface ReadMarkers {
 }
 
 export class ReceiptService {
+  readonly #readListeners: ((userId: string) => void)[] = [];
+
   constructor(
     private readonly storage: Storage,
     private readonly clock: Clock,
     private readonly notifier: Notifier,
     private readonly accountData: AccountDataService,
   ) {}
+
+  /** Called after each stored `m.read`/`m.read.private` receipt (pushers send badge updates). */
+  onRead(listener: (userId: string) => void): void {
+    this.#readListeners.push(listener);
+  }
 
   /** `POST /rooms/{roomId}/receipt/{receiptType}/{eventId}`. */
   async receipt(requester: Requester, roomId: string, receiptType: string, eventId: string, threadId?: unknown): Promise<void> {
@@ -69,5 +76,6 @@ export class ReceiptService {
     // A private receipt concerns nobody else: wake only its owner's syncs.
     if (receiptType === "m.read.private") this.notifier.notify({ userIds: [requester.userId] });
     else this.notifier.notify({ roomIds: [roomId] });
+    for (const listener of this.#readListeners) listener(requester.userId);
   }
 }

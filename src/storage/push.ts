@@ -37,8 +37,11 @@ export interface PushActionStore {
   /**
    * Unread counts of `userId` in each room, for events at or below `upTo` after the user's
    * read receipts: an unthreaded receipt covers every thread, a threaded one its thread.
+   * Clients' counts (`fromJoin`, the default) start, without an unthreaded receipt, at the
+   * user's join, as Synapse's `/sync` does; the push badge (`fromJoin: false`) also counts what
+   * notified before it, such as the invite, as Synapse's badge does.
    */
-  counts(userId: string, roomIds: readonly string[], upTo: number): Promise<Map<string, RoomCounts>>;
+  counts(userId: string, roomIds: readonly string[], upTo: number, opts?: { fromJoin?: boolean }): Promise<Map<string, RoomCounts>>;
   /** The user's notifications, newest first, below `before` (a stream position) when given. */
   notifications(userId: string, opts: { before?: number; limit: number; onlyHighlight: boolean }): Promise<NotificationRecord[]>;
   /** Forgets actions older than `before` (ms); returns how many went. */

@@ -87,10 +87,15 @@ export interface PusherStore {
   pendingEvents(userId: string, eventIds: readonly string[]): Promise<PendingPush[]>;
   /**
    * Moves a pusher past `streamOrdering` (never backwards), and records a success at `successTs`
-   * (which also ends a failure) when given. False when the pusher is gone or `worker` no longer
-   * holds it, so the caller stops pushing for it.
+   * (which also ends a failure) when given, and the badge the gateway was last sent when given.
+   * False when the pusher is gone or `worker` no longer holds it, so the caller stops pushing for it.
    */
-  advance(key: PusherKey, worker: string, streamOrdering: number, successTs: number | null): Promise<boolean>;
+  advance(key: PusherKey, worker: string, streamOrdering: number, successTs: number | null, badge?: number): Promise<boolean>;
+  /**
+   * Records `badge` as the last one sent to the pusher's gateway, whoever holds it; false when
+   * that was already the last one (or the pusher is gone): then there is nothing new to send.
+   */
+  noteBadge(key: PusherKey, badge: number): Promise<boolean>;
   /** Records when pushing started failing (`null`: it no longer is). */
   setFailingSince(key: PusherKey, worker: string, since: number | null): Promise<void>;
 }

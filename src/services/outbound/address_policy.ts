@@ -55,10 +55,15 @@ export type Verdict =
   | { allowed: true; /** Where to connect: an IPv4-mapped address becomes plain IPv4. */ connectTo: string; family: 4 | 6 }
   | { allowed: false; reason: string };
 
+/** Addresses whose verdicts are remembered. */
+const CACHED_VERDICTS = 4096;
+
 export class AddressPolicy {
   readonly #builtin = new BlockList();
   readonly #deny = new BlockList();
   readonly #allow = new BlockList();
+  /** Verdicts by address: the ranges never change, and a push gateway is checked on every push. */
+  readonly #verdicts = new Map<string, Verdict>();
 
   /** Throws on a range that does not parse; config validation has already caught those. */
   constructor(opts: AddressPolicyOptions = {}) {
@@ -69,6 +74,15 @@ export class AddressPolicy {
 
   /** Whether the server may connect to `address` (an IP address, as DNS or a URL gives it). */
   check(address: string): Verdict {
+    let verdict = this.#verdicts.get(address);
+    if (verdict) return verdict;
+    verdict = this.#judge(address);
+    if (this.#verdicts.size >= CACHED_VERDICTS) this.#verdicts.delete(this.#verdicts.keys().next().value!);
+    this.#verdicts.set(address, verdict);
+    return verdict;
+  }
+
+  #judge(address: string): Verdict {
     const bare = address.replace(/^\[|\]$/g, "").replace(/%.*$/, "");
     const family = isIP(bare);
     if (family === 0) return { allowed: false, reason: "not an IP address" };

@@ -9,7 +9,10 @@
  *   so a second DNS answer (DNS rebinding) cannot send it elsewhere; TLS still names and
  *   verifies the real host;
  * - redirects are followed by hand, each target vetted the same way;
- * - responses are read up to a byte limit and refused beyond it, all within one deadline.
+ * - responses are read up to a byte limit and refused beyond it, all within one deadline;
+ * - with `keepAlive`, connections are reused, but only by requests whose vetting came to the
+ *   same addresses: the pool is keyed by them, so a name that now resolves elsewhere (DNS
+ *   rebinding) gets a connection of its own to the newly vetted address, never an old one.
  *
  * Nothing here knows Matrix: failures are `SafeFetchError`s with a kind for callers to map.
  */
@@ -68,6 +71,11 @@ export interface SafeFetcherOptions {
   userAgent?: string;
   /** Default deadline for a whole fetch, redirects and body included: 10 s. */
   timeoutMs?: number;
+  /**
+   * Reuse connections (per vetted destination; see above). For callers that talk to the same
+   * few servers again and again, such as push gateways. Off by default: a connection per request.
+   */
+  keepAlive?: boolean;
 }
 
 export interface SafeFetchRequest {
@@ -105,6 +113,12 @@ interface Target {
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+/** Destinations with a connection pool; the least recently used pool is closed beyond this. */
+const MAX_POOLS = 256;
+/** Connections per destination; more requests at once wait for one to be free. */
+const SOCKETS_PER_POOL = 64;
+/** An idle pooled connection is closed after this. */
+const IDLE_SOCKET_MS = 30_000;
 /** Headers that carry the caller's credentials, not to be handed to another origin. */
 const CREDENTIALS = ["authorization", "cookie", "proxy-authorization"];
 
@@ -114,6 +128,9 @@ export class SafeFetcher {
   readonly #ca: (string | Buffer)[] | undefined;
   readonly #userAgent: string;
   readonly #timeoutMs: number;
+  readonly #keepAlive: boolean;
+  /** Connection pools by destination (scheme, TLS name, port and the vetted addresses), least recently used first. */
+  readonly #pools = new Map<string, http.Agent>();
 
   constructor(opts: SafeFetcherOptions) {
     this.policy = opts.policy;
@@ -122,12 +139,46 @@ export class SafeFetcher {
     this.#ca = opts.ca?.length ? [...tls.rootCertificates, ...opts.ca] : undefined;
     this.#userAgent = opts.userAgent ?? "Switchboard";
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
+    this.#keepAlive = opts.keepAlive ?? false;
+  }
+
+  /** Closes every pooled connection (at shutdown). */
+  close(): void {
+    for (const agent of this.#pools.values()) agent.destroy();
+    this.#pools.clear();
+  }
+
+  /**
+   * The pool for one vetted destination. A connection in it was opened to one of exactly these
+   * addresses, through the pinned lookup, so reusing it goes nowhere the vetting did not allow.
+   */
+  #pool(secure: boolean, target: Target, port: number): http.Agent {
+    const addresses = target.addresses.map((a) => a.address).sort();
+    const key = JSON.stringify([secure, target.name ?? null, port, addresses]);
+    let agent = this.#pools.get(key);
+    if (agent) {
+      this.#pools.delete(key);
+    } else {
+      const opts = { keepAlive: true, maxSockets: SOCKETS_PER_POOL, timeout: IDLE_SOCKET_MS, scheduling: "lifo" as const };
+      agent = secure ? new https.Agent(opts) : new http.Agent(opts);
+      if (this.#pools.size >= MAX_POOLS) {
+        const [oldKey, oldest] = this.#pools.entries().next().value!;
+        this.#pools.delete(oldKey);
+        oldest.destroy();
+      }
+    }
+    this.#pools.set(key, agent);
+    return agent;
   }
 
   async fetch(req: SafeFetchRequest): Promise<FetchResult> {
     const controller = new AbortController();
-    const timedOut = new SafeFetchError("timeout", "The remote server took too long to answer");
-    const timer = setTimeout(() => controller.abort(timedOut), req.timeoutMs ?? this.#timeoutMs);
+    // Made only when needed: an error captures a stack, and most fetches never time out.
+    let timedOut: SafeFetchError | undefined;
+    const timer = setTimeout(() => {
+      timedOut = new SafeFetchError("timeout", "The remote server took too long to answer");
+      controller.abort(timedOut);
+    }, req.timeoutMs ?? this.#timeoutMs);
     const forward = () => controller.abort(req.signal?.reason);
     req.signal?.addEventListener("abort", forward, { once: true });
     if (req.signal?.aborted) forward();
@@ -135,7 +186,7 @@ export class SafeFetcher {
     try {
       return await this.#run(req, controller.signal, state);
     } catch (err) {
-      if (controller.signal.aborted && controller.signal.reason === timedOut) {
+      if (timedOut !== undefined && controller.signal.reason === timedOut) {
         throw new SafeFetchError("timeout", timedOut.message, { host: state.host, headersReceived: state.headersReceived });
       }
       if (controller.signal.aborted) throw controller.signal.reason;
@@ -214,14 +265,16 @@ export class SafeFetcher {
     const secure = url.protocol === "https:";
     const outgoing: Record<string, string> = { host: url.host, ...headers };
     if (body !== undefined) outgoing["content-length"] = String(Buffer.byteLength(body));
+    const port = url.port === "" ? (secure ? 443 : 80) : Number(url.port);
     const options: https.RequestOptions = {
       method,
       host: target.name ?? target.addresses[0]!.address,
-      port: url.port === "" ? (secure ? 443 : 80) : Number(url.port),
+      port,
       path: `${url.pathname}${url.search}`,
       headers: outgoing,
-      // A connection of its own: a pooled one may have been opened by code that vetted nothing.
-      agent: false,
+      // Never the global pool, whose connections may have been opened by code that vetted
+      // nothing: a connection of its own, or one from this fetcher's pool for these addresses.
+      agent: this.#keepAlive ? this.#pool(secure, target, port) : false,
       signal,
     };
     if (target.name !== undefined) options.lookup = pinnedLookup(target.addresses);

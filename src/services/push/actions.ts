@@ -6,7 +6,7 @@
  */
 import type { Storage } from "../../storage/interfaces.js";
 import type { PushActionRecord } from "../../storage/push.js";
-import { stateKeyOf } from "../../storage/rooms.js";
+import type { MembershipRecord } from "../../storage/rooms.js";
 import { Errors } from "../../errors.js";
 import type { Clock } from "../clock.js";
 import { toClientEvent } from "../rooms/client_format.js";
@@ -17,6 +17,8 @@ import { evaluatePush, type PushOutcome } from "./evaluator.js";
 /** Kept this long for `/notifications` (Synapse keeps a month); counts only look past receipts. */
 export const PUSH_ACTION_RETENTION_MS = 30 * 86_400_000;
 const PRUNE_INTERVAL_MS = 3_600_000;
+/** Member events whose display names are remembered. */
+const CACHED_NAMES = 50_000;
 
 interface Logger {
   warn(obj: object, msg: string): void;
@@ -31,13 +33,15 @@ export interface Notified {
 
 export class PushActionService {
   readonly #listeners: ((notified: Notified[]) => void)[] = [];
+  /** Display name by member event ID (see #displayNames). */
+  readonly #names = new Map<string, string | null>();
   #pruner: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly storage: Storage,
     private readonly clock: Clock,
     private readonly serverName: string,
-    private readonly rulesFor: (userId: string) => Ruleset,
+    private readonly rulesFor: (userIds: readonly string[]) => Promise<Map<string, Ruleset>>,
     private readonly logger: Logger,
   ) {}
 
@@ -63,7 +67,8 @@ export class PushActionService {
   async eventPersisted(event: PersistedEvent): Promise<void> {
     const { pdu } = event;
     const roomId = pdu.room_id;
-    const joined = (await this.storage.rooms.membersOf(roomId, "join")).map((m) => m.userId);
+    const members = await this.storage.rooms.membersOf(roomId, "join");
+    const joined = members.map((m) => m.userId);
     const recipients = new Set(joined.filter((u) => this.#isLocal(u)));
     // An invitee is not joined yet, but `.m.rule.invite_for_me` is for them.
     if (pdu.type === "m.room.member" && pdu.content.membership === "invite" && pdu.state_key && this.#isLocal(pdu.state_key)) {
@@ -73,15 +78,11 @@ export class PushActionService {
     if (recipients.size === 0) return;
 
     const users = [...recipients];
-    const state = await this.storage.rooms.currentStateEvents(roomId, [
-      ["m.room.power_levels", ""],
-      ...users.map((u) => ["m.room.member", u] as const),
-    ]);
-    const contentOf = (type: string, key: string) => {
-      const stored = state.get(stateKeyOf(type, key));
-      return stored ? ((JSON.parse(stored.json) as { content?: Record<string, unknown> }).content ?? {}) : undefined;
-    };
-    const levels = powerLevels(contentOf("m.room.power_levels", ""));
+    const powerEvent = await this.storage.rooms.currentStateEvent(roomId, "m.room.power_levels", "");
+    const levels = powerLevels(powerEvent ? (JSON.parse(powerEvent.json) as { content?: Record<string, unknown> }).content : undefined);
+    const names = await this.#displayNames(members.filter((m) => recipients.has(m.userId)));
+    // An invitee's member event is this one.
+    if (pdu.type === "m.room.member" && pdu.state_key && recipients.has(pdu.state_key)) names.set(pdu.state_key, nameIn(pdu.content));
     const clientEvent = {
       type: pdu.type,
       content: pdu.content,
@@ -91,16 +92,16 @@ export class PushActionService {
       origin_server_ts: pdu.origin_server_ts,
       ...(pdu.state_key !== undefined ? { state_key: pdu.state_key } : {}),
     };
+    const rulesets = await this.rulesFor(users);
     const threadId = threadOf(pdu.content);
     const now = this.clock.now();
     const records: PushActionRecord[] = [];
     const notified: Notified[] = [];
     for (const userId of users) {
-      const displayName = contentOf("m.room.member", userId)?.displayname;
-      const outcome = evaluatePush(this.rulesFor(userId), {
+      const outcome = evaluatePush(rulesets.get(userId)!, {
         event: clientEvent,
         userId,
-        displayName: typeof displayName === "string" ? displayName : null,
+        displayName: names.get(userId) ?? null,
         memberCount: joined.length,
         senderPowerLevel: levels.of(pdu.sender),
         notificationPowerLevels: levels.notifications,
@@ -148,9 +149,38 @@ export class PushActionService {
     return { notifications, ...(rows.length === opts.limit && last ? { next_token: String(last.streamOrdering) } : {}) };
   }
 
+  /**
+   * The display names in these members' current member events, remembered by event ID, so that
+   * a busy room's members are read once, not per message. (A member event that is redacted later
+   * keeps its name here until it leaves the cache: a rare case, and a harmless one.)
+   */
+  async #displayNames(members: readonly MembershipRecord[]): Promise<Map<string, string | null>> {
+    const out = new Map<string, string | null>();
+    const unknown: MembershipRecord[] = [];
+    for (const m of members) {
+      const known = this.#names.get(m.eventId);
+      if (known === undefined) unknown.push(m);
+      else out.set(m.userId, known);
+    }
+    if (unknown.length === 0) return out;
+    const byEvent = new Map(unknown.map((m) => [m.eventId, m.userId]));
+    for (const stored of await this.storage.rooms.getEvents([...byEvent.keys()])) {
+      const name = nameIn((JSON.parse(stored.json) as { content?: Record<string, unknown> }).content);
+      out.set(byEvent.get(stored.eventId)!, name);
+      this.#names.set(stored.eventId, name);
+      if (this.#names.size > CACHED_NAMES) this.#names.delete(this.#names.keys().next().value!);
+    }
+    return out;
+  }
+
   #isLocal(userId: string): boolean {
     return userId.endsWith(`:${this.serverName}`);
   }
+}
+
+function nameIn(content: Record<string, unknown> | undefined): string | null {
+  const name = content?.displayname;
+  return typeof name === "string" ? name : null;
 }
 
 /** The thread an event belongs to for counts: its thread root, or `main`. */

@@ -1,7 +1,6 @@
 /**
  * The server-default push rules (spec: "Push Notifications", "Predefined Rules"), in client
- * format and spec order. Switchboard keeps no per-user rules yet, so this is every user's
- * whole ruleset, both for `GET /pushrules` and for the evaluator.
+ * format and spec order. Each user's own rules and changes are merged in by rules_service.ts.
  */
 
 export type Condition = Record<string, unknown>;

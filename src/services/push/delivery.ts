@@ -8,14 +8,19 @@
  * has already passed (two events close together, evaluated out of order). Whoever stores it
  * tells the pusher's job (here, or in the process holding it) the event IDs, and the job sends
  * any of those it finds behind its position: as "late" notifications, without moving back.
+ *
+ * Costs, since every recipient of a busy room's events has a pusher: a batch moves the position
+ * once, after its last push; the user's badge is read once per batch; an event and its names
+ * are read once for all its recipients (push_content.ts); and a job that has gone idle keeps
+ * its claim a few seconds, so that a burst of events claims and lets go of a pusher once.
  */
 import { setMaxListeners } from "node:events";
 import type { PendingPush, PusherClaim, PusherKey, PusherRecord } from "../../storage/pushers.js";
 import type { Storage } from "../../storage/interfaces.js";
-import { stateKeyOf } from "../../storage/rooms.js";
 import type { Clock } from "../clock.js";
 import type { SafeFetcher } from "../outbound/safe_fetch.js";
-import { buildNotification, notifyGateway, type PushEvent } from "./gateway.js";
+import { buildNotification, notifyGateway } from "./gateway.js";
+import { PushContent } from "./push_content.js";
 
 export interface DeliveryLogger {
   info(obj: object, msg: string): void;
@@ -37,6 +42,8 @@ const MAX_BACKOFF_MS = 3_600_000;
 export const GIVE_UP_MS = 86_400_000;
 /** (pusher, event) pairs remembered as sent, so a late notice of one sent meanwhile sends nothing. */
 const RECENT_LIMIT = 10_000;
+/** An idle job keeps its claim this long, in case more comes (renewed meanwhile like any other). */
+const LINGER_MS = 5_000;
 
 interface Job {
   key: PusherKey;
@@ -47,6 +54,16 @@ interface Job {
   dirty: boolean;
   backoffMs: number;
   retry?: NodeJS.Timeout;
+  /** Pushing; waiting to retry; idle but still holding the claim; letting go of it. */
+  state: "running" | "waiting" | "lingering" | "leaving";
+  linger?: NodeJS.Timeout;
+  /** The row as claimed, used instead of reading it again for the first round. */
+  fresh?: PusherRecord;
+  /** Progress not yet written: the position reached, and the last success. */
+  advanceTo: number;
+  successTs: number | null;
+  /** The badge of the last push delivered since the last write. */
+  badge?: number;
 }
 
 type Outcome = "next" | "idle" | "gone" | "backoff";
@@ -62,6 +79,7 @@ export class PushDelivery {
   #renewer: NodeJS.Timeout | undefined;
   #stopping = true;
   #sweeping = false;
+  readonly #content: PushContent;
 
   constructor(
     private readonly storage: Storage,
@@ -69,7 +87,14 @@ export class PushDelivery {
     private readonly fetcher: SafeFetcher,
     private readonly includeContent: boolean,
     private readonly logger: DeliveryLogger,
-  ) {}
+  ) {
+    this.#content = new PushContent(storage, clock);
+  }
+
+  /** The user's badge, as pushes carry it. */
+  badge(userId: string): Promise<number> {
+    return this.#content.badge(userId);
+  }
 
   get #me(): string {
     return this.storage.cluster.workerId;
@@ -110,6 +135,10 @@ export class PushDelivery {
       if (job) {
         job.dirty = true;
         for (const e of events) job.late.add(e);
+        if (job.state === "lingering") {
+          clearTimeout(job.linger);
+          this.#drive(job);
+        }
       } else if (row.claimedBy !== null && row.claimedBy !== this.#me && (row.leaseUntil ?? 0) > claim.now && claim.live.includes(row.claimedBy)) {
         held.set(row.userId, events);
       } else {
@@ -159,7 +188,10 @@ export class PushDelivery {
   async stop(): Promise<void> {
     this.#stopping = true;
     clearInterval(this.#renewer);
-    for (const job of this.#jobs.values()) clearTimeout(job.retry);
+    for (const job of this.#jobs.values()) {
+      clearTimeout(job.retry);
+      clearTimeout(job.linger);
+    }
     this.#abort.abort();
     await Promise.allSettled([...this.#running]);
     this.#jobs.clear();
@@ -169,13 +201,25 @@ export class PushDelivery {
   #startJob(row: PusherRecord, late: Set<string>): void {
     const id = idOf(row);
     if (this.#jobs.has(id) || this.#stopping) return;
-    const job: Job = { key: keyOf(row), id, late: new Set(late), dirty: false, backoffMs: INITIAL_BACKOFF_MS };
+    const job: Job = {
+      key: keyOf(row),
+      id,
+      late: new Set(late),
+      dirty: false,
+      backoffMs: INITIAL_BACKOFF_MS,
+      state: "running",
+      fresh: row,
+      advanceTo: 0,
+      successTs: null,
+    };
     this.#jobs.set(id, job);
     this.#drive(job);
   }
 
   #drive(job: Job): void {
     job.retry = undefined;
+    job.linger = undefined;
+    job.state = "running";
     const run = this.#runJob(job)
       .catch((err: unknown) => {
         // Letting go failed (storage trouble): the lease, no longer renewed, runs out by itself.
@@ -197,6 +241,7 @@ export class PushDelivery {
     }
     if (this.#stopping) return;
     if (outcome === "backoff") {
+      job.state = "waiting";
       job.retry = setTimeout(() => this.#drive(job), job.backoffMs);
       job.backoffMs = Math.min(job.backoffMs * 2, MAX_BACKOFF_MS);
       return;
@@ -205,6 +250,19 @@ export class PushDelivery {
       this.#jobs.delete(job.id);
       return;
     }
+    job.state = "lingering";
+    job.linger = setTimeout(() => {
+      if (job.state !== "lingering" || this.#stopping) return;
+      job.state = "leaving";
+      this.#letGo(job).catch((err: unknown) => {
+        this.#jobs.delete(job.id);
+        this.logger.warn({ err, userId: job.key.userId, appId: job.key.appId }, "push: releasing a pusher failed");
+      });
+    }, LINGER_MS);
+    job.linger.unref();
+  }
+
+  async #letGo(job: Job): Promise<void> {
     // The job stays listed until the claim is let go, so that news arriving meanwhile lands on it.
     await this.storage.pushers.release(this.#me, [job.key]);
     this.#jobs.delete(job.id);
@@ -226,7 +284,8 @@ export class PushDelivery {
     for (;;) {
       if (this.#stopping) return "idle";
       // Read afresh each round: the user may have changed the pusher, or another process taken it.
-      const pusher = await this.storage.pushers.get(job.key);
+      const pusher = job.fresh ?? (await this.storage.pushers.get(job.key));
+      job.fresh = undefined;
       if (!pusher || pusher.claimedBy !== this.#me) return "gone";
       job.dirty = false;
       let batch: (PendingPush & { late?: boolean })[] = [];
@@ -237,34 +296,56 @@ export class PushDelivery {
           .filter((p) => p.streamOrdering <= pusher.lastStreamOrdering && !this.#recent.has(`${job.id} ${p.eventId}`))
           .map((p) => ({ ...p, late: true }));
       }
-      if (batch.length === 0) batch = await this.storage.pushers.pending(pusher.userId, pusher.lastStreamOrdering, BATCH);
+      let complete = false;
+      if (batch.length === 0) {
+        batch = await this.storage.pushers.pending(pusher.userId, pusher.lastStreamOrdering, BATCH);
+        // Everything stored so far was read; anything stored since marks the job dirty.
+        complete = batch.length < BATCH;
+      }
       if (batch.length === 0) {
         if (job.dirty || job.late.size > 0) continue;
         return "idle";
       }
+      // The badge as of now, for every push of the batch: the latest count is the one to show.
+      const unread = batch.some((p) => !p.read && this.clock.now() - p.ts <= GIVE_UP_MS) ? await this.#content.badge(pusher.userId) : 0;
       for (const push of batch) {
-        const outcome = await this.#pushOne(job, pusher, push);
+        const outcome = await this.#pushOne(job, pusher, push, unread);
         if (outcome !== "next") {
           if (outcome === "backoff" && push.late) job.late.add(push.eventId);
+          // Gone: the pusher went (rejected, deleted or taken), so its progress has no row to go to.
+          if (outcome !== "gone" && !(await this.#flush(job))) return "gone";
           return outcome;
         }
       }
+      if (!(await this.#flush(job))) return "gone";
+      if (complete && !job.dirty && job.late.size === 0) return "idle";
     }
   }
 
-  async #pushOne(job: Job, pusher: PusherRecord, push: PendingPush & { late?: boolean }): Promise<Outcome> {
+  /** Writes the progress made since the last write; false when the pusher is gone or no longer held here. */
+  async #flush(job: Job): Promise<boolean> {
+    if (job.advanceTo === 0 && job.successTs === null) return true;
+    const { advanceTo, successTs, badge } = job;
+    job.advanceTo = 0;
+    job.successTs = null;
+    job.badge = undefined;
+    return this.storage.pushers.advance(job.key, this.#me, advanceTo, successTs, badge);
+  }
+
+  async #pushOne(job: Job, pusher: PusherRecord, push: PendingPush & { late?: boolean }, unread: number): Promise<Outcome> {
     const now = this.clock.now();
     // Late ones never move the position: it is already past them.
     const position = push.late ? 0 : push.streamOrdering;
-    const skip = async (): Promise<Outcome> => {
+    const skip = (): Outcome => {
       this.#remember(`${job.id} ${push.eventId}`);
-      return (await this.storage.pushers.advance(job.key, this.#me, position, null)) ? "next" : "gone";
+      job.advanceTo = Math.max(job.advanceTo, position);
+      return "next";
     };
     // Read meanwhile (on another device, say), or a day old: no longer worth a phone buzzing.
     if (push.read || now - push.ts > GIVE_UP_MS) return skip();
-    const event = await this.#event(push);
-    if (!event) return skip();
-    const notification = buildNotification(pusher, event, await this.#context(pusher.userId, event), this.includeContent);
+    const found = await this.#content.event(push);
+    if (!found) return skip();
+    const notification = buildNotification(pusher, found.event, { ...found.names, unread }, this.includeContent);
     const result = await notifyGateway(this.fetcher, pusher, notification, { timeoutMs: GATEWAY_TIMEOUT_MS, signal: this.#abort.signal });
     if (this.#stopping) return "idle";
     const who = { userId: pusher.userId, appId: pusher.appId, eventId: push.eventId };
@@ -278,12 +359,17 @@ export class PushDelivery {
         await this.storage.pushers.delete(job.key);
         return "gone";
       }
-      return (await this.storage.pushers.advance(job.key, this.#me, position, now)) ? "next" : "gone";
+      job.advanceTo = Math.max(job.advanceTo, position);
+      job.successTs = now;
+      job.badge = unread;
+      return "next";
     }
     if (result.kind === "refused") {
       this.logger.warn({ ...who, status: result.status }, "push: the gateway refused a notification; not sending it again");
       return skip();
     }
+    // Earlier successes first: writing them ends a failure.
+    if (!(await this.#flush(job))) return "gone";
     if (pusher.failingSince === null) {
       pusher.failingSince = now;
       await this.storage.pushers.setFailingSince(job.key, this.#me, now);
@@ -303,47 +389,5 @@ export class PushDelivery {
   #remember(entry: string): void {
     this.#recent.add(entry);
     if (this.#recent.size > RECENT_LIMIT) this.#recent.delete(this.#recent.values().next().value!);
-  }
-
-  /** The event to push; undefined when it is gone or redacted (nothing left worth alerting about). */
-  async #event(push: PendingPush): Promise<PushEvent | undefined> {
-    const stored = await this.storage.rooms.getEvent(push.eventId);
-    if (!stored || stored.redactedBy !== null) return undefined;
-    const pdu = JSON.parse(stored.json) as { content?: Record<string, unknown> };
-    return {
-      eventId: stored.eventId,
-      roomId: stored.roomId,
-      type: stored.type,
-      sender: stored.sender,
-      ...(stored.stateKey !== null ? { stateKey: stored.stateKey } : {}),
-      content: pdu.content ?? {},
-      actions: JSON.parse(push.actions) as unknown[],
-    };
-  }
-
-  /** Display names from the room's current state, and the user's unread count across rooms. */
-  async #context(userId: string, event: PushEvent) {
-    const state = await this.storage.rooms.currentStateEvents(event.roomId, [
-      ["m.room.member", event.sender],
-      ["m.room.name", ""],
-      ["m.room.canonical_alias", ""],
-    ]);
-    const field = (type: string, key: string, name: string) => {
-      const stored = state.get(stateKeyOf(type, key));
-      const value = stored ? (JSON.parse(stored.json) as { content?: Record<string, unknown> }).content?.[name] : undefined;
-      return typeof value === "string" && value !== "" ? value : undefined;
-    };
-    const memberships = await this.storage.rooms.membershipsOf(userId);
-    const rooms = memberships.filter((m) => m.membership === "join").map((m) => m.roomId);
-    const counts = await this.storage.pushActions.counts(userId, rooms, this.storage.streams.current("events"));
-    // As Synapse counts the badge: each pending invite is one unread, besides the joined rooms' notifications.
-    let unread = memberships.filter((m) => m.membership === "invite").length;
-    for (const c of counts.values()) unread += c.notify;
-    return {
-      senderDisplayName: field("m.room.member", event.sender, "displayname"),
-      // Synapse's choice: the room's name, else its canonical alias; no name made from members.
-      roomName: field("m.room.name", "", "name") ?? field("m.room.canonical_alias", "", "alias"),
-      unread,
-    };
   }
 }

@@ -82,6 +82,22 @@ export function buildNotification(pusher: PusherRecord, event: PushEvent, ctx: P
   return out;
 }
 
+/**
+ * A badge-only notification, sent when the user's unread count changed without a new event (a
+ * read receipt): no event or room, just `counts`, in the form Synapse sends.
+ */
+export function buildBadgeNotification(pusher: PusherRecord, unread: number): Record<string, unknown> {
+  const data: Record<string, unknown> = { ...pusher.data };
+  delete data.url;
+  return {
+    id: "",
+    type: null,
+    sender: "",
+    counts: { unread },
+    devices: [{ app_id: pusher.appId, pushkey: pusher.pushkey, pushkey_ts: Math.floor(pusher.createdTs / 1000), data }],
+  };
+}
+
 /** Sends one notification to the pusher's gateway; never throws. */
 export async function notifyGateway(
   fetcher: SafeFetcher,

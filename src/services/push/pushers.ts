@@ -22,9 +22,12 @@ import { AddressPolicy } from "../outbound/address_policy.js";
 import { SafeFetcher, systemResolver, type Resolver } from "../outbound/safe_fetch.js";
 import type { Notified } from "./actions.js";
 import { PushDelivery, type DeliveryLogger } from "./delivery.js";
+import { buildBadgeNotification, notifyGateway } from "./gateway.js";
 import { checkKey, pusherView, validatePusher, type SetPusherBody } from "./pusher_settings.js";
 
 const TOPIC = "pushers";
+/** A badge-only push waits this long at most for its gateway; it is not retried. */
+const BADGE_TIMEOUT_MS = 10_000;
 /** Users per cluster message, so that one stays well inside PostgreSQL's NOTIFY payload limit. */
 const USERS_PER_MESSAGE = 20;
 /** How often every pusher with something to push and nobody delivering for it is looked for. */
@@ -42,9 +45,13 @@ export class PusherService {
   readonly #delivery: PushDelivery;
   readonly #policy: AddressPolicy;
   readonly #resolve: Resolver;
+  readonly #fetcher: SafeFetcher;
   /** Users (and their events) told of since the last wake-up, woken together. */
   #toWake = new Map<string, Set<string>>();
   #wakeScheduled = false;
+  /** Users whose read receipts moved since the last badge round, handled together. */
+  #readers = new Set<string>();
+  #badgesScheduled = false;
   #sweeper: NodeJS.Timeout | undefined;
   #started = false;
 
@@ -58,8 +65,9 @@ export class PusherService {
     const { ipRangeBlacklist, ipRangeWhitelist } = config.outbound;
     this.#policy = new AddressPolicy({ deny: ipRangeBlacklist, allow: ipRangeWhitelist });
     this.#resolve = opts.resolve ?? systemResolver;
-    const fetcher = new SafeFetcher({ policy: this.#policy, resolve: this.#resolve, userAgent: "Switchboard push" });
-    this.#delivery = new PushDelivery(storage, clock, fetcher, config.push.includeContent, logger);
+    // Connections to a gateway are reused: one per push would cost more than the push itself.
+    this.#fetcher = new SafeFetcher({ policy: this.#policy, resolve: this.#resolve, userAgent: "Switchboard push", keepAlive: true });
+    this.#delivery = new PushDelivery(storage, clock, this.#fetcher, config.push.includeContent, logger);
     storage.cluster.subscribe(TOPIC, (body) => {
       const users = parseMessage(body);
       if (users && this.#started) this.#track(this.#delivery.wake(users, () => undefined));
@@ -138,12 +146,49 @@ export class PusherService {
     });
   }
 
+  /**
+   * The user sent a read receipt (`ReceiptService.onRead`). As Synapse does, each of their
+   * pushers whose gateway was last sent another badge gets a badge-only push with the new count,
+   * so that the app's icon updates when the user read on another device. Sent by the process
+   * that stored the receipt, outside the pushers' queues; a failure is logged, not retried.
+   */
+  read(userId: string): void {
+    if (!this.#started) return;
+    this.#readers.add(userId);
+    if (this.#badgesScheduled) return;
+    this.#badgesScheduled = true;
+    setImmediate(() => {
+      this.#badgesScheduled = false;
+      const users = [...this.#readers];
+      this.#readers = new Set();
+      this.#track(this.#sendBadges(users));
+    });
+  }
+
+  async #sendBadges(userIds: string[]): Promise<void> {
+    const pushers = await this.storage.pushers.ofUsers(userIds);
+    const badges = new Map<string, Promise<number>>();
+    await Promise.all(
+      pushers.map(async (pusher) => {
+        let badge = badges.get(pusher.userId);
+        if (!badge) badges.set(pusher.userId, (badge = this.#delivery.badge(pusher.userId)));
+        const unread = await badge;
+        if (!this.#started || !(await this.storage.pushers.noteBadge(pusher, unread))) return;
+        const result = await notifyGateway(this.#fetcher, pusher, buildBadgeNotification(pusher, unread), { timeoutMs: BADGE_TIMEOUT_MS });
+        if (result.kind !== "delivered") {
+          this.logger.info({ userId: pusher.userId, appId: pusher.appId, result }, "push: sending a badge update failed");
+        }
+      }),
+    );
+  }
+
   /** Stops delivering and lets go of every pusher this process holds, so another takes them now. */
   async stop(): Promise<void> {
     if (!this.#started) return;
     this.#started = false;
     clearInterval(this.#sweeper);
     await this.#delivery.stop();
+    this.#fetcher.close();
   }
 
   /** Tells the other processes about users whose pushers one of them holds. */

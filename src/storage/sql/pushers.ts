@@ -63,6 +63,7 @@ const toPending = (r: PendingRow): Omit<PendingPush, "read"> => ({
 
 const KEY = "app_id = ? AND pushkey = ? AND user_id = ?";
 const keyParams = (k: PusherKey) => [k.appId, k.pushkey, k.userId];
+const idOf = (k: PusherKey) => `${k.appId}\u0000${k.pushkey}\u0000${k.userId}`;
 
 /** Nobody holds the row: never claimed, released, the lease ran out, or the holder is gone. Takes `now` and the live list. */
 const FREE = sql`(claimed_by IS NULL OR lease_until <= ? OR NOT ${inJsonList("claimed_by")})`;
@@ -129,17 +130,23 @@ export class SqlPusherStore implements PusherStore {
   }
 
   async claim(keys: readonly PusherKey[], claim: PusherClaim): Promise<PusherRecord[]> {
-    const out: PusherRecord[] = [];
+    if (keys.length === 0) return [];
     // One statement each: on PostgreSQL a row another process is claiming at this moment is
-    // waited for and then judged again, so exactly one of them gets it.
-    for (const key of keys) {
-      const row = await this.db.get<Row>(
-        sql`UPDATE pushers SET claimed_by = ?, lease_until = ? WHERE ${KEY} AND (claimed_by = ? OR ${FREE}) RETURNING *`,
-        [claim.worker, claim.leaseUntil, ...keyParams(key), claim.worker, claim.now, JSON.stringify(claim.live)],
-      );
-      if (row) out.push(toRecord(row));
-    }
-    return out;
+    // waited for and then judged again, so exactly one of them gets it. All in one transaction
+    // (one commit for a whole room's recipients), taken in key order so that two processes
+    // claiming overlapping sets do not deadlock.
+    const sorted = [...keys].sort((x, y) => (idOf(x) < idOf(y) ? -1 : idOf(x) > idOf(y) ? 1 : 0));
+    return this.db.transaction(async (tx) => {
+      const out: PusherRecord[] = [];
+      for (const key of sorted) {
+        const row = await tx.get<Row>(
+          sql`UPDATE pushers SET claimed_by = ?, lease_until = ? WHERE ${KEY} AND (claimed_by = ? OR ${FREE}) RETURNING *`,
+          [claim.worker, claim.leaseUntil, ...keyParams(key), claim.worker, claim.now, JSON.stringify(claim.live)],
+        );
+        if (row) out.push(toRecord(row));
+      }
+      return out;
+    });
   }
 
   async claimPending(claim: PusherClaim, limit: number): Promise<PusherRecord[]> {
@@ -195,13 +202,30 @@ export class SqlPusherStore implements PusherStore {
     return rows.map((r) => ({ ...toPending(r), read: false }));
   }
 
-  async advance(key: PusherKey, worker: string, streamOrdering: number, successTs: number | null): Promise<boolean> {
+  async advance(key: PusherKey, worker: string, streamOrdering: number, successTs: number | null, badge?: number): Promise<boolean> {
     const success = successTs === null ? "" : ", last_success_ts = ?, failing_since = NULL";
+    const sentBadge = badge === undefined ? "" : ", last_badge = ?";
     const n = await this.db.run(
-      `UPDATE pushers SET last_stream_ordering = CASE WHEN last_stream_ordering < ? THEN ? ELSE last_stream_ordering END${success}
+      `UPDATE pushers SET last_stream_ordering = CASE WHEN last_stream_ordering < ? THEN ? ELSE last_stream_ordering END${success}${sentBadge}
        WHERE ${KEY} AND claimed_by = ?`,
-      [streamOrdering, streamOrdering, ...(successTs === null ? [] : [successTs]), ...keyParams(key), worker],
+      [
+        streamOrdering,
+        streamOrdering,
+        ...(successTs === null ? [] : [successTs]),
+        ...(badge === undefined ? [] : [badge]),
+        ...keyParams(key),
+        worker,
+      ],
     );
+    return n > 0;
+  }
+
+  async noteBadge(key: PusherKey, badge: number): Promise<boolean> {
+    const n = await this.db.run(`UPDATE pushers SET last_badge = ? WHERE ${KEY} AND (last_badge IS NULL OR last_badge <> ?)`, [
+      badge,
+      ...keyParams(key),
+      badge,
+    ]);
     return n > 0;
   }
 

@@ -1,0 +1,94 @@
+/**
+ * What a push says besides the rule's actions: the event, the names to show, and the user's
+ * badge. Every recipient of an event gets the same event and names, so those are read once per
+ * event (kept briefly, in this process only: nothing another process must see); the badge is
+ * the user's, read once per batch of pushes.
+ */
+import type { Storage } from "../../storage/interfaces.js";
+import type { PendingPush } from "../../storage/pushers.js";
+import { stateKeyOf } from "../../storage/rooms.js";
+import type { Clock } from "../clock.js";
+import type { PushContext, PushEvent } from "./gateway.js";
+
+/** Events remembered, and for how long: the pushes of one event go out within moments. */
+const CACHED_EVENTS = 1_000;
+const CACHE_MS = 10_000;
+
+type EventPart = Omit<PushEvent, "actions">;
+type Names = Omit<PushContext, "unread">;
+
+interface Entry {
+  at: number;
+  /** Undefined when the event is gone or redacted: nothing worth alerting about. */
+  event: EventPart | undefined;
+  names: Names;
+}
+
+export class PushContent {
+  readonly #events = new Map<string, Promise<Entry>>();
+
+  constructor(
+    private readonly storage: Storage,
+    private readonly clock: Clock,
+  ) {}
+
+  /** The event to push with the names to show; undefined when it is gone or redacted. */
+  async event(push: PendingPush): Promise<{ event: PushEvent; names: Names } | undefined> {
+    const now = this.clock.now();
+    let entry = this.#events.get(push.eventId);
+    if (entry && now - (await entry).at > CACHE_MS) entry = undefined;
+    if (!entry) {
+      entry = this.#read(push.eventId, now);
+      this.#events.delete(push.eventId);
+      this.#events.set(push.eventId, entry);
+      if (this.#events.size > CACHED_EVENTS) this.#events.delete(this.#events.keys().next().value!);
+      // A failed read is not remembered.
+      entry.catch(() => this.#events.delete(push.eventId));
+    }
+    const { event, names } = await entry;
+    return event && { event: { ...event, actions: JSON.parse(push.actions) as unknown[] }, names };
+  }
+
+  /** The user's unread notifications across joined rooms, plus one per pending invite (Synapse's badge). */
+  async badge(userId: string): Promise<number> {
+    const memberships = await this.storage.rooms.membershipsOf(userId);
+    const rooms = memberships.filter((m) => m.membership === "join").map((m) => m.roomId);
+    const counts = await this.storage.pushActions.counts(userId, rooms, this.storage.streams.current("events"), { fromJoin: false });
+    let unread = memberships.filter((m) => m.membership === "invite").length;
+    for (const c of counts.values()) unread += c.notify;
+    return unread;
+  }
+
+  async #read(eventId: string, at: number): Promise<Entry> {
+    const stored = await this.storage.rooms.getEvent(eventId);
+    if (!stored || stored.redactedBy !== null) return { at, event: undefined, names: {} };
+    const pdu = JSON.parse(stored.json) as { content?: Record<string, unknown> };
+    const event: EventPart = {
+      eventId: stored.eventId,
+      roomId: stored.roomId,
+      type: stored.type,
+      sender: stored.sender,
+      ...(stored.stateKey !== null ? { stateKey: stored.stateKey } : {}),
+      content: pdu.content ?? {},
+    };
+    const state = await this.storage.rooms.currentStateEvents(stored.roomId, [
+      ["m.room.member", stored.sender],
+      ["m.room.name", ""],
+      ["m.room.canonical_alias", ""],
+    ]);
+    const field = (type: string, key: string, name: string) => {
+      const found = state.get(stateKeyOf(type, key));
+      const value = found ? (JSON.parse(found.json) as { content?: Record<string, unknown> }).content?.[name] : undefined;
+      return typeof value === "string" && value !== "" ? value : undefined;
+    };
+    return {
+      at,
+      event,
+      names: {
+        senderDisplayName: field("m.room.member", stored.sender, "displayname"),
+        // Synapse's choice: the room's name, else its canonical alias; no name made from members.
+        roomName: field("m.room.name", "", "name") ?? field("m.room.canonical_alias", "", "alias"),
+      },
+    };
+  }
+}

@@ -1,0 +1,113 @@
+/**
+ * Connection reuse in the SSRF-safe fetcher (`keepAlive`, what pushers use): a connection is
+ * reused only by requests whose host name was vetted to the same addresses. A name that now
+ * resolves elsewhere (DNS rebinding) gets a new connection to the newly vetted address, and one
+ * that now resolves to a blocked address is refused, whatever connection is still open.
+ */
+import assert from "node:assert/strict";
+import http from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import { after, before, describe, test } from "node:test";
+import { AddressPolicy } from "../src/services/outbound/address_policy.js";
+import { SafeFetchError, SafeFetcher, type Resolver } from "../src/services/outbound/safe_fetch.js";
+
+/** A server on one loopback address that says which address it is and counts its connections. */
+class Origin {
+  connections = 0;
+  readonly sockets = new Set<Socket>();
+  readonly #server = http.createServer((req, res) => {
+    req.resume();
+    req.on("end", () => res.writeHead(200, { "content-type": "text/plain" }).end(this.address));
+  });
+  port = 0;
+
+  constructor(readonly address: string) {
+    this.#server.on("connection", (socket: Socket) => {
+      this.connections++;
+      this.sockets.add(socket);
+      socket.on("close", () => this.sockets.delete(socket));
+    });
+  }
+
+  async start(port = 0): Promise<this> {
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once("error", reject);
+      this.#server.listen(port, this.address, resolve);
+    });
+    this.port = (this.#server.address() as AddressInfo).port;
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    this.#server.closeAllConnections();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+}
+
+describe("pooled connections of the SSRF-safe fetcher", () => {
+  const first = new Origin("127.0.0.1");
+  const second = new Origin("127.0.0.2");
+  /** What gateway.test resolves to now. */
+  let answer = "127.0.0.1";
+  const resolve: Resolver = async () => [{ address: answer, family: 4 }];
+  // Loopback is blocked by default; the test allows 127.0.0.1 and 127.0.0.2 only.
+  const policy = new AddressPolicy({ allow: ["127.0.0.1/32", "127.0.0.2/32"] });
+  const pooled = new SafeFetcher({ policy, resolve, keepAlive: true });
+  const fetchText = async (fetcher: SafeFetcher) =>
+    (await fetcher.fetch({ url: `http://gateway.test:${first.port}/_matrix/push/v1/notify`, method: "POST", body: "{}", maxBytes: 1000 })).body.toString();
+
+  before(async () => {
+    await first.start();
+    // The same port on another loopback address, so that only the resolution tells them apart.
+    await second.start(first.port);
+  });
+  after(async () => {
+    pooled.close();
+    await first.stop();
+    await second.stop();
+  });
+
+  test("requests to the same vetted address share one connection", async () => {
+    for (let i = 0; i < 5; i++) assert.equal(await fetchText(pooled), "127.0.0.1");
+    assert.equal(first.connections, 1);
+    // Without keepAlive (the default), each request has a connection of its own.
+    const unpooled = new SafeFetcher({ policy, resolve });
+    const before = first.connections;
+    for (let i = 0; i < 3; i++) assert.equal(await fetchText(unpooled), "127.0.0.1");
+    assert.equal(first.connections - before, 3);
+  });
+
+  test("a name that now resolves elsewhere gets a new connection to the new address, not the open one", async () => {
+    assert.ok(first.sockets.size > 0, "the pooled connection to 127.0.0.1 is still open");
+    answer = "127.0.0.2";
+    assert.equal(await fetchText(pooled), "127.0.0.2");
+    assert.equal(second.connections, 1);
+    // And back: the first pool's connection is for 127.0.0.1 only, and still serves it.
+    answer = "127.0.0.1";
+    const before = first.connections;
+    assert.equal(await fetchText(pooled), "127.0.0.1");
+    assert.equal(first.connections, before);
+  });
+
+  test("a name that now resolves to a blocked address is refused, though a connection to its old address is open", async () => {
+    assert.ok(first.sockets.size > 0);
+    answer = "10.0.0.1";
+    const err = await fetchText(pooled).then(
+      () => assert.fail("a blocked resolution was fetched"),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof SafeFetchError);
+    assert.equal(err.kind, "blocked_resolution");
+    answer = "127.0.0.1";
+  });
+
+  test("close() ends every pooled connection", async () => {
+    assert.equal(await fetchText(pooled), "127.0.0.1");
+    assert.ok(first.sockets.size > 0);
+    pooled.close();
+    await new Promise<void>((resolve) => {
+      const check = () => (first.sockets.size === 0 ? resolve() : setTimeout(check, 10));
+      check();
+    });
+  });
+});
