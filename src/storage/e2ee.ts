@@ -75,3 +75,45 @@ export interface ToDeviceStore {
   /** Deletes a device's messages up to `upTo` (the client has them), then returns up to `limit` of (upTo, to]. */
   acknowledgeAndRead(userId: string, deviceId: string, upTo: number, to: number, limit: number): Promise<StoredToDevice[]>;
 }
+
+/** The three cross-signing keys a user may have (spec: "Cross-signing"). */
+export type CrossSigningKeyType = "master" | "self_signing" | "user_signing";
+
+export interface CrossSigningKey {
+  keyType: CrossSigningKeyType;
+  /** The unpadded Base64 ed25519 public key, which is also the key's ID after `ed25519:`. */
+  publicKey: string;
+  /** The key object's JSON text, as uploaded (with the signatures it was uploaded with). */
+  json: string;
+}
+
+export interface StoredCrossSigningKey extends CrossSigningKey {
+  userId: string;
+}
+
+/** A signature uploaded through `/keys/signatures/upload`, of a device or of a master key. */
+export interface CrossSignature {
+  signerUserId: string;
+  /** `ed25519:<key>`: a self-signing, user-signing or device key of the signer. */
+  signingKeyId: string;
+  targetUserId: string;
+  /** The signed device's ID, or the signed master key's public key. */
+  targetKeyId: string;
+  signature: string;
+}
+
+export interface CrossSigningStore {
+  /**
+   * Stores some of a user's cross-signing keys, only if the user's master key is still
+   * `expectedMaster` (its public key, or null for none), so that two concurrent first uploads
+   * cannot both skip authentication; false, with nothing stored, otherwise. Records a
+   * device-list change, and drops the signatures made by keys it replaces.
+   */
+  setKeys(userId: string, keys: CrossSigningKey[], expectedMaster: string | null): Promise<boolean>;
+  /** The cross-signing keys of the users. */
+  keys(userIds: string[]): Promise<StoredCrossSigningKey[]>;
+  /** Stores signatures (a newer one replaces the same signer's) and records a device-list change for each `changedUsers`. */
+  addSignatures(signatures: CrossSignature[], changedUsers: string[]): Promise<void>;
+  /** Signatures of the users' devices and keys made by those users themselves or by `viewer`. */
+  signaturesFor(targetUserIds: string[], viewer: string): Promise<CrossSignature[]>;
+}

@@ -105,7 +105,7 @@ export class DeviceKeyService {
     return { changed: await this.storage.deviceKeys.deviceListChanges(candidates, from, to), left: [] };
   }
 
-  /** `POST /keys/query`: the identity keys of the devices asked for (every device for an empty list). */
+  /** The identity keys of the devices asked for (every device for an empty list), as uploaded. */
   async query(body: KeysQueryBody) {
     const deviceKeys: Record<string, Record<string, unknown>> = {};
     const failures: Record<string, unknown> = {};
@@ -124,8 +124,8 @@ export class DeviceKeyService {
       }
       deviceKeys[userId] = devices;
     }
-    // Cross-signing keys are not stored yet: no user has any.
-    return { device_keys: deviceKeys, failures, master_keys: {}, self_signing_keys: {}, user_signing_keys: {} };
+    // CrossSigningService.query adds the cross-signing keys and the signatures uploaded separately.
+    return { device_keys: deviceKeys, failures };
   }
 
   /** `POST /keys/claim`: one one-time key (or else the fallback key) per device asked for. */
