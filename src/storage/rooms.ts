@@ -130,6 +130,25 @@ export interface RoomStore {
   /** `liveStickyEvents` for several rooms at once, oldest first. */
   liveStickyEventsMany(roomIds: readonly string[], from: number, to: number, now: number): Promise<StoredEvent[]>;
 
+  /** Several events at once (unknown IDs are absent). */
+  getEvents(eventIds: readonly string[]): Promise<StoredEvent[]>;
+  /**
+   * Per room, the stream ordering of its latest event of one of `types` at or below the room's
+   * cap (`caps`: [roomId, cap] pairs); rooms with none are absent. One round trip for all rooms.
+   */
+  latestOfTypes(caps: readonly (readonly [string, number])[], types: readonly string[]): Promise<Map<string, number>>;
+  /**
+   * Current state of several rooms at once: every event of the `types` (any state key) and
+   * those at the exact `keys` ([type, state_key] pairs).
+   */
+  currentStateMany(
+    roomIds: readonly string[],
+    types: readonly string[],
+    keys: readonly (readonly [string, string])[],
+  ): Promise<StoredEvent[]>;
+  /** The rooms the user has forgotten. */
+  forgottenRooms(userId: string): Promise<string[]>;
+
   membership(roomId: string, userId: string): Promise<MembershipRecord | undefined>;
   /** A user's current memberships, in every room. */
   membershipsOf(userId: string): Promise<MembershipRecord[]>;

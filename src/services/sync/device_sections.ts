@@ -44,33 +44,58 @@ async function usersSharingRooms(storage: Storage, userId: string, joinedRoomIds
   return [...users];
 }
 
+/**
+ * Acknowledges the device's to-device messages up to `from` and reads the next ones up to
+ * `to`; `position` is where the next request should resume (`to`, or the last message sent
+ * when more are waiting).
+ */
+export async function readToDevice(
+  storage: Storage,
+  requester: Requester,
+  from: number,
+  to: number,
+  limit = TO_DEVICE_LIMIT,
+): Promise<{ events: ToDeviceEvent[]; position: number }> {
+  const messages = await storage.toDevice.acknowledgeAndRead(requester.userId, requester.deviceId, from, to, limit);
+  const position = messages.length === limit ? messages[messages.length - 1]!.streamId : to;
+  return { events: messages.map((m) => ({ sender: m.sender, type: m.type, content: m.content })), position };
+}
+
+/** Users sharing a room with the user (or the user) whose devices changed in (from, to]. */
+export async function changedDeviceLists(storage: Storage, userId: string, joinedRoomIds: string[], from: number, to: number): Promise<string[]> {
+  if (to <= from) return [];
+  return storage.deviceKeys.deviceListChanges(await usersSharingRooms(storage, userId, joinedRoomIds), from, to);
+}
+
+/** The device's one-time key counts (always with `signed_curve25519`) and unused fallback key types. */
+export async function keyCounts(storage: Storage, requester: Requester) {
+  const { userId, deviceId } = requester;
+  return {
+    oneTimeKeys: { [SIGNED_CURVE25519]: 0, ...(await storage.deviceKeys.oneTimeKeyCounts(userId, deviceId)) },
+    fallbackTypes: await storage.deviceKeys.unusedFallbackKeyTypes(userId, deviceId),
+  };
+}
+
 export async function deviceSections(
   storage: Storage,
   requester: Requester,
   joinedRoomIds: string[],
   range: { toDeviceFrom: number; toDeviceTo: number; deviceListsFrom?: number; deviceListsTo: number },
 ): Promise<DeviceSectionsResult> {
-  const { userId, deviceId } = requester;
-  const messages = await storage.toDevice.acknowledgeAndRead(userId, deviceId, range.toDeviceFrom, range.toDeviceTo, TO_DEVICE_LIMIT);
-  const toDevicePosition = messages.length === TO_DEVICE_LIMIT ? messages[messages.length - 1]!.streamId : range.toDeviceTo;
-
+  const toDevice = await readToDevice(storage, requester, range.toDeviceFrom, range.toDeviceTo);
   // Only an incremental sync reports changes; an initial one makes the client query everyone it needs.
-  let changed: string[] = [];
   const from = range.deviceListsFrom;
-  if (from !== undefined && range.deviceListsTo > from) {
-    const candidates = await usersSharingRooms(storage, userId, joinedRoomIds);
-    changed = await storage.deviceKeys.deviceListChanges(candidates, from, range.deviceListsTo);
-  }
-  const fallbackTypes = await storage.deviceKeys.unusedFallbackKeyTypes(userId, deviceId);
+  const changed = from === undefined ? [] : await changedDeviceLists(storage, requester.userId, joinedRoomIds, from, range.deviceListsTo);
+  const keys = await keyCounts(storage, requester);
   return {
     sections: {
-      to_device: { events: messages.map((m) => ({ sender: m.sender, type: m.type, content: m.content })) },
+      to_device: { events: toDevice.events },
       device_lists: { changed, left: [] },
-      device_one_time_keys_count: { [SIGNED_CURVE25519]: 0, ...(await storage.deviceKeys.oneTimeKeyCounts(userId, deviceId)) },
-      device_unused_fallback_key_types: fallbackTypes,
-      "org.matrix.msc2732.device_unused_fallback_key_types": fallbackTypes,
+      device_one_time_keys_count: keys.oneTimeKeys,
+      device_unused_fallback_key_types: keys.fallbackTypes,
+      "org.matrix.msc2732.device_unused_fallback_key_types": keys.fallbackTypes,
     },
-    toDevicePosition,
-    hasNews: messages.length > 0 || changed.length > 0,
+    toDevicePosition: toDevice.position,
+    hasNews: toDevice.events.length > 0 || changed.length > 0,
   };
 }

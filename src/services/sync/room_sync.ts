@@ -101,7 +101,7 @@ export class RoomSync {
     const rooms = this.storage.rooms;
     const tlFilter = ctx.filter.room?.timeline;
     const { events, limited, before } = roomAllowed(tlFilter, w.roomId)
-      ? await this.#timeline(ctx, w, clampLimit(tlFilter?.limit))
+      ? await this.timeline(ctx, w, clampLimit(tlFilter?.limit))
       : { events: [], limited: false, before: w.to };
     const timelineStart = events[0]?.streamOrdering ?? w.to + 1;
 
@@ -134,8 +134,9 @@ export class RoomSync {
    * filter accepts, oldest first; `limited` when at least one more exists.
    * When filters drop most events, the scan stops after a budget and reports
    * the timeline as limited; `before` is where pagination should resume.
+   * Shared with sliding sync, which passes an empty filter.
    */
-  async #timeline(
+  async timeline(
     ctx: RoomSyncContext,
     w: RoomWindow,
     limit: number,

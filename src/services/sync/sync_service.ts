@@ -21,9 +21,10 @@ import type { FilterService } from "./filter_service.js";
 import { matchesFilter, roomAllowed, type Filter } from "./filters.js";
 import type { Notifier } from "./notifier.js";
 import { RoomSync, type RoomCore, type RoomSyncContext } from "./room_sync.js";
-import { formatRoomToken, formatSyncToken, parseSyncToken, streamPositionsOf, type SyncPosition } from "./tokens.js";
+import { catchUp, formatRoomToken, formatSyncToken, parseSyncToken, type SyncPosition } from "./tokens.js";
 import type { TypingService } from "./typing.js";
 import { deviceSections, type DeviceSections } from "./device_sections.js";
+import { membershipChangesByRoom, membershipsAt } from "./memberships.js";
 import { prefetchRooms } from "./prefetch.js";
 import { STICKY_SECTION, stickyEvents } from "./sticky.js";
 
@@ -101,10 +102,6 @@ function splitAccountData(changes: AccountDataChange[], filter: Filter) {
   return { global, byRoom };
 }
 
-/** How long a sync waits for this process to catch up with a token another process gave out. */
-const CATCH_UP_MIN_MS = 1000;
-const CATCH_UP_MAX_MS = 10_000;
-
 export class SyncService {
   readonly #rooms: RoomSync;
 
@@ -124,7 +121,7 @@ export class SyncService {
     const started = performance.now();
     // A token from another process on the database may be ahead of this one by a notification
     // still on its way: answering from behind it would send again what the client has.
-    if (since) await this.#catchUp(since, Math.max(CATCH_UP_MIN_MS, Math.min(params.timeoutMs, CATCH_UP_MAX_MS)), params.signal);
+    if (since) await catchUp(this.storage.streams, since, params.timeoutMs, params.signal);
     for (;;) {
       const version = this.notifier.version();
       const built = await this.#build(requester, filter, since, params);
@@ -135,15 +132,6 @@ export class SyncService {
       const woken = await this.notifier.wait({ userId: requester.userId, roomIds: built.rooms }, version, remaining, params.signal);
       if (!woken) return built.response;
     }
-  }
-
-  /** Waits (at most `ms`) until every stream here has reached the token's positions. */
-  async #catchUp(since: SyncPosition, ms: number, signal?: AbortSignal): Promise<void> {
-    const behind = streamPositionsOf(since).filter(([stream, p]) => this.storage.streams.current(stream) < p);
-    if (behind.length === 0) return;
-    // A token from the future (made up, or from before the database was restored) is answered after the wait.
-    const giveUp = AbortSignal.any([AbortSignal.timeout(ms), ...(signal ? [signal] : [])]);
-    await Promise.all(behind.map(([stream, p]) => this.storage.streams.waitFor(stream, p, giveUp)));
   }
 
   async #build(requester: Requester, filter: Filter, since: SyncPosition | undefined, params: SyncParams): Promise<Built> {
@@ -158,15 +146,8 @@ export class SyncService {
       toDevice: s.streams.current("to_device"),
       deviceLists: s.streams.current("device_lists"),
     };
-    const memberships = (await this.#membershipsAt(userId, upTo.events)).filter((m) => roomAllowed(filter.room, m.roomId));
-    const changes = new Map<string, MembershipRecord[]>();
-    if (since) {
-      for (const c of await s.rooms.membershipChanges(userId, since.events, upTo.events)) {
-        const list = changes.get(c.roomId) ?? [];
-        list.push(c);
-        changes.set(c.roomId, list);
-      }
-    }
+    const memberships = (await membershipsAt(s, userId, upTo.events)).filter((m) => roomAllowed(filter.room, m.roomId));
+    const changes = since ? await membershipChangesByRoom(s, userId, since.events, upTo.events) : new Map<string, MembershipRecord[]>();
     const accountData = splitAccountData(await s.accountData.changes(userId, since?.accountData ?? 0, upTo.accountData), filter);
     const pass: Pass = {
       ctx: {
@@ -206,18 +187,6 @@ export class SyncService {
       accountData.global.length === 0 &&
       [join, invite, leave].every((section) => Object.keys(section).length === 0);
     return { response, empty, rooms: joined.map((m) => m.roomId) };
-  }
-
-  /** The user's membership in each room as of `position`, even if it changed since. */
-  async #membershipsAt(userId: string, position: number): Promise<MembershipRecord[]> {
-    const current = await this.storage.rooms.membershipsOf(userId);
-    if (current.every((m) => m.streamOrdering <= position)) return current;
-    // A membership changed after `position` was read: use the last change up to it instead.
-    const last = new Map<string, MembershipRecord>();
-    for (const c of await this.storage.rooms.membershipChanges(userId, 0, position)) last.set(c.roomId, c);
-    return current
-      .map((m) => (m.streamOrdering <= position ? m : last.get(m.roomId)))
-      .filter((m): m is MembershipRecord => m !== undefined);
   }
 
   /** Whether the client already knows this joined room from an earlier sync (joined then and throughout). */

@@ -4,7 +4,7 @@
  * wherever an event position is expected, as clients mix them.
  */
 import { Errors } from "../../errors.js";
-import type { StreamName } from "../../storage/sql/streams.js";
+import type { StreamName, StreamPositions } from "../../storage/sql/streams.js";
 
 export interface SyncPosition {
   events: number;
@@ -57,4 +57,23 @@ export function parseEventPosition(token: string): number {
   const room = /^t([0-9]+)$/.exec(token);
   if (room) return Number(room[1]);
   return parseSyncToken(token).events;
+}
+
+/** How long a sync waits for this process to catch up with a token another process gave out. */
+const CATCH_UP_MIN_MS = 1000;
+const CATCH_UP_MAX_MS = 10_000;
+
+/**
+ * Waits until every stream here has reached the token's positions: a token from another process
+ * on the database may be ahead of this one by a notification still on its way, and answering
+ * from behind it would send again what the client has. Bounded by the request's timeout (within
+ * 1–10 s); a token from the future (made up, or from before the database was restored) is
+ * answered after the wait.
+ */
+export async function catchUp(streams: StreamPositions, since: SyncPosition, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+  const behind = streamPositionsOf(since).filter(([stream, p]) => streams.current(stream) < p);
+  if (behind.length === 0) return;
+  const ms = Math.max(CATCH_UP_MIN_MS, Math.min(timeoutMs, CATCH_UP_MAX_MS));
+  const giveUp = AbortSignal.any([AbortSignal.timeout(ms), ...(signal ? [signal] : [])]);
+  await Promise.all(behind.map(([stream, p]) => streams.waitFor(stream, p, giveUp)));
 }

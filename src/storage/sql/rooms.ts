@@ -143,6 +143,26 @@ const Q = {
   liveSticky: `SELECT e.* FROM sticky_events s JOIN events e ON e.stream_ordering = s.stream_ordering
     WHERE s.room_id = ? AND s.stream_ordering > ? AND s.stream_ordering <= ? AND s.expires_ts > ? AND e.redacted_by IS NULL
     ORDER BY s.stream_ordering`,
+  eventsByIds: sql`SELECT * FROM events WHERE ${inJsonList("event_id")}`,
+  // Per room, the newest event of the types at or below its cap: an index walk backwards per room.
+  latestOfTypes: {
+    sqlite: `SELECT json_extract(r.value, '$[0]') AS room_id, (SELECT MAX(e.stream_ordering) FROM events e
+        WHERE e.room_id = json_extract(r.value, '$[0]') AND e.stream_ordering <= json_extract(r.value, '$[1]')
+        AND e.type IN (SELECT value FROM json_each(?))) AS position
+      FROM json_each(?) r`,
+    postgres: `SELECT r.value->>0 AS room_id, (SELECT MAX(e.stream_ordering) FROM events e
+        WHERE e.room_id = r.value->>0 AND e.stream_ordering <= (r.value->>1)::bigint
+        AND e.type IN (SELECT json_array_elements_text(?::json))) AS position
+      FROM json_array_elements(?::json) r`,
+  },
+  currentStateMany: {
+    sqlite: `SELECT e.* FROM current_state c JOIN events e ON e.event_id = c.event_id
+      WHERE c.room_id IN (SELECT value FROM json_each(?)) AND (c.type IN (SELECT value FROM json_each(?))
+        OR EXISTS (SELECT 1 FROM json_each(?) k WHERE json_extract(k.value, '$[0]') = c.type AND json_extract(k.value, '$[1]') = c.state_key))`,
+    postgres: `SELECT e.* FROM current_state c JOIN events e ON e.event_id = c.event_id
+      WHERE c.room_id IN (SELECT json_array_elements_text(?::json)) AND (c.type IN (SELECT json_array_elements_text(?::json))
+        OR EXISTS (SELECT 1 FROM json_array_elements(?::json) k WHERE k.value->>0 = c.type AND k.value->>1 = c.state_key))`,
+  },
 } as const;
 
 export class SqlRoomStore implements RoomStore {
@@ -295,6 +315,37 @@ export class SqlRoomStore implements RoomStore {
   async liveStickyEventsMany(roomIds: readonly string[], from: number, to: number, now: number): Promise<StoredEvent[]> {
     if (roomIds.length === 0 || to <= from) return [];
     return (await this.db.all<EventRow>(Q.liveStickyMany, [JSON.stringify(roomIds), from, to, now])).map(toEvent);
+  }
+
+  async getEvents(eventIds: readonly string[]): Promise<StoredEvent[]> {
+    if (eventIds.length === 0) return [];
+    return (await this.db.all<EventRow>(Q.eventsByIds, [JSON.stringify(eventIds)])).map(toEvent);
+  }
+
+  async latestOfTypes(caps: readonly (readonly [string, number])[], types: readonly string[]): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    if (caps.length === 0 || types.length === 0) return out;
+    const rows = await this.db.all<{ room_id: string; position: number | string | null }>(Q.latestOfTypes, [
+      JSON.stringify(types),
+      JSON.stringify(caps),
+    ]);
+    // PostgreSQL answers BIGINT aggregates as text.
+    for (const r of rows) if (r.position !== null) out.set(r.room_id, Number(r.position));
+    return out;
+  }
+
+  async currentStateMany(
+    roomIds: readonly string[],
+    types: readonly string[],
+    keys: readonly (readonly [string, string])[],
+  ): Promise<StoredEvent[]> {
+    if (roomIds.length === 0 || (types.length === 0 && keys.length === 0)) return [];
+    const params = [JSON.stringify(roomIds), JSON.stringify(types), JSON.stringify(keys)];
+    return (await this.db.all<EventRow>(Q.currentStateMany, params)).map(toEvent);
+  }
+
+  async forgottenRooms(userId: string): Promise<string[]> {
+    return (await this.db.all<{ room_id: string }>("SELECT room_id FROM forgotten_rooms WHERE user_id = ?", [userId])).map((r) => r.room_id);
   }
 
   async membershipsIn(roomIds: readonly string[]): Promise<MembershipRecord[]> {

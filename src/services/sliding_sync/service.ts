@@ -1,0 +1,216 @@
+/**
+ * Simplified sliding sync (MSC4186), beside `/sync` v2 on the same storage, streams and
+ * notifier. A response covers the streams up to positions read before anything else (as v2's);
+ * the connection state saved at the request's position says what the client already has.
+ *
+ * Long-polling: a response is always computed at once (the request may have changed lists or
+ * subscriptions); an incremental request with nothing to tell waits for a notification about
+ * the user or any of their rooms, then computes again from the same position. A request without
+ * `pos` never waits.
+ */
+import { performance } from "node:perf_hooks";
+import type { Storage } from "../../storage/interfaces.js";
+import type { MembershipRecord } from "../../storage/rooms.js";
+import type { Requester } from "../auth.js";
+import type { Clock } from "../clock.js";
+import { membershipChangesByRoom } from "../sync/memberships.js";
+import type { Notifier } from "../sync/notifier.js";
+import { RoomSync } from "../sync/room_sync.js";
+import { catchUp, formatSyncToken, parseSyncToken, type SyncPosition } from "../sync/tokens.js";
+import type { TypingService } from "../sync/typing.js";
+import { ConnectionState } from "./connection.js";
+import { Connections, type Opened } from "./connections.js";
+import { buildExtensions } from "./extensions.js";
+import { parseRequest, type RoomConfig, type SlidingSyncRequest } from "./request.js";
+import { asksForMoreState, combineConfigs } from "./required_state.js";
+import { buildRooms, type RoomPlan } from "./room_data.js";
+import { computeLists, type RoomLists } from "./room_lists.js";
+
+export interface SlidingSyncParams {
+  pos?: string;
+  timeoutMs: number;
+  /** Aborted when the client goes away or the server shuts down: the request then answers at once. */
+  signal?: AbortSignal;
+}
+
+interface Built {
+  response: Record<string, unknown>;
+  state: ConnectionState;
+  /** Nothing to tell the client: an incremental request may wait. */
+  empty: boolean;
+  rooms: string[];
+}
+
+export class SlidingSyncService {
+  readonly #connections: Connections;
+  readonly #roomSync: RoomSync;
+
+  constructor(
+    private readonly storage: Storage,
+    private readonly clock: Clock,
+    private readonly notifier: Notifier,
+    private readonly typing: TypingService,
+    private readonly pushRules: (userId: string) => Promise<unknown>,
+  ) {
+    this.#connections = new Connections(storage, clock);
+    this.#roomSync = new RoomSync(storage);
+  }
+
+  async sync(requester: Requester, body: unknown, params: SlidingSyncParams): Promise<Record<string, unknown>> {
+    const req = parseRequest(body);
+    const opened = await this.#connections.open({ userId: requester.userId, deviceId: requester.deviceId, connId: req.connId }, params.pos);
+    const started = performance.now();
+    if (opened.since) await catchUp(this.storage.streams, opened.since, params.timeoutMs, params.signal);
+    for (;;) {
+      const version = this.notifier.version();
+      const built = await this.#build(requester, req, opened);
+      const remaining = params.timeoutMs - (performance.now() - started);
+      if (!opened.since || !built.empty || remaining <= 0 || params.signal?.aborted) return this.#finish(opened, built);
+      const woken = await this.notifier.wait({ userId: requester.userId, roomIds: built.rooms }, version, remaining, params.signal);
+      if (!woken) return this.#finish(opened, built);
+    }
+  }
+
+  async #finish(opened: Opened, built: Built): Promise<Record<string, unknown>> {
+    const position = await this.#connections.commit({ ...opened, state: built.state });
+    return { ...built.response, pos: `${position}/${built.response.pos as string}` };
+  }
+
+  async #build(requester: Requester, req: SlidingSyncRequest, opened: Opened): Promise<Built> {
+    const s = this.storage;
+    const userId = requester.userId;
+    const upTo: SyncPosition = {
+      events: s.streams.current("events"),
+      accountData: s.streams.current("account_data"),
+      receipts: s.streams.current("receipts"),
+      typing: this.typing.position(),
+      toDevice: s.streams.current("to_device"),
+      deviceLists: s.streams.current("device_lists"),
+    };
+    // Every attempt starts from the state saved at the request's position.
+    const state = opened.position === null ? new ConnectionState() : ConnectionState.parse(opened.loaded);
+    const since = opened.since;
+    const lists = await computeLists(s, userId, req.lists, upTo.events, since?.events);
+
+    const configs = new Map<string, RoomConfig[]>();
+    const addConfig = (roomId: string, c: RoomConfig) => configs.set(roomId, [...(configs.get(roomId) ?? []), c]);
+    const listRooms = new Map<string, string[]>();
+    const listsOut: Record<string, unknown> = {};
+    for (const [name, list] of req.lists) {
+      const result = lists.lists.get(name)!;
+      const inRange = new Set<string>();
+      for (const r of result.ranges) r.roomIds.forEach((id) => inRange.add(id));
+      inRange.forEach((id) => addConfig(id, list));
+      listRooms.set(name, [...inRange]);
+      listsOut[name] = { count: result.count, ops: result.ranges.map((r) => ({ op: "SYNC", range: r.range, room_ids: r.roomIds })) };
+    }
+    // Subscriptions apply to rooms the user has a membership in; others are skipped, as Synapse does.
+    const subscribed = [...req.subscriptions.keys()].filter((id) => lists.memberships.has(id));
+    for (const id of subscribed) addConfig(id, req.subscriptions.get(id)!);
+
+    const plans = await this.#plans(userId, lists, configs, state, since, upTo);
+    const outcomes = await buildRooms(
+      {
+        storage: s,
+        roomSync: this.#roomSync,
+        requester,
+        now: this.clock.now(),
+        upTo: upTo.events,
+        bumpStamps: lists.bumpStamps,
+        dmRooms: lists.dmRooms,
+        lazySent: (roomId) => state.lazyMembersSent(roomId),
+      },
+      plans,
+    );
+
+    const rooms: Record<string, unknown> = {};
+    const timelines = new Map<string, string[]>();
+    for (const plan of plans) {
+      const outcome = outcomes.get(plan.roomId);
+      if (!outcome) continue;
+      if (outcome.result) rooms[plan.roomId] = outcome.result;
+      timelines.set(plan.roomId, outcome.timelineEventIds);
+      state.addLazyMembers(plan.roomId, outcome.lazyMembers, plan.initial);
+    }
+    const roomSince = new Map<string, SyncPosition>();
+    for (const id of configs.keys()) {
+      const status = state.status(id);
+      if (status.kind === "previously") roomSince.set(id, parseSyncToken(status.token));
+    }
+    const joined = new Set([...lists.memberships.values()].filter((m) => m.membership === "join").map((m) => m.roomId));
+    const ext = await buildExtensions(
+      {
+        storage: s,
+        typing: this.typing,
+        pushRules: this.pushRules,
+        requester,
+        now: this.clock.now(),
+        since,
+        upTo,
+        listRooms,
+        subscribed,
+        joined,
+        interested: [...new Set([...lists.matchingAnyList, ...subscribed])],
+        initialRooms: new Set(plans.filter((p) => p.initial).map((p) => p.roomId)),
+        roomSince,
+        timelines,
+      },
+      req.extensions,
+    );
+
+    // What the client now has: rooms in range are up to date; live rooms out of every range miss what comes next.
+    const countsChanged = [...req.lists.keys()].some((name) => state.count(name) !== lists.lists.get(name)!.count);
+    for (const [roomId, c] of configs) state.markLive(roomId, combineConfigs(c));
+    if (since) for (const roomId of state.liveRooms()) if (!configs.has(roomId)) state.markMissed(roomId, formatSyncToken(since));
+    for (const roomId of state.rooms()) if (!lists.memberships.has(roomId)) state.forget(roomId);
+    state.setCounts(new Map([...lists.lists].map(([name, l]) => [name, l.count])));
+
+    return {
+      response: { pos: formatSyncToken(upTo), lists: listsOut, rooms, extensions: ext.extensions },
+      state,
+      empty: Object.keys(rooms).length === 0 && !ext.hasNews && !countsChanged,
+      rooms: [...lists.memberships.keys()],
+    };
+  }
+
+  /** Which rooms of the response to compute, and from where. */
+  async #plans(
+    userId: string,
+    lists: RoomLists,
+    configs: Map<string, RoomConfig[]>,
+    state: ConnectionState,
+    since: SyncPosition | undefined,
+    upTo: SyncPosition,
+  ): Promise<RoomPlan[]> {
+    const changes = since ? await membershipChangesByRoom(this.storage, userId, since.events, upTo.events) : new Map<string, MembershipRecord[]>();
+    const live = [...configs.keys()].filter((id) => state.status(id).kind === "live");
+    const withEvents = since ? new Set(await this.storage.rooms.roomsWithEventsBetween(live, since.events, upTo.events)) : new Set<string>();
+    const plans: RoomPlan[] = [];
+    for (const [roomId, list] of configs) {
+      const m = lists.memberships.get(roomId)!;
+      const config = combineConfigs(list);
+      const status = state.status(roomId);
+      const base = { roomId, membership: m, config, liveAfter: since?.events, expandedTimeline: false };
+      if (m.membership === "invite" || m.membership === "knock") {
+        if (!since || status.kind !== "live" || changes.has(roomId)) plans.push({ ...base, initial: true, timelineFrom: 0, stateFrom: 0 });
+        continue;
+      }
+      const initial = !since || status.kind === "never" || (m.membership === "join" && (await this.#rejoined(changes.get(roomId))));
+      const from = initial ? 0 : status.kind === "previously" ? parseSyncToken(status.token).events : since!.events;
+      const previous = state.config(roomId);
+      const expanded = !initial && previous !== undefined && config.timelineLimit > previous.timelineLimit;
+      const more = !initial && previous !== undefined && asksForMoreState(previous, config);
+      const news = m.membership === "join" ? withEvents.has(roomId) || status.kind === "previously" : m.streamOrdering > from;
+      if (!initial && !expanded && !more && !news) continue;
+      plans.push({ ...base, initial, timelineFrom: expanded ? 0 : from, stateFrom: from, expandedTimeline: expanded, newlyCovered: more ? previous : undefined });
+    }
+    return plans;
+  }
+
+  /** Whether the user's membership changes in the window took them out of the room and back (or in for the first time). */
+  async #rejoined(changes: MembershipRecord[] | undefined): Promise<boolean> {
+    if (!changes) return false;
+    if (changes.some((c) => c.membership !== "join")) return true;
+    return (await this.#roomSync.previousMembership(changes[0]!.eventId)) !== "join";
+  }
+}
