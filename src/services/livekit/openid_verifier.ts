@@ -12,7 +12,7 @@ import { isValidServerName, isValidUserId, serverNameOf } from "../../events/ids
 import type { Clock } from "../clock.js";
 import type { OpenIdService } from "../openid.js";
 import { jsonObject, type Outbound } from "./outbound.js";
-import type { ServerDiscovery } from "./server_discovery.js";
+import type { ServerDiscovery } from "../federation/discovery.js";
 
 /** Long enough to absorb a client's retries, short enough that a revoked token stops working soon. */
 const ANSWER_CACHE_MS = 60_000;

@@ -1,0 +1,22 @@
+/** `GET /_matrix/federation/v1/query/profile`: a local user's profile, for another server. */
+import { Type } from "typebox";
+import type { App } from "../../http/server.js";
+import type { Services } from "../../services/index.js";
+import { federationAuthHook } from "./auth.js";
+
+export function registerFederationQueryRoutes(app: App, services: Services): void {
+  const preValidation = federationAuthHook(services.federation);
+  app.get(
+    "/_matrix/federation/v1/query/profile",
+    {
+      preValidation,
+      schema: {
+        querystring: Type.Object({
+          user_id: Type.String(),
+          field: Type.Optional(Type.String()),
+        }),
+      },
+    },
+    async (request) => services.federation.profiles.serve(request.query.user_id, request.query.field),
+  );
+}

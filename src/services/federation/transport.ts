@@ -1,0 +1,185 @@
+/**
+ * The connections federation makes: to a place server discovery chose, over TLS that names and
+ * verifies the server (not whatever address it resolved to), and only to addresses the
+ * `AddressPolicy` allows. A remote server decides where its name points, so this is SSRF
+ * territory: names are resolved here once, every address is vetted, and the connection goes to
+ * the vetted address itself, so a second DNS answer cannot send it elsewhere.
+ */
+import { promises as dns } from "node:dns";
+import type { IncomingHttpHeaders } from "node:http";
+import https from "node:https";
+import { isIP } from "node:net";
+import tls from "node:tls";
+import type { AddressPolicy } from "../outbound/address_policy.js";
+
+export interface SrvRecord {
+  name: string;
+  port: number;
+  priority: number;
+  weight: number;
+}
+
+/** How names become addresses. Tests map made-up names to local servers. */
+export interface Dialer {
+  /** SRV records for `name`; an empty list when there are none. */
+  resolveSrv(name: string): Promise<SrvRecord[]>;
+  /** Where a TCP connection meant for `host:port` really goes. */
+  resolveAddress(host: string, port: number): Promise<{ address: string; port: number }>;
+}
+
+/** Where to send a request for a server, as discovery found it. */
+export interface FederationTarget {
+  /** The name the certificate must carry (and the SNI). */
+  tlsName: string;
+  hostHeader: string;
+  /** What to resolve and connect to. */
+  connectHost: string;
+  port: number;
+}
+
+export type TransportErrorKind = "blocked_address" | "dns" | "network" | "timeout" | "too_large";
+
+export class TransportError extends Error {
+  constructor(
+    readonly kind: TransportErrorKind,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = "TransportError";
+  }
+}
+
+export interface TransportResponse {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
+
+export interface TransportRequest {
+  method: string;
+  target: FederationTarget;
+  /** Path and query, already encoded. */
+  path: string;
+  headers?: Record<string, string>;
+  body?: string;
+  /** The most response bytes accepted; default 1 MiB. */
+  maxBytes?: number;
+}
+
+export interface FederationTransportOptions {
+  policy: AddressPolicy;
+  dialer?: Dialer;
+  /** Extra trusted CA certificates (PEM), on top of the system's. */
+  ca?: (string | Buffer)[];
+  verifyCertificates: boolean;
+  /** Per request; default 30 s. */
+  timeoutMs?: number;
+}
+
+const DEFAULT_MAX_BYTES = 1024 * 1024;
+
+/** The system's DNS. Every address a name has must be allowed: the remote side chooses which one we would use. */
+export function systemDialer(policy: AddressPolicy): Dialer {
+  return {
+    async resolveSrv(name) {
+      try {
+        return await dns.resolveSrv(name);
+      } catch {
+        return [];
+      }
+    },
+    async resolveAddress(host, port) {
+      if (isIP(host)) return { address: host, port };
+      const found = await dns.lookup(host, { all: true });
+      if (found.some((a) => !policy.check(a.address).allowed)) throw new TransportError("blocked_address", `${host} resolves to a blocked address`);
+      return { address: found[0]!.address, port };
+    },
+  };
+}
+
+export class FederationTransport {
+  readonly dialer: Dialer;
+  readonly #policy: AddressPolicy;
+  readonly #ca: (string | Buffer)[] | undefined;
+  readonly #verify: boolean;
+  readonly #timeoutMs: number;
+
+  constructor(opts: FederationTransportOptions) {
+    this.#policy = opts.policy;
+    this.dialer = opts.dialer ?? systemDialer(opts.policy);
+    // Node's `ca` replaces the system roots, so keep them alongside the extra ones.
+    this.#ca = opts.ca?.length ? [...tls.rootCertificates, ...opts.ca] : undefined;
+    this.#verify = opts.verifyCertificates;
+    this.#timeoutMs = opts.timeoutMs ?? 30_000;
+  }
+
+  async request(req: TransportRequest): Promise<TransportResponse> {
+    const { target } = req;
+    const tlsName = target.tlsName.replace(/^\[|\]$/g, "");
+    const connectHost = target.connectHost.replace(/^\[|\]$/g, "");
+    let resolved;
+    try {
+      // An IP literal is where to go already; only names are looked up.
+      resolved = isIP(connectHost) ? { address: connectHost, port: target.port } : await this.dialer.resolveAddress(connectHost, target.port);
+    } catch (err) {
+      if (err instanceof TransportError) throw err;
+      throw new TransportError("dns", `${target.connectHost} does not resolve`, { cause: err });
+    }
+    const verdict = this.#policy.check(resolved.address);
+    if (!verdict.allowed) throw new TransportError("blocked_address", `${target.connectHost} is at a blocked address (${verdict.reason})`);
+    const headers: Record<string, string> = { host: target.hostHeader, "user-agent": "Switchboard", ...req.headers };
+    if (req.body !== undefined) {
+      headers["content-type"] ??= "application/json";
+      headers["content-length"] = String(Buffer.byteLength(req.body));
+    }
+    const options: https.RequestOptions = {
+      method: req.method,
+      host: verdict.connectTo,
+      family: verdict.family,
+      port: resolved.port,
+      path: req.path,
+      headers,
+      // A connection of its own, to the address just vetted.
+      agent: false,
+      rejectUnauthorized: this.#verify,
+      // Verify against the name we meant to reach, whatever address it resolved to.
+      checkServerIdentity: (_host, cert) => (this.#verify ? tls.checkServerIdentity(tlsName, cert) : undefined),
+    };
+    if (!isIP(tlsName)) options.servername = tlsName;
+    if (this.#ca) options.ca = this.#ca;
+    const maxBytes = req.maxBytes ?? DEFAULT_MAX_BYTES;
+    return new Promise<TransportResponse>((resolve, reject) => {
+      const outgoing = https.request(options, (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on("data", (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > maxBytes) {
+            res.destroy(new TransportError("too_large", `the answer from ${target.tlsName} is larger than ${maxBytes} bytes`));
+            return;
+          }
+          chunks.push(chunk);
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") }));
+        res.on("error", (err) => reject(err instanceof TransportError ? err : new TransportError("network", `reading from ${target.tlsName} failed`, { cause: err })));
+      });
+      outgoing.setTimeout(this.#timeoutMs, () => outgoing.destroy(new TransportError("timeout", `no answer from ${target.tlsName} within ${this.#timeoutMs} ms`)));
+      outgoing.on("error", (err) => reject(err instanceof TransportError ? err : new TransportError("network", `could not reach ${target.tlsName}`, { cause: err })));
+      outgoing.end(req.body);
+    });
+  }
+
+  /** A GET by https URL (a `.well-known` file): the URL's host is both the TLS name and where to connect. */
+  async requestUrl(method: "GET", url: string): Promise<TransportResponse> {
+    const u = new URL(url);
+    if (u.protocol !== "https:") throw new TransportError("network", `federation speaks only https, not ${u.protocol}`);
+    const host = u.hostname;
+    return this.request({
+      method,
+      target: { tlsName: host, hostHeader: u.host, connectHost: host, port: u.port ? Number(u.port) : 443 },
+      path: u.pathname + u.search,
+      maxBytes: 64 * 1024,
+    });
+  }
+}
