@@ -1,11 +1,12 @@
 #!/usr/bin/env node
-/** The `switchboard` command: serve, generate-config, check-config, register-user, port-db. */
+/** The `switchboard` command: serve, generate-config, check-config, register-user, port-db, doctor. */
 import cluster from "node:cluster";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseCommand, USAGE, UsageError, type Command } from "./cli/args.js";
+import { doctor } from "./cli/doctor/index.js";
 import { READY_MESSAGE, superviseWorkers, WORKER_ID_ENV } from "./cli/supervisor.js";
 import { ConfigError } from "./config/errors.js";
 import { generateConfig } from "./config/generate.js";
@@ -165,6 +166,8 @@ async function run(argv: string[]): Promise<number> {
     case "port-db":
       await portDb(cmd);
       return 0;
+    case "doctor":
+      return doctor(cmd);
     case "serve":
       return serve(cmd.config, cmd.workerId);
   }

@@ -1,0 +1,153 @@
+/**
+ * The doctor's HTTP client, on node:http/https rather than fetch: it must see every copy of a
+ * repeated header (two `Access-Control-Allow-Origin` lines are a fault browsers reject), trust
+ * an extra CA when asked (`--ca-file`), and refuse plain http unless `--insecure-http` says so.
+ * TLS is always verified. The doctor is a command an operator runs against addresses they name,
+ * so it talks to loopback and private addresses as asked (no SSRF guard, unlike the server).
+ */
+import http from "node:http";
+import https from "node:https";
+import tls from "node:tls";
+
+export interface HttpOptions {
+  /** Extra trusted CA certificates (PEM), added to Node's own list. */
+  ca?: string;
+  /** Whether http:// URLs may be used at all. */
+  allowHttp: boolean;
+  timeoutMs: number;
+}
+
+export interface HttpReply {
+  status: number;
+  /** Every header line, names lower-cased, in order; repeated headers stay separate. */
+  headerLines: [string, string][];
+  text: string;
+  /** The body parsed as JSON, or undefined if it is not JSON. */
+  json: unknown;
+}
+
+export class HttpFailure extends Error {
+  constructor(
+    message: string,
+    readonly code: string | undefined,
+  ) {
+    super(message);
+  }
+}
+
+export class PlainHttpRefused extends HttpFailure {}
+
+export function headerValues(reply: HttpReply, name: string): string[] {
+  return reply.headerLines.filter(([n]) => n === name).map(([, v]) => v);
+}
+
+/** `body.errcode`, when the reply is a Matrix error. */
+export function errcodeOf(reply: HttpReply): string | undefined {
+  const body = reply.json as { errcode?: unknown } | undefined;
+  return body && typeof body.errcode === "string" ? body.errcode : undefined;
+}
+
+/** A short description of a reply: `404 M_UNRECOGNIZED "Unrecognized request"`. */
+export function describeReply(reply: HttpReply): string {
+  const body = reply.json as { errcode?: unknown; error?: unknown } | undefined;
+  if (body && typeof body.errcode === "string") {
+    return `${reply.status} ${body.errcode}${typeof body.error === "string" ? ` "${body.error.slice(0, 160)}"` : ""}`;
+  }
+  const text = reply.text.trim().replace(/\s+/g, " ");
+  return text && reply.json === undefined ? `${reply.status} (not JSON: "${text.slice(0, 80)}")` : `${reply.status}`;
+}
+
+/** Names the usual network errors in words an operator acts on. */
+export function describeError(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  switch (e.code) {
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+      return `the name does not resolve (${e.code})`;
+    case "ECONNREFUSED":
+      return "connection refused: nothing listens there";
+    case "ECONNRESET":
+      return "the connection was reset";
+    case "ETIMEDOUT":
+    case "TIMEOUT":
+      return "no answer in time";
+    case "DEPTH_ZERO_SELF_SIGNED_CERT":
+    case "SELF_SIGNED_CERT_IN_CHAIN":
+    case "UNABLE_TO_VERIFY_LEAF_SIGNATURE":
+    case "UNABLE_TO_GET_ISSUER_CERT_LOCALLY":
+    case "CERT_HAS_EXPIRED":
+    case "ERR_TLS_CERT_ALTNAME_INVALID":
+      return `the TLS certificate is not trusted (${e.code})`;
+    default:
+      return e.message ?? String(err);
+  }
+}
+
+export function isTlsError(err: unknown): boolean {
+  return /CERT|SELF_SIGNED|TLS/.test(String((err as NodeJS.ErrnoException).code ?? ""));
+}
+
+export class HttpClient {
+  constructor(readonly options: HttpOptions) {}
+
+  /** A GET that follows up to five redirects, as browsers and the spec's well-known lookup do. */
+  async get(url: string, headers: Record<string, string> = {}): Promise<HttpReply> {
+    let target = url;
+    for (let hops = 0; ; hops++) {
+      const reply = await this.request("GET", target, { headers });
+      const location = headerValues(reply, "location")[0];
+      if (![301, 302, 303, 307, 308].includes(reply.status) || !location || hops === 5) return reply;
+      target = new URL(location, target).toString();
+    }
+  }
+
+  request(
+    method: string,
+    url: string,
+    opts: { headers?: Record<string, string>; json?: unknown; token?: string; servername?: string } = {},
+  ): Promise<HttpReply> {
+    const target = new URL(url);
+    if (target.protocol === "http:" && !this.options.allowHttp) {
+      return Promise.reject(new PlainHttpRefused(`${target.origin} is plain http, which the doctor uses only with --insecure-http`, "PLAIN_HTTP"));
+    }
+    const headers: Record<string, string> = { accept: "application/json", "user-agent": "switchboard-doctor", ...opts.headers };
+    if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+    let body: string | undefined;
+    if (opts.json !== undefined) {
+      body = JSON.stringify(opts.json);
+      headers["content-type"] = "application/json";
+    }
+    const lib = target.protocol === "https:" ? https : http;
+    return new Promise((resolve, reject) => {
+      const req = lib.request(
+        target,
+        { method, headers, timeout: this.options.timeoutMs, ...(opts.servername ? { servername: opts.servername } : {}), ...(target.protocol === "https:" && this.options.ca ? { ca: trustedCas(this.options.ca) } : {}) },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("error", (err) => reject(new HttpFailure(describeError(err), (err as NodeJS.ErrnoException).code)));
+          res.on("end", () => {
+            const text = Buffer.concat(chunks).toString("utf8");
+            const headerLines: [string, string][] = [];
+            for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) headerLines.push([res.rawHeaders[i]!.toLowerCase(), res.rawHeaders[i + 1]!]);
+            let json: unknown;
+            try {
+              json = text ? JSON.parse(text) : undefined;
+            } catch {
+              json = undefined;
+            }
+            resolve({ status: res.statusCode ?? 0, headerLines, text, json });
+          });
+        },
+      );
+      req.on("timeout", () => req.destroy(Object.assign(new Error("timeout"), { code: "TIMEOUT" })));
+      req.on("error", (err) => reject(new HttpFailure(describeError(err), (err as NodeJS.ErrnoException).code)));
+      req.end(body);
+    });
+  }
+}
+
+/** The CA list for a TLS connection: Node's own roots plus the `--ca-file` ones. */
+export function trustedCas(extra: string | undefined): string[] | undefined {
+  return extra ? [...tls.rootCertificates, extra] : undefined;
+}
