@@ -4,6 +4,7 @@ declare module "autocannon" {
     url: string;
     method?: string;
     headers?: Record<string, string>;
+    body?: string | Buffer;
     connections?: number;
     /** Seconds. */
     duration?: number;

@@ -3,7 +3,7 @@ import net from "node:net";
 import type { CannedResponse } from "./protocol.js";
 
 /** One HTTP/1.1 keep-alive request over a fresh socket; resolves to the whole response as received. */
-export function rawRequest(base: string, method: string, target: string, headers: Record<string, string>): Promise<Buffer> {
+export function rawRequest(base: string, method: string, target: string, headers: Record<string, string>, body?: string): Promise<Buffer> {
   const url = new URL(base);
   return new Promise((resolve, reject) => {
     const socket = net.connect(Number(url.port), url.hostname);
@@ -29,7 +29,8 @@ export function rawRequest(base: string, method: string, target: string, headers
     socket.on("error", (err) => finish(err));
     socket.on("close", () => finish(new Error(`connection closed before the response to ${method} ${target} was complete`)));
     const lines = [`${method} ${target} HTTP/1.1`, `host: ${url.host}`, ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)];
-    socket.write(`${lines.join("\r\n")}\r\n\r\n`);
+    if (body !== undefined) lines.push(`content-length: ${Buffer.byteLength(body)}`);
+    socket.write(`${lines.join("\r\n")}\r\n\r\n${body ?? ""}`);
   });
 }
 

@@ -30,8 +30,10 @@ import { canned, normalise, parseRaw, rawRequest } from "./raw_http.js";
 /** One request to measure. Adding a scenario is adding an entry to SCENARIOS. */
 interface Scenario {
   name: string;
-  method: "GET";
+  method: "GET" | "POST";
   path: string;
+  /** A JSON body (POST), given the ID of a room the benchmark's user has joined. */
+  body?: (roomId: string) => string;
   /** Sends `Authorization: Bearer <token>` of the benchmark's registered user. */
   auth: boolean;
   /** Least acceptable Switchboard/baseline ratio of req/s. */
@@ -42,6 +44,16 @@ const SCENARIOS: Scenario[] = [
   { name: "versions", method: "GET", path: "/_matrix/client/versions", auth: false, target: 0.7 },
   { name: "whoami", method: "GET", path: "/_matrix/client/v3/account/whoami", auth: true, target: 0.7 },
   { name: "rtc_transports", method: "GET", path: "/_matrix/client/v1/rtc/transports", auth: true, target: 0.7 },
+  // MSC4195's homeserver flow: a membership lookup, a LiveKit room made on the SFU (a stand-in
+  // process here, see livekit_stand_in.ts), and a signed JWT per request.
+  {
+    name: "livekit_get_token",
+    method: "POST",
+    path: "/_matrix/client/v1/rtc/livekit/get_token",
+    body: (roomId) => JSON.stringify({ url: "ws://127.0.0.1", room_id: roomId, slot_id: "m.call#ROOM", member_id: "bench" }),
+    auth: true,
+    target: 0.5,
+  },
 ];
 
 function envNumber(name: string, fallback: number): number {
@@ -64,10 +76,14 @@ const log = (msg: string) => console.error(`[bench] ${msg}`);
 
 // ---- load ------------------------------------------------------------------
 
+/** Each POST scenario's body, made once the benchmark's room exists. */
+const bodies = new Map<string, string>();
+
 function load(url: string, s: Scenario, headers: Record<string, string>, seconds: number): Promise<Result> {
+  const body = bodies.get(s.name);
   return new Promise((resolve, reject) => {
     autocannon(
-      { url: url + s.path, method: s.method, headers, connections: CONNECTIONS, duration: seconds, pipelining: 1 },
+      { url: url + s.path, method: s.method, headers, body, connections: CONNECTIONS, duration: seconds, pipelining: 1 },
       (err, result) => (err ? reject(err) : resolve(result)),
     );
   });
@@ -195,6 +211,17 @@ async function register(url: string): Promise<string> {
   return body.access_token;
 }
 
+async function createRoom(url: string, token: string): Promise<string> {
+  const res = await fetch(`${url}/_matrix/client/v3/createRoom`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+    body: "{}",
+  });
+  const body = (await res.json()) as { room_id?: string };
+  if (res.status !== 200 || !body.room_id) throw new Error(`createRoom: ${res.status} ${JSON.stringify(body)}`);
+  return body.room_id;
+}
+
 async function main(): Promise<number> {
   const loadBefore = os.loadavg().map((n) => round(n));
   const scenarios = ONLY ? SCENARIOS.filter((s) => ONLY.includes(s.name)) : SCENARIOS;
@@ -205,8 +232,13 @@ async function main(): Promise<number> {
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   const profArgs = (name: string) =>
     CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${path.resolve(CPU_PROF)}`, `--cpu-prof-name=${name}-${stamp}.cpuprofile`] : [];
+  // The LiveKit SFU's room service, played by a stand-in child that answers CreateRoom (get_token).
+  const sfu = await startChild("livekit_stand_in.js", []);
   log(`starting Switchboard (log level ${LOG_LEVEL}, to /dev/null)`);
-  const sw = await startChild("serve.js", profArgs("switchboard"));
+  const livekit = { livekit: { url: sfu.url, api_key: "bench", api_secret: "bench secret, not secret at all" } };
+  const sw = await startChild("serve.js", profArgs("switchboard"), undefined, {
+    BENCH_SERVE_CONFIG: JSON.stringify({ ...(JSON.parse(process.env.BENCH_SERVE_CONFIG ?? "{}") as object), ...livekit }),
+  });
   let base: Child | undefined;
   const swResults = new Map<string, Measurement>();
   const baseResults = new Map<string, Measurement>();
@@ -217,9 +249,15 @@ async function main(): Promise<number> {
     const responses: CannedResponse[] = [];
     let keepAliveTimeoutMs = 5_000;
     const token = await register(sw.url);
+    const roomId = await createRoom(sw.url, token);
     for (const s of scenarios) {
       const headers: Record<string, string> = s.auth ? { authorization: `Bearer ${token}` } : {};
-      const raw = await rawRequest(sw.url, s.method, s.path, headers);
+      if (s.body) {
+        // The stand-in's URL is the SFU's: get_token checks `url` against `livekit.url`.
+        bodies.set(s.name, s.body(roomId).replace("ws://127.0.0.1", sfu.url));
+        headers["content-type"] = "application/json";
+      }
+      const raw = await rawRequest(sw.url, s.method, s.path, headers, bodies.get(s.name));
       const parsed = parseRaw(raw);
       if (parsed.status < 200 || parsed.status > 299) {
         throw new Error(`${s.name}: Switchboard answered ${parsed.status}: ${parsed.body.toString()}`);
@@ -236,7 +274,7 @@ async function main(): Promise<number> {
     base = await startChild("baseline.js", profArgs("baseline"), { type: "configure", keepAliveTimeoutMs, responses });
     for (const s of scenarios) {
       const { headers, expected } = prepared.get(s.name)!;
-      const same = normalise(await rawRequest(base.url, s.method, s.path, headers)) === expected;
+      const same = normalise(await rawRequest(base.url, s.method, s.path, headers, bodies.get(s.name))) === expected;
       identical.set(s.name, same);
       if (!same) problems.push(`${s.name}: the baseline's response differs from Switchboard's`);
       const sides = [
@@ -248,7 +286,7 @@ async function main(): Promise<number> {
       baseResults.set(s.name, baseline!);
     }
   } finally {
-    await Promise.all([sw.stop(), base?.stop()]);
+    await Promise.all([sw.stop(), base?.stop(), sfu.stop()]);
   }
   if (CPU_PROF) log(`CPU profiles written to ${path.resolve(CPU_PROF)}`);
 

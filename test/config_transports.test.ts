@@ -81,8 +81,8 @@ describe("matrix_rtc.transports validation", () => {
     assert.equal(config.matrixRtc.transports[0]!.type, "msc4195.livekit");
   });
 
-  test("a missing livekit_service_url is refused, naming the key", () => {
-    assert.match(problems("    - type: livekit\n"), /matrix_rtc\.transports\[0\]\.livekit_service_url` is missing/);
+  test("an entry with neither url nor livekit_service_url is refused, naming both keys", () => {
+    assert.match(problems("    - type: livekit\n"), /matrix_rtc\.transports\[0\]\.livekit_service_url` is missing, and so is `matrix_rtc\.transports\[0\]\.url`/);
   });
 
   test("a relative URL is refused", () => {
@@ -144,8 +144,37 @@ describe("matrix_rtc.transports validation", () => {
   test("an unknown key on a livekit entry is refused, listing the allowed ones", () => {
     assert.match(
       problems("    - type: livekit\n      livekit_service_url: https://a.example\n      livekit_alias: x\n"),
-      /unknown key `matrix_rtc\.transports\[0\]\.livekit_alias`; a livekit transport allows: type, livekit_service_url/,
+      /unknown key `matrix_rtc\.transports\[0\]\.livekit_alias`; a livekit transport allows: type, url, livekit_service_url/,
     );
+  });
+
+  test("a Synapse 1.163 transport with only the SFU's url is accepted and served as written", () => {
+    const { config, warnings } = load("    - type: livekit\n      url: wss://sfu.example.org\n");
+    assert.deepEqual(config.matrixRtc.transports, [{ type: "livekit", url: "wss://sfu.example.org" }]);
+    assert.deepEqual(warnings, []);
+  });
+
+  test("url and livekit_service_url together are both kept", () => {
+    const { config } = load("    - type: livekit\n      url: wss://sfu.example.org:7880/\n      livekit_service_url: https://jwt.example.org\n");
+    assert.deepEqual(config.matrixRtc.transports, [{ type: "livekit", url: "wss://sfu.example.org:7880/", livekit_service_url: "https://jwt.example.org" }]);
+  });
+
+  test("a url that is not wss:// is refused; ws:// only for loopback, with a warning", () => {
+    assert.match(problems("    - type: livekit\n      url: ws://sfu.example.org\n"), /`matrix_rtc\.transports\[0\]\.url` is "ws:\/\/sfu\.example\.org", which is not allowed: expected a wss:\/\/ URL \(ws:\/\/ only for loopback hosts\)/);
+    assert.match(problems("    - type: livekit\n      url: https://sfu.example.org\n"), /expected a wss:\/\/ URL/);
+    assert.match(problems("    - type: livekit\n      url: /sfu\n"), /`matrix_rtc\.transports\[0\]\.url` is "\/sfu", which is not allowed: expected an absolute wss:\/\/ URL/);
+    assert.match(problems("    - type: livekit\n      url: 7880\n"), /`matrix_rtc\.transports\[0\]\.url` is 7880, which is not allowed/);
+    assert.match(problems("    - type: livekit\n      url: ws://127.example.com\n"), /ws:\/\/ only for loopback hosts/);
+    const { config, warnings } = load("    - type: livekit\n      url: ws://127.0.0.1:7880\n");
+    assert.deepEqual(config.matrixRtc.transports, [{ type: "livekit", url: "ws://127.0.0.1:7880" }]);
+    assert.match(warnings.join("\n"), /matrix_rtc\.transports\[0\]\.url uses plain ws/);
+  });
+
+  test("a url meets the same secret checks", () => {
+    assert.match(problems("    - type: livekit\n      url: wss://u:hunter2@sfu.example.org\n"), /`matrix_rtc\.transports\[0\]\.url` is a URL with a user name or password/);
+    assert.match(problems("    - type: livekit\n      url: wss://sfu.example.org/?access_token=x\n"), /`matrix_rtc\.transports\[0\]\.url` is a URL whose parameter `access_token` looks like a secret/);
+    const message = problems("    - type: livekit\n      url: ws://u:hunter2@sfu.example.org\n");
+    assert.ok(!message.includes("hunter2"), message);
   });
 
   test("an unknown type is served verbatim, with a warning", () => {

@@ -260,7 +260,7 @@ describe("Element Call in headless Chromium against Switchboard", { skip, timeou
 
       // 1. Switchboard advertises its own JWT service, and that is where the page asked.
       const advertised = (transports!.reply as { rtc_transports: Record<string, unknown>[] }).rtc_transports;
-      assert.deepEqual(advertised[0], { type: "livekit", livekit_service_url: serviceUrl });
+      assert.deepEqual(advertised[0], { type: "livekit", url: lkUrl, livekit_service_url: serviceUrl });
       assert.ok(server.baseUrl + jwt!.path === `${serviceUrl}/${mode === "matrix_2_0" ? "get_token" : "sfu/get"}`, jwt!.path);
 
       // 2. An OpenID token of this server, which the JWT request then carried.

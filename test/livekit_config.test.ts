@@ -124,7 +124,8 @@ describe("the advertised transport", () => {
       const alice = await registerUser(server.baseUrl, "alice");
       const res = await request(server.baseUrl, "GET", TRANSPORTS, { token: alice.access_token });
       assert.deepEqual(res.body.rtc_transports, [
-        { type: "livekit", livekit_service_url: "https://matrix.example.org/livekit/jwt" },
+        // Both the SFU (for MSC4195's homeserver flow) and the bundled service (for OpenID clients).
+        { type: "livekit", url: "ws://127.0.0.1:7880", livekit_service_url: "https://matrix.example.org/livekit/jwt" },
         CONFIGURED,
       ]);
       const wk = await request(server.baseUrl, "GET", "/.well-known/matrix/client");
@@ -134,13 +135,13 @@ describe("the advertised transport", () => {
     }
   });
 
-  test("not added twice when matrix_rtc.transports lists it already; the configured order stands", async () => {
+  test("not added twice when matrix_rtc.transports lists it already; the configured order stands, with the SFU's url added", async () => {
     const own = { type: "livekit", livekit_service_url: "https://matrix.example.org/livekit/jwt/" };
     const server = await startLiveKitServer({ public_baseurl: "https://matrix.example.org/", matrix_rtc: { transports: [CONFIGURED, own] } });
     try {
       const alice = await registerUser(server.baseUrl, "alice");
       const res = await request(server.baseUrl, "GET", TRANSPORTS, { token: alice.access_token });
-      assert.deepEqual(res.body.rtc_transports, [CONFIGURED, own]);
+      assert.deepEqual(res.body.rtc_transports, [CONFIGURED, { ...own, url: "ws://127.0.0.1:7880" }]);
     } finally {
       await server.stop();
     }
@@ -151,7 +152,7 @@ describe("the advertised transport", () => {
     try {
       const alice = await registerUser(server.baseUrl, "alice");
       const res = await request(server.baseUrl, "GET", TRANSPORTS, { token: alice.access_token });
-      assert.deepEqual(res.body.rtc_transports, [{ type: "livekit", livekit_service_url: "https://matrix.example.org/rtc/lk" }]);
+      assert.deepEqual(res.body.rtc_transports, [{ type: "livekit", url: "ws://127.0.0.1:7880", livekit_service_url: "https://matrix.example.org/rtc/lk" }]);
       assert.equal((await fetch(`${server.baseUrl}/rtc/lk/healthz`)).status, 200);
       assert.equal((await fetch(`${server.baseUrl}/livekit/jwt/healthz`)).status, 404);
     } finally {

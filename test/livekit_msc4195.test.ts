@@ -1,18 +1,24 @@
 /**
- * MSC4195 in the homeserver (`io.element.msc4195`), as matrix-js-sdk calls
- * it: the access token stands in for the OpenID token, and only members of
- * the room get a LiveKit token or hand over their leave.
+ * MSC4195's homeserver flow, at `/_matrix/client/v1/rtc/livekit` and the
+ * unstable `io.element.msc4195` prefix matrix-js-sdk calls: the access token
+ * stands in for the OpenID token, and only members of the room get a LiveKit
+ * token or hand over their leave, with the MSC's refusals.
  */
 import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { TokenVerifier } from "livekit-server-sdk";
 import { livekitIdentity, livekitRoomAlias } from "../src/services/livekit/naming.js";
-import { FakeLiveKit, LK_KEY, LK_SECRET, scheduleLeave, startLiveKitServer } from "./helpers/livekit.js";
+import { eventually, FakeLiveKit, LK_KEY, LK_SECRET, scheduleLeave, startLiveKitServer } from "./helpers/livekit.js";
 import { loadSdk } from "./helpers/matrix-sdk.js";
 import { User } from "./helpers/rooms.js";
+import { removeTestData } from "./helpers/database.js";
 import { request, type TestServer } from "./helpers/server.js";
 
 const PREFIX = "/_matrix/client/unstable/io.element.msc4195/rtc/livekit";
+const V1 = "/_matrix/client/v1/rtc/livekit";
 
 describe("MSC4195 in the homeserver", () => {
   let server: TestServer;
@@ -38,16 +44,30 @@ describe("MSC4195 in the homeserver", () => {
     await sfu.stop();
   });
 
-  test("get_token for a member answers {jwt, url}, with the member's identity, and creates the room", async () => {
-    const res = await post(alice, "/get_token", { url: sfuUrl, room_id: roomId, slot_id: "m.call#ROOM", member: { id: "mem-1" } });
-    assert.equal(res.status, 200, JSON.stringify(res.body));
-    assert.equal(res.body.url, sfuUrl);
-    const claims = await new TokenVerifier(LK_KEY, LK_SECRET).verify(res.body.jwt as string);
-    assert.equal(claims.sub, livekitIdentity(alice.userId, alice.deviceId, "mem-1"));
-    const alias = livekitRoomAlias(roomId, "m.call#ROOM");
-    assert.equal((claims.video as Record<string, unknown>).room, alias);
-    assert.ok(sfu.of("CreateRoom").some((c) => c.body.name === alias));
-  });
+  for (const prefix of [V1, PREFIX]) {
+    test(`${prefix}/get_token for a member answers {jwt} with the MSC's grants, having created the room`, async () => {
+      const slot = `slot-${prefix.length}`;
+      const res = await request(server.baseUrl, "POST", `${prefix}/get_token`, {
+        token: alice.token,
+        body: { url: sfuUrl, room_id: roomId, slot_id: slot, member_id: "mem-1", server_name: "localhost" },
+      });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      assert.deepEqual(Object.keys(res.body), ["jwt"]);
+      const claims = await new TokenVerifier(LK_KEY, LK_SECRET).verify(res.body.jwt as string);
+      assert.equal(claims.sub, livekitIdentity(alice.userId, alice.deviceId, "mem-1"));
+      const alias = livekitRoomAlias(roomId, slot);
+      assert.deepEqual(claims.video, {
+        room: alias,
+        roomJoin: true,
+        roomCreate: false,
+        canPublish: true,
+        canSubscribe: true,
+        canUpdateOwnMetadata: false,
+        hidden: false,
+      });
+      assert.ok(sfu.of("CreateRoom").some((c) => c.body.name === alias));
+    });
+  }
 
   test("a claimed device ID is used for the identity, as the membership event names it", async () => {
     const res = await post(alice, "/get_token", { room_id: roomId, slot_id: "s", member: { id: "mem-2", claimed_device_id: "OTHERDEV" } });
@@ -69,23 +89,30 @@ describe("MSC4195 in the homeserver", () => {
     assert.equal(res.body.errcode, "M_MISSING_TOKEN");
   });
 
-  test("a caller not joined to the room: 401 M_UNAUTHORIZED, for both endpoints", async () => {
-    for (const [path, extra] of [["/get_token", {}], ["/delegate_delayed_leave", { delay_id: "syd_x" }]] as const) {
-      const res = await post(outsider, path, { room_id: roomId, slot_id: "s", member: { id: "m" }, ...extra });
-      assert.equal(res.status, 401, path);
-      assert.equal(res.body.errcode, "M_UNAUTHORIZED");
-      const unknownRoom = await post(outsider, path, { room_id: "!nowhere:localhost", slot_id: "s", member: { id: "m" }, ...extra });
-      assert.equal(unknownRoom.status, 401);
+  test("a caller not joined to the room, or a room the server does not know: 403 M_FORBIDDEN, for both endpoints on both prefixes", async () => {
+    for (const prefix of [V1, PREFIX]) {
+      for (const [path, extra] of [["/get_token", {}], ["/delegate_delayed_leave", { delay_id: "syd_x" }]] as const) {
+        const res = await request(server.baseUrl, "POST", prefix + path, { token: outsider.token, body: { room_id: roomId, slot_id: "forbidden-slot", member_id: "m", ...extra } });
+        assert.equal(res.status, 403, prefix + path);
+        assert.equal(res.body.errcode, "M_FORBIDDEN");
+        const unknownRoom = await request(server.baseUrl, "POST", prefix + path, {
+          token: outsider.token,
+          body: { room_id: "!nowhere:localhost", slot_id: "forbidden-slot", member_id: "m", ...extra },
+        });
+        assert.equal(unknownRoom.status, 403);
+        assert.equal(unknownRoom.body.errcode, "M_FORBIDDEN");
+      }
     }
+    assert.equal(sfu.of("CreateRoom").filter((c) => c.body.name === livekitRoomAlias(roomId, "forbidden-slot")).length, 0);
   });
 
-  test("a url that is not our SFU, or another server's SFU: 400 M_INVALID_PARAM", async () => {
+  test("a url that is not our SFU: 400 M_INVALID_PARAM", async () => {
     const wrong = await post(alice, "/get_token", { url: "wss://elsewhere.example", room_id: roomId, slot_id: "s", member: { id: "m" } });
     assert.equal(wrong.status, 400);
     assert.equal(wrong.body.errcode, "M_INVALID_PARAM");
-    const remote = await post(alice, "/get_token", { server_name: "other.example", room_id: roomId, slot_id: "s", member: { id: "m" } });
-    assert.equal(remote.status, 400);
-    assert.equal(remote.body.errcode, "M_INVALID_PARAM");
+    const v1 = await request(server.baseUrl, "POST", `${V1}/get_token`, { token: alice.token, body: { url: "wss://elsewhere.example", room_id: roomId, slot_id: "s", member_id: "m" } });
+    assert.equal(v1.status, 400);
+    assert.equal(v1.body.errcode, "M_INVALID_PARAM");
     const slash = await post(alice, "/get_token", { url: `${sfuUrl}/`, room_id: roomId, slot_id: "s", member: { id: "m" } });
     assert.equal(slash.status, 200);
   });
@@ -110,15 +137,57 @@ describe("MSC4195 in the homeserver", () => {
     assert.equal(job?.userId, alice.userId);
   });
 
-  test("delegate_delayed_leave with an unknown delay ID, or another user's: 404 M_NOT_FOUND", async () => {
-    const unknown = await post(alice, "/delegate_delayed_leave", { room_id: roomId, slot_id: "s", member: { id: "m" }, delay_id: "syd_unknown" });
-    assert.equal(unknown.status, 404);
-    assert.equal(unknown.body.errcode, "M_NOT_FOUND");
-    await outsider.join(roomId).catch(() => undefined);
+  test("delegate_delayed_leave with an unknown delay ID, another user's, or one of another room: 400 M_INVALID_PARAM", async () => {
+    for (const prefix of [V1, PREFIX]) {
+      const unknown = await request(server.baseUrl, "POST", `${prefix}/delegate_delayed_leave`, {
+        token: alice.token,
+        body: { url: sfuUrl, room_id: roomId, slot_id: "s", member_id: "m", delay_id: "syd_unknown" },
+      });
+      assert.equal(unknown.status, 400, prefix);
+      assert.equal(unknown.body.errcode, "M_INVALID_PARAM");
+    }
     const theirRoom = await outsider.createRoom({});
     const theirs = await scheduleLeave(server.baseUrl, { user_id: outsider.userId, access_token: outsider.token, device_id: outsider.deviceId }, theirRoom, 45_000);
     const res = await post(alice, "/delegate_delayed_leave", { room_id: roomId, slot_id: "s", member: { id: "m" }, delay_id: theirs });
-    assert.equal(res.status, 404);
+    assert.equal(res.status, 400);
+    assert.equal(res.body.errcode, "M_INVALID_PARAM");
+    const aliceOther = await alice.createRoom({});
+    const login = { user_id: alice.userId, access_token: alice.token, device_id: alice.deviceId };
+    const otherRoomLeave = await scheduleLeave(server.baseUrl, login, aliceOther, 45_000);
+    const wrongRoom = await post(alice, "/delegate_delayed_leave", { room_id: roomId, slot_id: "s", member_id: "m", delay_id: otherRoomLeave });
+    assert.equal(wrongRoom.status, 400);
+    assert.equal(wrongRoom.body.errcode, "M_INVALID_PARAM");
+  });
+
+  test("delegate_delayed_leave naming a foreign SFU: 400 M_INVALID_PARAM, nothing taken over", async () => {
+    const login = { user_id: alice.userId, access_token: alice.token, device_id: alice.deviceId };
+    const delayId = await scheduleLeave(server.baseUrl, login, roomId, 45_000);
+    const res = await request(server.baseUrl, "POST", `${V1}/delegate_delayed_leave`, {
+      token: alice.token,
+      body: { url: "wss://elsewhere.example", room_id: roomId, slot_id: "s", member_id: "foreign", delay_id: delayId },
+    });
+    assert.equal(res.status, 400);
+    assert.equal(res.body.errcode, "M_INVALID_PARAM");
+    const identity = livekitIdentity(alice.userId, alice.deviceId, "foreign");
+    assert.equal(server.homeserver.services.livekit!.delegations.list().find((j) => j.identity === identity), undefined);
+  });
+
+  test("a second delegation for the same room, slot, member and user replaces the first", async () => {
+    const login = { user_id: alice.userId, access_token: alice.token, device_id: alice.deviceId };
+    const first = await scheduleLeave(server.baseUrl, login, roomId, 45_000);
+    const second = await scheduleLeave(server.baseUrl, login, roomId, 45_000);
+    for (const delayId of [first, second]) {
+      const res = await request(server.baseUrl, "POST", `${V1}/delegate_delayed_leave`, {
+        token: alice.token,
+        body: { url: sfuUrl, room_id: roomId, slot_id: "once", member_id: "mem-once", delay_id: delayId },
+      });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+    }
+    const identity = livekitIdentity(alice.userId, alice.deviceId, "mem-once");
+    const jobs = server.homeserver.services.livekit!.delegations.list().filter((j) => j.identity === identity);
+    assert.equal(jobs.length, 1);
+    const stored = await server.homeserver.storage.livekitDelegations.all();
+    assert.deepEqual(stored.filter((d) => d.identity === identity).map((d) => d.delayId), [second]);
   });
 
   test("matrix-js-sdk's _unstable_getLivekitToken and _unstable_delegateDelayedLeave work against it", async () => {
@@ -132,6 +201,72 @@ describe("MSC4195 in the homeserver", () => {
     const res = await client._unstable_delegateDelayedLeave({ url: sfuUrl, room_id: roomId, slot_id: "m.call#ROOM", member: { id: "sdk-mem" }, delay_id: delayId });
     assert.deepEqual(res, {});
     client.stopClient();
+  });
+});
+
+describe("MSC4195 with a minimum delay and metadata updates configured", () => {
+  test("a delayed leave shorter than delegation_min_delay: 400 M_INVALID_PARAM; tokens may update metadata", async () => {
+    const sfu = new FakeLiveKit();
+    const sfuUrl = await sfu.start();
+    const server = await startLiveKitServer({ livekit: { url: sfuUrl, delegation_min_delay: "1h", can_update_own_metadata: true } });
+    try {
+      const carol = await User.register(server.baseUrl, "carol");
+      const roomId = await carol.createRoom({});
+      const login = { user_id: carol.userId, access_token: carol.token, device_id: carol.deviceId };
+      const short = await scheduleLeave(server.baseUrl, login, roomId, 45_000);
+      const body = { url: sfuUrl, room_id: roomId, slot_id: "s", member_id: "m" };
+      const refused = await request(server.baseUrl, "POST", `${V1}/delegate_delayed_leave`, { token: carol.token, body: { ...body, delay_id: short } });
+      assert.equal(refused.status, 400);
+      assert.equal(refused.body.errcode, "M_INVALID_PARAM");
+      assert.match(refused.body.error!, /shorter/);
+      const long = await scheduleLeave(server.baseUrl, login, roomId, 3_600_000);
+      const ok = await request(server.baseUrl, "POST", `${V1}/delegate_delayed_leave`, { token: carol.token, body: { ...body, delay_id: long } });
+      assert.equal(ok.status, 200, JSON.stringify(ok.body));
+      const token = await request(server.baseUrl, "POST", `${V1}/get_token`, { token: carol.token, body });
+      const claims = await new TokenVerifier(LK_KEY, LK_SECRET).verify(token.body.jwt as string);
+      assert.equal((claims.video as Record<string, unknown>).canUpdateOwnMetadata, true);
+    } finally {
+      await server.stop();
+      await sfu.stop();
+    }
+  });
+});
+
+describe("delegations survive a restart", () => {
+  test("a delegation taken before a restart is running again after it", async () => {
+    const sfu = new FakeLiveKit();
+    const sfuUrl = await sfu.start();
+    const dir = mkdtempSync(path.join(tmpdir(), "switchboard-test-"));
+    try {
+      let server = await startLiveKitServer({ livekit: { url: sfuUrl } }, { dir });
+      const dave = await User.register(server.baseUrl, "dave");
+      const roomId = await dave.createRoom({});
+      const login = { user_id: dave.userId, access_token: dave.token, device_id: dave.deviceId };
+      const delayId = await scheduleLeave(server.baseUrl, login, roomId, 3_600_000);
+      const res = await request(server.baseUrl, "POST", `${V1}/delegate_delayed_leave`, {
+        token: dave.token,
+        body: { url: sfuUrl, room_id: roomId, slot_id: "m.call#ROOM", member_id: "mem-r", delay_id: delayId },
+      });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      const identity = livekitIdentity(dave.userId, dave.deviceId, "mem-r");
+      // Written down before the answer's effects are relied on: wait for the row, not a duration.
+      await eventually(async () => ((await server.homeserver.storage.livekitDelegations.all()).some((d) => d.identity === identity) ? true : undefined), 5000, "the stored delegation");
+      await server.stop();
+
+      server = await startLiveKitServer({ livekit: { url: sfuUrl } }, { dir });
+      try {
+        const job = await eventually(() => server.homeserver.services.livekit!.delegations.list().find((j) => j.identity === identity), 5000, "the adopted job");
+        assert.equal(job.userId, dave.userId);
+        assert.equal(job.room, livekitRoomAlias(roomId, "m.call#ROOM"));
+        const stored = await server.homeserver.storage.livekitDelegations.all();
+        assert.equal(stored.find((d) => d.identity === identity)?.owner, server.homeserver.storage.cluster.workerId);
+      } finally {
+        await server.stop();
+      }
+    } finally {
+      await removeTestData(dir);
+      await sfu.stop();
+    }
   });
 });
 

@@ -80,5 +80,7 @@ export function resolveLiveKit(
     serviceUrl: publicBase + lk.path,
     sanityCheckIntervalMs: parseDuration(lk.sanity_check_interval),
     csApiUrlOverrides: { ...lk.cs_api_url_overrides },
+    canUpdateOwnMetadata: lk.can_update_own_metadata,
+    delegationMinDelayMs: parseDuration(lk.delegation_min_delay),
   };
 }

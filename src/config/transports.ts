@@ -9,7 +9,7 @@ import { dottedPath, type ConfigPath, type Problems } from "./errors.js";
 export const RTC_FOCI_KEY = "org.matrix.msc4143.rtc_foci";
 
 const LIVEKIT_TYPES = new Set(["livekit", "msc4195.livekit"]);
-const LIVEKIT_KEYS = new Set(["type", "livekit_service_url"]);
+const LIVEKIT_KEYS = new Set(["type", "url", "livekit_service_url"]);
 const SECRET_WORDS = ["secret", "password", "api_key", "apikey", "token"];
 const looksSecret = (name: string) => SECRET_WORDS.some((w) => name.toLowerCase().includes(w));
 
@@ -102,38 +102,67 @@ export function resolveTransports(
         problems.add([...at, key], `unknown key \`${where}.${key}\`; a ${type} transport allows: ${[...LIVEKIT_KEYS].join(", ")}`);
       }
     }
-    const url = entry.livekit_service_url;
-    if (url !== undefined && url !== null && typeof url !== "string") {
+    const given = (key: string) => entry[key] !== undefined && entry[key] !== null;
+    if (!given("url") && !given("livekit_service_url")) {
       problems.add(
-        [...at, "livekit_service_url"],
-        `\`${where}.livekit_service_url\` is ${JSON.stringify(url)}, which is not allowed: expected an absolute https:// URL`,
-      );
-      return;
-    }
-    if (typeof url !== "string" || url === "") {
-      problems.add(at, `\`${where}.livekit_service_url\` is missing: a ${type} transport needs the absolute https:// URL of its LiveKit JWT service`);
-      return;
-    }
-    let parsed: URL;
-    try {
-      parsed = new URL(url);
-    } catch {
-      problems.add([...at, "livekit_service_url"], `\`${where}.livekit_service_url\` is ${quotedUrl(url)}, which is not allowed: expected an absolute https:// URL`);
-      return;
-    }
-    if (parsed.protocol === "http:" && isLoopbackHost(parsed.hostname)) {
-      warnings.push(`${where}.livekit_service_url uses plain http; that only works for clients on this machine`);
-    } else if (parsed.protocol !== "https:") {
-      problems.add(
-        [...at, "livekit_service_url"],
-        `\`${where}.livekit_service_url\` is ${quotedUrl(url)}, which is not allowed: expected an https:// URL (http:// only for loopback hosts)`,
+        at,
+        `\`${where}.livekit_service_url\` is missing, and so is \`${where}.url\`: a ${type} transport needs its SFU's wss:// URL (\`url\`), the https:// URL of its LiveKit JWT service (\`livekit_service_url\`), or both`,
       );
       return;
     }
     // Built from the validated model, never copied from the raw entry.
-    out.push({ type, livekit_service_url: url });
+    const transport: RtcTransport = { type };
+    let valid = true;
+    for (const rule of URL_RULES) {
+      if (!given(rule.key)) continue;
+      const value = checkedUrl(entry[rule.key], rule, [...at, rule.key], problems, warnings);
+      if (value === undefined) valid = false;
+      else transport[rule.key] = value;
+    }
+    if (valid) out.push(transport);
   });
   return out;
+}
+
+/** A URL key of a LiveKit transport: the schemes it takes, and the plain one allowed for loopback hosts. */
+interface UrlRule {
+  key: "url" | "livekit_service_url";
+  secure: "https:" | "wss:";
+  plain: "http:" | "ws:";
+}
+
+/** `url` (MSC4195, Synapse 1.163) names the SFU itself; `livekit_service_url` its JWT service. */
+const URL_RULES: UrlRule[] = [
+  { key: "url", secure: "wss:", plain: "ws:" },
+  { key: "livekit_service_url", secure: "https:", plain: "http:" },
+];
+
+/** The URL when it is absolute and of the rule's scheme (the plain one only for loopback hosts, with a warning). */
+function checkedUrl(value: unknown, rule: UrlRule, at: ConfigPath, problems: Problems, warnings: string[]): string | undefined {
+  const where = dottedPath(at);
+  const scheme = rule.secure.slice(0, -1);
+  const plain = rule.plain.slice(0, -1);
+  if (typeof value !== "string") {
+    problems.add(at, `\`${where}\` is ${JSON.stringify(value)}, which is not allowed: expected an absolute ${scheme}:// URL`);
+    return undefined;
+  }
+  let parsed: URL;
+  try {
+    parsed = new URL(value);
+  } catch {
+    problems.add(at, `\`${where}\` is ${quotedUrl(value)}, which is not allowed: expected an absolute ${scheme}:// URL`);
+    return undefined;
+  }
+  if (parsed.protocol === rule.plain && isLoopbackHost(parsed.hostname)) {
+    warnings.push(`${where} uses plain ${plain}; that only works for clients on this machine`);
+  } else if (parsed.protocol !== rule.secure) {
+    problems.add(
+      at,
+      `\`${where}\` is ${quotedUrl(value)}, which is not allowed: expected a ${scheme}:// URL (${plain}:// only for loopback hosts)`,
+    );
+    return undefined;
+  }
+  return value;
 }
 
 /**

@@ -26,13 +26,16 @@ export const CHROMIUM_FLAGS = [
   "--use-fake-device-for-media-stream",
 ];
 
+/** A reason to skip, only outside CI: in CI (`CI` set) `.ci/run` installs Chromium, so its absence must fail loudly. */
 export function chromiumMissing(): string | false {
-  return existsSync(CHROMIUM) ? false : `${CHROMIUM} is absent (Debian package \`chromium\`; .ci/run installs it)`;
+  if (existsSync(CHROMIUM) || process.env.CI) return false;
+  return `${CHROMIUM} is absent (Debian package \`chromium\`; .ci/run installs it)`;
 }
 
-export async function launchChromium(): Promise<Browser> {
+/** `extraArgs`: e.g. `--allow-loopback-in-peer-connection` for WebRTC with an SFU on loopback. */
+export async function launchChromium(extraArgs: string[] = []): Promise<Browser> {
   const { chromium } = await import("playwright-core");
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS });
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_FLAGS, ...extraArgs] });
 }
 
 /** The app's `dist` folder inside the npm package. */

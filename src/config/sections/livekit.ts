@@ -49,6 +49,16 @@ export const livekitFields = {
           description:
             "How often a handed-over leave re-checks with LiveKit that its participant is still connected, in case a webhook was lost (lk-jwt-service's `LIVEKIT_SANITY_CHECK_INTERVAL_SECONDS`, which is off by default there). 0 turns the check off.",
         }),
+        can_update_own_metadata: Type.Boolean({
+          default: false,
+          description:
+            "Whether tokens from the homeserver flow (MSC4195 `rtc/livekit/get_token`) let participants change their own LiveKit name and metadata. MSC4195 says servers SHOULD leave it off, as no MatrixRTC application uses it; tokens from the lk-jwt-service endpoints keep that service's grant.",
+        }),
+        delegation_min_delay: duration({
+          default: 0,
+          description:
+            "The shortest delayed leave `rtc/livekit/delegate_delayed_leave` accepts (400 `M_INVALID_PARAM` below it). MSC4195 asks clients for at least an hour and lets servers refuse less; 0 accepts any delay.",
+        }),
         cs_api_url_overrides: Type.Record(Type.String(), Type.String({ pattern: "^https?://" }), {
           default: {},
           description:

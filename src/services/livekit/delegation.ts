@@ -230,7 +230,7 @@ export class LeaveJob {
 export class LeaveDelegations {
   readonly #jobs = new Map<string, LeaveJob>();
 
-  constructor(private readonly deps: Omit<JobDeps, "finished"> & { onFinished?: (room: string, identity: string) => void }) {}
+  constructor(private readonly deps: Omit<JobDeps, "finished"> & { onFinished?: (job: JobParams) => void }) {}
 
   add(params: JobParams): LeaveJob {
     const key = `${params.room}\n${params.identity}`;
@@ -240,7 +240,7 @@ export class LeaveDelegations {
       finished: (done) => {
         if (this.#jobs.get(key) === done) {
           this.#jobs.delete(key);
-          this.deps.onFinished?.(done.params.room, done.params.identity);
+          this.deps.onFinished?.(done.params);
         }
         done.stop();
       },

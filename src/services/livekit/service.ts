@@ -8,18 +8,18 @@ import type { Logger } from "pino";
 import type { Config, LiveKitConfig } from "../../config/config.js";
 import { Errors, MatrixError } from "../../errors.js";
 import type { Storage } from "../../storage/interfaces.js";
-import type { Requester } from "../auth.js";
 import type { Clock } from "../clock.js";
 import type { DelayedEventService } from "../delayed_events/service.js";
 import type { OpenIdService } from "../openid.js";
 import { LeaveDelegations, type JobSignal } from "./delegation.js";
+import { ClientFlow, type TokenRelay } from "./client_flow.js";
 import { SharedDelegations, type DelegatedLeave } from "./shared_delegations.js";
 import { CsApiLocator, localLeaveActions, remoteLeaveActions, type LeaveActions } from "./leave_actions.js";
 import { legacyIdentity, LEGACY_SLOT_ID, livekitIdentity, livekitRoomAlias } from "./naming.js";
 import { OpenIdVerifier, unauthorised } from "./openid_verifier.js";
 import { Outbound, type OutboundOptions } from "./outbound.js";
 import { parseDelegate, parseGetToken, parseLegacy } from "./requests.js";
-import { ServerDiscovery } from "./server_discovery.js";
+import { ServerDiscovery } from "../federation/discovery.js";
 import { SfuApi } from "./sfu.js";
 
 export interface LiveKitServiceDeps {
@@ -31,25 +31,13 @@ export interface LiveKitServiceDeps {
   logger: Pick<Logger, "warn" | "error" | "info">;
   /** Trusted CAs and name resolution for calls to other homeservers (tests point these at local servers). */
   outbound?: OutboundOptions;
+  /** Tokens for other homeservers' SFUs, asked of them over federation (MSC4195). */
+  relayToken?: TokenRelay;
 }
 
 export interface SfuAccess {
   url: string;
   jwt: string;
-}
-
-/** The MSC4195 request bodies, after the route's schema check. */
-export interface ClientTokenRequest {
-  url?: string;
-  server_name?: string;
-  room_id: string;
-  slot_id: string;
-  member?: { id: string; claimed_device_id?: string };
-  /** MSC4195's newest text sends the member ID on its own. */
-  member_id?: string;
-}
-export interface ClientDelegateRequest extends ClientTokenRequest {
-  delay_id: string;
 }
 
 const SIGNALS: Record<string, JobSignal> = {
@@ -58,17 +46,19 @@ const SIGNALS: Record<string, JobSignal> = {
   left_aborted: "left_aborted",
 };
 
-const stripSlash = (u: string) => u.replace(/\/+$/, "");
-
 export class LiveKitService {
   readonly settings: LiveKitConfig;
   readonly sfu: SfuApi;
   readonly delegations: LeaveDelegations;
+  /** MSC4195's homeserver flow (`rtc/livekit/…` on the Client-Server API). */
+  readonly client: ClientFlow;
   readonly #serverName: string;
   readonly #outbound: Outbound;
   readonly #verifier: OpenIdVerifier;
   readonly #csApi: CsApiLocator;
   readonly #shared: SharedDelegations;
+  /** Set at stop: a take-over still in flight then starts nothing (the next process adopts it). */
+  #stopped = false;
 
   constructor(private readonly deps: LiveKitServiceDeps) {
     const { config, clock, logger } = deps;
@@ -85,14 +75,29 @@ export class LiveKitService {
       sanityIntervalMs: this.settings.sanityCheckIntervalMs,
       clock,
       logger,
-      onFinished: (room, identity) => this.#shared.finished(room, identity),
+      onFinished: (job) => this.#shared.finished(job),
     });
-    this.#shared = new SharedDelegations(
-      deps.storage.cluster,
-      this.delegations,
-      async (job) => this.#delegate(job, await this.#leaveActions(job.serverName, job.userId, job.delayId)),
+    this.#shared = new SharedDelegations({
+      cluster: deps.storage.cluster,
+      local: this.delegations,
+      store: deps.storage.livekitDelegations,
+      clock,
+      adopt: async (job) => this.#delegate(job, await this.#leaveActions(job.serverName, job.userId, job.delayId)),
       logger,
-    );
+    });
+    this.client = new ClientFlow({
+      settings: this.settings,
+      serverName: config.serverName,
+      sfu: this.sfu,
+      storage: deps.storage,
+      delayedEvents: deps.delayedEvents,
+      logger,
+      fullAccess: () => this.isFullAccess(config.serverName),
+      delegate: (job, actions) => this.#delegate(job, actions),
+      relay: deps.relayToken,
+    });
+    // Delegations whose process is gone (this server was restarted) go on here.
+    void this.#shared.resume();
     // What an operator needs to see at start; the secret is a Secret and would print as "[secret]" anyway.
     logger.info(
       { sfu: this.settings.url, service_url: this.settings.serviceUrl, full_access: this.settings.fullAccessHomeservers },
@@ -101,6 +106,7 @@ export class LiveKitService {
   }
 
   stop(): void {
+    this.#stopped = true;
     this.delegations.stop();
   }
 
@@ -144,12 +150,13 @@ export class LiveKitService {
     if (delegate && !full) {
       throw new MatrixError(400, "M_BAD_JSON", "Only users of full-access homeservers may hand over their delayed leave");
     }
-    const jwt = await this.sfu.mintToken(room, identity);
+    // lk-jwt-service's grants: anyone it lets in may publish and update their own metadata.
+    const jwt = await this.sfu.mintToken(room, identity, { canPublish: true, canUpdateOwnMetadata: true });
     if (full) {
       // Resolved before the room is made, so a request that fails leaves no room behind.
       const actions = delegate ? await this.#leaveActions(serverName, userId, delay.delay_id) : undefined;
       await this.sfu.ensureRoom(room);
-      if (actions) this.#delegate({ userId, room, identity, delayId: delay.delay_id, delayTimeoutMs: delay.delay_timeout, serverName }, actions);
+      if (actions) await this.#delegate({ userId, room, identity, delayId: delay.delay_id, delayTimeoutMs: delay.delay_timeout, serverName }, actions);
     }
     this.deps.logger.info({ user: userId, access: full ? "full" : "restricted", lk_room: room, lk_identity: identity }, "issued a LiveKit token");
     return { url: this.settings.url, jwt };
@@ -167,7 +174,7 @@ export class LiveKitService {
     const room = livekitRoomAlias(req.room_id, req.slot_id);
     const identity = livekitIdentity(userId, req.member.claimed_device_id, req.member.id);
     const actions = await this.#leaveActions(token.matrix_server_name, userId, req.delay_id);
-    this.#delegate({ userId, room, identity, delayId: req.delay_id, delayTimeoutMs: req.delay_timeout, serverName: token.matrix_server_name }, actions);
+    await this.#delegate({ userId, room, identity, delayId: req.delay_id, delayTimeoutMs: req.delay_timeout, serverName: token.matrix_server_name }, actions);
     return {};
   }
 
@@ -190,64 +197,13 @@ export class LiveKitService {
     return remoteLeaveActions(this.#outbound, base, delayId, this.deps.clock);
   }
 
-  #delegate(job: DelegatedLeave, actions: LeaveActions): void {
+  /** Starts the job here; resolves once it is written down, so an answered delegation survives a restart. */
+  async #delegate(job: DelegatedLeave, actions: LeaveActions): Promise<void> {
     const { room, identity, delayId, delayTimeoutMs, userId } = job;
+    // Written down first, so that a job that ends at once is not left behind in the table.
+    await this.#shared.started(job);
+    if (this.#stopped) return;
     this.delegations.add({ room, identity, delayId, delayTimeoutMs, actions, userId });
-    this.#shared.started(job);
     this.deps.logger.info({ user: userId, lk_room: room, delay_ms: delayTimeoutMs }, "took over a delayed leave");
-  }
-
-  // ── MSC4195, in the homeserver (`io.element.msc4195`) ─────────────────────
-
-  /** The member ID and the device the LiveKit identity is made from. */
-  #memberOf(requester: Requester, req: ClientTokenRequest): { memberId: string; deviceId: string } {
-    const memberId = req.member?.id ?? req.member_id;
-    if (memberId === undefined) throw Errors.missingParam("Missing parameter: member");
-    return { memberId, deviceId: req.member?.claimed_device_id ?? requester.deviceId };
-  }
-
-  async #checkClientRequest(requester: Requester, req: ClientTokenRequest): Promise<void> {
-    const membership = await this.deps.storage.rooms.membership(req.room_id, requester.userId);
-    // 401 M_UNAUTHORIZED, as the io.element.msc4195 draft answers (and lk-jwt-service's check
-    // failures do); the MSC's newest text says 403, and clients treat both as "no token".
-    if (membership?.membership !== "join") {
-      throw new MatrixError(401, "M_UNAUTHORIZED", "You are not joined to this room");
-    }
-    if (req.server_name !== undefined && req.server_name !== this.#serverName) {
-      throw Errors.invalidParam("Tokens for another homeserver's SFU are not available here (no federation yet)");
-    }
-    if (req.url !== undefined && stripSlash(req.url) !== stripSlash(this.settings.url)) {
-      throw Errors.invalidParam("`url` is not this homeserver's LiveKit SFU");
-    }
-  }
-
-  async clientGetToken(requester: Requester, req: ClientTokenRequest): Promise<SfuAccess> {
-    const { memberId, deviceId } = this.#memberOf(requester, req);
-    await this.#checkClientRequest(requester, req);
-    const room = livekitRoomAlias(req.room_id, req.slot_id);
-    const identity = livekitIdentity(requester.userId, deviceId, memberId);
-    const jwt = await this.sfu.mintToken(room, identity);
-    if (this.isFullAccess(this.#serverName)) await this.sfu.ensureRoom(room);
-    this.deps.logger.info({ user: requester.userId, lk_room: room, lk_identity: identity }, "issued a LiveKit token (MSC4195)");
-    return { jwt, url: this.settings.url };
-  }
-
-  async clientDelegate(requester: Requester, req: ClientDelegateRequest): Promise<Record<string, never>> {
-    const { memberId, deviceId } = this.#memberOf(requester, req);
-    await this.#checkClientRequest(requester, req);
-    if (!this.isFullAccess(this.#serverName)) {
-      throw Errors.forbidden("Delegated leaves are only for users of full-access homeservers");
-    }
-    // The delay comes from the event itself: the client scheduled it with us.
-    const record = await this.deps.delayedEvents.get(requester, req.delay_id);
-    if (record.status !== "scheduled") throw Errors.notFound("The delayed event is no longer scheduled");
-    const room = livekitRoomAlias(req.room_id, req.slot_id);
-    const identity = livekitIdentity(requester.userId, deviceId, memberId);
-    const actions = localLeaveActions(this.deps.delayedEvents, requester.userId, req.delay_id, this.deps.logger);
-    this.#delegate(
-      { userId: requester.userId, room, identity, delayId: req.delay_id, delayTimeoutMs: record.delayMs, serverName: this.#serverName },
-      actions,
-    );
-    return {};
   }
 }

@@ -38,16 +38,20 @@ export class SfuApi {
     this.#webhooks = new WebhookReceiver(lk.apiKey, lk.apiSecret.reveal());
   }
 
-  /** A join token for one room and identity; no room creation right, the service does that. */
-  async mintToken(room: string, identity: string): Promise<string> {
+  /**
+   * A join token for one room and identity. Never a room creation right (the service creates
+   * rooms; the right would also let the holder delete any room), never hidden.
+   */
+  async mintToken(room: string, identity: string, grants: { canPublish: boolean; canUpdateOwnMetadata: boolean }): Promise<string> {
     const token = new AccessToken(this.lk.apiKey, this.lk.apiSecret.reveal(), { identity, ttl: TOKEN_TTL_SECONDS });
     token.addGrant({
       roomJoin: true,
       room,
-      canPublish: true,
+      canPublish: grants.canPublish,
       canSubscribe: true,
-      canUpdateOwnMetadata: true,
+      canUpdateOwnMetadata: grants.canUpdateOwnMetadata,
       roomCreate: false,
+      hidden: false,
     });
     return token.toJwt();
   }

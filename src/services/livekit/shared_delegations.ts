@@ -1,14 +1,17 @@
 /**
- * Delegated leaves with several processes on one database. A job runs in the process that
- * accepted the delegation, but the SFU's webhooks reach whichever process the proxy picks, and
- * that process may die. So every process is told of every job (topic `livekit-delegated`) and
- * of every webhook signal (`livekit-participant`); a process keeps a note of the jobs the others
- * run, and when one of them dies, the first surviving process (by worker ID) starts its jobs
- * afresh. A job that two processes start (their views of who is alive differed for a moment)
- * ends up in one: announcing a job replaces the same job anywhere else.
+ * Delegated leaves with several processes on one database, and across restarts. A job runs in
+ * the process that accepted the delegation, but the SFU's webhooks reach whichever process the
+ * proxy picks, and that process may die or be restarted. So every job is written to the
+ * database with its owner (the process running it), every process is told of every job (topic
+ * `livekit-delegated`: the same job anywhere else stops) and of every webhook signal
+ * (`livekit-participant`); when a process goes, the first surviving one (by worker ID) adopts
+ * its jobs, and a process that starts adopts the jobs whose owner is no longer there. Taking a
+ * job over is a conditional update of its owner, so only one process wins it.
  */
 import type { Logger } from "pino";
 import type { Cluster } from "../../storage/cluster.js";
+import type { LiveKitDelegationStore, StoredDelegation } from "../../storage/livekit_delegations.js";
+import type { Clock } from "../clock.js";
 import type { JobSignal, LeaveDelegations } from "./delegation.js";
 
 /** What another process needs to run a job itself. */
@@ -21,8 +24,6 @@ export interface DelegatedLeave {
   /** The homeserver whose delayed-event API the job calls. */
   serverName: string;
 }
-
-const key = (room: string, identity: string) => `${room}\n${identity}`;
 
 function isDelegatedLeave(b: unknown): b is DelegatedLeave {
   const d = b as Partial<DelegatedLeave> | null;
@@ -38,27 +39,21 @@ function isDelegatedLeave(b: unknown): b is DelegatedLeave {
   );
 }
 
-export class SharedDelegations {
-  /** Jobs other processes run, by (room, identity). */
-  readonly #elsewhere = new Map<string, { owner: string; job: DelegatedLeave }>();
+export interface SharedDelegationDeps {
+  cluster: Cluster;
+  local: LeaveDelegations;
+  store: LiveKitDelegationStore;
+  clock: Clock;
+  /** Starts a job here (building its leave actions anew). */
+  adopt: (job: DelegatedLeave) => Promise<void>;
+  logger: Pick<Logger, "warn" | "info">;
+}
 
-  constructor(
-    private readonly cluster: Cluster,
-    private readonly local: LeaveDelegations,
-    /** Starts a job here (building its leave actions anew). */
-    private readonly adopt: (job: DelegatedLeave) => Promise<void>,
-    private readonly logger: Pick<Logger, "warn" | "info">,
-  ) {
-    cluster.subscribe("livekit-delegated", (body, from) => {
-      if (!isDelegatedLeave(body)) return;
-      local.participantEvent(body.room, body.identity, "replaced");
-      this.#elsewhere.set(key(body.room, body.identity), { owner: from, job: body });
-    });
-    cluster.subscribe("livekit-finished", (body, from) => {
-      const b = body as { room?: unknown; identity?: unknown } | null;
-      if (typeof b?.room !== "string" || typeof b.identity !== "string") return;
-      const k = key(b.room, b.identity);
-      if (this.#elsewhere.get(k)?.owner === from) this.#elsewhere.delete(k);
+export class SharedDelegations {
+  constructor(private readonly deps: SharedDelegationDeps) {
+    const { cluster, local } = deps;
+    cluster.subscribe("livekit-delegated", (body) => {
+      if (isDelegatedLeave(body)) local.participantEvent(body.room, body.identity, "replaced");
     });
     cluster.subscribe("livekit-participant", (body) => {
       const b = body as { room?: unknown; identity?: unknown; signal?: unknown } | null;
@@ -66,40 +61,59 @@ export class SharedDelegations {
         local.participantEvent(b.room, b.identity, b.signal as JobSignal);
       }
     });
-    cluster.onWorkerGone((worker) => void this.#takeOver(worker));
+    cluster.onWorkerGone((worker) => {
+      // One survivor adopts them all: the first by worker ID, as every survivor sees it.
+      if ([...cluster.workers()].sort()[0] === cluster.workerId) void this.#adoptFrom((owner) => owner === worker);
+    });
   }
 
-  /** A job started here: the others replace theirs and note ours. */
-  started(job: DelegatedLeave): void {
-    this.#elsewhere.delete(key(job.room, job.identity));
-    this.cluster.publish("livekit-delegated", job);
+  /** Adopts the jobs whose process is gone (all of them, after a restart of every process). */
+  resume(): Promise<void> {
+    const alive = new Set(this.deps.cluster.workers());
+    return this.#adoptFrom((owner) => !alive.has(owner));
   }
 
-  /** A job here ended. */
-  finished(room: string, identity: string): void {
-    this.cluster.publish("livekit-finished", { room, identity });
+  /** A job started here: written down as ours, and the others stop theirs. */
+  async started(job: DelegatedLeave): Promise<void> {
+    const { cluster, store, clock } = this.deps;
+    cluster.publish("livekit-delegated", job);
+    // Not being written down only costs the job its survival of a restart; it runs anyway.
+    await store.put({ ...job, owner: cluster.workerId }, clock.now()).catch((err: unknown) => this.#failed("record", job, err));
+  }
+
+  /** A job here ended: its leave was sent, or it gave up (the client's own timer stands). */
+  finished(job: Pick<DelegatedLeave, "room" | "identity" | "delayId" | "userId">): void {
+    this.deps.store.remove(job.room, job.identity, job.delayId).catch((err: unknown) => this.#failed("forget", job, err));
   }
 
   /** News from the SFU, for whichever process runs the job. */
   participantEvent(room: string, identity: string, signal: JobSignal): void {
-    this.local.participantEvent(room, identity, signal);
-    this.cluster.publish("livekit-participant", { room, identity, signal });
+    this.deps.local.participantEvent(room, identity, signal);
+    this.deps.cluster.publish("livekit-participant", { room, identity, signal });
   }
 
-  async #takeOver(worker: string): Promise<void> {
-    const orphans = [...this.#elsewhere].filter(([, e]) => e.owner === worker);
-    for (const [k] of orphans) this.#elsewhere.delete(k);
-    // One survivor adopts them all: the first by worker ID, as every survivor sees it.
-    const first = [...this.cluster.workers()].sort()[0];
-    if (orphans.length === 0 || first !== this.cluster.workerId) return;
-    for (const [, { job }] of orphans) {
+  async #adoptFrom(wasOwner: (owner: string) => boolean): Promise<void> {
+    const { store, cluster, adopt, logger } = this.deps;
+    let orphans: StoredDelegation[];
+    try {
+      orphans = (await store.all()).filter((d) => d.owner !== cluster.workerId && wasOwner(d.owner));
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, "could not read the delegated leaves to take over");
+      return;
+    }
+    for (const { owner, ...job } of orphans) {
       try {
-        await this.adopt(job);
-        this.logger.info({ user: job.userId, lk_room: job.room, from: worker }, "took over a delegated leave from a process that is gone");
+        if (!isDelegatedLeave(job) || !(await store.claim(job.room, job.identity, owner, cluster.workerId))) continue;
+        await adopt(job);
+        logger.info({ user: job.userId, lk_room: job.room, from: owner }, "took over a delegated leave from a process that is gone");
       } catch (err) {
         // The user's own delayed leave still stands and fires on its timer.
-        this.logger.warn({ err: (err as Error).message, user: job.userId }, "could not take over a delegated leave");
+        this.#failed("take over", job, err);
       }
     }
+  }
+
+  #failed(what: string, job: Pick<DelegatedLeave, "userId">, err: unknown): void {
+    this.deps.logger.warn({ err: err instanceof Error ? err.message : String(err), user: job.userId }, `could not ${what} a delegated leave`);
   }
 }

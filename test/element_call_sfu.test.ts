@@ -1,0 +1,254 @@
+/**
+ * A real call: two Element Call 0.26.1 pages, each in its own headless Chromium with a fake
+ * camera and microphone, as two users of one room, join the same call through Switchboard and a
+ * real LiveKit SFU (livekit-server 1.11 on loopback): in compatibility mode (state events) in an
+ * encrypted room, and in Matrix 2.0 mode (sticky events) in an unencrypted one (see that test).
+ *
+ * Checked from the SFU's own API: both participants in the one LiveKit room, each publishing
+ * audio and video. From each page: its WebRTC statistics show the other's media arriving and
+ * being decoded (encrypted end to end, with keys sent as to-device messages through Switchboard).
+ * Element Call 0.26.1 takes its token from the bundled JWT service (OpenID) in both modes; the
+ * homeserver flow is exercised with LiveKit's own client in livekit_real_sfu.test.ts.
+ *
+ * Then one browser is killed: the other page shows the participant gone, Switchboard sends the
+ * delayed leave that the page handed over (long before it would fire by itself), and the SFU
+ * has no trace of it. How long each step took is written to test-artifacts, not asserted.
+ */
+import assert from "node:assert/strict";
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { after, before, describe, test, type TestContext } from "node:test";
+import { TokenVerifier, TrackType } from "livekit-server-sdk";
+import { openCallPage, type CallPage, type Inbound } from "./helpers/call_page.js";
+import { chromiumMissing, freePort, serveElementCall, type StaticApp } from "./helpers/element_call.js";
+import { eventually, NO_LIMIT } from "./helpers/livekit.js";
+import { sfuMissing, startLiveKitSfu, type LiveKitSfu } from "./helpers/livekit_sfu.js";
+import { quietSdkLogs } from "./helpers/matrix-sdk.js";
+import { User } from "./helpers/rooms.js";
+import { startServer, teardown, type TestServer } from "./helpers/server.js";
+
+const ARTIFACTS = fileURLToPath(new URL("../../test-artifacts/", import.meta.url));
+const LK_PATH = "/livekit/jwt";
+const CALL_MEMBER = "org.matrix.msc3401.call.member";
+const RTC_MEMBER = "org.matrix.msc4143.rtc.member";
+/** Guards against a hung test; no assertion depends on how long anything takes. */
+const GIVE_UP_MS = 90_000;
+
+type Mode = "compatibility" | "matrix_2_0";
+
+const skip = sfuMissing() || chromiumMissing();
+
+const localpart = (userId: string) => userId.slice(1, userId.indexOf(":"));
+
+describe("Element Call: two browsers in one encrypted call through a real LiveKit SFU", { skip, timeout: 900_000 }, () => {
+  let sfu: LiveKitSfu;
+  let server: TestServer;
+  const pages: CallPage[] = [];
+  const apps: StaticApp[] = [];
+
+  before(async () => {
+    const port = await freePort();
+    const base = `http://127.0.0.1:${port}`;
+    sfu = await startLiveKitSfu({ webhookUrl: `${base}${LK_PATH}/sfu_webhook` });
+    server = await startServer({
+      public_baseurl: `${base}/`,
+      listeners: [{ port, bind_addresses: ["127.0.0.1"] }],
+      livekit: { url: sfu.url, api_key: sfu.apiKey, api_secret: sfu.apiSecret },
+      rc_rtc_transports: NO_LIMIT,
+    });
+    await quietSdkLogs();
+    mkdirSync(ARTIFACTS, { recursive: true });
+  });
+
+  after(() =>
+    teardown(
+      () => Promise.all(pages.splice(0).map((p) => p.close())),
+      () => Promise.all(apps.splice(0).map((a) => a.close())),
+      () => server?.stop(),
+      () => sfu?.stop(),
+    ),
+  );
+
+  /** Waits until `read` shows more than `from` in every field that must grow. */
+  async function growth(what: string, read: () => Promise<Inbound>, from: Inbound): Promise<Inbound> {
+    return eventually(
+      async () => {
+        const now = await read();
+        return now.videoFramesDecoded > from.videoFramesDecoded && now.audioBytes > from.audioBytes ? now : undefined;
+      },
+      GIVE_UP_MS,
+      what,
+    );
+  }
+
+  async function runCall(t: TestContext, mode: Mode, n: number, encrypted: boolean): Promise<void> {
+    const timings: Record<string, number> = {};
+    const alice = await User.register(server.baseUrl, `call_alice${n}`);
+    const bob = await User.register(server.baseUrl, `call_bob${n}`);
+    const roomId = await alice.createRoom({
+      name: `Call ${mode}`,
+      invite: [bob.userId],
+      initial_state: encrypted ? [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }] : [],
+      power_level_content_override: { events: { [CALL_MEMBER]: 0, [RTC_MEMBER]: 0 } },
+    });
+    await bob.join(roomId);
+    const app = await serveElementCall({
+      default_server_config: { "m.homeserver": { base_url: server.baseUrl, server_name: "localhost" } },
+      ...(mode === "matrix_2_0" ? { matrix_rtc_mode: "matrix_2_0" } : {}),
+    });
+    apps.push(app);
+    const users = [alice, bob];
+    const callers: CallPage[] = [];
+    for (const u of users) {
+      const caller = await openCallPage({
+        appOrigin: app.origin,
+        homeserver: server.baseUrl,
+        login: { user_id: u.userId, device_id: u.deviceId, access_token: u.token },
+        roomId,
+      });
+      pages.push(caller);
+      callers.push(caller);
+    }
+    const [pa, pb] = callers as [CallPage, CallPage];
+    const artifact = (name: string) => path.join(ARTIFACTS, `element-call-sfu-${mode}-${name}`);
+    try {
+      for (const c of callers) await c.page.getByRole("button", { name: "Join call" }).waitFor({ timeout: GIVE_UP_MS });
+      const joinedAt = Date.now();
+      await Promise.all(callers.map((c) => c.page.getByRole("button", { name: "Join call" }).click()));
+
+      // Each page got its token from Switchboard's bundled JWT service (Element Call 0.26.1's only path).
+      const tokens = await Promise.all(
+        callers.map((c, i) =>
+          eventually(
+            () => c.requests.find((r) => r.path.startsWith(LK_PATH) && /\/(get_token|sfu\/get)$/.test(r.path) && r.status === 200 && r.reply),
+            GIVE_UP_MS,
+            `${users[i]!.userId}'s LiveKit token`,
+          ),
+        ),
+      );
+      const claims = await Promise.all(tokens.map((r) => new TokenVerifier(sfu.apiKey, sfu.apiSecret).verify((r.reply as { jwt: string }).jwt)));
+      const lkRoom = claims[0]!.video!.room!;
+      assert.equal(claims[1]!.video!.room, lkRoom, "both in one LiveKit room");
+      for (const c of callers) assert.equal(c.requests.filter((r) => /\/rtc\/livekit\/get_token$/.test(r.path)).length, 0, "no homeserver-flow token request");
+
+      // The SFU sees both in that room, each publishing audio and video.
+      let seen = "";
+      const identities = await eventually(
+        async () => {
+          const ps = await sfu.rooms.listParticipants(lkRoom).catch(() => []);
+          seen = JSON.stringify(ps.map((p) => ({ identity: p.identity, tracks: p.tracks.map((tr) => TrackType[tr.type]) })));
+          const full = ps.filter((p) => {
+            const kinds = new Set(p.tracks.map((tr) => tr.type));
+            return kinds.has(TrackType.AUDIO) && kinds.has(TrackType.VIDEO);
+          });
+          return full.length === 2 ? full.map((p) => p.identity) : undefined;
+        },
+        GIVE_UP_MS,
+        "both participants publishing audio and video on the SFU",
+      ).catch((err: unknown) => {
+        throw new Error(`${(err as Error).message}; the SFU has ${seen}`);
+      });
+      // Each participant joined with a token Switchboard's service minted for that page.
+      const verifier = new TokenVerifier(sfu.apiKey, sfu.apiSecret);
+      const minted = new Set<string>();
+      for (const c of callers) {
+        for (const r of c.requests.filter((x) => x.path.startsWith(LK_PATH) && (x.reply as { jwt?: string } | undefined)?.jwt)) {
+          minted.add((await verifier.verify((r.reply as { jwt: string }).jwt)).sub!);
+        }
+      }
+      assert.ok(identities.every((id) => minted.has(id)), `${JSON.stringify(identities)} not all in ${JSON.stringify([...minted])}`);
+      timings.join_to_both_publishing_ms = Date.now() - joinedAt;
+
+      // Each page receives and decodes the other's media, and keeps doing so.
+      const zero: Inbound = { videoFramesDecoded: 0, videoBytes: 0, audioBytes: 0 };
+      const first = await Promise.all(callers.map((c, i) => growth(`media at ${users[i]!.userId}'s page`, () => c.inbound(), zero)));
+      timings.join_to_both_receiving_ms = Date.now() - joinedAt;
+      const logMark = callers.map((c) => c.console.length);
+      await Promise.all(callers.map((c, i) => growth(`more media at ${users[i]!.userId}'s page`, () => c.inbound(), first[i]!)));
+      // Keys reached each page: no decryption failure while media kept being decoded.
+      callers.forEach((c, i) => {
+        const failures = c.console.slice(logMark[i]).filter((l) => /decrypt|MissingKey|InvalidKey/i.test(l) && /error|fail/i.test(l));
+        assert.deepEqual(failures, [], `${users[i]!.userId}'s page`);
+      });
+      // Media keys went as to-device messages through Switchboard, each page to the other's device.
+      if (encrypted) callers.forEach((c, i) => {
+        const other = users[1 - i]!;
+        const sent = c.requests.filter((r) => r.method === "PUT" && r.path.includes("/sendToDevice/") && r.status === 200);
+        const toOther = sent.filter((r) => JSON.stringify((r.body as { messages?: unknown })?.messages ?? {}).includes(other.deviceId));
+        assert.ok(toOther.length > 0, `${users[i]!.userId} sent no to-device message to ${other.userId}: ${sent.map((r) => r.path).join(", ")}`);
+      });
+      for (const [i, c] of callers.entries()) await c.page.screenshot({ path: artifact(`${i === 0 ? "alice" : "bob"}.png`) });
+      // Bob's tile on Alice's page, before the crash.
+      await pa.page.getByText(localpart(bob.userId), { exact: true }).first().waitFor({ timeout: GIVE_UP_MS });
+
+      // The delayed leave Bob's page scheduled, which it handed over to Switchboard.
+      const leaveRequest = pb.requests.find((r) => r.method === "PUT" && (r.reply as { delay_id?: string } | undefined)?.delay_id);
+      const delayId = (leaveRequest?.reply as { delay_id: string } | undefined)?.delay_id;
+      assert.ok(delayId, "Bob's page scheduled a delayed leave");
+      const jobs = server.homeserver.services.livekit!.delegations;
+      const bobJob = await eventually(
+        () => jobs.list().find((j) => j.userId === bob.userId && j.room === lkRoom && j.state === "connected" && identities.includes(j.identity)),
+        GIVE_UP_MS,
+        "Bob's delegated leave, connected",
+      );
+      const bobIdentity = bobJob.identity;
+
+      // Crash.
+      const killedAt = Date.now();
+      pb.kill();
+      await Promise.all([
+        eventually(async () => ((await pa.page.getByText(localpart(bob.userId), { exact: true }).count()) === 0 ? true : undefined), GIVE_UP_MS, "Alice's page to show Bob gone").then(
+          () => (timings.kill_to_gone_on_other_page_ms = Date.now() - killedAt),
+        ),
+        eventually(
+          async () => ((await sfu.rooms.listParticipants(lkRoom).catch(() => [])).some((p) => p.identity === bobIdentity) ? undefined : true),
+          GIVE_UP_MS,
+          "the SFU to drop Bob",
+        ).then(() => (timings.kill_to_gone_on_sfu_ms = Date.now() - killedAt)),
+        eventually(
+          async () => {
+            const r = await server.homeserver.storage.delayedEvents.get(delayId);
+            return r?.status === "finalised" ? r : undefined;
+          },
+          GIVE_UP_MS,
+          "Bob's delegated leave to be sent",
+        ).then((r) => {
+          timings.kill_to_membership_cleared_ms = Date.now() - killedAt;
+          assert.equal(r.outcome, "send");
+          // Sent by the delegation, not by its own timer.
+          assert.ok(r.finalisedTs! < r.sendAt, `finalised at ${r.finalisedTs}, due at ${r.sendAt}`);
+        }),
+      ]);
+      if (mode === "compatibility") {
+        const key = leaveRequest!.path.slice(leaveRequest!.path.lastIndexOf("/") + 1);
+        assert.deepEqual(await alice.getState(roomId, CALL_MEMBER, key), {}, "Bob's membership state is the empty leave");
+      }
+      await pa.page.screenshot({ path: artifact("alice-after-crash.png") });
+      // Alice hangs up: nothing of the call is left on the SFU.
+      await pa.close();
+      await eventually(async () => ((await sfu.rooms.listParticipants(lkRoom).catch(() => [])).length === 0 ? true : undefined), GIVE_UP_MS, "an empty LiveKit room");
+      t.diagnostic(`${mode}: ${JSON.stringify(timings)}`);
+    } finally {
+      writeFileSync(artifact("timings.json"), JSON.stringify(timings, null, 2) + "\n");
+      writeFileSync(artifact("sfu.log"), sfu.log());
+      for (const [i, c] of callers.entries()) {
+        writeFileSync(artifact(`${i === 0 ? "alice" : "bob"}-requests.txt`), c.requests.map((r) => `${r.method} ${r.path} -> ${r.status ?? "-"}`).join("\n") + "\n");
+        writeFileSync(artifact(`${i === 0 ? "alice" : "bob"}-console.txt`), c.console.join("\n") + "\n");
+      }
+      await Promise.all(callers.map((c) => c.close()));
+    }
+  }
+
+  test("compatibility mode (state events, encrypted room): media both ways, then a crash", async (t) => {
+    await runCall(t, "compatibility", 1, true);
+  });
+
+  // In an unencrypted room: in an encrypted one, Element Call 0.26.1's Matrix 2.0 mode sends its
+  // join as an encrypted sticky event and then never finds its own media key ("key set not found"
+  // for its own identity), so the SFU gets its audio but times out waiting for its video. Not
+  // settled yet whether Switchboard takes part in that; compatibility mode covers encryption.
+  test("matrix_2_0 mode (sticky events, unencrypted room): media both ways, then a crash", async (t) => {
+    await runCall(t, "matrix_2_0", 2, false);
+  });
+});
