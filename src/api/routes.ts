@@ -24,11 +24,17 @@ import { registerAccountDataRoutes } from "./client/account_data.js";
 import { registerPushRuleRoutes } from "./client/push_rules.js";
 import { registerReceiptRoutes } from "./client/receipts.js";
 import { registerSyncRoutes } from "./client/sync.js";
+import { registerSlidingSyncRoutes } from "./client/sliding_sync.js";
 import { registerKeyRoutes } from "./client/keys.js";
+import { registerRoomKeyRoutes } from "./client/room_keys.js";
 import { registerToDeviceRoutes } from "./client/to_device.js";
 import { registerNotificationRoutes } from "./client/notifications.js";
 import { registerPusherRoutes } from "./client/pushers.js";
+import { registerKeyServerRoutes } from "./federation/keys.js";
 import { registerOpenIdUserInfoRoutes } from "./federation/openid.js";
+import { registerFederationQueryRoutes } from "./federation/query.js";
+import { registerFederationRtcRoutes } from "./federation/rtc.js";
+import { registerFederationVersionRoutes } from "./federation/version.js";
 import { registerLiveKitJwtRoutes } from "./livekit/jwt_service.js";
 import { registerMsc4195Routes } from "./livekit/msc4195.js";
 import { registerMediaRoutes } from "./media/routes.js";
@@ -59,12 +65,14 @@ export function registerRoutes(app: App, services: Services, resources: Set<List
     registerOpenIdRoutes(app, services);
     registerVoipRoutes(app, services);
     registerSyncRoutes(app, services);
+    registerSlidingSyncRoutes(app, services);
     registerAccountDataRoutes(app, services);
     registerReceiptRoutes(app, services);
     registerPushRuleRoutes(app, services);
     registerNotificationRoutes(app, services);
     registerPusherRoutes(app, services);
     registerKeyRoutes(app, services);
+    registerRoomKeyRoutes(app, services);
     registerToDeviceRoutes(app, services);
     // Both exist only when `livekit` is configured.
     registerLiveKitJwtRoutes(app, services);
@@ -76,5 +84,12 @@ export function registerRoutes(app: App, services: Services, resources: Set<List
   // where the rest of federation is off: any listener with `openid` or `federation`.
   if (resources.has("openid") || resources.has("federation")) {
     registerOpenIdUserInfoRoutes(app, services);
+  }
+  // Signing keys: part of `federation`, or on their own (`keys`), as in Synapse.
+  if (resources.has("federation") || resources.has("keys")) registerKeyServerRoutes(app, services);
+  if (resources.has("federation")) {
+    registerFederationVersionRoutes(app);
+    registerFederationQueryRoutes(app, services);
+    registerFederationRtcRoutes(app, services);
   }
 }

@@ -53,6 +53,10 @@ export interface LiveKitConfig {
   /** 0 turns the periodic "is the participant still there" check off. */
   sanityCheckIntervalMs: number;
   csApiUrlOverrides: Record<string, string>;
+  /** Whether MSC4195 homeserver-flow tokens carry `canUpdateOwnMetadata`. */
+  canUpdateOwnMetadata: boolean;
+  /** The shortest delayed leave a client may delegate (MSC4195 lets servers refuse shorter ones). */
+  delegationMinDelayMs: number;
 }
 
 export interface ThumbnailSize {
@@ -80,6 +84,22 @@ export interface MediaConfig {
     urlBlacklist: string[];
     maxBytes: number;
   };
+}
+
+/** Federation with other homeservers (`federation_*`, `old_signing_keys`, `trusted_key_servers`). */
+export interface FederationConfig {
+  verifyCertificates: boolean;
+  /** Absolute paths of extra trusted CA files (PEM). */
+  customCaFiles: string[];
+  /** Undefined: every server. */
+  domainWhitelist?: string[];
+  /** CIDR ranges refused on top of the built-in private ones (`ip_range_blacklist` + `federation_ip_range_blacklist`). */
+  ipRangeBlacklist: string[];
+  ipRangeWhitelist: string[];
+  oldSigningKeys: { keyId: string; publicKey: string; expiredTs: number }[];
+  /** `valid_until_ts` of our key response is this far ahead. */
+  keyValidityMs: number;
+  trustedKeyServers: { serverName: string; verifyKeys?: Record<string, string> }[];
 }
 
 export interface Config {
@@ -121,6 +141,7 @@ export interface Config {
   /** Connections to destinations users choose (push gateways): CIDR ranges on top of the built-in ones. */
   outbound: { ipRangeBlacklist: string[]; ipRangeWhitelist: string[] };
   push: { enabled: boolean; includeContent: boolean };
+  federation: FederationConfig;
   turn: {
     uris: string[];
     sharedSecret?: Secret;

@@ -6,6 +6,7 @@ import { Value } from "typebox/value";
 import { LineCounter, parseDocument } from "yaml";
 import type { Config, DatabaseConfig, RateLimitConfig } from "./config.js";
 import { ConfigError, inFileOrder, Problems, type ConfigPath } from "./errors.js";
+import { resolveFederation } from "./federation.js";
 import { resolveLiveKit } from "./livekit.js";
 import { resolveMedia } from "./media.js";
 import { resolvePush } from "./push.js";
@@ -145,6 +146,7 @@ function resolve(
   const livekit = resolveLiveKit(raw, fromBase, problems, warnings);
   const media = resolveMedia(raw, fromBase, problems);
   const { outbound, push } = resolvePush(raw, problems);
+  const federation = resolveFederation(raw, fromBase, problems);
   if (!problems.empty) refuse(problems, configPath, lineOf);
 
   let publicBaseUrl = raw.public_baseurl ?? `https://${raw.server_name}/`;
@@ -198,6 +200,7 @@ function resolve(
     media,
     outbound,
     push,
+    federation,
     turn: {
       uris: raw.turn_uris,
       sharedSecret: raw.turn_shared_secret === undefined ? undefined : new Secret(raw.turn_shared_secret),

@@ -2,6 +2,7 @@
 import { Type, type Static } from "typebox";
 import { databaseFields } from "./sections/database.js";
 import { experimentalFields } from "./sections/experimental.js";
+import { federationFields } from "./sections/federation.js";
 import { keyFields } from "./sections/keys.js";
 import { livekitFields } from "./sections/livekit.js";
 import { matrixRtcFields } from "./sections/matrixrtc.js";
@@ -26,6 +27,7 @@ export const SECTIONS = [
   { title: "TURN (VoIP)", fields: voipFields },
   { title: "Media repository", fields: mediaFields },
   { title: "Push notifications and outgoing requests", fields: pushFields },
+  { title: "Federation", fields: federationFields },
 ] as const;
 
 export const ConfigSchema = Type.Object(
@@ -42,6 +44,7 @@ export const ConfigSchema = Type.Object(
     ...voipFields,
     ...mediaFields,
     ...pushFields,
+    ...federationFields,
   },
   { additionalProperties: false },
 );

@@ -22,12 +22,18 @@ import { PushRuleService } from "./push/rules_service.js";
 import { ReceiptService } from "./receipts.js";
 import { FilterService } from "./sync/filter_service.js";
 import { SyncService } from "./sync/sync_service.js";
+import { SlidingSyncService } from "./sliding_sync/service.js";
 import { TypingService } from "./sync/typing.js";
 import { DelayedEventService } from "./delayed_events/service.js";
 import { LiveKitService } from "./livekit/service.js";
+import { FederationService } from "./federation/service.js";
+import { RtcRelay } from "./federation/rtc_relay.js";
+import { FederatedTokens } from "./livekit/federated_token.js";
 import type { OutboundOptions } from "./livekit/outbound.js";
 import type { Logger } from "pino";
+import { CrossSigningService } from "./e2ee/cross_signing.js";
 import { DeviceKeyService } from "./e2ee/keys.js";
+import { KeyBackupService } from "./e2ee/key_backup.js";
 import { ToDeviceService } from "./e2ee/to_device.js";
 import { MediaService } from "./media/repository.js";
 import { UrlPreviewService } from "./media/url_preview.js";
@@ -55,6 +61,8 @@ export interface Services {
   delayedEvents: DelayedEventService;
   /** The bundled LiveKit authorisation service; undefined unless `livekit` is configured. */
   livekit?: LiveKitService;
+  /** MSC4195 tokens on our SFU for other servers' users; with `livekit` only. */
+  federatedTokens?: FederatedTokens;
   /** Per user, or per IP without a token (`rc_delayed_event_mgmt`). */
   delayedEventLimiter: RateLimiter;
   accountData: AccountDataService;
@@ -63,9 +71,15 @@ export interface Services {
   receipts: ReceiptService;
   pushRules: PushRuleService;
   sync: SyncService;
+  /** Simplified sliding sync (MSC4186). */
+  slidingSync: SlidingSyncService;
   /** End-to-end encryption: device keys, one-time keys. */
   deviceKeys: DeviceKeyService;
   toDevice: ToDeviceService;
+  /** Cross-signing keys and signatures (`/keys/device_signing/upload`, `/keys/signatures/upload`, `/keys/query`). */
+  crossSigning: CrossSigningService;
+  /** Server-side key backup (`/room_keys`). */
+  keyBackup: KeyBackupService;
   /** Uploads, downloads and thumbnails; its routes are served only when `enable_media_repo`. */
   media: MediaService;
   /** Push-rule outcomes per recipient: notification counts and `/notifications`. */
@@ -74,6 +88,8 @@ export interface Services {
   pushers: PusherService;
   /** URL previews; undefined unless `url_preview_enabled` (and the media repository) is on. */
   urlPreview?: UrlPreviewService;
+  /** Keys, discovery, signed requests to other servers and the check on theirs. */
+  federation: FederationService;
 }
 
 export interface ServiceDeps {
@@ -112,6 +128,7 @@ export function createServices(deps: ServiceDeps): Services {
       typing.membershipChanged(pdu.room_id, pdu.state_key, pdu.content.membership);
     }
   });
+  const deviceKeys = new DeviceKeyService(storage, notifier, config.serverName);
   const services: Services = {
     config,
     clock,
@@ -135,23 +152,30 @@ export function createServices(deps: ServiceDeps): Services {
     filters,
     typing,
     receipts: new ReceiptService(storage, clock, notifier, accountData),
-    pushRules: new PushRuleService({ msc4075CallRules: config.features.msc4075CallRules }),
+    pushRules: new PushRuleService(storage, notifier, { msc4075CallRules: config.features.msc4075CallRules }),
     sync: new SyncService(storage, clock, notifier, typing, filters),
-    deviceKeys: new DeviceKeyService(storage, notifier, config.serverName),
+    slidingSync: new SlidingSyncService(storage, clock, notifier, typing, (userId) => services.pushRules.all(userId)),
+    deviceKeys,
+    crossSigning: new CrossSigningService(storage, deviceKeys, (requester, purpose, auth) =>
+      sessions.requirePassword(requester, purpose, auth),
+    ),
+    keyBackup: new KeyBackupService(storage),
     toDevice: new ToDeviceService(storage, notifier, config.serverName),
     media: new MediaService(config, storage, clock, new RateLimiter(rl.mediaCreate, clock, share), logger),
     pushActions: new PushActionService(
       storage,
       clock,
       config.serverName,
-      (userId) => services.pushRules.ruleset(userId),
+      (userIds) => services.pushRules.rulesets(userIds),
       logger,
     ),
     pushers: new PusherService(config, storage, clock, logger),
+    federation: new FederationService({ config, storage, clock, signingKey, logger, dialer: deps.outbound?.dialer }),
   };
   // Before sync is woken for the event, so the response that brings it brings its counts.
   persister.onPersisted((event) => services.pushActions.eventPersisted(event));
   services.pushActions.onNotified((notified) => services.pushers.notified(notified));
+  services.receipts.onRead((userId) => services.pushers.read(userId));
   services.accounts.onProfileChanged((userId) =>
     services.rooms.refreshMemberProfiles(userId, (err, roomId) => logger.warn({ err, roomId, userId }, "profile: could not update a room's member event")),
   );
@@ -162,7 +186,18 @@ export function createServices(deps: ServiceDeps): Services {
   }
   if (config.livekit) {
     const { openId, delayedEvents } = services;
-    services.livekit = new LiveKitService({ config, storage, clock, openId, delayedEvents, logger, outbound: deps.outbound });
+    const relay = new RtcRelay(services.federation.client, logger);
+    services.livekit = new LiveKitService({
+      config,
+      storage,
+      clock,
+      openId,
+      delayedEvents,
+      logger,
+      outbound: deps.outbound,
+      relayToken: (req) => relay.getToken(req),
+    });
+    services.federatedTokens = new FederatedTokens(config.livekit, services.livekit.sfu, storage, logger);
   }
   return services;
 }

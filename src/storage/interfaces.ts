@@ -6,11 +6,16 @@ import type { Dialect } from "./sql/executor.js";
 import type { Cluster } from "./cluster.js";
 import type { StreamPositions } from "./sql/streams.js";
 import type { DelayedEventStore } from "./delayed_events.js";
-import type { DeviceKeyStore, ToDeviceStore } from "./e2ee.js";
+import type { LiveKitDelegationStore } from "./livekit_delegations.js";
+import type { CrossSigningStore, DeviceKeyStore, ToDeviceStore } from "./e2ee.js";
+import type { ServerKeyStore } from "./federation.js";
+import type { KeyBackupStore } from "./key_backup.js";
 import type { MediaStore } from "./media.js";
 import type { PushActionStore } from "./push.js";
 import type { PusherStore } from "./pushers.js";
+import type { PushRuleStore } from "./push_rules.js";
 import type { RoomStore } from "./rooms.js";
+import type { SlidingSyncStore } from "./sliding_sync.js";
 import type { AccountDataStore, FilterStore, ReceiptStore } from "./user_data.js";
 
 export interface UserRecord {
@@ -163,6 +168,7 @@ export interface Stores {
   filters: FilterStore;
   receipts: ReceiptStore;
   delayedEvents: DelayedEventStore;
+  livekitDelegations: LiveKitDelegationStore;
   devices: DeviceStore;
   registrationTokens: RegistrationTokenStore;
   openIdTokens: OpenIdTokenStore;
@@ -170,9 +176,14 @@ export interface Stores {
   registrationNonces: RegistrationNonceStore;
   deviceKeys: DeviceKeyStore;
   toDevice: ToDeviceStore;
+  crossSigning: CrossSigningStore;
+  keyBackup: KeyBackupStore;
   media: MediaStore;
   pushActions: PushActionStore;
   pushers: PusherStore;
+  slidingSync: SlidingSyncStore;
+  pushRules: PushRuleStore;
+  serverKeys: ServerKeyStore;
 }
 
 export interface Storage extends Stores {

@@ -4,7 +4,7 @@ import { hostname } from "node:os";
 import { SoloCluster } from "./cluster.js";
 import type { Storage } from "./interfaces.js";
 import { sqlStorage } from "./sql/index.js";
-import { migrate, NewerSchemaError } from "./sql/migrate.js";
+import { migrate } from "./sql/migrate.js";
 import { openSqliteFile } from "./sqlite/driver.js";
 
 export { NewerSchemaError } from "./sql/migrate.js";

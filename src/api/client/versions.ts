@@ -25,10 +25,14 @@ export function versionsBody(services: Services) {
     unstable_features: {
       "org.matrix.msc4143": features.msc4143,
       "org.matrix.msc4140": services.delayedEvents.enabled,
+      // MSC4140 was accepted: the stable endpoints (`/v3/…/delayed_event`, `/v1/delayed_events`) work.
+      "org.matrix.msc4140.stable": services.delayedEvents.enabled,
       // Sticky events: sent with the query parameter, delivered in /sync's `msc4354_sticky` section.
       "org.matrix.msc4354": features.msc4354,
       // `state_after` on /sync (MSC4222), which matrix-js-sdk and Element Call use.
       "org.matrix.msc4222": true,
+      // Simplified sliding sync (MSC4186, Synapse's dialect), which Element X requires.
+      "org.matrix.simplified_msc3575": true,
       // Private read receipts (`m.read.private`), stable since v1.4.
       "org.matrix.msc2285.stable": true,
     },

@@ -4,12 +4,12 @@ export const pushFields = {
   ip_range_blacklist: Type.Array(Type.String({ minLength: 1 }), {
     default: [],
     description:
-      "Address ranges (CIDR) the server never connects to when a user chooses the destination (push gateways named by pushers), added to the private, loopback, link-local and reserved ranges that are always refused.",
+      "Address ranges (CIDR) the server never connects to when a user or another server chooses the destination (push gateways named by pushers, federation), added to the private, loopback, link-local and reserved ranges that are always refused.",
   }),
   ip_range_whitelist: Type.Array(Type.String({ minLength: 1 }), {
     default: [],
     description:
-      "Address ranges (CIDR) allowed for those connections even though a blacklist, built-in or configured, covers them, e.g. a push gateway on the local network.",
+      "Address ranges (CIDR) allowed for those connections even though a blacklist, built-in or configured, covers them, e.g. a push gateway or a homeserver of a private federation on the local network.",
   }),
   push: Type.Object(
     {

@@ -1,7 +1,7 @@
 import { Type } from "typebox";
 import { size } from "../types.js";
 
-export const LISTENER_RESOURCES = ["client", "federation", "openid", "health", "media"] as const;
+export const LISTENER_RESOURCES = ["client", "federation", "keys", "openid", "health", "media"] as const;
 export type ListenerResource = (typeof LISTENER_RESOURCES)[number];
 
 const listener = Type.Object(
@@ -27,7 +27,7 @@ const listener = Type.Object(
         {
           names: Type.Array(Type.Union(LISTENER_RESOURCES.map((n) => Type.Literal(n))), {
             minItems: 1,
-            description: "API areas served: `client`, `federation`, `openid` (just the OpenID userinfo endpoint), `health`.",
+            description: "API areas served: `client`, `federation` (with the signing keys), `keys` (just `/_matrix/key/v2`), `openid` (just the OpenID userinfo endpoint), `health`, `media`.",
             allowed: `a list of: ${LISTENER_RESOURCES.join(", ")}`,
           }),
           compress: Type.Optional(Type.Boolean({ description: "Accepted for Synapse compatibility; ignored." })),

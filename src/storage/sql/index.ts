@@ -4,12 +4,18 @@ import type { Storage, Stores } from "../interfaces.js";
 import { SqlAccountStore, SqlDeviceStore, SqlOpenIdTokenStore, SqlRegistrationTokenStore } from "./accounts.js";
 import { SqlRegistrationNonceStore, SqlUiaSessionStore } from "./auth_state.js";
 import { SqlDelayedEventStore } from "./delayed_events.js";
+import { SqlLiveKitDelegationStore } from "./livekit_delegations.js";
+import { SqlCrossSigningStore } from "./cross_signing.js";
 import { SqlDeviceKeyStore, SqlToDeviceStore } from "./e2ee.js";
+import { SqlKeyBackupStore } from "./key_backup.js";
 import type { Executor, SqlDatabase } from "./executor.js";
+import { SqlServerKeyStore } from "./federation.js";
 import { SqlMediaStore } from "./media.js";
 import { SqlPushActionStore } from "./push.js";
 import { SqlPusherStore } from "./pushers.js";
+import { SqlPushRuleStore } from "./push_rules.js";
 import { SqlRoomStore } from "./rooms.js";
+import { SqlSlidingSyncStore } from "./sliding_sync.js";
 import { SqlAccountDataStore, SqlFilterStore, SqlReceiptStore } from "./user_data.js";
 
 function storesOver(db: Executor): Stores {
@@ -33,11 +39,17 @@ function storesOver(db: Executor): Stores {
     filters: new SqlFilterStore(db),
     receipts: new SqlReceiptStore(db),
     delayedEvents: new SqlDelayedEventStore(db),
+    livekitDelegations: new SqlLiveKitDelegationStore(db),
     deviceKeys: new SqlDeviceKeyStore(db),
     toDevice: new SqlToDeviceStore(db),
+    crossSigning: new SqlCrossSigningStore(db),
+    keyBackup: new SqlKeyBackupStore(db),
     media: new SqlMediaStore(db),
     pushActions: new SqlPushActionStore(db),
     pushers: new SqlPusherStore(db),
+    serverKeys: new SqlServerKeyStore(db),
+    slidingSync: new SqlSlidingSyncStore(db),
+    pushRules: new SqlPushRuleStore(db),
   };
 }
 

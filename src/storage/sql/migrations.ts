@@ -370,6 +370,140 @@ export const MIGRATIONS: Migration[] = [
   );
   CREATE INDEX pushers_user ON pushers(user_id);
   `,
+  // 12: cross-signing keys and their signatures, and server-side key backups. Signatures
+  // uploaded separately are kept apart from the keys they sign and merged in when queried.
+  // A deleted backup version keeps its row (marked deleted) so that its number is never reused.
+  `
+  CREATE TABLE e2e_cross_signing_keys (
+    user_id TEXT NOT NULL,
+    key_type TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    key_json TEXT NOT NULL,
+    PRIMARY KEY (user_id, key_type)
+  );
+  CREATE TABLE e2e_cross_signing_signatures (
+    signer_user_id TEXT NOT NULL,
+    signing_key_id TEXT NOT NULL,
+    target_user_id TEXT NOT NULL,
+    target_key_id TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    PRIMARY KEY (target_user_id, target_key_id, signer_user_id, signing_key_id)
+  );
+  CREATE TABLE e2e_room_keys_versions (
+    user_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    algorithm TEXT NOT NULL,
+    auth_data TEXT NOT NULL,
+    etag INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    PRIMARY KEY (user_id, version)
+  );
+  CREATE TABLE e2e_room_keys (
+    user_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    room_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    first_message_index INTEGER NOT NULL,
+    forwarded_count INTEGER NOT NULL,
+    is_verified INTEGER NOT NULL,
+    session_data TEXT NOT NULL,
+    PRIMARY KEY (user_id, version, room_id, session_id)
+  );
+  `,
+  // 13: per-user push rules (the server-default ones are code; only a user's changes to them
+  // are stored), and an index to find whose m.push_rules account data moved, which is how every
+  // process learns that a user's rules changed.
+  `
+  CREATE TABLE push_rules (
+    user_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    conditions TEXT,
+    pattern TEXT,
+    actions TEXT NOT NULL,
+    enabled INTEGER NOT NULL,
+    PRIMARY KEY (user_id, kind, rule_id)
+  );
+  CREATE TABLE push_rule_settings (
+    user_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    enabled INTEGER,
+    actions TEXT,
+    PRIMARY KEY (user_id, kind, rule_id)
+  );
+  CREATE INDEX account_data_type_stream ON account_data(type, stream_id);
+  `,
+  // 14: sliding-sync (MSC4186) connections, per device, and the state each position of one
+  // was answered from (JSON). Deleting the device deletes its connections.
+  `
+  CREATE TABLE sliding_sync_connections (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    conn_id TEXT NOT NULL,
+    last_used_ts INTEGER NOT NULL,
+    PRIMARY KEY (user_id, device_id, conn_id),
+    FOREIGN KEY (user_id, device_id) REFERENCES devices(user_id, device_id) ON DELETE CASCADE
+  );
+  CREATE INDEX sliding_sync_connections_used ON sliding_sync_connections(last_used_ts);
+  CREATE TABLE sliding_sync_positions (
+    user_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    conn_id TEXT NOT NULL,
+    position TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_ts INTEGER NOT NULL,
+    PRIMARY KEY (user_id, device_id, conn_id, position),
+    FOREIGN KEY (user_id, device_id, conn_id) REFERENCES sliding_sync_connections(user_id, device_id, conn_id) ON DELETE CASCADE
+  );
+  `,
+  // 15: delayed events as MSC4140 was accepted. A scheduling request's transaction (device and
+  // endpoint-scoped key) makes a retry answer the first delay ID; the list orders a user's
+  // events by send time and prunes old finalised ones. A failed send is told by `error` now,
+  // and `reason` says what finalised it; rows from before say "error", most were timers.
+  `
+  ALTER TABLE delayed_events ADD COLUMN txn_device TEXT;
+  ALTER TABLE delayed_events ADD COLUMN txn_key TEXT;
+  CREATE UNIQUE INDEX delayed_events_txn ON delayed_events(user_id, txn_device, txn_key) WHERE txn_key IS NOT NULL;
+  CREATE INDEX delayed_events_user_send ON delayed_events(user_id, send_at);
+  CREATE INDEX delayed_events_finalised ON delayed_events(finalised_ts) WHERE status = 'finalised';
+  UPDATE delayed_events SET reason = 'delay' WHERE reason = 'error';
+  `,
+  // 16: delayed leaves handed to the bundled LiveKit service (MSC4195), one per LiveKit room
+  // and participant, kept across restarts; `owner` is the process running the job.
+  `
+  CREATE TABLE livekit_delegations (
+    room TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    delay_id TEXT NOT NULL,
+    delay_ms INTEGER NOT NULL,
+    server_name TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    created_ts INTEGER NOT NULL,
+    PRIMARY KEY (room, identity)
+  );
+  `,
+  // 17: other servers' signing keys (federation), fetched directly or through notaries and
+  // cached until their `valid_until_ts`; the signed response is kept to serve as a notary.
+  `
+  CREATE TABLE federation_server_keys (
+    server_name TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    verify_key TEXT NOT NULL,
+    valid_until_ts INTEGER NOT NULL,
+    expired_ts INTEGER,
+    fetched_ts INTEGER NOT NULL,
+    response_json TEXT NOT NULL,
+    PRIMARY KEY (server_name, key_id)
+  );
+  `,
+  // 18: the badge last sent to each pusher's gateway, so that a read receipt sends a badge-only
+  // push when (and only when) the user's unread count changed, whichever process handles it.
+  `
+  ALTER TABLE pushers ADD COLUMN last_badge INTEGER;
+  `,
 ];
 
 /** The text of a step for a dialect. */
