@@ -10,6 +10,7 @@ import type { LiveKitConfig } from "../../config/config.js";
 import { Errors } from "../../errors.js";
 import type { Storage } from "../../storage/interfaces.js";
 import type { Requester } from "../auth.js";
+import type { RelayedTokenRequest } from "../federation/rtc_relay.js";
 import type { DelayedEventService } from "../delayed_events/service.js";
 import { localLeaveActions } from "./leave_actions.js";
 import { livekitIdentity, livekitRoomAlias } from "./naming.js";
@@ -47,15 +48,7 @@ export interface ClientFlowDeps {
 }
 
 /** A token for another homeserver's SFU, asked of that server on the user's behalf. */
-export type TokenRelay = (req: {
-  serverName: string;
-  userId: string;
-  deviceId: string;
-  url?: string;
-  roomId: string;
-  slotId: string;
-  memberId: string;
-}) => Promise<{ jwt: string }>;
+export type TokenRelay = (req: RelayedTokenRequest) => Promise<{ jwt: string }>;
 
 const stripSlash = (u: string) => u.replace(/\/+$/, "");
 
