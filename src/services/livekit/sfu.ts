@@ -3,9 +3,17 @@
  * API (Twirp over HTTP, at the SFU's own host) for rooms and participants.
  * All through `livekit-server-sdk`, so the wire format is LiveKit's own.
  */
-import { AccessToken, RoomServiceClient, TwirpError, WebhookReceiver } from "livekit-server-sdk";
+import type { RoomServiceClient, WebhookReceiver } from "livekit-server-sdk";
 import type { LiveKitConfig } from "../../config/config.js";
 import { MatrixError } from "../../errors.js";
+
+type Sdk = typeof import("livekit-server-sdk");
+let sdkModule: Promise<Sdk> | undefined;
+/**
+ * The SDK, with jose and protobuf behind it, holds about 10 MiB once loaded: it is loaded on first
+ * use, so a server without `livekit:` never holds it (nothing else imports it).
+ */
+const sdk = (): Promise<Sdk> => (sdkModule ??= import("livekit-server-sdk"));
 
 /** Tokens are good for joining for an hour, as lk-jwt-service's are. */
 export const TOKEN_TTL_SECONDS = 3600;
@@ -26,16 +34,17 @@ export interface SfuParticipantEvent {
 const CLIENT_INITIATED = 1;
 
 export class SfuApi {
-  readonly #rooms: RoomServiceClient;
-  readonly #webhooks: WebhookReceiver;
+  #clients: Promise<{ rooms: RoomServiceClient; webhooks: WebhookReceiver }> | undefined;
 
-  constructor(private readonly lk: LiveKitConfig) {
-    // The SDK turns ws(s):// into http(s):// for the API itself.
-    this.#rooms = new RoomServiceClient(lk.url, lk.apiKey, lk.apiSecret.reveal(), {
-      requestTimeout: API_TIMEOUT_S,
-      failover: false,
-    });
-    this.#webhooks = new WebhookReceiver(lk.apiKey, lk.apiSecret.reveal());
+  constructor(private readonly lk: LiveKitConfig) {}
+
+  #api(): Promise<{ rooms: RoomServiceClient; webhooks: WebhookReceiver }> {
+    const lk = this.lk;
+    return (this.#clients ??= sdk().then(({ RoomServiceClient, WebhookReceiver }) => ({
+      // The SDK turns ws(s):// into http(s):// for the API itself.
+      rooms: new RoomServiceClient(lk.url, lk.apiKey, lk.apiSecret.reveal(), { requestTimeout: API_TIMEOUT_S, failover: false }),
+      webhooks: new WebhookReceiver(lk.apiKey, lk.apiSecret.reveal()),
+    })));
   }
 
   /**
@@ -43,6 +52,7 @@ export class SfuApi {
    * rooms; the right would also let the holder delete any room), never hidden.
    */
   async mintToken(room: string, identity: string, grants: { canPublish: boolean; canUpdateOwnMetadata: boolean }): Promise<string> {
+    const { AccessToken } = await sdk();
     const token = new AccessToken(this.lk.apiKey, this.lk.apiSecret.reveal(), { identity, ttl: TOKEN_TTL_SECONDS });
     token.addGrant({
       roomJoin: true,
@@ -59,23 +69,26 @@ export class SfuApi {
   /** Creates the room, or finds it there already; 500 `M_UNKNOWN` naming the cause when the SFU fails. */
   async ensureRoom(room: string): Promise<void> {
     try {
-      await this.#rooms.createRoom({
+      const { rooms } = await this.#api();
+      await rooms.createRoom({
         name: room,
         emptyTimeout: ROOM_EMPTY_TIMEOUT_S,
         departureTimeout: ROOM_DEPARTURE_TIMEOUT_S,
         maxParticipants: 0,
       });
     } catch (err) {
-      throw new MatrixError(500, "M_UNKNOWN", `Unable to create the room on the LiveKit SFU (${this.#apiHost()}): ${describe(err)}`);
+      throw new MatrixError(500, "M_UNKNOWN", `Unable to create the room on the LiveKit SFU (${this.#apiHost()}): ${describe(err, await sdk())}`);
     }
   }
 
   /** True when present, false when the SFU says not; throws when the SFU cannot tell. */
   async participantPresent(room: string, identity: string): Promise<boolean> {
+    const { rooms } = await this.#api();
     try {
-      await this.#rooms.getParticipant(room, identity);
+      await rooms.getParticipant(room, identity);
       return true;
     } catch (err) {
+      const { TwirpError } = await sdk();
       if (err instanceof TwirpError && (err.code === "not_found" || err.status === 404)) return false;
       throw err;
     }
@@ -83,7 +96,8 @@ export class SfuApi {
 
   /** Checks a webhook's signature (a token over the body's SHA-256) and reads it. */
   async receiveWebhook(body: string, authorization: string | undefined): Promise<SfuParticipantEvent | undefined> {
-    const event = await this.#webhooks.receive(body, authorization?.replace(/^Bearer\s+/i, ""));
+    const { webhooks } = await this.#api();
+    const event = await webhooks.receive(body, authorization?.replace(/^Bearer\s+/i, ""));
     const room = event.room?.name;
     const identity = event.participant?.identity;
     if (!room || !identity) return undefined;
@@ -100,7 +114,7 @@ export class SfuApi {
   }
 }
 
-function describe(err: unknown): string {
+function describe(err: unknown, { TwirpError }: Sdk): string {
   if (err instanceof TwirpError) return `the SFU answered ${err.status}${err.code ? ` ${err.code}` : ""}: ${err.message}`;
   const cause = (err as { cause?: { code?: string } }).cause?.code;
   if (cause) return `it is unreachable (${cause})`;
