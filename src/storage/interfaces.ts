@@ -14,6 +14,7 @@ import type { MediaStore } from "./media.js";
 import type { PushActionStore } from "./push.js";
 import type { PusherStore } from "./pushers.js";
 import type { PushRuleStore } from "./push_rules.js";
+import type { RoomDagStore } from "./room_dag.js";
 import type { RoomStore } from "./rooms.js";
 import type { SlidingSyncStore } from "./sliding_sync.js";
 import type { AccountDataStore, FilterStore, ReceiptStore } from "./user_data.js";
@@ -164,6 +165,7 @@ export interface Stores {
   accounts: AccountStore;
   typing: TypingStore;
   rooms: RoomStore;
+  roomDag: RoomDagStore;
   accountData: AccountDataStore;
   filters: FilterStore;
   receipts: ReceiptStore;

@@ -39,6 +39,15 @@ export interface NewEvent {
   txn?: { userId: string; deviceId: string; txnId: string; key?: string };
   /** MSC4354: a sticky event stays sticky until this time (ms since the epoch). */
   stickyUntil?: number;
+  /** Federation: the state group after the event (see room_dag.ts). */
+  stateGroup?: string | null;
+  /** Federation: state received with a join, never shown in a timeline. */
+  outlier?: boolean;
+  /**
+   * False when the event's place in current state is decided by a state resolution (the
+   * caller writes it with `RoomDagStore.setCurrentState`); defaults to true.
+   */
+  updatesCurrentState?: boolean;
 }
 
 export interface RoomRecord {

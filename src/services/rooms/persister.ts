@@ -29,6 +29,8 @@ import type { Clock } from "../clock.js";
 import { BatchQueue, type ItemResult } from "../batch_queue.js";
 import type { SigningKey } from "../signing_key.js";
 import type { Notifier } from "../sync/notifier.js";
+import type { Extremity } from "../../storage/room_dag.js";
+import { RoomDag, type GroupRef } from "./dag.js";
 
 /** MSC4354: no event stays sticky longer than an hour, whatever it asks for. */
 export const MAX_STICKY_DURATION_MS = 3_600_000;
@@ -74,6 +76,16 @@ interface Stored {
   version: RoomVersion;
 }
 
+/** Where the next event attaches: the room's forward extremities and its current state group. */
+export interface RoomHead {
+  extremities: Extremity[];
+  /** NULL until the room's first event since federation came (its state is then `current_state`). */
+  group: GroupRef | null;
+}
+
+/** At most this many prev_events on a new event, the deepest extremities first (as Synapse). */
+const MAX_PREV_EVENTS = 10;
+
 /** Writes that belong to the event itself (a redaction's effect): they commit with it or not at all. */
 export type PersistHook = (tx: Stores, event: PersistedEvent, roomVersion: RoomVersion) => Promise<void>;
 
@@ -116,7 +128,17 @@ export class EventPersister {
     /** Called when an event is signed, so tools that never sign need no key. */
     private readonly signingKey: () => SigningKey,
     private readonly notifier: Notifier,
+    readonly dag: RoomDag = new RoomDag(),
   ) {}
+
+  /** The room's head under its lock (`lockRoomDag`), with a room from before federation read from its tip. */
+  async readHead(tx: Stores, roomId: string, stored: { extremities: Extremity[] | null; stateGroup: string | null }): Promise<RoomHead> {
+    let group: GroupRef | null = null;
+    if (stored.stateGroup !== null) group = { id: stored.stateGroup, chain: (await this.dag.groupState(tx, stored.stateGroup)).chain };
+    if (stored.extremities !== null) return { extremities: stored.extremities, group };
+    const tip = await tx.rooms.getTip(roomId);
+    return { extremities: tip ? [{ eventId: tip.eventId, depth: tip.depth }] : [], group };
+  }
 
   onPersisted(listener: PersistListener): void {
     this.#listeners.push(listener);
@@ -156,7 +178,7 @@ export class EventPersister {
     draft: EventDraft,
     version: RoomVersion,
     authEvents: string[],
-    tip: { eventId: string; depth: number } | undefined,
+    prev: readonly Extremity[],
   ): { eventId: string; pdu: Pdu } {
     return this.#build(
       {
@@ -166,9 +188,9 @@ export class EventPersister {
         type: draft.type,
         stateKey: draft.stateKey,
         content: draft.content,
-        prevEvents: tip ? [tip.eventId] : [],
+        prevEvents: prev.map((e) => e.eventId),
         authEvents,
-        depth: (tip?.depth ?? 0) + 1,
+        depth: Math.max(0, ...prev.map((e) => e.depth)) + 1,
         originServerTs: this.clock.now(),
         redacts: draft.redacts,
         sticky: draft.stickyDurationMs === undefined ? undefined : { duration_ms: draft.stickyDurationMs },
@@ -185,7 +207,7 @@ export class EventPersister {
    */
   checkNewRoom(drafts: EventDraft[], version: RoomVersion): void {
     const state = new Map<string, { eventId: string; pdu: Pdu }>();
-    let tip: { eventId: string; depth: number } | undefined;
+    let tip: Extremity[] = [];
     for (const draft of drafts) {
       const authEvents = authEventTypes(draft.type, draft.stateKey, draft.sender, draft.content, version)
         .map(([t, k]) => state.get(stateKeyOf(t, k))?.eventId)
@@ -201,7 +223,7 @@ export class EventPersister {
         throw err;
       }
       if (draft.stateKey !== undefined) state.set(stateKeyOf(draft.type, draft.stateKey), { eventId, pdu });
-      tip = { eventId, depth: pdu.depth };
+      tip = [{ eventId, depth: pdu.depth }];
     }
   }
 
@@ -240,18 +262,21 @@ export class EventPersister {
   async #persistBatch(roomId: string, items: { draft: EventDraft; versionHint?: RoomVersion }[]): Promise<ItemResult<PersistedEvent>[]> {
     type Outcome = Stored | { error: MatrixError };
     const outcomes = await this.storage.transaction(async (tx): Promise<Outcome[]> => {
-      // The lock answers the room's version too, which saves each event a read.
-      const locked = versionOf(roomId, await tx.rooms.lockRoomVersion(roomId));
+      // The lock answers the room's version and head too, which saves each event reads.
+      const stored = await tx.roomDag.lockRoomDag(roomId);
+      const locked = versionOf(roomId, stored?.roomVersion);
+      const head = await this.readHead(tx, roomId, stored!);
       const out: Outcome[] = [];
       for (const { draft, versionHint } of items) {
         try {
-          out.push(await this.#persistIn(tx, draft, versionHint ?? locked));
+          out.push(await this.#persistIn(tx, draft, head, versionHint ?? locked));
         } catch (err) {
           // Refused by the rules or for its content, before it wrote anything: the rest go on.
           if (err instanceof MatrixError) out.push({ error: err });
           else throw err;
         }
       }
+      if (out.some((o) => "event" in o && o.fresh)) await tx.roomDag.setRoomDag(roomId, head.extremities, head.group?.id ?? null);
       return out;
     });
     const fresh = outcomes.filter((o): o is Stored => "event" in o && o.fresh);
@@ -266,8 +291,11 @@ export class EventPersister {
   async persistNewRoom(drafts: EventDraft[], version: RoomVersion, setUp: (tx: Stores) => Promise<void>): Promise<PersistedEvent[]> {
     const events = await this.storage.transaction(async (tx) => {
       await setUp(tx);
+      const head: RoomHead = { extremities: [], group: null };
       const out: PersistedEvent[] = [];
-      for (const draft of drafts) out.push((await this.#persistIn(tx, draft, version)).event);
+      for (const draft of drafts) out.push((await this.#persistIn(tx, draft, head, version)).event);
+      const roomId = drafts[0]?.roomId;
+      if (roomId !== undefined) await tx.roomDag.setRoomDag(roomId, head.extremities, head.group?.id ?? null);
       return out;
     });
     await this.#announce(events, version);
@@ -283,9 +311,22 @@ export class EventPersister {
     this.notifier.notify({ roomIds: [last.pdu.room_id], userIds: users });
   }
 
+  /**
+   * The state group after a local state event: its key set on the current group. A room from
+   * before federation gets its first group from `current_state` (read before the event lands).
+   */
+  async #groupWith(tx: Stores, roomId: string, current: GroupRef | null, type: string, stateKey: string, eventId: string): Promise<GroupRef> {
+    const base = current ? { ref: current, state: (await this.dag.groupState(tx, current.id)).state } : null;
+    const next = new Map(base ? base.state : await this.dag.currentStateIds(tx, roomId));
+    next.set(stateKeyOf(type, stateKey), eventId);
+    return this.dag.saveGroup(tx, roomId, next, base);
+  }
+
+  /** Persists one draft at `head`, and moves `head` on to it. */
   async #persistIn(
     tx: Stores,
     draft: EventDraft,
+    head: RoomHead,
     versionHint?: RoomVersion,
   ): Promise<Stored> {
     const version = versionHint ?? (await this.roomVersion(draft.roomId, tx));
@@ -301,11 +342,11 @@ export class EventPersister {
     const wanted = draft.stateKey !== undefined ? [...authKeys, [draft.type, draft.stateKey] as const] : authKeys;
     const state = await tx.rooms.currentStateEvents(draft.roomId, wanted);
     const lookup = stateLookup(state);
-    const tip = await tx.rooms.getTip(draft.roomId);
+    const prev = [...head.extremities].sort((a, b) => b.depth - a.depth).slice(0, MAX_PREV_EVENTS);
     const authEvents = authKeys
       .map(([t, k]) => state.get(stateKeyOf(t, k))?.eventId)
       .filter((id): id is string => id !== undefined);
-    const { eventId, pdu } = this.#buildDraft(draft, version, authEvents, tip);
+    const { eventId, pdu } = this.#buildDraft(draft, version, authEvents, prev);
     try {
       checkEventAuth(pdu, lookup, version);
     } catch (err) {
@@ -320,6 +361,7 @@ export class EventPersister {
       pdu.unsigned = { replaces_state: replaced.eventId, prev_content: prev.content, prev_sender: prev.sender };
     }
     const json = JSON.stringify(pdu);
+    const group = draft.stateKey === undefined ? head.group : await this.#groupWith(tx, draft.roomId, head.group, draft.type, draft.stateKey, eventId);
     const streamOrdering = await tx.rooms.appendEvent({
       eventId,
       roomId: draft.roomId,
@@ -339,7 +381,10 @@ export class EventPersister {
       // MSC4354: sticky from the moment it is made, for at most an hour.
       stickyUntil:
         draft.stickyDurationMs === undefined ? undefined : pdu.origin_server_ts + Math.min(draft.stickyDurationMs, MAX_STICKY_DURATION_MS),
+      stateGroup: group?.id ?? null,
     });
+    head.extremities = [{ eventId, depth: pdu.depth }];
+    head.group = group;
     const event = { eventId, streamOrdering, pdu };
     for (const hook of this.#hooks) await hook(tx, event, version);
     return { event, fresh: true, version };

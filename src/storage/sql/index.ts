@@ -14,6 +14,7 @@ import { SqlMediaStore } from "./media.js";
 import { SqlPushActionStore } from "./push.js";
 import { SqlPusherStore } from "./pushers.js";
 import { SqlPushRuleStore } from "./push_rules.js";
+import { SqlRoomDagStore } from "./room_dag.js";
 import { SqlRoomStore } from "./rooms.js";
 import { SqlSlidingSyncStore } from "./sliding_sync.js";
 import { SqlAccountDataStore, SqlFilterStore, SqlReceiptStore } from "./user_data.js";
@@ -35,6 +36,7 @@ function storesOver(db: Executor): Stores {
     uiaSessions: new SqlUiaSessionStore(db),
     registrationNonces: new SqlRegistrationNonceStore(db),
     rooms: new SqlRoomStore(db),
+    roomDag: new SqlRoomDagStore(db),
     accountData: new SqlAccountDataStore(db),
     filters: new SqlFilterStore(db),
     receipts: new SqlReceiptStore(db),

@@ -504,6 +504,33 @@ export const MIGRATIONS: Migration[] = [
   `
   ALTER TABLE pushers ADD COLUMN last_badge INTEGER;
   `,
+  // 19: rooms as a DAG (federation). A room keeps its forward extremities and the state group of
+  // its current state; an event keeps the state group after it. Groups are immutable deltas on a
+  // parent (a full map when `prev_group` is NULL). Rows from before have NULLs: their history is
+  // one chain, so the state at one of them is the latest state per key up to its position.
+  // `outlier` marks state received with a join (visible to state queries, never in a timeline);
+  // events known only as auth events, or rejected, live in `event_outliers`.
+  `
+  ALTER TABLE rooms ADD COLUMN extremities TEXT;
+  ALTER TABLE rooms ADD COLUMN state_group TEXT;
+  ALTER TABLE events ADD COLUMN state_group TEXT;
+  ALTER TABLE events ADD COLUMN outlier INTEGER NOT NULL DEFAULT 0;
+  CREATE INDEX events_room_depth ON events(room_id, depth);
+  CREATE TABLE state_groups (
+    id TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    prev_group TEXT,
+    delta TEXT NOT NULL,
+    chain INTEGER NOT NULL
+  );
+  CREATE TABLE event_outliers (
+    event_id TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    json TEXT NOT NULL,
+    rejected TEXT,
+    received_ts INTEGER NOT NULL
+  );
+  `,
 ];
 
 /** The text of a step for a dialect. */

@@ -80,7 +80,7 @@ function toStateMap(rows: EventRow[]): StateMap {
 
 const Q = {
   insertEvent: `INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, origin_server_ts, depth, json,
-      txn_device_id, txn_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      txn_device_id, txn_id, state_group, outlier) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
   insertTxn: "INSERT INTO event_txns (user_id, device_id, txn_id, event_id) VALUES (?, ?, ?, ?)",
   upsertState: `INSERT INTO current_state (room_id, type, state_key, event_id, stream_ordering) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, stream_ordering = excluded.stream_ordering`,
@@ -119,16 +119,16 @@ const Q = {
       GROUP BY type, state_key)`,
   roomsWithEvents: sql`SELECT DISTINCT room_id FROM events WHERE ${inJsonList("room_id")}
     AND stream_ordering > ? AND stream_ordering <= ?`,
-  between: `SELECT * FROM events WHERE room_id = ? AND stream_ordering > ? AND stream_ordering <= ?
+  between: `SELECT * FROM events WHERE room_id = ? AND stream_ordering > ? AND stream_ordering <= ? AND outlier = 0
     ORDER BY stream_ordering DESC LIMIT ?`,
-  back: `SELECT * FROM events WHERE room_id = ? AND stream_ordering < ? AND stream_ordering > ?
+  back: `SELECT * FROM events WHERE room_id = ? AND stream_ordering < ? AND stream_ordering > ? AND outlier = 0
     ORDER BY stream_ordering DESC LIMIT ?`,
-  forward: `SELECT * FROM events WHERE room_id = ? AND stream_ordering > ? AND stream_ordering <= ?
+  forward: `SELECT * FROM events WHERE room_id = ? AND stream_ordering > ? AND stream_ordering <= ? AND outlier = 0
     ORDER BY stream_ordering ASC LIMIT ?`,
   // PostgreSQL reads each room's newest events with one index scan per room in one statement.
   // SQLite has no LATERAL, and no round trips to save: it runs `between` per room.
   betweenMany: `SELECT e.* FROM json_array_elements_text(?::json) AS r(room_id)
-    CROSS JOIN LATERAL (SELECT * FROM events WHERE room_id = r.room_id AND stream_ordering > ? AND stream_ordering <= ?
+    CROSS JOIN LATERAL (SELECT * FROM events WHERE room_id = r.room_id AND stream_ordering > ? AND stream_ordering <= ? AND outlier = 0
       ORDER BY stream_ordering DESC LIMIT ?) e`,
   membershipsIn: sql`SELECT * FROM memberships WHERE ${inJsonList("room_id")}`,
   liveStickyMany: sql`SELECT e.* FROM sticky_events s JOIN events e ON e.stream_ordering = s.stream_ordering
@@ -217,13 +217,15 @@ export class SqlRoomStore implements RoomStore {
       e.json,
       e.txn?.deviceId ?? null,
       e.txn?.txnId ?? null,
+      e.stateGroup ?? null,
+      e.outlier ? 1 : 0,
     ]);
     if (e.txn) await tx.run(Q.insertTxn, [e.txn.userId, e.txn.deviceId, e.txn.key ?? e.txn.txnId, e.eventId]);
     if (e.stickyUntil !== undefined) {
       await tx.run(Q.pruneSticky, [e.originServerTs]);
       await tx.run(Q.insertSticky, [ordering, e.roomId, e.stickyUntil]);
     }
-    if (e.stateKey !== null) {
+    if (e.stateKey !== null && e.updatesCurrentState !== false) {
       await tx.run(Q.upsertState, [e.roomId, e.type, e.stateKey, e.eventId, ordering]);
       if (e.type === "m.room.member" && e.membership !== null) {
         await tx.run(Q.upsertMembership, [e.roomId, e.stateKey, e.membership, e.eventId, ordering]);

@@ -1,0 +1,88 @@
+/**
+ * Rooms as a DAG, for federation: each room's forward extremities and current state group,
+ * immutable state groups (a delta on a parent, or a full map), and events known only as auth
+ * events or rejected (outliers that never enter a timeline).
+ *
+ * State maps here are keyed by `stateKeyOf(type, state_key)` and hold event IDs.
+ */
+
+/** A forward extremity: an event nothing in the room points to yet. */
+export interface Extremity {
+  eventId: string;
+  depth: number;
+}
+
+/** The DAG facts of a room, read under its lock. */
+export interface RoomDagHead {
+  roomVersion: string;
+  /** NULL for a room from before federation: its tip is its only extremity. */
+  extremities: Extremity[] | null;
+  /** NULL for a room from before federation (its state is `current_state`). */
+  stateGroup: string | null;
+}
+
+export interface NewStateGroup {
+  id: string;
+  roomId: string;
+  /** The parent this is a delta on; NULL when `delta` is the whole map. */
+  prevGroup: string | null;
+  delta: Record<string, string>;
+  /** Deltas between this group and a full map (0 for a full map). */
+  chain: number;
+}
+
+/** An event's place in the DAG as stored with it. */
+export interface EventDagRecord {
+  eventId: string;
+  roomId: string;
+  streamOrdering: number;
+  /** The state after the event; NULL for events from before federation. */
+  stateGroup: string | null;
+  outlier: boolean;
+}
+
+/** A PDU by ID, wherever it is kept. */
+export interface StoredPdu {
+  eventId: string;
+  roomId: string;
+  json: string;
+  /** Why it was rejected, for events kept only to answer for them. */
+  rejected: string | null;
+  /** False for an outlier (known only as an auth event or rejected). */
+  inTimeline: boolean;
+}
+
+/** One entry of a current state change; `streamOrdering` is the event's own. */
+export interface CurrentStateEntry {
+  type: string;
+  stateKey: string;
+  eventId: string;
+  streamOrdering: number;
+  /** The member's membership after it, for `m.room.member`. */
+  membership: string | null;
+}
+
+export interface RoomDagStore {
+  /** Inside a transaction: holds the room against other writers (as `lockRoom`) and reads its head. */
+  lockRoomDag(roomId: string): Promise<RoomDagHead | undefined>;
+  /** Records the room's new extremities and current state group (inside its lock). */
+  setRoomDag(roomId: string, extremities: readonly Extremity[], stateGroup: string | null): Promise<void>;
+
+  insertStateGroup(group: NewStateGroup): Promise<void>;
+  /** The deltas of a group and its ancestors, nearest first (the last has `prevGroup` NULL). */
+  stateGroupChain(id: string): Promise<{ id: string; prevGroup: string | null; delta: Record<string, string>; chain: number }[]>;
+
+  /** DAG records of events in the `events` table (unknown IDs are absent). */
+  eventDagRecords(eventIds: readonly string[]): Promise<Map<string, EventDagRecord>>;
+  /** PDUs by ID from the events table and the outliers (unknown IDs are absent). */
+  getPdus(eventIds: readonly string[]): Promise<Map<string, StoredPdu>>;
+  /** Keeps an event known only as an auth event, or a rejected one; a known ID is left alone. */
+  insertOutlier(eventId: string, roomId: string, json: string, rejected: string | null, receivedTs: number): Promise<void>;
+
+  /** Sets current state entries (and memberships) of a room, as a state resolution decided. */
+  setCurrentState(roomId: string, entries: readonly CurrentStateEntry[]): Promise<void>;
+  /** Removes current state entries that a state resolution dropped. */
+  removeCurrentState(roomId: string, keys: readonly (readonly [string, string])[]): Promise<void>;
+  /** Events of a room before (lower depth than) the given ones, walking `prev_events`, for backfill. */
+  eventsByDepth(roomId: string, maxDepth: number, limit: number): Promise<StoredPdu[]>;
+}

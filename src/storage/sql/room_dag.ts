@@ -1,0 +1,106 @@
+/** Rooms as a DAG (see ../room_dag.ts): one set of queries for both dialects. */
+import type { CurrentStateEntry, EventDagRecord, Extremity, NewStateGroup, RoomDagHead, RoomDagStore, StoredPdu } from "../room_dag.js";
+import { FOR_UPDATE, inJsonList, sql, type Executor } from "./executor.js";
+
+const Q = {
+  lock: sql`SELECT room_version, extremities, state_group FROM rooms WHERE room_id = ? ${FOR_UPDATE}`,
+  setDag: "UPDATE rooms SET extremities = ?, state_group = ? WHERE room_id = ?",
+  insertGroup: "INSERT INTO state_groups (id, room_id, prev_group, delta, chain) VALUES (?, ?, ?, ?, ?)",
+  // The group and its ancestors in one statement; chains are short (a full map every few dozen).
+  chain: `WITH RECURSIVE g(id, prev_group, delta, chain, n) AS (
+      SELECT id, prev_group, delta, chain, 0 FROM state_groups WHERE id = ?
+      UNION ALL SELECT s.id, s.prev_group, s.delta, s.chain, g.n + 1 FROM state_groups s JOIN g ON s.id = g.prev_group)
+    SELECT id, prev_group, delta, chain FROM g ORDER BY n`,
+  dagRecords: sql`SELECT event_id, room_id, stream_ordering, state_group, outlier FROM events WHERE ${inJsonList("event_id")}`,
+  pdus: sql`SELECT event_id, room_id, json, NULL AS rejected, 1 AS in_timeline FROM events WHERE ${inJsonList("event_id")}
+    UNION ALL SELECT event_id, room_id, json, rejected, 0 AS in_timeline FROM event_outliers WHERE ${inJsonList("event_id")}`,
+  insertOutlier: `INSERT INTO event_outliers (event_id, room_id, json, rejected, received_ts) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (event_id) DO NOTHING`,
+  upsertState: `INSERT INTO current_state (room_id, type, state_key, event_id, stream_ordering) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, stream_ordering = excluded.stream_ordering`,
+  upsertMembership: `INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id,
+      stream_ordering = excluded.stream_ordering`,
+  removeState: "DELETE FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
+  removeMembership: "DELETE FROM memberships WHERE room_id = ? AND user_id = ?",
+  byDepth: `SELECT event_id, room_id, json FROM events WHERE room_id = ? AND depth <= ? AND outlier = 0
+    ORDER BY depth DESC, stream_ordering DESC LIMIT ?`,
+} as const;
+
+export class SqlRoomDagStore implements RoomDagStore {
+  constructor(private readonly db: Executor) {}
+
+  async lockRoomDag(roomId: string): Promise<RoomDagHead | undefined> {
+    const row = await this.db.get<{ room_version: string; extremities: string | null; state_group: string | null }>(Q.lock, [roomId]);
+    if (!row) return undefined;
+    return {
+      roomVersion: row.room_version,
+      extremities: row.extremities === null ? null : (JSON.parse(row.extremities) as [string, number][]).map(([eventId, depth]) => ({ eventId, depth })),
+      stateGroup: row.state_group,
+    };
+  }
+
+  async setRoomDag(roomId: string, extremities: readonly Extremity[], stateGroup: string | null): Promise<void> {
+    await this.db.run(Q.setDag, [JSON.stringify(extremities.map((e) => [e.eventId, e.depth])), stateGroup, roomId]);
+  }
+
+  async insertStateGroup(g: NewStateGroup): Promise<void> {
+    await this.db.run(Q.insertGroup, [g.id, g.roomId, g.prevGroup, JSON.stringify(g.delta), g.chain]);
+  }
+
+  async stateGroupChain(id: string) {
+    const rows = await this.db.all<{ id: string; prev_group: string | null; delta: string; chain: number }>(Q.chain, [id]);
+    return rows.map((r) => ({ id: r.id, prevGroup: r.prev_group, delta: JSON.parse(r.delta) as Record<string, string>, chain: r.chain }));
+  }
+
+  async eventDagRecords(eventIds: readonly string[]): Promise<Map<string, EventDagRecord>> {
+    const out = new Map<string, EventDagRecord>();
+    if (eventIds.length === 0) return out;
+    const rows = await this.db.all<{ event_id: string; room_id: string; stream_ordering: number; state_group: string | null; outlier: number }>(
+      Q.dagRecords,
+      [JSON.stringify(eventIds)],
+    );
+    for (const r of rows) {
+      out.set(r.event_id, { eventId: r.event_id, roomId: r.room_id, streamOrdering: r.stream_ordering, stateGroup: r.state_group, outlier: r.outlier === 1 });
+    }
+    return out;
+  }
+
+  async getPdus(eventIds: readonly string[]): Promise<Map<string, StoredPdu>> {
+    const out = new Map<string, StoredPdu>();
+    if (eventIds.length === 0) return out;
+    const list = JSON.stringify(eventIds);
+    const rows = await this.db.all<{ event_id: string; room_id: string; json: string; rejected: string | null; in_timeline: number }>(Q.pdus, [list, list]);
+    for (const r of rows) {
+      // An event in both places is the timeline's (it was an outlier first, then state).
+      if (out.get(r.event_id)?.inTimeline) continue;
+      out.set(r.event_id, { eventId: r.event_id, roomId: r.room_id, json: r.json, rejected: r.rejected, inTimeline: r.in_timeline === 1 });
+    }
+    return out;
+  }
+
+  async insertOutlier(eventId: string, roomId: string, json: string, rejected: string | null, receivedTs: number): Promise<void> {
+    await this.db.run(Q.insertOutlier, [eventId, roomId, json, rejected, receivedTs]);
+  }
+
+  async setCurrentState(roomId: string, entries: readonly CurrentStateEntry[]): Promise<void> {
+    for (const e of entries) {
+      await this.db.run(Q.upsertState, [roomId, e.type, e.stateKey, e.eventId, e.streamOrdering]);
+      if (e.type === "m.room.member" && e.membership !== null) {
+        await this.db.run(Q.upsertMembership, [roomId, e.stateKey, e.membership, e.eventId, e.streamOrdering]);
+      }
+    }
+  }
+
+  async removeCurrentState(roomId: string, keys: readonly (readonly [string, string])[]): Promise<void> {
+    for (const [type, stateKey] of keys) {
+      await this.db.run(Q.removeState, [roomId, type, stateKey]);
+      if (type === "m.room.member") await this.db.run(Q.removeMembership, [roomId, stateKey]);
+    }
+  }
+
+  async eventsByDepth(roomId: string, maxDepth: number, limit: number): Promise<StoredPdu[]> {
+    const rows = await this.db.all<{ event_id: string; room_id: string; json: string }>(Q.byDepth, [roomId, maxDepth, limit]);
+    return rows.map((r) => ({ eventId: r.event_id, roomId: r.room_id, json: r.json, rejected: null, inTimeline: true }));
+  }
+}
