@@ -73,6 +73,7 @@ export async function createHomeserver(
       if (config.media.enabled) await services.media.start();
       services.pushActions.start();
       services.pushers.start();
+      services.federation.sender.start();
       for (const listener of config.listeners) {
         for (const host of listener.bindAddresses) {
           const app = createHttpApp({
@@ -102,6 +103,7 @@ export async function createHomeserver(
         await Promise.all(apps.map((a) => a.close()));
         await services.media.stop();
         await services.pushers.stop();
+        await services.federation.sender.stop();
         services.pushActions.stop();
         await storage.close();
       })();

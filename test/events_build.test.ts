@@ -49,8 +49,8 @@ function input(version: RoomVersion, extra: Partial<BuildEventInput> = {}): Buil
 }
 
 describe("room versions", () => {
-  test("exactly 10, 11 and the two MSC3757 versions; the default is 11", () => {
-    assert.deepEqual(Object.keys(ROOM_VERSIONS).sort(), ["10", "11", "org.matrix.msc3757.10", "org.matrix.msc3757.11"]);
+  test("exactly 10, 11, 12 and the two MSC3757 versions; the default is 11", () => {
+    assert.deepEqual(Object.keys(ROOM_VERSIONS).sort(), ["10", "11", "12", "org.matrix.msc3757.10", "org.matrix.msc3757.11"]);
     assert.equal(DEFAULT_ROOM_VERSION, "11");
     assert.equal(roomVersionStability("10"), "stable");
     assert.equal(roomVersionStability("11"), "stable");
@@ -58,7 +58,8 @@ describe("room versions", () => {
     assert.equal(roomVersionStability("org.matrix.msc3757.11"), "unstable");
     assert.throws(() => roomVersionStability("9"), RangeError);
     assert.equal(getRoomVersion("toString"), undefined);
-    assert.ok(!isSupportedRoomVersion("12"));
+    assert.equal(roomVersionStability("12"), "stable");
+    assert.ok(!isSupportedRoomVersion("13"));
   });
 
   test("the MSC3757 versions keep their base version's rules", () => {

@@ -174,7 +174,7 @@ describe("createRoom content", () => {
 
   test("an unsupported room version is 400 M_UNSUPPORTED_ROOM_VERSION and creates nothing", async () => {
     const before = (await alice.joinedRooms()).length;
-    for (const version of ["9", "foo", "12", "org.matrix.msc3757.9", ""]) {
+    for (const version of ["9", "foo", "13", "org.matrix.msc3757.9", ""]) {
       assertError(await alice.req("POST", "/createRoom", { room_version: version }), 400, "M_UNSUPPORTED_ROOM_VERSION");
     }
     assert.equal((await alice.joinedRooms()).length, before);
@@ -319,6 +319,7 @@ describe("GET /capabilities", () => {
       available: {
         "10": "stable",
         "11": "stable",
+        "12": "stable",
         "org.matrix.msc3757.10": "unstable",
         "org.matrix.msc3757.11": "unstable",
       },

@@ -34,6 +34,9 @@ import { registerKeyServerRoutes } from "./federation/keys.js";
 import { registerOpenIdUserInfoRoutes } from "./federation/openid.js";
 import { registerFederationQueryRoutes } from "./federation/query.js";
 import { registerFederationRtcRoutes } from "./federation/rtc.js";
+import { registerFederationUserKeyRoutes } from "./federation/user_keys.js";
+import { registerFederationSendRoutes } from "./federation/send.js";
+import { registerFederationRoomRoutes } from "./federation/rooms.js";
 import { registerFederationVersionRoutes } from "./federation/version.js";
 import { registerLiveKitJwtRoutes } from "./livekit/jwt_service.js";
 import { registerMsc4195Routes } from "./livekit/msc4195.js";
@@ -91,5 +94,8 @@ export function registerRoutes(app: App, services: Services, resources: Set<List
     registerFederationVersionRoutes(app);
     registerFederationQueryRoutes(app, services);
     registerFederationRtcRoutes(app, services);
+    registerFederationUserKeyRoutes(app, services);
+    registerFederationSendRoutes(app, services);
+    registerFederationRoomRoutes(app, services);
   }
 }

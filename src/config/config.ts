@@ -112,6 +112,8 @@ export interface Config {
   serveServerWellKnown: boolean;
   extraWellKnownClientContent: Record<string, unknown>;
   maxRequestBodyBytes: number;
+  /** `default_room_version`: the version `createRoom` uses when the client names none. */
+  defaultRoomVersion: string;
   logLevel: string;
   database: DatabaseConfig;
   /** Processes `switchboard` starts to serve this config (1 with SQLite). */

@@ -3,7 +3,7 @@
  */
 import type { KeyObject } from "node:crypto";
 import { CANONICAL_JSON_MAX_INT } from "./canonical_json.js";
-import { eventIdFor } from "./hashes.js";
+import { contentHash, eventIdFor, roomIdForCreateEvent } from "./hashes.js";
 import { checkEventLimits } from "./limits.js";
 import type { RoomVersion } from "./room_versions.js";
 import { hashAndSignEvent } from "./signing.js";
@@ -11,6 +11,10 @@ import { EventTypes, isRecord, type Pdu } from "./types.js";
 
 export interface BuildEventInput {
   version: RoomVersion;
+  /**
+   * The room. For a room version 12 `m.room.create` the PDU carries no `room_id` (the room
+   * ID is derived from the event): pass `""`, or the expected room ID to have it checked.
+   */
   roomId: string;
   sender: string;
   type: string;
@@ -49,6 +53,8 @@ export class BuildEventError extends Error {
  *
  * - In room version 10, an `m.room.create` without `content.creator` gets `creator: sender`
  *   (the auth rules require it); version 11 leaves create content alone.
+ * - In room version 12 an `m.room.create` has no `room_id`; `input.roomId`, unless `""`,
+ *   must be the room ID it gives.
  * - `content` is deep-copied, so the caller may reuse its object.
  *
  * Throws `CanonicalJsonError` for content that is not canonical JSON (floats, ...),
@@ -56,6 +62,26 @@ export class BuildEventError extends Error {
  * malformed input. It does not check the authorisation rules: call `checkEventAuth`.
  */
 export function buildEvent(input: BuildEventInput, signer: EventSigner): { eventId: string; pdu: Pdu } {
+  const { version } = input;
+  const pdu = assemblePdu(input);
+  const signed = hashAndSignEvent(pdu, version, signer);
+  checkEventLimits(signed, version);
+  return { eventId: eventIdFor(signed, version), pdu: signed };
+}
+
+/**
+ * The event ID that {@link buildEvent} would give this input, without signing it (signatures
+ * are not part of the reference hash). For a room version 12 `m.room.create`, `!` plus the
+ * rest of it is the room ID, which a server needs before it builds the room's other events.
+ */
+export function previewEventId(input: BuildEventInput): string {
+  const nameless = input.version.roomIdIsCreateEventId && input.type === EventTypes.create;
+  const pdu = assemblePdu(nameless ? { ...input, roomId: "" } : input);
+  return eventIdFor({ ...pdu, hashes: { sha256: contentHash(pdu) } }, input.version);
+}
+
+/** The unsigned, unhashed PDU for `input`, after the checks {@link buildEvent} documents. */
+function assemblePdu(input: BuildEventInput): Pdu {
   const { version } = input;
   if (!isRecord(input.content)) throw new BuildEventError("content must be a JSON object");
   if (!Number.isInteger(input.depth) || input.depth < 0 || input.depth > CANONICAL_JSON_MAX_INT) {
@@ -96,7 +122,15 @@ export function buildEvent(input: BuildEventInput, signer: EventSigner): { event
     }
   }
 
-  const signed = hashAndSignEvent(pdu, version, signer);
-  checkEventLimits(signed, version);
-  return { eventId: eventIdFor(signed, version), pdu: signed };
+  if (version.roomIdIsCreateEventId && input.type === EventTypes.create) {
+    // MSC4291: the create event names no room; the room is named after it.
+    delete (pdu as Partial<Pdu>).room_id;
+    if (input.roomId !== "") {
+      const derived = roomIdForCreateEvent({ ...pdu, hashes: { sha256: contentHash(pdu) } }, version);
+      if (derived !== input.roomId) {
+        throw new BuildEventError(`the create event gives room ID ${derived}, not ${input.roomId}`);
+      }
+    }
+  }
+  return pdu;
 }

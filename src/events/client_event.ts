@@ -2,7 +2,7 @@
  * The Client-Server API's event format ("ClientEvent") for a PDU.
  */
 import type { RoomVersion } from "./room_versions.js";
-import { EventTypes, type Pdu } from "./types.js";
+import { EventTypes, roomIdOfEvent, type Pdu } from "./types.js";
 
 export interface ClientEvent {
   content: Record<string, unknown>;
@@ -34,7 +34,8 @@ export function toClientEvent(
     content: pdu.content,
     event_id: eventId,
     origin_server_ts: pdu.origin_server_ts,
-    room_id: pdu.room_id,
+    // A room version 12 create event has no room_id over federation; clients get it back.
+    room_id: roomIdOfEvent(pdu, eventId),
     sender: pdu.sender,
     type: pdu.type,
   };

@@ -49,3 +49,11 @@ export function referenceHashBytes(pdu: Pdu, version: RoomVersion): Buffer {
 export function eventIdFor(pdu: Pdu, version: RoomVersion): string {
   return `$${encodeBase64Url(referenceHashBytes(pdu, version))}`;
 }
+
+/**
+ * Room version 12 (MSC4291): the room ID of a room whose create event is `create`, its
+ * event ID with the sigil `!` instead of `$`.
+ */
+export function roomIdForCreateEvent(create: Pdu, version: RoomVersion): string {
+  return `!${encodeBase64Url(referenceHashBytes(create, version))}`;
+}

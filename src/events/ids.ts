@@ -45,3 +45,16 @@ export function serverNameOf(id: string): string | undefined {
   const colon = id.indexOf(":");
   return colon < 0 ? undefined : id.slice(colon + 1);
 }
+
+/**
+ * Room version 12 (MSC4291): the ID of the create event a room ID names (`!` becomes `$`).
+ * Only meaningful for rooms of a version where `roomIdIsCreateEventId` holds.
+ */
+export function createEventIdOfRoom(roomId: string): string {
+  return `$${roomId.slice(1)}`;
+}
+
+/** Room version 12 (MSC4291): the room ID a create event's ID gives (`$` becomes `!`). */
+export function roomIdOfCreateEventId(eventId: string): string {
+  return `!${eventId.slice(1)}`;
+}

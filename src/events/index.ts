@@ -19,17 +19,27 @@ export {
   isRecord,
   isStateEvent,
   membershipOf,
+  roomIdOfEvent,
   type Membership,
   type Pdu,
   type StateKeyPair,
   type StateLookup,
 } from "./types.js";
-export { isCompliantUserId, isValidServerName, isValidUserId, serverNameOf, utf8Length } from "./ids.js";
+export {
+  createEventIdOfRoom,
+  isCompliantUserId,
+  isValidServerName,
+  isValidUserId,
+  roomIdOfCreateEventId,
+  serverNameOf,
+  utf8Length,
+} from "./ids.js";
 export {
   contentHash,
   contentHashBytes,
   eventIdFor,
   referenceHashBytes,
+  roomIdForCreateEvent,
   verifyContentHash,
 } from "./hashes.js";
 export {
@@ -58,15 +68,37 @@ export {
   maxStateKeyBytes,
   MSC3757_MAX_STATE_KEY_BYTES,
 } from "./limits.js";
-export { buildEvent, BuildEventError, type BuildEventInput, type EventSigner } from "./build.js";
-export { PowerLevels, powerLevelsChangeProblem, powerLevelsContentProblem, roomCreator } from "./power_levels.js";
+export { buildEvent, BuildEventError, previewEventId, type BuildEventInput, type EventSigner } from "./build.js";
+export {
+  creatorsInUsersProblem,
+  PowerLevels,
+  powerLevelsChangeProblem,
+  powerLevelsContentProblem,
+  roomCreator,
+  roomCreators,
+} from "./power_levels.js";
 export {
   AuthError,
   authEventTypes,
+  authStateKeys,
   checkAuthEventsList,
   checkEventAuth,
   stateKeyOwner,
   stateLookupFromEvents,
+  v12RuleNumber,
   type AuthOptions,
 } from "./auth_rules.js";
 export { redactsOf, toClientEvent, type ClientEvent } from "./client_event.js";
+export {
+  isPowerEvent,
+  lexicographicalTopologicalSort,
+  partitionStateSets,
+  resolveState,
+  StateResError,
+  stateIdsOf,
+  stateKeyOf,
+  type EventLoader,
+  type StateIds,
+  type StateResEvent,
+  type StateResOptions,
+} from "./state_res/index.js";

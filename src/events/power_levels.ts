@@ -4,6 +4,8 @@
  * Defaults per the `m.room.power_levels` event schema and the server-server spec's
  * "Definitions": users_default 0 (with no power levels event the creator has 100),
  * events_default 0, state_default 50, invite 0, kick/ban/redact 50, notifications.room 50.
+ * In room version 12 (MSC4289) the room's creators have an infinite power level, with or
+ * without a power levels event; it is represented as `Infinity`.
  */
 import { isValidUserId } from "./ids.js";
 import type { RoomVersion } from "./room_versions.js";
@@ -28,6 +30,17 @@ export function roomCreator(create: Pdu | undefined, version: RoomVersion): stri
   return typeof creator === "string" ? creator : undefined;
 }
 
+/**
+ * Room version 12 (MSC4289): the room creators, the create event's sender followed by
+ * `content.additional_creators`. Empty in versions without privileged creators.
+ */
+export function roomCreators(create: Pdu | undefined, version: RoomVersion): string[] {
+  if (!create || !version.privilegedCreators) return [];
+  const extra = create.content.additional_creators;
+  const more = Array.isArray(extra) ? extra.filter((u): u is string => typeof u === "string") : [];
+  return [...new Set([create.sender, ...more])];
+}
+
 function intOr(value: unknown, fallback: number): number {
   return typeof value === "number" && Number.isInteger(value) ? value : fallback;
 }
@@ -42,23 +55,41 @@ export class PowerLevels {
   readonly hasEvent: boolean;
   private readonly content: Record<string, unknown>;
 
+  private readonly creators: ReadonlySet<string>;
+
+  /**
+   * @param creator the creator who has 100 when there is no power levels event (v10/v11)
+   * @param creators the privileged creators of room version 12, who always have `Infinity`
+   */
   constructor(
     powerLevelsEvent: Pdu | undefined,
     private readonly creator: string | undefined,
+    creators: readonly string[] = [],
   ) {
     this.content = powerLevelsEvent?.content ?? {};
     this.hasEvent = powerLevelsEvent !== undefined;
+    this.creators = new Set(creators);
   }
 
   static fromState(
     lookup: (type: string, stateKey: string) => Pdu | undefined,
     version: RoomVersion,
   ): PowerLevels {
-    return new PowerLevels(lookup("m.room.power_levels", ""), roomCreator(lookup("m.room.create", ""), version));
+    const create = lookup("m.room.create", "");
+    return new PowerLevels(lookup("m.room.power_levels", ""), roomCreator(create, version), roomCreators(create, version));
   }
 
-  /** A user's level: `users[user]`, else `users_default`; with no event, 100 for the creator, else 0. */
+  /** True for a room version 12 creator, whose level is infinite. */
+  isCreator(userId: string): boolean {
+    return this.creators.has(userId);
+  }
+
+  /**
+   * A user's level: `Infinity` for a room version 12 creator; else `users[user]`, else
+   * `users_default`; with no event, 100 for the creator, else 0.
+   */
   userLevel(userId: string): number {
+    if (this.creators.has(userId)) return Infinity;
     if (!this.hasEvent) return userId === this.creator ? 100 : 0;
     const explicit = mapEntry(this.content.users, userId);
     if (typeof explicit === "number" && Number.isInteger(explicit)) return explicit;
@@ -120,6 +151,18 @@ export function powerLevelsContentProblem(content: Record<string, unknown>, vers
     }
   }
   return undefined;
+}
+
+/**
+ * Room version 12 rule 10.4 (MSC4289): a power levels event may not list a creator in
+ * `users`. Returns the reason, or `undefined` when none is listed.
+ */
+export function creatorsInUsersProblem(content: Record<string, unknown>, creators: readonly string[]): string | undefined {
+  const users = content.users;
+  if (!isRecord(users)) return undefined;
+  const listed = creators.filter((c) => Object.hasOwn(users, c));
+  if (listed.length === 0) return undefined;
+  return `power levels: "users" may not list the room's creators (${listed.join(", ")}): their power level is infinite`;
 }
 
 function describe(v: unknown): string {

@@ -1,9 +1,11 @@
 /**
  * The room versions Switchboard supports, as feature flags the rest of `events/` reads.
  *
- * Sources: the spec's room version pages (content/rooms/v10.md and v11.md in
+ * Sources: the spec's room version pages (content/rooms/v10.md, v11.md and v12.md in
  * matrix-org/matrix-spec) and MSC3757, whose unstable identifier is
  * `org.matrix.msc3757.<base version>`: the base version's rules plus MSC3757's rule 8.
+ * Version 12 is 11 plus MSC4289 (privileged creators), MSC4291 (room IDs are create
+ * event IDs), MSC4297 (state resolution v2.1) and MSC4307/MSC4311.
  */
 
 export interface RoomVersion {
@@ -16,8 +18,12 @@ export interface RoomVersion {
    * event). All versions here use 3.
    */
   readonly eventFormat: 3 | 4;
-  /** State resolution algorithm (v2 for every version here). */
-  readonly stateResolution: 2;
+  /**
+   * State resolution algorithm: 2 (room versions 2 to 11), or 2.1 (MSC4297, room version 12:
+   * the conflicted state subgraph joins the full conflicted set, and the first iterative auth
+   * checks start from an empty state map).
+   */
+  readonly stateResolution: 2 | 2.1;
   readonly stability: "stable" | "unstable";
   /** Canonical JSON strictly enforced on events (room version 6+). */
   readonly strictCanonicalJson: boolean;
@@ -47,6 +53,16 @@ export interface RoomVersion {
    * reach 511 bytes.
    */
   readonly msc3757OwnedStateKeys: boolean;
+  /**
+   * MSC4291 (v12): the room ID is the create event's ID with `!` for `$`; the create event
+   * has no `room_id`, and no event cites it in `auth_events`.
+   */
+  readonly roomIdIsCreateEventId: boolean;
+  /**
+   * MSC4289 (v12): the create event's sender and `content.additional_creators` have an
+   * infinite power level and may not be listed in power levels' `users`.
+   */
+  readonly privilegedCreators: boolean;
 }
 
 const V10: RoomVersion = Object.freeze({
@@ -64,6 +80,8 @@ const V10: RoomVersion = Object.freeze({
   updatedRedactionRules: false,
   redactsInContent: false,
   msc3757OwnedStateKeys: false,
+  roomIdIsCreateEventId: false,
+  privilegedCreators: false,
 });
 
 const V11: RoomVersion = Object.freeze({
@@ -74,10 +92,20 @@ const V11: RoomVersion = Object.freeze({
   redactsInContent: true,
 });
 
+const V12: RoomVersion = Object.freeze({
+  ...V11,
+  id: "12",
+  eventFormat: 4,
+  stateResolution: 2.1,
+  roomIdIsCreateEventId: true,
+  privilegedCreators: true,
+});
+
 /** Exactly the versions that work here. Anything else is `M_UNSUPPORTED_ROOM_VERSION`. */
 export const ROOM_VERSIONS: Readonly<Record<string, RoomVersion>> = Object.freeze({
   "10": V10,
   "11": V11,
+  "12": V12,
   "org.matrix.msc3757.10": Object.freeze({
     ...V10,
     id: "org.matrix.msc3757.10",

@@ -15,6 +15,12 @@ export interface Pdu {
   hashes: { sha256: string };
   origin_server_ts: number;
   prev_events: string[];
+  /**
+   * Absent on the `m.room.create` event of a room version 12 room (event format 4), whose
+   * room ID is derived from its event ID (see `roomIdForCreateEvent`). Typed as always
+   * present because every other event has it; code that may see such a create event
+   * must not rely on it (`roomIdOfEvent` gives the room ID of any event).
+   */
   room_id: string;
   sender: string;
   signatures: Record<string, Record<string, string>>;
@@ -59,6 +65,14 @@ export function membershipOf(pdu: Pdu | undefined): string | undefined {
   if (!pdu || pdu.type !== EventTypes.member) return undefined;
   const m = pdu.content.membership;
   return typeof m === "string" ? m : undefined;
+}
+
+/**
+ * The room an event belongs to: its `room_id`, or for a room version 12 create event (which
+ * has none) the room ID derived from its event ID.
+ */
+export function roomIdOfEvent(pdu: Pdu, eventId: string): string {
+  return typeof pdu.room_id === "string" ? pdu.room_id : `!${eventId.slice(1)}`;
 }
 
 /** A plain-object test that narrows `unknown` to a string-keyed record. */

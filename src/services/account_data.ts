@@ -10,7 +10,8 @@ const SERVER_MANAGED: Record<string, string> = {
   "m.push_rules": "Cannot set m.push_rules through this API. Use /pushrules",
 };
 
-const ROOM_ID = /^![^:\s]+:\S+$/;
+/** `!opaque:server`, or (room version 12, MSC4291) `!` and the create event's 43-character hash. */
+const ROOM_ID = /^!(?:[^:\s]+:\S+|[A-Za-z0-9_-]{43})$/;
 
 export class AccountDataService {
   constructor(

@@ -27,11 +27,13 @@ import { TypingService } from "./sync/typing.js";
 import { DelayedEventService } from "./delayed_events/service.js";
 import { LiveKitService } from "./livekit/service.js";
 import { FederationService } from "./federation/service.js";
+import { FederatedRooms } from "./federation/rooms/index.js";
 import { RtcRelay } from "./federation/rtc_relay.js";
 import { FederatedTokens } from "./livekit/federated_token.js";
 import type { OutboundOptions } from "./livekit/outbound.js";
 import type { Logger } from "pino";
 import { CrossSigningService } from "./e2ee/cross_signing.js";
+import { FederatedKeys } from "./e2ee/federated_keys.js";
 import { DeviceKeyService } from "./e2ee/keys.js";
 import { KeyBackupService } from "./e2ee/key_backup.js";
 import { ToDeviceService } from "./e2ee/to_device.js";
@@ -78,6 +80,8 @@ export interface Services {
   toDevice: ToDeviceService;
   /** Cross-signing keys and signatures (`/keys/device_signing/upload`, `/keys/signatures/upload`, `/keys/query`). */
   crossSigning: CrossSigningService;
+  /** `/keys/query` and `/keys/claim` across servers, and the federation side of both. */
+  federatedKeys: FederatedKeys;
   /** Server-side key backup (`/room_keys`). */
   keyBackup: KeyBackupService;
   /** Uploads, downloads and thumbnails; its routes are served only when `enable_media_repo`. */
@@ -90,6 +94,8 @@ export interface Services {
   urlPreview?: UrlPreviewService;
   /** Keys, discovery, signed requests to other servers and the check on theirs. */
   federation: FederationService;
+  /** Rooms across servers: joins, invites, received events, what others may read. */
+  federatedRooms?: FederatedRooms;
 }
 
 export interface ServiceDeps {
@@ -145,7 +151,7 @@ export function createServices(deps: ServiceDeps): Services {
     persister,
     rooms: new RoomService(config, storage, clock, persister, new RateLimiter(rl.message, clock, share)),
     roomReads: new RoomReadService(storage, clock),
-    aliases: new AliasService(config, storage),
+    aliases: new AliasService(config, storage, (alias) => services.federation.directory.fetch(alias)),
     delayedEvents: new DelayedEventService(config, storage, clock, persister, logger),
     delayedEventLimiter: new RateLimiter(rl.delayedEventMgmt, clock, share),
     accountData,
@@ -156,6 +162,14 @@ export function createServices(deps: ServiceDeps): Services {
     sync: new SyncService(storage, clock, notifier, typing, filters),
     slidingSync: new SlidingSyncService(storage, clock, notifier, typing, (userId) => services.pushRules.all(userId)),
     deviceKeys,
+    federatedKeys: new FederatedKeys({
+      serverName: config.serverName,
+      storage,
+      deviceKeys,
+      crossSigning: () => services.crossSigning,
+      client: () => services.federation.client,
+      logger,
+    }),
     crossSigning: new CrossSigningService(storage, deviceKeys, (requester, purpose, auth) =>
       sessions.requirePassword(requester, purpose, auth),
     ),
@@ -170,8 +184,28 @@ export function createServices(deps: ServiceDeps): Services {
       logger,
     ),
     pushers: new PusherService(config, storage, clock, logger),
-    federation: new FederationService({ config, storage, clock, signingKey, logger, dialer: deps.outbound?.dialer }),
+    federation: new FederationService({
+      config,
+      storage,
+      clock,
+      signingKey,
+      logger,
+      dialer: deps.outbound?.dialer,
+      local: {
+        notifier,
+        setRemoteTyping: (roomId, userId, typing) => services.typing.setRemoteTyping(roomId, userId, typing),
+        announceDeviceChange: (userId) => deviceKeys.announceDeviceChange(userId),
+      },
+    }),
   };
+  services.federatedRooms = new FederatedRooms(storage, clock, persister, services.federation, signingKey);
+  services.rooms.useRemoteRooms(services.federatedRooms);
+  // Local activity other servers hear of, as EDUs (federation/sender/outgoing_edus.ts).
+  const outgoing = services.federation.outgoingEdus;
+  typing.onChange((roomId, userId, isTyping) => outgoing.typing(roomId, userId, isTyping));
+  services.receipts.onReceipt((receipt) => outgoing.receipt(receipt));
+  services.toDevice.onRemote((sender, type, messages) => outgoing.toDevice(sender, type, messages));
+  deviceKeys.onDeviceChange((userId, deviceId) => outgoing.deviceChanged(userId, deviceId));
   // Before sync is woken for the event, so the response that brings it brings its counts.
   persister.onPersisted((event) => services.pushActions.eventPersisted(event));
   services.pushActions.onNotified((notified) => services.pushers.notified(notified));

@@ -22,6 +22,7 @@ export interface ReadMarkers {
 
 export class ReceiptService {
   readonly #readListeners: ((userId: string) => void)[] = [];
+  readonly #receiptListeners: ((receipt: Omit<Receipt, "streamId">) => void)[] = [];
 
   constructor(
     private readonly storage: Storage,
@@ -33,6 +34,11 @@ export class ReceiptService {
   /** Called after each stored `m.read`/`m.read.private` receipt (pushers send badge updates). */
   onRead(listener: (userId: string) => void): void {
     this.#readListeners.push(listener);
+  }
+
+  /** Called after each stored receipt (federation sends the public ones to the room's other servers). */
+  onReceipt(listener: (receipt: Omit<Receipt, "streamId">) => void): void {
+    this.#receiptListeners.push(listener);
   }
 
   /** `POST /rooms/{roomId}/receipt/{receiptType}/{eventId}`. */
@@ -77,5 +83,6 @@ export class ReceiptService {
     if (receiptType === "m.read.private") this.notifier.notify({ userIds: [requester.userId] });
     else this.notifier.notify({ roomIds: [roomId] });
     for (const listener of this.#readListeners) listener(requester.userId);
+    for (const listener of this.#receiptListeners) listener(receipt);
   }
 }

@@ -9,6 +9,7 @@ import type { DelayedEventStore } from "./delayed_events.js";
 import type { LiveKitDelegationStore } from "./livekit_delegations.js";
 import type { CrossSigningStore, DeviceKeyStore, ToDeviceStore } from "./e2ee.js";
 import type { ServerKeyStore } from "./federation.js";
+import type { FederationQueueStore } from "./federation_queue.js";
 import type { KeyBackupStore } from "./key_backup.js";
 import type { MediaStore } from "./media.js";
 import type { PushActionStore } from "./push.js";
@@ -186,6 +187,7 @@ export interface Stores {
   slidingSync: SlidingSyncStore;
   pushRules: PushRuleStore;
   serverKeys: ServerKeyStore;
+  federationQueue: FederationQueueStore;
 }
 
 export interface Storage extends Stores {

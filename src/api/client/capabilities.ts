@@ -6,16 +6,18 @@ import { authHook } from "../auth.js";
 import { clientPaths } from "../paths.js";
 
 /** `m.room_versions`: exactly the versions `createRoom` accepts, with their stability. */
-export function roomVersionsCapability(): { default: string; available: Record<string, "stable" | "unstable"> } {
+export function roomVersionsCapability(
+  defaultVersion: string = DEFAULT_ROOM_VERSION,
+): { default: string; available: Record<string, "stable" | "unstable"> } {
   const available: Record<string, "stable" | "unstable"> = {};
   for (const id of Object.keys(ROOM_VERSIONS)) available[id] = roomVersionStability(id);
-  return { default: DEFAULT_ROOM_VERSION, available };
+  return { default: defaultVersion, available };
 }
 
 export function registerCapabilitiesRoutes(app: App, services: Services): void {
   const capabilities = {
     "m.change_password": { enabled: true },
-    "m.room_versions": roomVersionsCapability(),
+    "m.room_versions": roomVersionsCapability(services.config.defaultRoomVersion),
     "m.set_displayname": { enabled: true },
     "m.set_avatar_url": { enabled: true },
     "m.3pid_changes": { enabled: false },

@@ -51,10 +51,10 @@ export function registerKeyRoutes(app: App, services: Services): void {
     app.post(url, { onRequest, schema: { body: UploadBody } }, async (request) => keys.upload(requester(request), request.body));
   }
   for (const url of clientPaths("/keys/query")) {
-    app.post(url, { onRequest, schema: { body: QueryBody } }, async (request) => services.crossSigning.query(requester(request), request.body));
+    app.post(url, { onRequest, schema: { body: QueryBody } }, async (request) => services.federatedKeys.query(requester(request), request.body));
   }
   for (const url of clientPaths("/keys/claim")) {
-    app.post(url, { onRequest, schema: { body: ClaimBody } }, async (request) => keys.claim(request.body));
+    app.post(url, { onRequest, schema: { body: ClaimBody } }, async (request) => services.federatedKeys.claim(request.body));
   }
   // Cross-signing belongs to accounts, not guests (as in Synapse).
   const accountOnly = authHook(services.auth, "required");

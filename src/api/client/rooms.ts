@@ -58,10 +58,21 @@ export function registerRoomRoutes(app: App, services: Services): void {
 
   const joinBody = { body: Type.Object({ reason: Reason }) };
   const preValidation = optionalBody;
+  // `via` (spec v1.12) and its older name `server_name` list servers to join through; each may repeat.
+  const Servers = Type.Optional(Type.Union([Type.String(), Type.Array(Type.String())]));
+  const serversOf = (...lists: (string | string[] | undefined)[]) => lists.flatMap((v) => (v === undefined ? [] : Array.isArray(v) ? v : [v]));
   for (const url of clientPaths("/join/:roomIdOrAlias")) {
-    app.post(url, { onRequest, preValidation, schema: { params: Type.Object({ roomIdOrAlias: Type.String() }), ...joinBody } }, async (request) => ({
-      room_id: await rooms.join(requester(request), request.params.roomIdOrAlias, request.body?.reason),
-    }));
+    app.post(
+      url,
+      {
+        onRequest,
+        preValidation,
+        schema: { params: Type.Object({ roomIdOrAlias: Type.String() }), querystring: Type.Object({ via: Servers, server_name: Servers }), ...joinBody },
+      },
+      async (request) => ({
+        room_id: await rooms.join(requester(request), request.params.roomIdOrAlias, request.body?.reason, serversOf(request.query.via, request.query.server_name)),
+      }),
+    );
   }
   for (const url of clientPaths("/rooms/:roomId/join")) {
     app.post(url, { onRequest, preValidation, schema: { params: RoomParams, ...joinBody } }, async (request) => ({

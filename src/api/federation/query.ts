@@ -1,4 +1,4 @@
-/** `GET /_matrix/federation/v1/query/profile`: a local user's profile, for another server. */
+/** `GET /_matrix/federation/v1/query/profile` and `/query/directory`: a local user's profile, a local alias, for another server. */
 import { Type } from "typebox";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
@@ -18,5 +18,10 @@ export function registerFederationQueryRoutes(app: App, services: Services): voi
       },
     },
     async (request) => services.federation.profiles.serve(request.query.user_id, request.query.field),
+  );
+  app.get(
+    "/_matrix/federation/v1/query/directory",
+    { preValidation, schema: { querystring: Type.Object({ room_alias: Type.String() }) } },
+    async (request) => services.federation.directory.serve(request.query.room_alias),
   );
 }

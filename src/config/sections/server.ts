@@ -1,4 +1,5 @@
 import { Type } from "typebox";
+import { DEFAULT_ROOM_VERSION, ROOM_VERSIONS } from "../../events/room_versions.js";
 import { size } from "../types.js";
 
 export const LISTENER_RESOURCES = ["client", "federation", "keys", "openid", "health", "media"] as const;
@@ -78,6 +79,16 @@ export const serverFields = {
     default: "1M",
     description: "Largest request body accepted; larger ones get 413 `M_TOO_LARGE`.",
   }),
+  default_room_version: Type.Union(
+    Object.keys(ROOM_VERSIONS).map((v) => Type.Literal(v)),
+    {
+      default: DEFAULT_ROOM_VERSION,
+      description:
+        "The room version of rooms created without a `room_version` in the request, as `/capabilities` advertises it. " +
+        "`12` gives creators unlimited power and room IDs derived from the create event.",
+      allowed: `one of ${Object.keys(ROOM_VERSIONS).join(", ")}`,
+    },
+  ),
   log_level: Type.Union(
     ["trace", "debug", "info", "warn", "error", "fatal"].map((l) => Type.Literal(l)),
     {

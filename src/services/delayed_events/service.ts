@@ -7,6 +7,7 @@ import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import type { Config } from "../../config/config.js";
 import { Errors, MatrixError } from "../../errors.js";
+import { roomIdOfEvent } from "../../events/index.js";
 import type { DelayedEventRecord, DelayedTxn } from "../../storage/delayed_events.js";
 import type { Storage } from "../../storage/interfaces.js";
 import type { Requester } from "../auth.js";
@@ -71,7 +72,7 @@ export class DelayedEventService {
       const { pdu } = event;
       if (pdu.state_key === undefined) return;
       // Someone else took over this piece of state: a pending write of it by its old owner is obsolete.
-      const obsolete = await storage.delayedEvents.scheduledStateOthers(pdu.room_id, pdu.type, pdu.state_key, pdu.sender);
+      const obsolete = await storage.delayedEvents.scheduledStateOthers(roomIdOfEvent(pdu, event.eventId), pdu.type, pdu.state_key, pdu.sender);
       for (const id of obsolete) await storage.delayedEvents.cancel(id, "action", clock.now());
     });
     // Every process keeps a timer for every pending event, whoever scheduled it, so that one

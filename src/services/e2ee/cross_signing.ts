@@ -199,11 +199,19 @@ export class CrossSigningService {
    * the users' master and self-signing keys, and the requester's own user-signing key.
    */
   async query(requester: Requester, body: KeysQueryBody) {
+    return this.queryAs(requester.userId, body);
+  }
+
+  /**
+   * The same for `viewer`; null for another server, which sees only the signatures users made
+   * of their own keys, and no user-signing key.
+   */
+  async queryAs(viewer: string | null, body: KeysQueryBody) {
     const result = await this.deviceKeys.query(body);
     const users = Object.keys(result.device_keys);
     const keys = keysByUser(await this.storage.crossSigning.keys(users));
     const extra = new Map<string, Json>();
-    for (const s of await this.storage.crossSigning.signaturesFor(users, requester.userId)) {
+    for (const s of await this.storage.crossSigning.signaturesFor(users, viewer ?? "")) {
       const key = `${s.targetUserId}\u0000${s.targetKeyId}`;
       const bySigner = (extra.get(key) ?? {}) as Record<string, Record<string, string>>;
       (bySigner[s.signerUserId] ??= {})[s.signingKeyId] = s.signature;
@@ -229,7 +237,7 @@ export class CrossSigningService {
       if (selfSigning) selfSigningKeys[userId] = JSON.parse(selfSigning.json) as Json;
       // The user-signing key is private to its owner: it reveals whom they verified.
       const userSigning = own?.get("user_signing");
-      if (userSigning && userId === requester.userId) userSigningKeys[userId] = JSON.parse(userSigning.json) as Json;
+      if (userSigning && userId === viewer) userSigningKeys[userId] = JSON.parse(userSigning.json) as Json;
     }
     return { ...result, master_keys: masterKeys, self_signing_keys: selfSigningKeys, user_signing_keys: userSigningKeys };
   }

@@ -1,9 +1,9 @@
 /**
  * End-to-end encryption keys (spec: "Key management API"): devices publish
  * their identity keys and one-time and fallback keys; other devices look them
- * up and claim one-time keys to open Olm sessions. Only local users have keys
- * here: this server does not federate, so remote users are reported as
- * failures.
+ * up and claim one-time keys to open Olm sessions. This is the local part:
+ * `FederatedKeys` (federated_keys.ts) asks other servers about their users and
+ * hands only local users to `query` and `claim` here.
  */
 import { Errors } from "../../errors.js";
 import type { UploadedKey } from "../../storage/e2ee.js";
@@ -48,6 +48,8 @@ function splitKeyIds(keys: Record<string, unknown> | undefined, what: string): U
 }
 
 export class DeviceKeyService {
+  readonly #changeListeners: ((userId: string, deviceId?: string) => void)[] = [];
+
   constructor(
     private readonly storage: Storage,
     private readonly notifier: Notifier,
@@ -74,7 +76,7 @@ export class DeviceKeyService {
     }
     for (const key of fallback) await keys.setFallbackKey(userId, deviceId, key);
     if (body.device_keys !== undefined && (await keys.setDeviceKeys(userId, deviceId, JSON.stringify(body.device_keys)))) {
-      await this.announceDeviceChange(userId);
+      await this.announceDeviceChange(userId, deviceId);
     }
     return { one_time_key_counts: await this.oneTimeKeyCounts(userId, deviceId) };
   }
@@ -83,9 +85,15 @@ export class DeviceKeyService {
     return { [SIGNED_CURVE25519]: 0, ...(await this.storage.deviceKeys.oneTimeKeyCounts(userId, deviceId)) };
   }
 
+  /** Called on each announced change: with the device whose keys changed, or without for cross-signing keys (federation tells other servers). */
+  onDeviceChange(listener: (userId: string, deviceId?: string) => void): void {
+    this.#changeListeners.push(listener);
+  }
+
   /** Wakes the syncs of everyone who shares a room with the user (and the user's own devices). */
-  async announceDeviceChange(userId: string): Promise<void> {
+  async announceDeviceChange(userId: string, deviceId?: string): Promise<void> {
     this.notifier.notify({ userIds: await this.usersSharingRoomsWith(userId) });
+    for (const listener of this.#changeListeners) listener(userId, deviceId);
   }
 
   /** The user and every user joined to a room the user is joined to. */

@@ -37,6 +37,8 @@ export interface FederationRequest {
   /** Key queries need no signature; everything else is signed. Default true. */
   signed?: boolean;
   maxBytes?: number;
+  /** Per attempt, instead of the transport's default (a client's `timeout`, say). */
+  timeoutMs?: number;
 }
 
 export interface FederationAnswer {
@@ -75,7 +77,7 @@ export class FederationClient {
     for (const target of targets) {
       let res;
       try {
-        res = await this.deps.transport.request({ method: req.method, target, path: uri, headers, body, maxBytes: req.maxBytes });
+        res = await this.deps.transport.request({ method: req.method, target, path: uri, headers, body, maxBytes: req.maxBytes, timeoutMs: req.timeoutMs });
       } catch (err) {
         // Unreachable, refused or untrusted: try the next place discovery gave.
         lastError = err;

@@ -26,6 +26,8 @@ export class RequestAuthenticator {
     private readonly keys: KeyRing,
     private readonly isAllowed: (serverName: string) => boolean,
     private readonly clock: Clock,
+    /** Told of every origin that authenticated (the sender ends its backoff for it). */
+    private readonly onAuthenticated?: (origin: string) => void,
   ) {}
 
   /** The origin server; 401 `M_UNAUTHORIZED` for a bad or missing signature, 403 for a refused origin. */
@@ -44,6 +46,7 @@ export class RequestAuthenticator {
     if (!verifyRequestSignature(params, req.method, req.uri, this.serverName, req.content, key)) {
       throw unauthorized(`The request's signature by ${params.origin} is not valid`);
     }
+    this.onAuthenticated?.(params.origin);
     return params.origin;
   }
 }

@@ -13,8 +13,14 @@ import type { SigningKey } from "../signing_key.js";
 import { FederationClient } from "./client.js";
 import { ServerDiscovery } from "./discovery.js";
 import { KeyRing } from "./key_ring.js";
+import { DirectoryQueries } from "./directory.js";
+import { PduChecker } from "./pdu_checks.js";
+import { InboundEdus, type LocalEduSinks } from "./inbound_edus.js";
 import { ProfileQueries } from "./profiles.js";
 import { RequestAuthenticator } from "./request_auth.js";
+import { OutgoingEdus } from "./sender/outgoing_edus.js";
+import { FederationSender } from "./sender/sender.js";
+import { TransactionReceiver } from "./transactions.js";
 import { FederationTransport, type Dialer } from "./transport.js";
 
 export interface FederationDeps {
@@ -25,6 +31,8 @@ export interface FederationDeps {
   logger: Pick<Logger, "info" | "warn">;
   /** Name resolution; tests map made-up server names to local servers. */
   dialer?: Dialer;
+  /** Where received EDUs land (typing, syncs to wake); without it they are ignored. */
+  local?: LocalEduSinks;
 }
 
 export class FederationService {
@@ -33,8 +41,18 @@ export class FederationService {
   readonly discovery: ServerDiscovery;
   readonly client: FederationClient;
   readonly keys: KeyRing;
+  /** The checks on every PDU another server sends (format, signatures, hashes). */
+  readonly pduChecker: PduChecker;
   readonly auth: RequestAuthenticator;
   readonly profiles: ProfileQueries;
+  /** Room aliases: ours for other servers, and theirs for our clients. */
+  readonly directory: DirectoryQueries;
+  /** Outgoing transactions: the durable per-destination queue and its delivery. */
+  readonly sender: FederationSender;
+  /** EDUs from local activity (typing, receipts, to-device, device lists), queued on `sender`. */
+  readonly outgoingEdus: OutgoingEdus;
+  /** Incoming transactions. */
+  readonly transactions: TransactionReceiver;
   readonly #whitelist: Set<string> | undefined;
 
   constructor(deps: FederationDeps) {
@@ -60,8 +78,15 @@ export class FederationService {
     const isAllowed = (name: string) => this.isAllowed(name);
     this.client = new FederationClient({ serverName: config.serverName, signer, discovery: this.discovery, transport, isAllowed, logger });
     this.keys = new KeyRing({ serverName: config.serverName, signer, settings, store: deps.storage.serverKeys, client: this.client, clock, logger });
-    this.auth = new RequestAuthenticator(config.serverName, this.keys, isAllowed, clock);
+    this.pduChecker = new PduChecker(this.keys, logger);
+    this.sender = new FederationSender({ serverName: config.serverName, storage: deps.storage, clock, client: this.client, isAllowed, logger });
+    this.outgoingEdus = new OutgoingEdus(config.serverName, deps.storage, clock, this.sender, logger);
+    // Any authenticated request from a server shows it is up: what waits for it goes now.
+    this.auth = new RequestAuthenticator(config.serverName, this.keys, isAllowed, clock, (origin) => this.sender.serverIsUp(origin));
     this.profiles = new ProfileQueries(config.serverName, deps.storage.accounts, this.client);
+    this.directory = new DirectoryQueries(config.serverName, deps.storage.rooms, this.client);
+    const edus = new InboundEdus(config.serverName, deps.storage, clock, deps.local, logger);
+    this.transactions = new TransactionReceiver(deps.storage, clock, edus, logger);
   }
 
   /** `federation_domain_whitelist`: unset allows every server. */

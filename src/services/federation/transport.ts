@@ -65,6 +65,8 @@ export interface TransportRequest {
   body?: string;
   /** The most response bytes accepted; default 1 MiB. */
   maxBytes?: number;
+  /** Instead of the transport's default. */
+  timeoutMs?: number;
 }
 
 export interface FederationTransportOptions {
@@ -164,7 +166,8 @@ export class FederationTransport {
         res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") }));
         res.on("error", (err) => reject(err instanceof TransportError ? err : new TransportError("network", `reading from ${target.tlsName} failed`, { cause: err })));
       });
-      outgoing.setTimeout(this.#timeoutMs, () => outgoing.destroy(new TransportError("timeout", `no answer from ${target.tlsName} within ${this.#timeoutMs} ms`)));
+      const timeoutMs = req.timeoutMs ?? this.#timeoutMs;
+      outgoing.setTimeout(timeoutMs, () => outgoing.destroy(new TransportError("timeout", `no answer from ${target.tlsName} within ${timeoutMs} ms`)));
       outgoing.on("error", (err) => reject(err instanceof TransportError ? err : new TransportError("network", `could not reach ${target.tlsName}`, { cause: err })));
       outgoing.end(req.body);
     });

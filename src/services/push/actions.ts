@@ -8,6 +8,7 @@ import type { Storage } from "../../storage/interfaces.js";
 import type { PushActionRecord } from "../../storage/push.js";
 import type { MembershipRecord } from "../../storage/rooms.js";
 import { Errors } from "../../errors.js";
+import { getRoomVersion, roomCreators, roomIdOfEvent, type Pdu } from "../../events/index.js";
 import type { Clock } from "../clock.js";
 import { toClientEvent } from "../rooms/client_format.js";
 import type { PersistedEvent } from "../rooms/persister.js";
@@ -66,7 +67,7 @@ export class PushActionService {
   /** Evaluates the recipients' rules for a committed event and stores what notifies. */
   async eventPersisted(event: PersistedEvent): Promise<void> {
     const { pdu } = event;
-    const roomId = pdu.room_id;
+    const roomId = roomIdOfEvent(pdu, event.eventId);
     const members = await this.storage.rooms.membersOf(roomId, "join");
     const joined = members.map((m) => m.userId);
     const recipients = new Set(joined.filter((u) => this.#isLocal(u)));
@@ -80,6 +81,11 @@ export class PushActionService {
     const users = [...recipients];
     const powerEvent = await this.storage.rooms.currentStateEvent(roomId, "m.room.power_levels", "");
     const levels = powerLevels(powerEvent ? (JSON.parse(powerEvent.json) as { content?: Record<string, unknown> }).content : undefined);
+    // Room version 12: the creators' power level is infinite, whatever power levels say.
+    const createEvent = await this.storage.rooms.currentStateEvent(roomId, "m.room.create", "");
+    const createPdu = createEvent ? (JSON.parse(createEvent.json) as Pdu) : undefined;
+    const createVersion = getRoomVersion(String(createPdu?.content.room_version ?? "1"));
+    const senderIsCreator = createVersion !== undefined && roomCreators(createPdu, createVersion).includes(pdu.sender);
     const names = await this.#displayNames(members.filter((m) => recipients.has(m.userId)));
     // An invitee's member event is this one.
     if (pdu.type === "m.room.member" && pdu.state_key && recipients.has(pdu.state_key)) names.set(pdu.state_key, nameIn(pdu.content));
@@ -103,7 +109,7 @@ export class PushActionService {
         userId,
         displayName: names.get(userId) ?? null,
         memberCount: joined.length,
-        senderPowerLevel: levels.of(pdu.sender),
+        senderPowerLevel: senderIsCreator ? Infinity : levels.of(pdu.sender),
         notificationPowerLevels: levels.notifications,
       });
       if (!outcome?.notify) continue;

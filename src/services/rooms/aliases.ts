@@ -12,6 +12,8 @@ export class AliasService {
   constructor(
     private readonly config: Config,
     private readonly storage: Storage,
+    /** Asks another server about one of its aliases (federation's directory query). */
+    private readonly remote?: (alias: string) => Promise<{ room_id: string; servers: string[] }>,
   ) {}
 
   #local(alias: string): string {
@@ -23,6 +25,8 @@ export class AliasService {
   }
 
   async resolve(alias: string): Promise<{ room_id: string; servers: string[] }> {
+    const match = ALIAS.exec(alias);
+    if (match && match[1] !== this.config.serverName && this.remote) return this.remote(alias);
     const found = await this.storage.rooms.getAlias(this.#local(alias));
     if (!found) throw Errors.notFound(`Room alias ${alias} not found`);
     return { room_id: found.roomId, servers: [this.config.serverName] };

@@ -29,7 +29,8 @@ export function toClientEvent(stored: StoredEvent, now: number, viewer?: Viewer)
     content: pdu.content,
     event_id: stored.eventId,
     origin_server_ts: pdu.origin_server_ts,
-    room_id: pdu.room_id,
+    // A room version 12 create event has no room_id in the PDU; clients get it back.
+    room_id: pdu.room_id ?? stored.roomId,
     sender: pdu.sender,
     type: pdu.type,
   };

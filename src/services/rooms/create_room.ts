@@ -25,10 +25,20 @@ export interface PlannedState {
  * Power levels for a new room. Members may publish their own MatrixRTC
  * membership, so calls work in new rooms without an admin step, as Element
  * sets it when it creates rooms.
+ *
+ * With `privilegedCreators` (room version 12, MSC4289) the creators are not listed (the
+ * rules forbid it: their level is infinite), trusted_private_chat invitees are expected
+ * among `additional_creators` instead, and `m.room.tombstone` needs 150, above every
+ * default level, so that by default only creators can upgrade the room, as MSC4289 asks.
  */
-export function defaultPowerLevels(creator: string, preset: Preset, invitees: string[]): Record<string, unknown> {
-  const users: Record<string, number> = { [creator]: 100 };
-  if (preset === "trusted_private_chat") for (const u of invitees) users[u] = 100;
+export function defaultPowerLevels(
+  creator: string,
+  preset: Preset,
+  invitees: string[],
+  privilegedCreators = false,
+): Record<string, unknown> {
+  const users: Record<string, number> = privilegedCreators ? {} : { [creator]: 100 };
+  if (preset === "trusted_private_chat" && !privilegedCreators) for (const u of invitees) users[u] = 100;
   return {
     users,
     users_default: 0,
@@ -38,7 +48,7 @@ export function defaultPowerLevels(creator: string, preset: Preset, invitees: st
       "m.room.history_visibility": 100,
       "m.room.canonical_alias": 50,
       "m.room.avatar": 50,
-      "m.room.tombstone": 100,
+      "m.room.tombstone": privilegedCreators ? 150 : 100,
       "m.room.server_acl": 100,
       "m.room.encryption": 100,
       "org.matrix.msc3401.call.member": 0,
@@ -53,11 +63,38 @@ export function defaultPowerLevels(creator: string, preset: Preset, invitees: st
   };
 }
 
-/** The state events that follow the creator's join, in order. */
-export function planInitialState(req: CreateRoomRequest, creator: string, alias: string | undefined): PlannedState[] {
-  const preset: Preset = req.preset ?? (req.visibility === "public" ? "public_chat" : "private_chat");
+/** The preset a request asks for, explicitly or through its visibility. */
+export function presetOf(req: Pick<CreateRoomRequest, "preset" | "visibility">): Preset {
+  return req.preset ?? (req.visibility === "public" ? "public_chat" : "private_chat");
+}
+
+/**
+ * Room version 12 (MSC4289): the create event's `additional_creators`, from
+ * `creation_content`, plus, for a trusted_private_chat, the invitees, without duplicates.
+ * `undefined` when there are none; throws a message for a value that is not a list of strings.
+ */
+export function planAdditionalCreators(req: CreateRoomRequest): string[] | undefined {
+  const given = req.creationContent?.additional_creators;
+  if (given !== undefined && (!Array.isArray(given) || !given.every((u) => typeof u === "string"))) {
+    throw new TypeError("creation_content.additional_creators must be a list of user IDs");
+  }
+  const all = [...((given as string[] | undefined) ?? []), ...(presetOf(req) === "trusted_private_chat" ? req.invite : [])];
+  return all.length === 0 ? undefined : [...new Set(all)];
+}
+
+/**
+ * The state events that follow the creator's join, in order. `privilegedCreators`: the
+ * room version's creators have infinite power (version 12).
+ */
+export function planInitialState(
+  req: CreateRoomRequest,
+  creator: string,
+  alias: string | undefined,
+  privilegedCreators = false,
+): PlannedState[] {
+  const preset = presetOf(req);
   const planned: PlannedState[] = [];
-  const pl = { ...defaultPowerLevels(creator, preset, req.invite), ...(req.powerLevelContentOverride ?? {}) };
+  const pl = { ...defaultPowerLevels(creator, preset, req.invite, privilegedCreators), ...(req.powerLevelContentOverride ?? {}) };
   planned.push({ type: "m.room.power_levels", stateKey: "", content: pl });
   if (alias) planned.push({ type: "m.room.canonical_alias", stateKey: "", content: { alias } });
   planned.push({ type: "m.room.join_rules", stateKey: "", content: { join_rule: preset === "public_chat" ? "public" : "invite" } });

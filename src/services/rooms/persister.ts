@@ -10,6 +10,7 @@ import { Errors, MatrixError } from "../../errors.js";
 import {
   AuthError,
   authEventTypes,
+  authStateKeys,
   buildEvent,
   BuildEventError,
   CanonicalJsonError,
@@ -18,6 +19,7 @@ import {
   EventTypes,
   PowerLevels,
   redactsOf,
+  roomIdOfEvent,
   ROOM_VERSIONS,
   type Pdu,
   type RoomVersion,
@@ -50,12 +52,16 @@ export interface EventDraft {
   txn?: { deviceId: string; txnId: string; scope?: string[] };
   /** MSC4354: how long the event stays sticky. */
   stickyDurationMs?: number;
+  /** Room version 12: the create event's timestamp, fixed in advance, as the room ID is its hash. */
+  originServerTs?: number;
 }
 
 export interface PersistedEvent {
   eventId: string;
   streamOrdering: number;
   pdu: Pdu;
+  /** "federation" for an event another server sent us (this server does not send it on). */
+  origin?: "local" | "federation";
 }
 
 /** Things that must happen once an event is committed and visible; delayed events hook in here. */
@@ -191,7 +197,7 @@ export class EventPersister {
         prevEvents: prev.map((e) => e.eventId),
         authEvents,
         depth: Math.max(0, ...prev.map((e) => e.depth)) + 1,
-        originServerTs: this.clock.now(),
+        originServerTs: draft.originServerTs ?? this.clock.now(),
         redacts: draft.redacts,
         sticky: draft.stickyDurationMs === undefined ? undefined : { duration_ms: draft.stickyDurationMs },
       },
@@ -280,7 +286,7 @@ export class EventPersister {
       return out;
     });
     const fresh = outcomes.filter((o): o is Stored => "event" in o && o.fresh);
-    if (fresh.length > 0) await this.#announce(fresh.map((o) => o.event), fresh[0]!.version);
+    if (fresh.length > 0) await this.announce(fresh.map((o) => o.event), fresh[0]!.version);
     return outcomes.map((o) => ("error" in o ? { error: o.error } : { value: o.event }));
   }
 
@@ -298,17 +304,17 @@ export class EventPersister {
       if (roomId !== undefined) await tx.roomDag.setRoomDag(roomId, head.extremities, head.group?.id ?? null);
       return out;
     });
-    await this.#announce(events, version);
+    await this.announce(events, version);
     return events;
   }
 
   /** Once committed and visible to readers (the transaction resolves then): tell listeners, wake sync. */
-  async #announce(events: PersistedEvent[], version: RoomVersion): Promise<void> {
+  async announce(events: PersistedEvent[], version: RoomVersion): Promise<void> {
     const last = events[events.length - 1];
     if (!last) return;
     for (const event of events) for (const listener of this.#listeners) await listener(event, version);
     const users = events.flatMap(({ pdu }) => (pdu.type === "m.room.member" && pdu.state_key ? [pdu.state_key] : []));
-    this.notifier.notify({ roomIds: [last.pdu.room_id], userIds: users });
+    this.notifier.notify({ roomIds: [roomIdOfEvent(last.pdu, last.eventId)], userIds: users });
   }
 
   /**
@@ -339,7 +345,8 @@ export class EventPersister {
     // Only the state the auth rules look at, plus the entry this event replaces: reading a
     // large room's whole state for every event would make each send cost O(room state).
     const authKeys = authEventTypes(draft.type, draft.stateKey, draft.sender, draft.content, version);
-    const wanted = draft.stateKey !== undefined ? [...authKeys, [draft.type, draft.stateKey] as const] : authKeys;
+    const readKeys = authStateKeys(draft.type, draft.stateKey, draft.sender, draft.content, version);
+    const wanted = draft.stateKey !== undefined ? [...readKeys, [draft.type, draft.stateKey] as const] : readKeys;
     const state = await tx.rooms.currentStateEvents(draft.roomId, wanted);
     const lookup = stateLookup(state);
     const prev = [...head.extremities].sort((a, b) => b.depth - a.depth).slice(0, MAX_PREV_EVENTS);

@@ -2,13 +2,22 @@
 import { randomBytes } from "node:crypto";
 import type { Config } from "../../config/config.js";
 import { Errors, MatrixError } from "../../errors.js";
-import { DEFAULT_ROOM_VERSION, isValidUserId, redact, redactsOf, ROOM_VERSIONS, type Pdu, type RoomVersion } from "../../events/index.js";
+import {
+  isValidUserId,
+  serverNameOf,
+  redact,
+  redactsOf,
+  ROOM_VERSIONS,
+  type Pdu,
+  type RoomVersion,
+} from "../../events/index.js";
 import type { Storage, Stores } from "../../storage/interfaces.js";
 import type { Requester } from "../auth.js";
 import type { Clock } from "../clock.js";
 import type { RateLimiter } from "../ratelimiter.js";
 import { toClientEvent } from "./client_format.js";
 import { planInitialState, type CreateRoomRequest } from "./create_room.js";
+import { additionalCreatorsFor, RoomIdClaims } from "./room_ids_v12.js";
 import { parsePdu, type EventDraft, type EventPersister, type PersistedEvent } from "./persister.js";
 
 export interface SendOptions {
@@ -20,7 +29,25 @@ export interface CreateRoomInput extends CreateRoomRequest {
   roomVersion?: string;
 }
 
+/** Rooms resident on other servers (federation), as the room service needs them. */
+export interface RemoteRooms {
+  /** A remote alias's room and the servers that know it; 404 when its server says so. */
+  resolveAlias(alias: string): Promise<{ roomId: string; servers: string[] }>;
+  /** True when one of our users is joined, so the room's state is here. */
+  isResident(roomId: string): Promise<boolean>;
+  join(userId: string, roomId: string, servers: readonly string[], content: Record<string, unknown>): Promise<string>;
+  invite(inviter: string, roomId: string, target: string, content: Record<string, unknown>): Promise<string>;
+  leaveUnjoined(userId: string, roomId: string, servers: readonly string[]): Promise<void>;
+}
+
 export class RoomService {
+  #remote: RemoteRooms | undefined;
+
+  /** Federation hands itself in once assembled. */
+  useRemoteRooms(remote: RemoteRooms): void {
+    this.#remote = remote;
+  }
+
   constructor(
     private readonly config: Config,
     private readonly storage: Storage,
@@ -29,7 +56,11 @@ export class RoomService {
     private readonly messageLimiter: RateLimiter,
   ) {
     persister.inTransaction((tx, event, version) => this.#applyRedaction(tx, event, version));
+    this.#roomIds = new RoomIdClaims(storage, clock);
   }
+
+  /** Room version 12 room IDs handed out and not yet stored. */
+  readonly #roomIds: RoomIdClaims;
 
   #newRoomId(): string {
     return `!${randomBytes(18).toString("base64url")}:${this.config.serverName}`;
@@ -40,7 +71,7 @@ export class RoomService {
   }
 
   async createRoom(requester: Requester, req: CreateRoomInput): Promise<{ room_id: string; room_alias?: string }> {
-    const versionId = req.roomVersion ?? DEFAULT_ROOM_VERSION;
+    const versionId = req.roomVersion ?? this.config.defaultRoomVersion;
     const version = ROOM_VERSIONS[versionId];
     if (!version) {
       throw new MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION", `Room version ${versionId} is not supported by this server`);
@@ -52,11 +83,18 @@ export class RoomService {
       alias = this.aliasFor(req.roomAliasName);
       if (await this.storage.rooms.getAlias(alias)) throw new MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken");
     }
-    const roomId = this.#newRoomId();
     const creator = requester.userId;
     const createContent: Record<string, unknown> = { ...(req.creationContent ?? {}), room_version: versionId };
     if (!version.implicitRoomCreator) createContent.creator = creator;
     else delete createContent.creator;
+    let createTs: number | undefined;
+    if (version.privilegedCreators) {
+      const extra = additionalCreatorsFor(req);
+      if (extra) createContent.additional_creators = extra;
+    }
+    let roomId: string;
+    if (version.roomIdIsCreateEventId) ({ roomId, createTs } = await this.#roomIds.claim(creator, createContent, version));
+    else roomId = this.#newRoomId();
     const draft = (type: string, stateKey: string, content: Record<string, unknown>): EventDraft => ({
       roomId,
       sender: creator,
@@ -65,21 +103,25 @@ export class RoomService {
       content,
     });
     const drafts: EventDraft[] = [
-      draft("m.room.create", "", createContent),
+      { ...draft("m.room.create", "", createContent), originServerTs: createTs },
       draft("m.room.member", creator, { membership: "join", ...(await this.#profileContent(creator)) }),
-      ...planInitialState(req, creator, alias).map((s) => draft(s.type, s.stateKey, s.content)),
+      ...planInitialState(req, creator, alias, version.privilegedCreators).map((s) => draft(s.type, s.stateKey, s.content)),
       ...req.invite.map((invitee) =>
         draft("m.room.member", invitee, { membership: "invite", ...(req.isDirect ? { is_direct: true } : {}) }),
       ),
     ];
     // Refuse a room the rules would reject part of before anything is stored.
-    this.persister.checkNewRoom(drafts, version);
-    await this.persister.persistNewRoom(drafts, version, async (tx) => {
-      await tx.rooms.createRoom({ roomId, roomVersion: versionId, creator, createdTs: this.clock.now(), isPublic: req.visibility === "public" });
-      if (alias && !(await tx.rooms.setAlias(alias, roomId, creator))) {
-        throw new MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken");
-      }
-    });
+    try {
+      this.persister.checkNewRoom(drafts, version);
+      await this.persister.persistNewRoom(drafts, version, async (tx) => {
+        await tx.rooms.createRoom({ roomId, roomVersion: versionId, creator, createdTs: this.clock.now(), isPublic: req.visibility === "public" });
+        if (alias && !(await tx.rooms.setAlias(alias, roomId, creator))) {
+          throw new MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken");
+        }
+      });
+    } finally {
+      this.#roomIds.release(roomId);
+    }
     return alias ? { room_id: roomId, room_alias: alias } : { room_id: roomId };
   }
 
@@ -164,8 +206,13 @@ export class RoomService {
     return event.eventId;
   }
 
-  async join(requester: Requester, roomIdOrAlias: string, reason?: string): Promise<string> {
-    const roomId = await this.resolveRoom(roomIdOrAlias);
+  async join(requester: Requester, roomIdOrAlias: string, reason?: string, via: readonly string[] = []): Promise<string> {
+    const remote = this.#remote && (await this.#remoteTarget(roomIdOrAlias, via));
+    if (remote && !remote.resident && this.#remote) {
+      const content = { ...(await this.#profileContent(requester.userId)), ...(reason ? { reason } : {}) };
+      return this.#remote.join(requester.userId, remote.roomId, remote.servers, content);
+    }
+    const roomId = remote ? remote.roomId : await this.resolveRoom(roomIdOrAlias);
     const current = await this.storage.rooms.membership(roomId, requester.userId);
     if (current?.membership === "join") return roomId;
     await this.#membership(requester.userId, roomId, requester.userId, {
@@ -196,7 +243,48 @@ export class RoomService {
     }
   }
 
+  /**
+   * Where a join must go through federation: a room (or remote alias) whose state is not here.
+   * The servers to ask: those given, the alias's, the inviter's, and the room ID's own.
+   */
+  async #remoteTarget(roomIdOrAlias: string, via: readonly string[]): Promise<{ roomId: string; servers: string[]; resident: boolean } | undefined> {
+    const servers = [...via];
+    let roomId = roomIdOrAlias;
+    if (roomIdOrAlias.startsWith("#")) {
+      const local = await this.storage.rooms.getAlias(roomIdOrAlias);
+      if (local || roomIdOrAlias.endsWith(`:${this.config.serverName}`)) return undefined;
+      const found = await this.#remote!.resolveAlias(roomIdOrAlias);
+      roomId = found.roomId;
+      servers.push(...found.servers);
+    } else if (!roomIdOrAlias.startsWith("!")) {
+      return undefined;
+    }
+    if (await this.#remote!.isResident(roomId)) return { roomId, servers, resident: true };
+    return { roomId, servers: [...new Set([...servers, ...(await this.#serversKnowing(roomId))])], resident: false };
+  }
+
+  /** Servers that know a room we are not in: the inviter's, and the one in a room ID that has one. */
+  async #serversKnowing(roomId: string): Promise<string[]> {
+    const out: string[] = [];
+    const ownInvites = await this.storage.rooms.membersOf(roomId, "invite");
+    for (const m of ownInvites) {
+      const event = await this.storage.rooms.getEvent(m.eventId);
+      const server = event ? serverNameOf(event.sender) : undefined;
+      if (server) out.push(server);
+    }
+    const colon = roomId.indexOf(":");
+    if (colon > 0) out.push(roomId.slice(colon + 1));
+    return out;
+  }
+
   async invite(requester: Requester, roomIdOrAlias: string, target: string, reason?: string): Promise<void> {
+    if (this.#remote && isValidUserId(target) && serverNameOf(target) !== this.config.serverName) {
+      const roomId = await this.resolveRoom(roomIdOrAlias);
+      const current = await this.storage.rooms.membership(roomId, target);
+      if (current?.membership === "join") throw Errors.forbidden(`${target} is already in the room`);
+      await this.#remote.invite(requester.userId, roomId, target, reason ? { reason } : {});
+      return;
+    }
     await this.#requireLocalUser(target);
     const roomId = await this.resolveRoom(roomIdOrAlias);
     const current = await this.storage.rooms.membership(roomId, target);
@@ -208,6 +296,11 @@ export class RoomService {
     const roomId = await this.resolveRoom(roomIdOrAlias);
     const current = await this.storage.rooms.membership(roomId, requester.userId);
     if (!current || current.membership === "leave") return;
+    if (this.#remote && !(await this.#remote.isResident(roomId))) {
+      // An invite from another server to a room we are not in: rejected through the servers that know it.
+      await this.#remote.leaveUnjoined(requester.userId, roomId, await this.#serversKnowing(roomId));
+      return;
+    }
     await this.#membership(requester.userId, roomId, requester.userId, { membership: "leave", ...(reason ? { reason } : {}) });
   }
 

@@ -19,6 +19,8 @@ import type { Notifier } from "./notifier.js";
 /** Synapse's default and cap for `timeout`. */
 const DEFAULT_TIMEOUT_MS = 30_000;
 const MAX_TIMEOUT_MS = 120_000;
+/** Another server's user types until it says otherwise or this long passes (Synapse's figure). */
+const REMOTE_TIMEOUT_MS = 60_000;
 
 interface Typist {
   expiresAt: number;
@@ -64,6 +66,7 @@ function isTypingChange(body: unknown): body is TypingChange {
 
 export class TypingService {
   readonly #rooms = new Map<string, RoomTyping>();
+  readonly #listeners: ((roomId: string, userId: string, typing: boolean) => void)[] = [];
   /** Changes are made one at a time, so they apply here in the order of their positions. */
   #chain: Promise<unknown> = Promise.resolve();
   #closed = false;
@@ -99,6 +102,19 @@ export class TypingService {
     await this.#change(roomId, userId, typing, this.clock.now() + timeout);
   }
 
+  /**
+   * Called in the process that makes each change (a start, a renewal, a stop or an expiry),
+   * for federation to tell the room's other servers.
+   */
+  onChange(listener: (roomId: string, userId: string, typing: boolean) => void): void {
+    this.#listeners.push(listener);
+  }
+
+  /** Another server says its user started or stopped typing (it checked the user is theirs and joined). */
+  async setRemoteTyping(roomId: string, userId: string, typing: boolean): Promise<void> {
+    await this.#change(roomId, userId, typing, typing ? this.clock.now() + REMOTE_TIMEOUT_MS : 0);
+  }
+
   /** A member who leaves (or is kicked or banned) stops typing at once. */
   membershipChanged(roomId: string, userId: string, membership: unknown): void {
     if (membership !== "join" && this.#rooms.get(roomId)?.users.has(userId)) void this.#change(roomId, userId, false, 0).catch(() => undefined);
@@ -113,6 +129,8 @@ export class TypingService {
       const existing = room?.users.get(userId);
       if (typing && existing && existing.origin === this.storage.cluster.workerId) {
         this.#arm(roomId, userId, existing, expiresAt);
+        // Other servers time typing out on their own: a renewal keeps it alive there.
+        for (const listener of this.#listeners) listener(roomId, userId, true);
         return;
       }
       if (!typing && !existing) return;
@@ -121,6 +139,7 @@ export class TypingService {
       );
       this.#apply({ roomId, userId, typing, expiresAt, position }, this.storage.cluster.workerId);
       this.notifier.notify({ roomIds: [roomId] });
+      for (const listener of this.#listeners) listener(roomId, userId, typing);
     };
     const next = this.#chain.then(run, run);
     this.#chain = next.catch(() => undefined);

@@ -101,6 +101,14 @@ export class PostgresTarget {
         }
         copied(table.name, rows);
       }
+      // Identity columns (the federation outbox's ID) were copied with their values: their
+      // sequences go past the largest, so the next row PostgreSQL numbers does not collide.
+      const identities = await tx.all<{ table_name: string; column_name: string }>(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema() AND is_identity = 'YES'",
+      );
+      for (const { table_name: t, column_name: c } of identities) {
+        await tx.get(`SELECT setval(pg_get_serial_sequence(?, ?), COALESCE((SELECT MAX(${quoted(c)}) FROM ${quoted(t)}), 0) + 1, false)`, [quoted(t), c]);
+      }
       // setval is not undone by a rollback; that is harmless, as the next attempt sets it again.
       for (const stream of STREAMS) {
         const position = streams[stream];

