@@ -38,11 +38,11 @@ export interface SwitchboardProcess {
  * processes say they run. A process that exits first, or is not serving within 60 s, fails
  * with its log's tail, and is stopped.
  */
-export async function spawnSwitchboard(args: string[], dir: string, logName: string, serving: number): Promise<SwitchboardProcess> {
+export async function spawnSwitchboard(args: string[], dir: string, logName: string, serving: number, execArgv: string[] = []): Promise<SwitchboardProcess> {
   const logFile = path.join(dir, logName);
   const out = openSync(logFile, "a");
   // Its own process group, so that a parent that hangs can be killed with its workers.
-  const child = spawn(process.execPath, [MAIN, ...args], { cwd: dir, stdio: ["ignore", out, "inherit"], detached: true });
+  const child = spawn(process.execPath, [...execArgv, MAIN, ...args], { cwd: dir, stdio: ["ignore", out, "inherit"], detached: true });
   closeSync(out);
   let exited = false;
   const exit = new Promise<void>((resolve) => child.once("exit", () => ((exited = true), resolve())));
@@ -81,9 +81,10 @@ export const UNLIMITED = { per_second: 1_000_000, burst_count: 1_000_000 };
 
 /**
  * One process on a SQLite file in `dir`, with open registration, no rate limits on messages,
- * registration and login, and `overrides` on top; logs at info to `dir/log.jsonl`.
+ * registration and login, and `overrides` on top; logs at info to `dir/log.jsonl`. `execArgv` goes
+ * to node (e.g. `--cpu-prof`).
  */
-export async function spawnOnSqlite(dir: string, overrides: Record<string, unknown>): Promise<SwitchboardProcess> {
+export async function spawnOnSqlite(dir: string, overrides: Record<string, unknown>, execArgv: string[] = []): Promise<SwitchboardProcess> {
   const port = await freePort();
   const config = {
     server_name: "localhost",
@@ -101,5 +102,5 @@ export async function spawnOnSqlite(dir: string, overrides: Record<string, unkno
   };
   const file = path.join(dir, "switchboard.yaml");
   writeFileSync(file, stringify(config));
-  return spawnSwitchboard(["--config", file], dir, "log.jsonl", 1);
+  return spawnSwitchboard(["--config", file], dir, "log.jsonl", 1, execArgv);
 }

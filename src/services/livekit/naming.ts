@@ -19,9 +19,27 @@ function wellFormed(s: string): string {
   return s.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, "\uFFFD");
 }
 
+/**
+ * Recent hashes: every client of a call asks for the same room alias, and a client asks again with
+ * the same identity, so `get_token` would otherwise hash the same IDs over and over. Bounded by
+ * starting afresh when full, which keeps the calls in progress after a moment.
+ */
+const recent = new Map<string, string>();
+const RECENT_MAX = 4096;
+/** Longer inputs (IDs are short; a client may send long ones) are hashed each time, so the map stays small. */
+const RECENT_KEY_MAX = 1024;
+
 function hashOf(parts: string[]): string {
+  // JSON keeps the parts apart whatever characters they hold.
+  const key = JSON.stringify(parts);
+  const known = recent.get(key);
+  if (known !== undefined) return known;
   const json = canonicalJson(parts.map(wellFormed));
-  return encodeBase64(createHash("sha256").update(json, "utf8").digest());
+  const hash = encodeBase64(createHash("sha256").update(json, "utf8").digest());
+  if (key.length > RECENT_KEY_MAX) return hash;
+  if (recent.size >= RECENT_MAX) recent.clear();
+  recent.set(key, hash);
+  return hash;
 }
 
 /** unpaddedBase64(SHA-256(canonicalJSON([room_id, slot_id]))). */

@@ -65,7 +65,7 @@ export class LiveKitService {
     if (!config.livekit) throw new Error("LiveKitService needs the `livekit` config");
     this.settings = config.livekit;
     this.#serverName = config.serverName;
-    this.sfu = new SfuApi(this.settings);
+    this.sfu = new SfuApi(this.settings, clock);
     this.#outbound = new Outbound(deps.outbound);
     const discovery = new ServerDiscovery(this.#outbound, clock);
     this.#verifier = new OpenIdVerifier(config.serverName, deps.openId, this.#outbound, discovery, clock, logger);

@@ -6,6 +6,9 @@
 import type { RoomServiceClient, WebhookReceiver } from "livekit-server-sdk";
 import type { LiveKitConfig } from "../../config/config.js";
 import { MatrixError } from "../../errors.js";
+import { systemClock, type Clock } from "../clock.js";
+import { LiveKitTokenSigner } from "./jwt.js";
+import { RoomCache } from "./room_cache.js";
 
 type Sdk = typeof import("livekit-server-sdk");
 let sdkModule: Promise<Sdk> | undefined;
@@ -22,6 +25,12 @@ export const ROOM_EMPTY_TIMEOUT_S = 300;
 export const ROOM_DEPARTURE_TIMEOUT_S = 20;
 /** The SFU answers on the same network; a slow answer is as bad as none for a joining user. */
 const API_TIMEOUT_S = 5;
+/**
+ * The room service's own token (allowed to create rooms, nothing else) lives this long and is
+ * used for half of it, so that one in use always has minutes left whatever the SFU's clock says.
+ */
+const ADMIN_TOKEN_TTL_S = 600;
+const ADMIN_TOKEN_REUSE_MS = (ADMIN_TOKEN_TTL_S * 1000) / 2;
 
 /** What a LiveKit webhook says about one participant, reduced to what delegated leaves need. */
 export interface SfuParticipantEvent {
@@ -35,8 +44,17 @@ const CLIENT_INITIATED = 1;
 
 export class SfuApi {
   #clients: Promise<{ rooms: RoomServiceClient; webhooks: WebhookReceiver }> | undefined;
+  /** A room service client whose token (roomCreate only) is signed once and reused until `renewAt`. */
+  #creator: { client: Promise<RoomServiceClient>; renewAt: number } | undefined;
+  readonly #rooms: RoomCache;
+  #signer: Promise<LiveKitTokenSigner> | undefined;
 
-  constructor(private readonly lk: LiveKitConfig) {}
+  constructor(
+    private readonly lk: LiveKitConfig,
+    private readonly clock: Clock = systemClock,
+  ) {
+    this.#rooms = new RoomCache(clock);
+  }
 
   #api(): Promise<{ rooms: RoomServiceClient; webhooks: WebhookReceiver }> {
     const lk = this.lk;
@@ -52,9 +70,8 @@ export class SfuApi {
    * rooms; the right would also let the holder delete any room), never hidden.
    */
   async mintToken(room: string, identity: string, grants: { canPublish: boolean; canUpdateOwnMetadata: boolean }): Promise<string> {
-    const { AccessToken } = await sdk();
-    const token = new AccessToken(this.lk.apiKey, this.lk.apiSecret.reveal(), { identity, ttl: TOKEN_TTL_SECONDS });
-    token.addGrant({
+    const signer = await (this.#signer ??= sdk().then(({ claimsToJwtPayload }) => new LiveKitTokenSigner(this.lk.apiKey, this.lk.apiSecret.reveal(), claimsToJwtPayload)));
+    const video = {
       roomJoin: true,
       room,
       canPublish: grants.canPublish,
@@ -62,14 +79,21 @@ export class SfuApi {
       canUpdateOwnMetadata: grants.canUpdateOwnMetadata,
       roomCreate: false,
       hidden: false,
-    });
-    return token.toJwt();
+    };
+    return signer.sign({ video }, identity, TOKEN_TTL_SECONDS);
   }
 
-  /** Creates the room, or finds it there already; 500 `M_UNKNOWN` naming the cause when the SFU fails. */
-  async ensureRoom(room: string): Promise<void> {
+  /**
+   * Creates the room, or finds it there already; 500 `M_UNKNOWN` naming the cause when the SFU fails.
+   * A room made sure of in the last seconds is not asked for again (see RoomCache).
+   */
+  ensureRoom(room: string): Promise<void> {
+    return this.#rooms.ensure(room, () => this.#createRoom(room));
+  }
+
+  async #createRoom(room: string): Promise<void> {
     try {
-      const { rooms } = await this.#api();
+      const rooms = await this.#roomCreator();
       await rooms.createRoom({
         name: room,
         emptyTimeout: ROOM_EMPTY_TIMEOUT_S,
@@ -79,6 +103,29 @@ export class SfuApi {
     } catch (err) {
       throw new MatrixError(500, "M_UNKNOWN", `Unable to create the room on the LiveKit SFU (${this.#apiHost()}): ${describe(err, await sdk())}`);
     }
+  }
+
+  /**
+   * The SDK signs a token per call unless given one: CreateRoom's is the same for every room, so it
+   * is signed once per half-life instead.
+   */
+  #roomCreator(): Promise<RoomServiceClient> {
+    const now = this.clock.now();
+    if (this.#creator && now < this.#creator.renewAt) return this.#creator.client;
+    const lk = this.lk;
+    const client = sdk().then(async ({ AccessToken, RoomServiceClient }) => {
+      const admin = new AccessToken(lk.apiKey, lk.apiSecret.reveal(), { ttl: ADMIN_TOKEN_TTL_S });
+      admin.addGrant({ roomCreate: true });
+      const token = await admin.toJwt();
+      return new RoomServiceClient(lk.url, lk.apiKey, lk.apiSecret.reveal(), { requestTimeout: API_TIMEOUT_S, failover: false, token });
+    });
+    const creator = { client, renewAt: now + ADMIN_TOKEN_REUSE_MS };
+    this.#creator = creator;
+    // A failure (the SDK failing to load) is not kept: the next call tries again.
+    client.catch(() => {
+      if (this.#creator === creator) this.#creator = undefined;
+    });
+    return client;
   }
 
   /** True when present, false when the SFU says not; throws when the SFU cannot tell. */
@@ -98,6 +145,8 @@ export class SfuApi {
   async receiveWebhook(body: string, authorization: string | undefined): Promise<SfuParticipantEvent | undefined> {
     const { webhooks } = await this.#api();
     const event = await webhooks.receive(body, authorization?.replace(/^Bearer\s+/i, ""));
+    // A closed room is made again on the next request rather than taken to be there.
+    if (event.event === "room_finished" && event.room?.name) this.#rooms.forget(event.room.name);
     const room = event.room?.name;
     const identity = event.participant?.identity;
     if (!room || !identity) return undefined;

@@ -29,7 +29,13 @@ interface Saved {
 
 export const unknownPos = () => new MatrixError(400, "M_UNKNOWN_POS", "Unknown or expired position; start the connection again");
 
-const configKey = (c: RoomConfig) => JSON.stringify([c.timelineLimit, c.requiredState]);
+/** Keys by config object: the rooms of one list share theirs. */
+const configKeys = new WeakMap<RoomConfig, string>();
+const configKey = (c: RoomConfig) => {
+  let key = configKeys.get(c);
+  if (key === undefined) configKeys.set(c, (key = JSON.stringify([c.timelineLimit, c.requiredState])));
+  return key;
+};
 
 export class ConnectionState {
   readonly #rooms = new Map<string, { previously?: string; config: RoomConfig }>();
@@ -44,10 +50,9 @@ export class ConnectionState {
       throw unknownPos();
     }
     const state = new ConnectionState();
-    for (const [roomId, r] of Object.entries(saved.rooms)) {
-      const c = saved.configs[r.c]!;
-      state.#rooms.set(roomId, { previously: r.p, config: { timelineLimit: c.l, requiredState: c.r } });
-    }
+    // One object per saved config, shared by its rooms as when it was saved.
+    const configs = saved.configs.map((c): RoomConfig => ({ timelineLimit: c.l, requiredState: c.r }));
+    for (const [roomId, r] of Object.entries(saved.rooms)) state.#rooms.set(roomId, { previously: r.p, config: configs[r.c]! });
     for (const [roomId, users] of Object.entries(saved.lazy)) state.#lazy.set(roomId, new Set(users));
     for (const [list, count] of Object.entries(saved.counts)) state.#counts.set(list, count);
     return state;

@@ -25,7 +25,7 @@ export interface ExtensionInput {
   /** Per list, the rooms in its ranges. */
   listRooms: Map<string, string[]>;
   subscribed: string[];
-  joined: Set<string>;
+  joined: ReadonlySet<string>;
   /** Rooms matching any list (in a range or not) and subscribed ones: where sticky events are looked for. */
   interested: string[];
   /** Rooms sent with `initial` in this response: their room data is sent whole. */

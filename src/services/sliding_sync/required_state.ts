@@ -47,8 +47,21 @@ export class StateSelection {
   }
 }
 
+/** A list's config combined alone, per config object: every room in the list's ranges has the same one. */
+const combinedAlone = new WeakMap<RoomConfig, RoomConfig>();
+
 /** Combines the configs a room gets from several lists and subscriptions: the longest timeline, every state pair. */
 export function combineConfigs(configs: RoomConfig[]): RoomConfig {
+  if (configs.length === 1) {
+    const only = configs[0]!;
+    let combined = combinedAlone.get(only);
+    if (!combined) combinedAlone.set(only, (combined = combine(configs)));
+    return combined;
+  }
+  return combine(configs);
+}
+
+function combine(configs: RoomConfig[]): RoomConfig {
   const seen = new Set<string>();
   const requiredState: StatePair[] = [];
   for (const c of configs) {
@@ -66,6 +79,9 @@ export function combineConfigs(configs: RoomConfig[]): RoomConfig {
 
 /** Whether `next` asks for state pairs `previous` did not: the newly covered state is then sent. */
 export function asksForMoreState(previous: RoomConfig, next: RoomConfig): boolean {
+  // Usually the same pairs as last time (both sorted by combineConfigs): no sets to build.
+  const [a, b] = [previous.requiredState, next.requiredState];
+  if (a.length === b.length && a.every((p, i) => p[0] === b[i]![0] && p[1] === b[i]![1])) return false;
   const had = new Set(previous.requiredState.map((p) => JSON.stringify(p)));
   return next.requiredState.some((p) => !had.has(JSON.stringify(p)));
 }

@@ -7,11 +7,10 @@
 import type { Storage } from "../../storage/interfaces.js";
 import type { MembershipRecord } from "../../storage/rooms.js";
 import { parsePdu } from "../rooms/persister.js";
-import { membershipsAt } from "../sync/memberships.js";
 import type { ListFilters, ListRequest } from "./request.js";
+import type { UserRooms } from "./user_rooms.js";
 
-/** Event types that move a room up the list (MSC4186's list, as Synapse's). */
-export const BUMP_TYPES = ["m.room.create", "m.room.message", "m.room.encrypted", "m.sticker", "m.call.invite", "m.poll.start", "m.beacon_info"];
+export { BUMP_TYPES } from "./user_rooms.js";
 
 export interface ListResult {
   count: number;
@@ -29,6 +28,9 @@ export interface RoomLists {
   lists: Map<string, ListResult>;
   /** Rooms that match any list, in a range or not. */
   matchingAnyList: Set<string>;
+  /** Every room of `memberships`, and those joined. */
+  roomIds: readonly string[];
+  joined: ReadonlySet<string>;
 }
 
 /**
@@ -36,8 +38,7 @@ export interface RoomLists {
  * removed them from, and rooms they left themselves within `newlyLeftAfter`..upTo (an
  * incremental request tells of the leave once). Forgotten rooms are not among them.
  */
-async function candidateRooms(storage: Storage, userId: string, upTo: number, newlyLeftAfter: number | undefined): Promise<MembershipRecord[]> {
-  const all = await membershipsAt(storage, userId, upTo);
+async function candidateRooms(storage: Storage, userId: string, all: MembershipRecord[], newlyLeftAfter: number | undefined): Promise<MembershipRecord[]> {
   const left = all.filter((m) => m.membership === "leave" || m.membership === "ban");
   if (left.length === 0) return all;
   const forgotten = new Set(await storage.rooms.forgottenRooms(userId));
@@ -119,32 +120,72 @@ function matches(f: ListFilters, m: MembershipRecord, dmRooms: Set<string>, fact
   return true;
 }
 
+/** What the lists are made from, derived from the user's rooms alone. */
+interface Ordered {
+  memberships: Map<string, MembershipRecord>;
+  bumpStamps: Map<string, number>;
+  /** Latest activity first. */
+  sorted: MembershipRecord[];
+  sortedIds: string[];
+  ids: Set<string>;
+  joined: Set<string>;
+}
+
+/**
+ * Kept per snapshot of the user's rooms (see UserRoomsCache): the connections of a user that wake
+ * at one position order their hundreds of rooms once between them. Shared, so never changed.
+ */
+const orderedOf = new WeakMap<UserRooms, Ordered>();
+
+function order(candidates: MembershipRecord[], latest: Map<string, number>): Ordered {
+  // A joined user sees the room's latest bump event; anyone else only up to their membership.
+  const stamp = (m: MembershipRecord) => Math.max(0, (m.membership === "join" ? latest.get(m.roomId) : undefined) ?? m.streamOrdering);
+  // Keys read once per room rather than twice per comparison.
+  const keyed = candidates.map((m) => ({ m, stamp: stamp(m) })).sort((a, b) => b.stamp - a.stamp || (a.m.roomId < b.m.roomId ? -1 : 1));
+  const sorted = keyed.map((k) => k.m);
+  const sortedIds = sorted.map((m) => m.roomId);
+  return {
+    memberships: new Map(candidates.map((m) => [m.roomId, m])),
+    bumpStamps: new Map(keyed.map((k) => [k.m.roomId, k.stamp])),
+    sorted,
+    sortedIds,
+    ids: new Set(sortedIds),
+    joined: new Set(sorted.filter((m) => m.membership === "join").map((m) => m.roomId)),
+  };
+}
+
+const unfiltered = (f: ListFilters) =>
+  f.isDm === undefined && f.isInvite === undefined && f.isEncrypted === undefined && !f.roomTypes && !f.notRoomTypes && !f.tags && !f.notTags;
+
 export async function computeLists(
   storage: Storage,
   userId: string,
   lists: Map<string, ListRequest>,
   upTo: number,
   newlyLeftAfter: number | undefined,
+  userRooms: (userId: string, upTo: number) => Promise<UserRooms>,
 ): Promise<RoomLists> {
-  const candidates = await candidateRooms(storage, userId, upTo, newlyLeftAfter);
-  const memberships = new Map(candidates.map((m) => [m.roomId, m]));
-  // A joined user sees the room's latest activity; anyone else only up to their membership.
-  const joined = candidates.filter((m) => m.membership === "join");
-  const latest = await storage.rooms.latestOfTypes(
-    joined.map((m) => [m.roomId, upTo] as const),
-    BUMP_TYPES,
-  );
-  const bumpStamps = new Map(candidates.map((m) => [m.roomId, Math.max(0, latest.get(m.roomId) ?? m.streamOrdering)]));
+  // Memberships as of upTo, and each joined room's latest activity.
+  const rooms = await userRooms(userId, upTo);
+  const candidates = await candidateRooms(storage, userId, rooms.memberships, newlyLeftAfter);
+  // Rooms left or banned from make candidates depend on the request: ordered afresh then.
+  const shared = candidates === rooms.memberships;
+  let ordered = shared ? orderedOf.get(rooms) : undefined;
+  if (!ordered) {
+    ordered = order(candidates, rooms.latest);
+    if (shared) orderedOf.set(rooms, ordered);
+  }
+  const { memberships, bumpStamps, sorted } = ordered;
   const dmRooms = await directRooms(storage, userId);
-  const facts = await readFacts(storage, userId, [...memberships.keys()], lists.values(), upTo);
-  const sorted = [...candidates].sort((a, b) => bumpStamps.get(b.roomId)! - bumpStamps.get(a.roomId)! || (a.roomId < b.roomId ? -1 : 1));
+  const facts = await readFacts(storage, userId, ordered.sortedIds, lists.values(), upTo);
 
   const out = new Map<string, ListResult>();
-  const matchingAnyList = new Set<string>();
+  const allUnfiltered = [...lists.values()].every((l) => unfiltered(l.filters));
+  const matchingAnyList = allUnfiltered && lists.size > 0 ? ordered.ids : new Set<string>();
   for (const [name, list] of lists) {
-    const rooms = sorted.filter((m) => matches(list.filters, m, dmRooms, facts)).map((m) => m.roomId);
-    for (const r of rooms) matchingAnyList.add(r);
-    out.set(name, { count: rooms.length, ranges: list.ranges.map((range) => ({ range, roomIds: rooms.slice(range[0], range[1] + 1) })) });
+    const ids = unfiltered(list.filters) ? ordered.sortedIds : sorted.filter((m) => matches(list.filters, m, dmRooms, facts)).map((m) => m.roomId);
+    if (!allUnfiltered) for (const r of ids) matchingAnyList.add(r);
+    out.set(name, { count: ids.length, ranges: list.ranges.map((range) => ({ range, roomIds: ids.slice(range[0], range[1] + 1) })) });
   }
-  return { memberships, bumpStamps, dmRooms, lists: out, matchingAnyList };
+  return { memberships, bumpStamps, dmRooms, lists: out, matchingAnyList, roomIds: ordered.sortedIds, joined: ordered.joined };
 }

@@ -25,6 +25,7 @@ import { parseRequest, type RoomConfig, type SlidingSyncRequest } from "./reques
 import { asksForMoreState, combineConfigs } from "./required_state.js";
 import { buildRooms, type RoomPlan } from "./room_data.js";
 import { computeLists, type RoomLists } from "./room_lists.js";
+import { UserRoomsCache } from "./user_rooms.js";
 
 export interface SlidingSyncParams {
   pos?: string;
@@ -38,12 +39,14 @@ interface Built {
   state: ConnectionState;
   /** Nothing to tell the client: an incremental request may wait. */
   empty: boolean;
-  rooms: string[];
+  rooms: readonly string[];
 }
 
 export class SlidingSyncService {
   readonly #connections: Connections;
   readonly #roomSync: RoomSync;
+  /** Kept between requests, so that a wake-up reads what changed rather than all the user's rooms. */
+  readonly #userRooms: UserRoomsCache;
 
   constructor(
     private readonly storage: Storage,
@@ -54,6 +57,7 @@ export class SlidingSyncService {
   ) {
     this.#connections = new Connections(storage, clock);
     this.#roomSync = new RoomSync(storage);
+    this.#userRooms = new UserRoomsCache(storage, clock);
   }
 
   async sync(requester: Requester, body: unknown, params: SlidingSyncParams): Promise<Record<string, unknown>> {
@@ -90,7 +94,7 @@ export class SlidingSyncService {
     // Every attempt starts from the state saved at the request's position.
     const state = opened.position === null ? new ConnectionState() : ConnectionState.parse(opened.loaded);
     const since = opened.since;
-    const lists = await computeLists(s, userId, req.lists, upTo.events, since?.events);
+    const lists = await computeLists(s, userId, req.lists, upTo.events, since?.events, (u, p) => this.#userRooms.at(u, p));
 
     const configs = new Map<string, RoomConfig[]>();
     const addConfig = (roomId: string, c: RoomConfig) => configs.set(roomId, [...(configs.get(roomId) ?? []), c]);
@@ -137,7 +141,7 @@ export class SlidingSyncService {
       const status = state.status(id);
       if (status.kind === "previously") roomSince.set(id, parseSyncToken(status.token));
     }
-    const joined = new Set([...lists.memberships.values()].filter((m) => m.membership === "join").map((m) => m.roomId));
+    const joined = lists.joined;
     const ext = await buildExtensions(
       {
         storage: s,
@@ -150,7 +154,7 @@ export class SlidingSyncService {
         listRooms,
         subscribed,
         joined,
-        interested: [...new Set([...lists.matchingAnyList, ...subscribed])],
+        interested: subscribed.length === 0 ? [...lists.matchingAnyList] : [...new Set([...lists.matchingAnyList, ...subscribed])],
         initialRooms: new Set(plans.filter((p) => p.initial).map((p) => p.roomId)),
         roomSince,
         timelines,
@@ -169,7 +173,7 @@ export class SlidingSyncService {
       response: { pos: formatSyncToken(upTo), lists: listsOut, rooms, extensions: ext.extensions },
       state,
       empty: Object.keys(rooms).length === 0 && !ext.hasNews && !countsChanged,
-      rooms: [...lists.memberships.keys()],
+      rooms: lists.roomIds,
     };
   }
 
