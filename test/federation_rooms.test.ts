@@ -9,6 +9,7 @@ import { after, before, describe, test } from "node:test";
 import { signedRequest, signerOf, TestFederation, type FederatedServer } from "./helpers/federation.js";
 import { enc, ok, User } from "./helpers/rooms.js";
 import { request } from "./helpers/server.js";
+import { buildEvent, getRoomVersion } from "../src/events/index.js";
 
 /** Polls `check` until it answers something, as a client polling /sync would (no time threshold: the file's timeout bounds it). */
 async function eventually<T>(check: () => Promise<T | undefined>): Promise<T> {
@@ -91,7 +92,10 @@ describe("federated rooms between two Switchboards", () => {
       const invites = (s.body.rooms as { invite?: Record<string, unknown> } | undefined)?.invite ?? {};
       return roomId in invites ? invites : undefined;
     });
-    assert.ok(sync[roomId]);
+    // The invitee's server shows the stripped state the inviting server sent with it.
+    const preview = (sync[roomId] as { invite_state: { events: { type: string; content: Record<string, unknown> }[] } }).invite_state.events;
+    assert.equal(preview.find((e) => e.type === "m.room.name")?.content.name, "Across");
+    assert.ok(preview.some((e) => e.type === "m.room.member" && e.content.membership === "invite"));
     assert.equal(await carol.join(roomId), roomId);
     assert.equal(await eventually(async () => ((await alice.membershipIn(roomId, carol.userId)) === "join" ? "join" : undefined)), "join");
   });
@@ -136,5 +140,77 @@ describe("federated rooms between two Switchboards", () => {
     const incompatible = await signedRequest(a, signerOf(b), "GET", `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc("@zed:b.test")}?ver=1`);
     assert.equal(incompatible.status, 400);
     assert.equal(incompatible.body.errcode, "M_INCOMPATIBLE_ROOM_VERSION");
+  });
+
+  /** An invite event signed by b.test, as b.test's server would send it. */
+  function inviteFromB(target: string, room = roomId) {
+    return buildEvent(
+      {
+        version: getRoomVersion("11")!,
+        roomId: room,
+        sender: "@mallory:b.test",
+        type: "m.room.member",
+        stateKey: target,
+        content: { membership: "invite" },
+        prevEvents: [],
+        authEvents: [],
+        depth: 5,
+        originServerTs: Date.now(),
+      },
+      signerOf(b),
+    );
+  }
+
+  test("invite v2: an unknown user, an unsupported version, a mismatched ID and a forged sender are refused", async () => {
+    const path = (id: string, room = "!elsewhere:b.test") => `/_matrix/federation/v2/invite/${enc(room)}/${enc(id)}`;
+    const unknown = inviteFromB("@nobody:a.test", "!elsewhere:b.test");
+    const noUser = await signedRequest(a, signerOf(b), "PUT", path(unknown.eventId), { body: { event: unknown.pdu, room_version: "11" } });
+    assert.equal(noUser.status, 404);
+    assert.equal(noUser.body.errcode, "M_NOT_FOUND");
+    const forAlice = inviteFromB(alice.userId, "!elsewhere:b.test");
+    const badVersion = await signedRequest(a, signerOf(b), "PUT", path(forAlice.eventId), { body: { event: forAlice.pdu, room_version: "1" } });
+    assert.equal(badVersion.status, 400);
+    assert.equal(badVersion.body.errcode, "M_INCOMPATIBLE_ROOM_VERSION");
+    const mismatch = await signedRequest(a, signerOf(b), "PUT", path("$notthisone"), { body: { event: forAlice.pdu, room_version: "11" } });
+    assert.equal(mismatch.status, 400);
+    assert.equal(mismatch.body.errcode, "M_BAD_JSON");
+    // b.test may not invite on behalf of a user of another server.
+    const forged = buildEvent(
+      { version: getRoomVersion("11")!, roomId: "!elsewhere:b.test", sender: "@x:c.test", type: "m.room.member", stateKey: alice.userId, content: { membership: "invite" }, prevEvents: [], authEvents: [], depth: 5, originServerTs: Date.now() },
+      signerOf(b),
+    );
+    const wrongOrigin = await signedRequest(a, signerOf(b), "PUT", path(forged.eventId), { body: { event: forged.pdu, room_version: "11" } });
+    assert.ok(wrongOrigin.status === 400 || wrongOrigin.status === 403, JSON.stringify(wrongOrigin));
+    assert.ok(["M_BAD_JSON", "M_FORBIDDEN"].includes(String(wrongOrigin.body.errcode)));
+  });
+
+  test("send_join refuses an event that is not the one named, or not a join", async () => {
+    const notJoin = inviteFromB("@zed:b.test");
+    const wrongId = await signedRequest(a, signerOf(b), "PUT", `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc("$other")}`, { body: notJoin.pdu as unknown as Record<string, unknown> });
+    assert.equal(wrongId.status, 400);
+    assert.equal(wrongId.body.errcode, "M_BAD_JSON");
+    const notAJoin = await signedRequest(a, signerOf(b), "PUT", `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(notJoin.eventId)}`, { body: notJoin.pdu as unknown as Record<string, unknown> });
+    assert.equal(notAJoin.status, 400);
+    assert.equal(notAJoin.body.errcode, "M_BAD_JSON");
+  });
+
+  test("a PDU that fails the auth rules is answered with an error and never shown", async () => {
+    // mallory@b.test was never in the room: a message from them fails the auth rules.
+    const version = getRoomVersion("11")!;
+    const tipRes = ok(await alice.messages(roomId, { dir: "b", limit: 1 }));
+    const tip = (tipRes.chunk as { event_id: string }[])[0]!.event_id;
+    const state = await alice.fullState(roomId);
+    const authIds = state.filter((e) => ["m.room.create", "m.room.power_levels"].includes(e.type)).map((e) => e.event_id);
+    const bad = buildEvent(
+      { version, roomId, sender: "@mallory:b.test", type: "m.room.message", content: { msgtype: "m.text", body: "intruder" }, prevEvents: [tip], authEvents: authIds, depth: 1000, originServerTs: Date.now() },
+      signerOf(b),
+    );
+    const res = await signedRequest(a, signerOf(b), "PUT", `/_matrix/federation/v1/send/${enc(`hostile-${Date.now()}`)}`, {
+      body: { origin: "b.test", origin_server_ts: Date.now(), pdus: [bad.pdu], edus: [] },
+    });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    const results = res.body.pdus as Record<string, { error?: string }>;
+    assert.ok(results[bad.eventId]?.error, JSON.stringify(results));
+    assert.ok(!(await timelineBodies(alice, roomId)).includes("intruder"));
   });
 });

@@ -210,8 +210,17 @@ export class RoomSync {
 
   /** The preview an invitee gets: stripped room state, the inviter's member event and the invite itself. */
   async inviteState(roomId: string, invite: StoredEvent, now: number, viewer: Viewer): Promise<Record<string, unknown>[]> {
-    const state = await this.storage.rooms.stateAt(roomId, invite.streamOrdering);
     const out: Record<string, unknown>[] = [];
+    // An invite from another server to a room not here carries the inviting server's stripped state.
+    const carried = parsePdu(invite).unsigned?.invite_room_state;
+    if (Array.isArray(carried)) {
+      for (const e of carried) {
+        if (isStripped(e) && e.type !== "m.room.member") out.push({ type: e.type, state_key: e.state_key, sender: e.sender, content: e.content });
+      }
+      out.push({ ...toClientEvent(invite, now, viewer) });
+      return out;
+    }
+    const state = await this.storage.rooms.stateAt(roomId, invite.streamOrdering);
     for (const type of INVITE_STATE_TYPES) {
       const event = state.get(stateKeyOf(type, ""));
       if (event) out.push(toStrippedState(event));
@@ -249,4 +258,11 @@ export class RoomSync {
     const prev = parsePdu(event).unsigned?.prev_content as Record<string, unknown> | undefined;
     return typeof prev?.membership === "string" ? prev.membership : undefined;
   }
+}
+
+/** A stripped state event as the spec shapes it (from another server: checked before it is shown). */
+function isStripped(e: unknown): e is { type: string; state_key: string; sender: string; content: Record<string, unknown> } {
+  if (typeof e !== "object" || e === null) return false;
+  const r = e as Record<string, unknown>;
+  return typeof r.type === "string" && typeof r.state_key === "string" && typeof r.sender === "string" && typeof r.content === "object" && r.content !== null && !Array.isArray(r.content);
 }
