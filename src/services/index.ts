@@ -95,7 +95,7 @@ export interface Services {
   /** Keys, discovery, signed requests to other servers and the check on theirs. */
   federation: FederationService;
   /** Rooms across servers: joins, invites, received events, what others may read. */
-  federatedRooms?: FederatedRooms;
+  federatedRooms: FederatedRooms;
 }
 
 export interface ServiceDeps {
@@ -135,6 +135,19 @@ export function createServices(deps: ServiceDeps): Services {
     }
   });
   const deviceKeys = new DeviceKeyService(storage, notifier, config.serverName);
+  const federation = new FederationService({
+    config,
+    storage,
+    clock,
+    signingKey,
+    logger,
+    dialer: deps.outbound?.dialer,
+    local: {
+      notifier,
+      setRemoteTyping: (roomId, userId, typing) => services.typing.setRemoteTyping(roomId, userId, typing),
+      announceDeviceChange: (userId) => deviceKeys.announceDeviceChange(userId),
+    },
+  });
   const services: Services = {
     config,
     clock,
@@ -184,21 +197,9 @@ export function createServices(deps: ServiceDeps): Services {
       logger,
     ),
     pushers: new PusherService(config, storage, clock, logger),
-    federation: new FederationService({
-      config,
-      storage,
-      clock,
-      signingKey,
-      logger,
-      dialer: deps.outbound?.dialer,
-      local: {
-        notifier,
-        setRemoteTyping: (roomId, userId, typing) => services.typing.setRemoteTyping(roomId, userId, typing),
-        announceDeviceChange: (userId) => deviceKeys.announceDeviceChange(userId),
-      },
-    }),
+    federation,
+    federatedRooms: new FederatedRooms(storage, clock, persister, federation, signingKey),
   };
-  services.federatedRooms = new FederatedRooms(storage, clock, persister, services.federation, signingKey);
   services.rooms.useRemoteRooms(services.federatedRooms);
   // Local activity other servers hear of, as EDUs (federation/sender/outgoing_edus.ts).
   const outgoing = services.federation.outgoingEdus;

@@ -19,7 +19,7 @@ const list = (v: string | string[] | undefined) => (v === undefined ? [] : Array
 const PDU_BYTES = 65_536 * 2;
 
 export function registerFederationRoomRoutes(app: App, services: Services): void {
-  const rooms = services.federatedRooms!;
+  const rooms = services.federatedRooms;
   const preValidation = federationAuthHook(services.federation);
 
   app.get(`${F}/v1/make_join/:roomId/:userId`, { preValidation, schema: { params: RoomUser, querystring: Type.Object({ ver: Repeated }) } }, async (request) =>

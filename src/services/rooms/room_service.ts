@@ -16,6 +16,7 @@ import type { Requester } from "../auth.js";
 import type { Clock } from "../clock.js";
 import type { RateLimiter } from "../ratelimiter.js";
 import { toClientEvent } from "./client_format.js";
+import { remoteJoinTarget, serversKnowing, type RemoteRooms } from "./remote_rooms.js";
 import { planInitialState, type CreateRoomRequest } from "./create_room.js";
 import { additionalCreatorsFor, RoomIdClaims } from "./room_ids_v12.js";
 import { parsePdu, type EventDraft, type EventPersister, type PersistedEvent } from "./persister.js";
@@ -27,17 +28,6 @@ export interface SendOptions {
 
 export interface CreateRoomInput extends CreateRoomRequest {
   roomVersion?: string;
-}
-
-/** Rooms resident on other servers (federation), as the room service needs them. */
-export interface RemoteRooms {
-  /** A remote alias's room and the servers that know it; 404 when its server says so. */
-  resolveAlias(alias: string): Promise<{ roomId: string; servers: string[] }>;
-  /** True when one of our users is joined, so the room's state is here. */
-  isResident(roomId: string): Promise<boolean>;
-  join(userId: string, roomId: string, servers: readonly string[], content: Record<string, unknown>): Promise<string>;
-  invite(inviter: string, roomId: string, target: string, content: Record<string, unknown>): Promise<string>;
-  leaveUnjoined(userId: string, roomId: string, servers: readonly string[]): Promise<void>;
 }
 
 export class RoomService {
@@ -207,7 +197,7 @@ export class RoomService {
   }
 
   async join(requester: Requester, roomIdOrAlias: string, reason?: string, via: readonly string[] = []): Promise<string> {
-    const remote = this.#remote && (await this.#remoteTarget(roomIdOrAlias, via));
+    const remote = this.#remote && (await remoteJoinTarget(this.storage, this.#remote!, this.config.serverName, roomIdOrAlias, via));
     if (remote && !remote.resident && this.#remote) {
       const content = { ...(await this.#profileContent(requester.userId)), ...(reason ? { reason } : {}) };
       return this.#remote.join(requester.userId, remote.roomId, remote.servers, content);
@@ -243,40 +233,6 @@ export class RoomService {
     }
   }
 
-  /**
-   * Where a join must go through federation: a room (or remote alias) whose state is not here.
-   * The servers to ask: those given, the alias's, the inviter's, and the room ID's own.
-   */
-  async #remoteTarget(roomIdOrAlias: string, via: readonly string[]): Promise<{ roomId: string; servers: string[]; resident: boolean } | undefined> {
-    const servers = [...via];
-    let roomId = roomIdOrAlias;
-    if (roomIdOrAlias.startsWith("#")) {
-      const local = await this.storage.rooms.getAlias(roomIdOrAlias);
-      if (local || roomIdOrAlias.endsWith(`:${this.config.serverName}`)) return undefined;
-      const found = await this.#remote!.resolveAlias(roomIdOrAlias);
-      roomId = found.roomId;
-      servers.push(...found.servers);
-    } else if (!roomIdOrAlias.startsWith("!")) {
-      return undefined;
-    }
-    if (await this.#remote!.isResident(roomId)) return { roomId, servers, resident: true };
-    return { roomId, servers: [...new Set([...servers, ...(await this.#serversKnowing(roomId))])], resident: false };
-  }
-
-  /** Servers that know a room we are not in: the inviter's, and the one in a room ID that has one. */
-  async #serversKnowing(roomId: string): Promise<string[]> {
-    const out: string[] = [];
-    const ownInvites = await this.storage.rooms.membersOf(roomId, "invite");
-    for (const m of ownInvites) {
-      const event = await this.storage.rooms.getEvent(m.eventId);
-      const server = event ? serverNameOf(event.sender) : undefined;
-      if (server) out.push(server);
-    }
-    const colon = roomId.indexOf(":");
-    if (colon > 0) out.push(roomId.slice(colon + 1));
-    return out;
-  }
-
   async invite(requester: Requester, roomIdOrAlias: string, target: string, reason?: string): Promise<void> {
     if (this.#remote && isValidUserId(target) && serverNameOf(target) !== this.config.serverName) {
       const roomId = await this.resolveRoom(roomIdOrAlias);
@@ -298,7 +254,7 @@ export class RoomService {
     if (!current || current.membership === "leave") return;
     if (this.#remote && !(await this.#remote.isResident(roomId))) {
       // An invite from another server to a room we are not in: rejected through the servers that know it.
-      await this.#remote.leaveUnjoined(requester.userId, roomId, await this.#serversKnowing(roomId));
+      await this.#remote.leaveUnjoined(requester.userId, roomId, await serversKnowing(this.storage, roomId));
       return;
     }
     await this.#membership(requester.userId, roomId, requester.userId, { membership: "leave", ...(reason ? { reason } : {}) });

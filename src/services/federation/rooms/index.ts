@@ -7,7 +7,7 @@ import { serverNameOf, resolveState, type Pdu } from "../../../events/index.js";
 import type { Storage } from "../../../storage/interfaces.js";
 import type { Clock } from "../../clock.js";
 import type { EventPersister, PersistedEvent } from "../../rooms/persister.js";
-import type { RemoteRooms } from "../../rooms/room_service.js";
+import type { RemoteRooms } from "../../rooms/remote_rooms.js";
 import { RemoteEventPersister } from "../../rooms/remote_persister.js";
 import type { SigningKey } from "../../signing_key.js";
 import type { FederationService } from "../service.js";
