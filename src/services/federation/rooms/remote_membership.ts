@@ -187,6 +187,7 @@ export class RemoteMembership {
         body: { event: built.pdu, room_version: version.id, invite_room_state: stripped },
       });
     } catch (err) {
+      if (err instanceof FederationError && err.kind === "forbidden_destination") throw Errors.forbidden(`${server} is not a server this one federates with`);
       if (err instanceof FederationError) throw new MatrixError(502, "M_UNKNOWN", `Could not reach ${server} to invite ${target}: ${err.message}`);
       throw err;
     }
