@@ -26,6 +26,7 @@ import {
   type StateLookup,
 } from "../../events/index.js";
 import type { CurrentStateEntry, Extremity } from "../../storage/room_dag.js";
+import type { NewEvent } from "../../storage/rooms.js";
 import type { Storage, Stores } from "../../storage/interfaces.js";
 import type { Clock } from "../clock.js";
 import { splitStateKey, stateKeyOf, type StateIds } from "./dag.js";
@@ -118,18 +119,7 @@ export class RemoteEventPersister {
       for (const { eventId, pdu } of [...state].sort((a, b) => a.pdu.depth - b.pdu.depth)) {
         map.set(stateKeyOf(pdu.type, pdu.state_key ?? ""), eventId);
         if (known.has(eventId)) continue;
-        await tx.rooms.appendEvent({
-          eventId,
-          roomId: room.roomId,
-          type: pdu.type,
-          stateKey: pdu.state_key ?? null,
-          sender: pdu.sender,
-          originServerTs: pdu.origin_server_ts,
-          depth: pdu.depth,
-          json: JSON.stringify(pdu),
-          membership: membershipOf(pdu) ?? null,
-          outlier: true,
-        });
+        await tx.rooms.appendEvent(newEventOf(eventId, room.roomId, pdu, { outlier: true }));
       }
       const group = await this.persister.dag.saveGroup(tx, room.roomId, map, null);
       const head = await this.persister.readHead(tx, room.roomId, stored);
@@ -156,18 +146,7 @@ export class RemoteEventPersister {
       const known = await tx.roomDag.eventDagRecords([event.eventId]);
       if (known.has(event.eventId)) return;
       const { pdu } = event;
-      const streamOrdering = await tx.rooms.appendEvent({
-        eventId: event.eventId,
-        roomId: room.roomId,
-        type: pdu.type,
-        stateKey: pdu.state_key ?? null,
-        sender: pdu.sender,
-        originServerTs: pdu.origin_server_ts,
-        depth: pdu.depth,
-        json: JSON.stringify(pdu),
-        membership: membershipOf(pdu) ?? null,
-        outlier: true,
-      });
+      const streamOrdering = await tx.rooms.appendEvent(newEventOf(event.eventId, room.roomId, pdu, { outlier: true }));
       persisted = { eventId: event.eventId, streamOrdering, pdu, origin: "federation" };
     });
     if (persisted) await this.persister.announce([persisted], version);
@@ -240,20 +219,10 @@ export class RemoteEventPersister {
       extremities.length === 1 ? after : await this.#resolveExtremities(tx, version, extremities, { eventId, pdu }, after);
     const simple = resolved === after && head.extremities.every((e) => prevs.has(e.eventId));
 
-    const streamOrdering = await tx.rooms.appendEvent({
-      eventId,
-      roomId: pdu.room_id,
-      type: pdu.type,
-      stateKey: pdu.state_key ?? null,
-      sender: pdu.sender,
-      originServerTs: pdu.origin_server_ts,
-      depth: pdu.depth,
-      json: JSON.stringify(pdu),
-      membership: pdu.type === "m.room.member" ? (membershipOf(pdu) ?? null) : null,
-      stateGroup: group.id,
+    const streamOrdering = await tx.rooms.appendEvent(
       // When the event continues the room's only line, it is current state as a local event is.
-      updatesCurrentState: simple,
-    });
+      newEventOf(eventId, pdu.room_id, pdu, { stateGroup: group.id, updatesCurrentState: simple }),
+    );
     if (!simple) await this.#applyCurrentState(tx, pdu.room_id, current, resolved);
     head.extremities = extremities;
     head.group = resolved === after ? group : await this.persister.dag.saveGroup(tx, pdu.room_id, resolved, null);
@@ -319,4 +288,20 @@ function authProblem(pdu: Pdu, lookup: StateLookup, version: RoomVersion): strin
     if (err instanceof AuthError) return `${err.message} (rule ${err.rule})`;
     throw err;
   }
+}
+
+/** The row of a PDU received from another server. */
+function newEventOf(eventId: string, roomId: string, pdu: Pdu, extra: Pick<NewEvent, "outlier" | "stateGroup" | "updatesCurrentState">): NewEvent {
+  return {
+    eventId,
+    roomId,
+    type: pdu.type,
+    stateKey: pdu.state_key ?? null,
+    sender: pdu.sender,
+    originServerTs: pdu.origin_server_ts,
+    depth: pdu.depth,
+    json: JSON.stringify(pdu),
+    membership: pdu.type === "m.room.member" ? (membershipOf(pdu) ?? null) : null,
+    ...extra,
+  };
 }
