@@ -201,6 +201,7 @@ export function createServices(deps: ServiceDeps): Services {
     federatedRooms: new FederatedRooms(storage, clock, persister, federation, signingKey),
   };
   services.rooms.useRemoteRooms(services.federatedRooms);
+  services.roomReads.useRemoteHistory(services.federatedRooms.history);
   // Local activity other servers hear of, as EDUs (federation/sender/outgoing_edus.ts).
   const outgoing = services.federation.outgoingEdus;
   typing.onChange((roomId, userId, isTyping) => outgoing.typing(roomId, userId, isTyping));

@@ -48,8 +48,10 @@ export interface StoredPdu {
   json: string;
   /** Why it was rejected, for events kept only to answer for them. */
   rejected: string | null;
-  /** False for an outlier (known only as an auth event or rejected). */
+  /** In a timeline here (not an outlier, nor state received with a join). */
   inTimeline: boolean;
+  /** In the events table: in a timeline, or state received with a join. */
+  inEvents: boolean;
 }
 
 /** One entry of a current state change; `streamOrdering` is the event's own. */
@@ -85,4 +87,24 @@ export interface RoomDagStore {
   removeCurrentState(roomId: string, keys: readonly (readonly [string, string])[]): Promise<void>;
   /** Events of a room before (lower depth than) the given ones, walking `prev_events`, for backfill. */
   eventsByDepth(roomId: string, maxDepth: number, limit: number): Promise<StoredPdu[]>;
+  /** The room's earliest timeline event here (the lowest position), if any. */
+  oldestTimelineEvent(roomId: string): Promise<StoredPdu | undefined>;
+  /**
+   * Stores history fetched from another server below everything the events stream has, newest
+   * first in `events` (each gets a lower position than the one before). Known IDs are skipped;
+   * current state and memberships are not touched. Answers how many were stored.
+   */
+  insertBackfilled(events: readonly BackfilledEvent[]): Promise<number>;
+}
+
+/** A historic event to store below the events stream. */
+export interface BackfilledEvent {
+  eventId: string;
+  roomId: string;
+  type: string;
+  stateKey: string | null;
+  sender: string;
+  originServerTs: number;
+  depth: number;
+  json: string;
 }

@@ -75,6 +75,9 @@ export interface RoomTip {
 
 export type StateMap = Map<string, StoredEvent>;
 
+/** Below every position: history fetched from other servers is stored at negative positions. */
+export const HISTORY_FLOOR = -Number.MAX_SAFE_INTEGER;
+
 /** Key of a state map entry. */
 export const stateKeyOf = (type: string, stateKey: string) => `${type}\u0000${stateKey}`;
 

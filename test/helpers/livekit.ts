@@ -134,14 +134,14 @@ export class FakeLiveKit {
   }
 }
 
-/** A CA and a server certificate for `names`, made with openssl in a temporary folder. */
-export function makeTestCa(names: string[]): { ca: string; key: string; cert: string } {
+/** A CA and a server certificate for `names` (and IP addresses `ips`, for IP-literal server names), made with openssl in a temporary folder. */
+export function makeTestCa(names: string[], ips: string[] = []): { ca: string; key: string; cert: string } {
   const dir = mkdtempSync(path.join(tmpdir(), "switchboard-ca-"));
   const run = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
   try {
     run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=Switchboard test CA");
     run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", `/CN=${names[0]}`);
-    writeFileSync(path.join(dir, "ext.cnf"), `subjectAltName=${names.map((n) => `DNS:${n}`).join(",")}\n`);
+    writeFileSync(path.join(dir, "ext.cnf"), `subjectAltName=${[...names.map((n) => `DNS:${n}`), ...ips.map((ip) => `IP:${ip}`)].join(",")}\n`);
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf");
     const read = (f: string) => readFileSync(path.join(dir, f), "utf8");
     return { ca: read("ca.crt"), key: read("server.key"), cert: read("server.crt") };

@@ -74,6 +74,19 @@ export function registerRoomRoutes(app: App, services: Services): void {
       }),
     );
   }
+  for (const url of clientPaths("/knock/:roomIdOrAlias")) {
+    app.post(
+      url,
+      {
+        onRequest,
+        preValidation,
+        schema: { params: Type.Object({ roomIdOrAlias: Type.String() }), querystring: Type.Object({ via: Servers, server_name: Servers }), ...joinBody },
+      },
+      async (request) => ({
+        room_id: await rooms.knock(requester(request), request.params.roomIdOrAlias, request.body?.reason, serversOf(request.query.via, request.query.server_name)),
+      }),
+    );
+  }
   for (const url of clientPaths("/rooms/:roomId/join")) {
     app.post(url, { onRequest, preValidation, schema: { params: RoomParams, ...joinBody } }, async (request) => ({
       room_id: await rooms.join(requester(request), request.params.roomId, request.body?.reason),

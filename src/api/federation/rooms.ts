@@ -1,5 +1,5 @@
 /**
- * The Server-Server room endpoints: joining and leaving through this server (v2 send_*),
+ * The Server-Server room endpoints: joining, leaving and knocking through this server (send_*),
  * invites to our users (v2), and reading a room's DAG (events, state, auth chains, gaps,
  * history). Thin: each parses and hands to `services.federatedRooms`.
  */
@@ -33,6 +33,12 @@ export function registerFederationRoomRoutes(app: App, services: Services): void
   );
   app.put(`${F}/v2/send_leave/:roomId/:eventId`, { preValidation, bodyLimit: PDU_BYTES, schema: { params: RoomEvent } }, async (request) =>
     rooms.resident.sendMembership(originOf(request), request.params.roomId, request.params.eventId, request.body, "leave"),
+  );
+  app.get(`${F}/v1/make_knock/:roomId/:userId`, { preValidation, schema: { params: RoomUser, querystring: Type.Object({ ver: Repeated }) } }, async (request) =>
+    rooms.resident.makeMembership(originOf(request), request.params.roomId, request.params.userId, "knock", list(request.query.ver)),
+  );
+  app.put(`${F}/v1/send_knock/:roomId/:eventId`, { preValidation, bodyLimit: PDU_BYTES, schema: { params: RoomEvent } }, async (request) =>
+    rooms.resident.sendMembership(originOf(request), request.params.roomId, request.params.eventId, request.body, "knock"),
   );
   app.put(
     `${F}/v2/invite/:roomId/:eventId`,

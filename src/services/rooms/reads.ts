@@ -1,7 +1,7 @@
 /** Reading rooms: state, members, single events, `/messages` and `/context`. */
 import { Errors } from "../../errors.js";
 import type { Storage } from "../../storage/interfaces.js";
-import { stateKeyOf, type StateMap, type StoredEvent } from "../../storage/rooms.js";
+import { HISTORY_FLOOR, stateKeyOf, type StateMap, type StoredEvent } from "../../storage/rooms.js";
 import type { Requester } from "../auth.js";
 import type { Clock } from "../clock.js";
 import { matchesFilter, type RoomEventFilter } from "../sync/filters.js";
@@ -19,11 +19,24 @@ interface Reach {
   joined: boolean;
 }
 
+/** A room's earlier history, fetched from other servers in it (federation). */
+export interface RemoteHistory {
+  /** Stores up to about `limit` events from before the room's earliest one here; answers how many. */
+  backfill(roomId: string, limit: number): Promise<number>;
+}
+
 export class RoomReadService {
+  #history: RemoteHistory | undefined;
+
   constructor(
     private readonly storage: Storage,
     private readonly clock: Clock,
   ) {}
+
+  /** Federation hands in how to fetch a room's earlier history from other servers. */
+  useRemoteHistory(history: RemoteHistory): void {
+    this.#history = history;
+  }
 
   async #reach(requester: Requester, roomId: string): Promise<Reach> {
     if (!(await this.storage.rooms.getRoom(roomId))) throw Errors.forbidden("You are not in this room");
@@ -130,7 +143,7 @@ export class RoomReadService {
   ): Promise<{ chunk: StoredEvent[]; from: number; next: number; exhausted: boolean }> {
     const limit = Math.max(0, Math.min(opts.limit, MAX_PAGE));
     const top = Math.min(this.storage.streams.current("events"), reach.upTo);
-    const from = Math.max(0, Math.min(opts.from ?? (opts.dir === "b" ? top : 0), top));
+    const from = Math.max(HISTORY_FLOOR, Math.min(opts.from ?? (opts.dir === "b" ? top : HISTORY_FLOOR), top));
     const read = (cursor: number, n: number) =>
       opts.dir === "b"
         ? this.storage.rooms.paginate(roomId, cursor + 1, "b", n, opts.to)
@@ -170,7 +183,13 @@ export class RoomReadService {
     const to = opts.to !== undefined ? parseEventPosition(opts.to) : undefined;
     const reach = await this.#reach(requester, roomId);
     const limit = opts.filter?.limit ?? opts.limit;
-    const page = await this.#page(requester, roomId, reach, { from, to, dir: opts.dir, limit, filter: opts.filter });
+    const pageOpts = { from, to, dir: opts.dir, limit, filter: opts.filter };
+    let page = await this.#page(requester, roomId, reach, pageOpts);
+    // Going back past the start of what this server has of a federated room: ask the room's
+    // other servers for what came before, then read the page again.
+    if (opts.dir === "b" && page.chunk.length < limit && this.#history && (await this.#history.backfill(roomId, limit - page.chunk.length)) > 0) {
+      page = await this.#page(requester, roomId, reach, pageOpts);
+    }
     const out: { chunk: ClientEvent[]; start: string; end?: string; state?: ClientEvent[] } = {
       chunk: page.chunk.map((e) => this.#client(requester, e)),
       start: formatRoomToken(page.from),

@@ -168,7 +168,7 @@ export class RemoteEventPersister {
     knownBefore?: { state: StateIds; group: { id: string; chain: number } | null },
   ): Promise<{ result: RemoteOutcome; persisted?: PersistedEvent }> {
     const known = await tx.roomDag.getPdus([eventId]);
-    if (known.get(eventId)?.inTimeline) return { result: { status: "duplicate" } };
+    if (known.get(eventId)?.inEvents) return { result: { status: "duplicate" } };
     const reject = async (reason: string) => {
       await tx.roomDag.insertOutlier(eventId, pdu.room_id, JSON.stringify(pdu), reason, this.clock.now());
       return { result: { status: "rejected" as const, reason } };
@@ -271,6 +271,8 @@ export class RemoteEventPersister {
   /** The state the auth rules look at for `pdu` (as chosen for local events), loaded for a synchronous lookup. */
   async #lookup(tx: Stores, state: StateIds, pdu: Pdu, version: RoomVersion): Promise<StateLookup> {
     const keys = authEventTypes(pdu.type, pdu.state_key, pdu.sender, pdu.content, version).map(([t, k]) => stateKeyOf(t, k));
+    // Room version 12 selects no create event, but the auth rules still read it.
+    keys.push(stateKeyOf("m.room.create", ""));
     const ids = keys.map((k) => state.get(k)).filter((id): id is string => id !== undefined);
     const pdus = await this.persister.dag.pdus(tx, ids);
     return (type, stateKey) => {

@@ -13,6 +13,8 @@ export interface RemoteRooms {
   isResident(roomId: string): Promise<boolean>;
   join(userId: string, roomId: string, servers: readonly string[], content: Record<string, unknown>): Promise<string>;
   invite(inviter: string, roomId: string, target: string, content: Record<string, unknown>): Promise<string>;
+  /** Knocks on a room resident elsewhere; the knock is kept here out of band. */
+  knock(userId: string, roomId: string, servers: readonly string[], content: Record<string, unknown>): Promise<string>;
   leaveUnjoined(userId: string, roomId: string, servers: readonly string[]): Promise<void>;
 }
 
@@ -42,13 +44,22 @@ export async function remoteJoinTarget(
   return { roomId, servers: [...new Set([...servers, ...(await serversKnowing(storage, roomId))])], resident: false };
 }
 
-/** Servers that know a room we are not in: the inviters', and the one in a room ID that names one (before version 12). */
+/** Servers that know a room we are not in: the inviters', those of a knock's stripped state, and the one in a room ID that names one (before version 12). */
 export async function serversKnowing(storage: Storage, roomId: string): Promise<string[]> {
   const out: string[] = [];
   for (const m of await storage.rooms.membersOf(roomId, "invite")) {
     const event = await storage.rooms.getEvent(m.eventId);
     const server = event ? serverNameOf(event.sender) : undefined;
     if (server) out.push(server);
+  }
+  // A knock keeps the stripped state it was answered with: their senders' servers are in the room (room version 12 IDs name none).
+  for (const m of await storage.rooms.membersOf(roomId, "knock")) {
+    const event = await storage.rooms.getEvent(m.eventId);
+    const carried = event ? (JSON.parse(event.json) as { unsigned?: { knock_room_state?: unknown } }).unsigned?.knock_room_state : undefined;
+    for (const e of Array.isArray(carried) ? carried : []) {
+      const server = typeof e?.sender === "string" ? serverNameOf(e.sender) : undefined;
+      if (server) out.push(server);
+    }
   }
   const colon = roomId.indexOf(":");
   if (colon > 0) out.push(roomId.slice(colon + 1));

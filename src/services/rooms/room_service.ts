@@ -214,6 +214,19 @@ export class RoomService {
   }
 
   /**
+   * Knocks on a room (spec: "Knocking on rooms"): a member event here when the room is resident,
+   * else through the servers that know it. The auth rules decide who may knock.
+   */
+  async knock(requester: Requester, roomIdOrAlias: string, reason?: string, via: readonly string[] = []): Promise<string> {
+    const content = { ...(await this.#profileContent(requester.userId)), ...(reason ? { reason } : {}) };
+    const remote = this.#remote && (await remoteJoinTarget(this.storage, this.#remote, this.config.serverName, roomIdOrAlias, via));
+    if (remote && !remote.resident && this.#remote) return this.#remote.knock(requester.userId, remote.roomId, remote.servers, content);
+    const roomId = remote ? remote.roomId : await this.resolveRoom(roomIdOrAlias);
+    await this.#membership(requester.userId, roomId, requester.userId, { ...content, membership: "knock" });
+    return roomId;
+  }
+
+  /**
    * A new display name or avatar goes into the user's member event in every room they are
    * joined to, as the spec asks and Synapse does: clients show room members from those events.
    * One room failing (its state moved under us) does not stop the others.

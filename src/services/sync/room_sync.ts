@@ -208,11 +208,12 @@ export class RoomSync {
     return events;
   }
 
-  /** The preview an invitee gets: stripped room state, the inviter's member event and the invite itself. */
+  /** The preview an invitee (or knocker) gets: stripped room state, the inviter's member event and the invite (or knock) itself. */
   async inviteState(roomId: string, invite: StoredEvent, now: number, viewer: Viewer): Promise<Record<string, unknown>[]> {
     const out: Record<string, unknown>[] = [];
-    // An invite from another server to a room not here carries the inviting server's stripped state.
-    const carried = parsePdu(invite).unsigned?.invite_room_state;
+    // An invite from another server to a room not here carries the inviting server's stripped state; a knock, the resident server's.
+    const unsigned = parsePdu(invite).unsigned;
+    const carried = unsigned?.invite_room_state ?? unsigned?.knock_room_state;
     if (Array.isArray(carried)) {
       for (const e of carried) {
         if (isStripped(e) && e.type !== "m.room.member") out.push({ type: e.type, state_key: e.state_key, sender: e.sender, content: e.content });

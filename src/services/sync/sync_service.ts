@@ -166,6 +166,7 @@ export class SyncService {
     const joined = memberships.filter((m) => m.membership === "join");
     const join = await this.#joined(pass, joined);
     const invite = await this.#invited(pass, memberships.filter((m) => m.membership === "invite"));
+    const knock = await this.#invited(pass, memberships.filter((m) => m.membership === "knock"), "knock_state");
     const leave = await this.#left(pass, memberships.filter((m) => m.membership === "leave" || m.membership === "ban"));
     const device = await deviceSections(s, requester, joined.map((m) => m.roomId), {
       toDeviceFrom: since?.toDevice ?? 0,
@@ -179,13 +180,13 @@ export class SyncService {
       next_batch: formatSyncToken(upTo),
       account_data: { events: accountData.global },
       presence: { events: [] },
-      rooms: { join, invite, leave, knock: {} },
+      rooms: { join, invite, leave, knock },
       ...device.sections,
     };
     const empty =
       !device.hasNews &&
       accountData.global.length === 0 &&
-      [join, invite, leave].every((section) => Object.keys(section).length === 0);
+      [join, invite, leave, knock].every((section) => Object.keys(section).length === 0);
     return { response, empty, rooms: joined.map((m) => m.roomId) };
   }
 
@@ -298,14 +299,15 @@ export class SyncService {
     return out.filter((e) => matchesFilter(f, { type: e.type }));
   }
 
-  async #invited(pass: Pass, invited: MembershipRecord[]): Promise<Record<string, RoomEntry>> {
+  /** Invites, or knocks (`knock_state`): the same stripped preview, under the section's key. */
+  async #invited(pass: Pass, invited: MembershipRecord[], key: "invite_state" | "knock_state" = "invite_state"): Promise<Record<string, RoomEntry>> {
     const out: Record<string, RoomEntry> = {};
     for (const m of invited) {
-      // Incremental syncs report an invite once, in the response covering it.
+      // Incremental syncs report an invite (or knock) once, in the response covering it.
       if (pass.since && !pass.changes.has(m.roomId)) continue;
       const invite = await this.storage.rooms.getEvent(m.eventId);
       if (!invite) continue;
-      out[m.roomId] = { invite_state: { events: await this.#rooms.inviteState(m.roomId, invite, pass.ctx.now, pass.ctx.viewer) } };
+      out[m.roomId] = { [key]: { events: await this.#rooms.inviteState(m.roomId, invite, pass.ctx.now, pass.ctx.viewer) } };
     }
     return out;
   }

@@ -47,14 +47,17 @@ export function parseSyncToken(token: string): SyncPosition {
   };
 }
 
-/** A position in a room's timeline: everything at or before it has been seen. */
+/**
+ * A position in a room's timeline: everything at or before it has been seen. History fetched
+ * from other servers sits below the stream, so a position may be negative (`t-12`).
+ */
 export function formatRoomToken(eventPosition: number): string {
   return `t${eventPosition}`;
 }
 
 /** The event-stream position of either kind of token. */
 export function parseEventPosition(token: string): number {
-  const room = /^t([0-9]+)$/.exec(token);
+  const room = /^t(-?[0-9]+)$/.exec(token);
   if (room) return Number(room[1]);
   return parseSyncToken(token).events;
 }

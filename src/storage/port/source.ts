@@ -114,6 +114,8 @@ export class SqliteSource {
     const rows = this.raw.prepare("SELECT name, last_value FROM stream_sequences").all() as { name: string; last_value: number }[];
     const out = Object.fromEntries(STREAMS.map((s) => [s, 0])) as Record<StreamName, number>;
     for (const r of rows) {
+      // Backfilled history's (negative) positions are not a stream: the target recomputes them from the events.
+      if (r.name === "backfill") continue;
       if (!(STREAMS as readonly string[]).includes(r.name)) throw new PortRefusedError(`the SQLite database has a stream this Switchboard does not know: ${r.name}`);
       out[r.name as StreamName] = r.last_value;
     }

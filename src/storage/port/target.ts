@@ -116,6 +116,9 @@ export class PostgresTarget {
         if (position > 0) await tx.get("SELECT setval(?::regclass, ?::bigint)", [`stream_${stream}`, position]);
         else await tx.get("SELECT setval(?::regclass, 1, false)", [`stream_${stream}`]);
       }
+      // History fetched from other servers sits at negative positions: the next one goes below the lowest.
+      const lowest = (await tx.get<{ lowest: number | null }>("SELECT MIN(stream_ordering) AS lowest FROM events"))?.lowest ?? 0;
+      if (lowest < 0) await tx.get("SELECT setval('backfill_ordering', ?::bigint)", [-lowest]);
     });
   }
 

@@ -1,5 +1,5 @@
 /** Rooms as a DAG (see ../room_dag.ts): one set of queries for both dialects. */
-import type { CurrentStateEntry, EventDagRecord, Extremity, NewStateGroup, RoomDagHead, RoomDagStore, StoredPdu } from "../room_dag.js";
+import type { BackfilledEvent, CurrentStateEntry, EventDagRecord, Extremity, NewStateGroup, RoomDagHead, RoomDagStore, StoredPdu } from "../room_dag.js";
 import { FOR_UPDATE, inJsonList, sql, type Executor } from "./executor.js";
 
 const Q = {
@@ -12,8 +12,8 @@ const Q = {
       UNION ALL SELECT s.id, s.prev_group, s.delta, s.chain, g.n + 1 FROM state_groups s JOIN g ON s.id = g.prev_group)
     SELECT id, prev_group, delta, chain FROM g ORDER BY n`,
   dagRecords: sql`SELECT event_id, room_id, stream_ordering, state_group, outlier FROM events WHERE ${inJsonList("event_id")}`,
-  pdus: sql`SELECT event_id, room_id, json, NULL AS rejected, 1 AS in_timeline FROM events WHERE ${inJsonList("event_id")}
-    UNION ALL SELECT event_id, room_id, json, rejected, 0 AS in_timeline FROM event_outliers WHERE ${inJsonList("event_id")}`,
+  pdus: sql`SELECT event_id, room_id, json, NULL AS rejected, 1 - outlier AS in_timeline, 1 AS in_events FROM events WHERE ${inJsonList("event_id")}
+    UNION ALL SELECT event_id, room_id, json, rejected, 0 AS in_timeline, 0 AS in_events FROM event_outliers WHERE ${inJsonList("event_id")}`,
   insertOutlier: `INSERT INTO event_outliers (event_id, room_id, json, rejected, received_ts) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (event_id) DO NOTHING`,
   upsertState: `INSERT INTO current_state (room_id, type, state_key, event_id, stream_ordering) VALUES (?, ?, ?, ?, ?)
@@ -25,6 +25,14 @@ const Q = {
   removeMembership: "DELETE FROM memberships WHERE room_id = ? AND user_id = ?",
   byDepth: `SELECT event_id, room_id, json FROM events WHERE room_id = ? AND depth <= ? AND outlier = 0
     ORDER BY depth DESC, stream_ordering DESC LIMIT ?`,
+  oldest: "SELECT event_id, room_id, json FROM events WHERE room_id = ? AND outlier = 0 ORDER BY stream_ordering ASC LIMIT 1",
+  // Negative positions, each lower than any before: the negation of a sequence.
+  nextBackfill: {
+    sqlite: "UPDATE stream_sequences SET last_value = last_value + 1 WHERE name = 'backfill' RETURNING last_value AS value",
+    postgres: "SELECT nextval('backfill_ordering') AS value",
+  },
+  insertBackfilled: `INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, origin_server_ts, depth, json, outlier)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT (event_id) DO NOTHING`,
 } as const;
 
 export class SqlRoomDagStore implements RoomDagStore {
@@ -70,11 +78,21 @@ export class SqlRoomDagStore implements RoomDagStore {
     const out = new Map<string, StoredPdu>();
     if (eventIds.length === 0) return out;
     const list = JSON.stringify(eventIds);
-    const rows = await this.db.all<{ event_id: string; room_id: string; json: string; rejected: string | null; in_timeline: number }>(Q.pdus, [list, list]);
+    const rows = await this.db.all<{ event_id: string; room_id: string; json: string; rejected: string | null; in_timeline: number; in_events: number }>(
+      Q.pdus,
+      [list, list],
+    );
     for (const r of rows) {
-      // An event in both places is the timeline's (it was an outlier first, then state).
-      if (out.get(r.event_id)?.inTimeline) continue;
-      out.set(r.event_id, { eventId: r.event_id, roomId: r.room_id, json: r.json, rejected: r.rejected, inTimeline: r.in_timeline === 1 });
+      // An event in both places is the events table's (it was an outlier first, then stored as an event).
+      if (out.get(r.event_id)?.inEvents) continue;
+      out.set(r.event_id, {
+        eventId: r.event_id,
+        roomId: r.room_id,
+        json: r.json,
+        rejected: r.rejected,
+        inTimeline: Number(r.in_timeline) === 1,
+        inEvents: Number(r.in_events) === 1,
+      });
     }
     return out;
   }
@@ -99,8 +117,25 @@ export class SqlRoomDagStore implements RoomDagStore {
     }
   }
 
+  async oldestTimelineEvent(roomId: string): Promise<StoredPdu | undefined> {
+    const r = await this.db.get<{ event_id: string; room_id: string; json: string }>(Q.oldest, [roomId]);
+    return r && { eventId: r.event_id, roomId: r.room_id, json: r.json, rejected: null, inTimeline: true, inEvents: true };
+  }
+
+  async insertBackfilled(events: readonly BackfilledEvent[]): Promise<number> {
+    let stored = 0;
+    for (const e of events) {
+      const known = await this.db.get<{ n: number }>("SELECT 1 AS n FROM events WHERE event_id = ?", [e.eventId]);
+      if (known) continue;
+      const next = await this.db.get<{ value: number }>(Q.nextBackfill, []);
+      await this.db.run(Q.insertBackfilled, [-next!.value, e.eventId, e.roomId, e.type, e.stateKey, e.sender, e.originServerTs, e.depth, e.json]);
+      stored++;
+    }
+    return stored;
+  }
+
   async eventsByDepth(roomId: string, maxDepth: number, limit: number): Promise<StoredPdu[]> {
     const rows = await this.db.all<{ event_id: string; room_id: string; json: string }>(Q.byDepth, [roomId, maxDepth, limit]);
-    return rows.map((r) => ({ eventId: r.event_id, roomId: r.room_id, json: r.json, rejected: null, inTimeline: true }));
+    return rows.map((r) => ({ eventId: r.event_id, roomId: r.room_id, json: r.json, rejected: null, inTimeline: true, inEvents: true }));
   }
 }

@@ -1,5 +1,6 @@
 /** Rooms, events, state and memberships: one set of queries for both dialects. */
 import {
+  HISTORY_FLOOR,
   stateKeyOf,
   type MembershipRecord,
   type NewEvent,
@@ -305,7 +306,7 @@ export class SqlRoomStore implements RoomStore {
   async paginate(roomId: string, from: number, dir: "b" | "f", limit: number, to?: number): Promise<StoredEvent[]> {
     const rows =
       dir === "b"
-        ? await this.db.all<EventRow>(Q.back, [roomId, from, to ?? 0, limit])
+        ? await this.db.all<EventRow>(Q.back, [roomId, from, to ?? HISTORY_FLOOR, limit])
         : await this.db.all<EventRow>(Q.forward, [roomId, from, to ?? Number.MAX_SAFE_INTEGER, limit]);
     return rows.map(toEvent);
   }

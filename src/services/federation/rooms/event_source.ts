@@ -5,7 +5,7 @@
  * room may read it, as Synapse allows by default (history visibility beyond that is not served).
  */
 import { Errors, MatrixError } from "../../../errors.js";
-import { serverNameOf, type Pdu, type RoomVersion } from "../../../events/index.js";
+import { eventIdFor, roomIdOfEvent, serverNameOf, type Pdu, type RoomVersion } from "../../../events/index.js";
 import type { Storage, Stores } from "../../../storage/interfaces.js";
 import type { Clock } from "../../clock.js";
 import type { RoomDag, StateIds } from "../../rooms/dag.js";
@@ -75,13 +75,13 @@ export class FederationEventSource {
   async eventAuth(origin: string, roomId: string, eventId: string) {
     await this.requireServerInRoom(origin, roomId);
     const event = (await this.dag.pdus(this.storage, [eventId])).get(eventId);
-    if (!event || event.room_id !== roomId) throw new MatrixError(404, "M_NOT_FOUND", "Unknown event");
+    if (!event || roomIdOfEvent(event, eventId) !== roomId) throw new MatrixError(404, "M_NOT_FOUND", "Unknown event");
     return { auth_chain: [...(await this.authChain(event.auth_events)).values()] };
   }
 
   /** Events between `earliest` (exclusive) and `latest` (exclusive), walking prev_events back from `latest`, oldest first. */
   async missingEvents(origin: string, roomId: string, earliest: string[], latest: string[], limit: number, minDepth: number) {
-    await this.requireServerInRoom(origin, roomId);
+    const version = await this.requireServerInRoom(origin, roomId);
     const stop = new Set(earliest);
     const starts = await this.dag.pdus(this.storage, latest);
     const found = await this.#walkBack(
@@ -90,14 +90,14 @@ export class FederationEventSource {
       Math.min(Math.max(limit, 1), MAX_EVENTS),
       minDepth,
     );
-    return { events: found.filter((p) => p.room_id === roomId).sort((a, b) => a.depth - b.depth).map(withoutUnsigned) };
+    return { events: found.filter((p) => inRoom(p, roomId, version)).sort((a, b) => a.depth - b.depth).map(withoutUnsigned) };
   }
 
   /** History before (and including) `from`, newest first, for another server's `/messages`. */
   async backfill(origin: string, roomId: string, from: string[], limit: number) {
-    await this.requireServerInRoom(origin, roomId);
+    const version = await this.requireServerInRoom(origin, roomId);
     const found = await this.#walkBack(from, () => true, Math.min(Math.max(limit, 1), MAX_EVENTS), 0);
-    return this.#envelope(found.filter((p) => p.room_id === roomId).sort((a, b) => b.depth - a.depth).map(withoutUnsigned));
+    return this.#envelope(found.filter((p) => inRoom(p, roomId, version)).sort((a, b) => b.depth - a.depth).map(withoutUnsigned));
   }
 
   /** Breadth-first over prev_events from `start`, taking events `take` allows, until `limit`. */
@@ -142,12 +142,19 @@ export class FederationEventSource {
   /** The state before an event: the state after its one prev, or the resolution over its prevs. */
   async #stateBefore(roomId: string, eventId: string, version: RoomVersion): Promise<StateIds> {
     const event = (await this.dag.pdus(this.storage, [eventId])).get(eventId);
-    if (!event || event.room_id !== roomId) throw new MatrixError(404, "M_NOT_FOUND", "Unknown event");
+    if (!event || roomIdOfEvent(event, eventId) !== roomId) throw new MatrixError(404, "M_NOT_FOUND", "Unknown event");
+    // Nothing comes before the create event: the state at it is empty (Synapse asks, for a v12 room's first events).
+    if (event.prev_events.length === 0) return new Map();
     const states = [...(await this.dag.stateAfter(this.storage, event.prev_events)).values()].map((s) => s.state);
     if (states.length === 0) throw new MatrixError(404, "M_NOT_FOUND", "The state at that event is not known here");
     if (states.length === 1) return states[0]!;
     return this.resolve(version, states, (ids) => this.dag.pdus(this.storage, ids));
   }
+}
+
+/** Whether `pdu` is an event of `roomId`: a room version 12 create event has no room_id, its ID names the room. */
+function inRoom(pdu: Pdu, roomId: string, version: RoomVersion): boolean {
+  return pdu.room_id === roomId || (pdu.room_id === undefined && roomIdOfEvent(pdu, eventIdFor(pdu, version)) === roomId);
 }
 
 /** Unsigned data (`prev_content`, transaction IDs) is this server's own: never sent to others. */

@@ -11,6 +11,8 @@ import type { FederatedRoomDeps } from "./types.js";
 const enc = encodeURIComponent;
 /** Events asked for to fill one gap (Synapse asks for 10). */
 const GAP_LIMIT = 10;
+/** The most events one gap is filled with, over several asks; an older gap stays (the events after it are judged on what we have). */
+const MAX_GAP_EVENTS = 100;
 
 export type PduResults = Record<string, { error?: string }>;
 
@@ -51,7 +53,7 @@ export class InboundPdus {
     const all = new Map(events.map((e) => [e.eventId, e]));
     const ids = (list: Iterable<RemoteEvent>, pick: (p: Pdu) => string[]) => [...new Set([...list].flatMap((e) => pick(e.pdu)))].filter((id) => !all.has(id));
     const knownPrev = await this.deps.storage.roomDag.getPdus(ids(events, (p) => p.prev_events));
-    const missingPrev = ids(events, (p) => p.prev_events).filter((id) => !knownPrev.get(id)?.inTimeline);
+    const missingPrev = ids(events, (p) => p.prev_events).filter((id) => !knownPrev.get(id)?.inEvents);
     if (missingPrev.length > 0) {
       for (const e of await this.#missingEvents(origin, roomId, version, events)) if (!all.has(e.eventId)) all.set(e.eventId, e);
     }
@@ -62,34 +64,52 @@ export class InboundPdus {
     return [...all.values()].sort((a, b) => a.pdu.depth - b.pdu.depth);
   }
 
+  /**
+   * The events between our extremities and `latest`, asked for GAP_LIMIT at a time: while the
+   * oldest events fetched still point at events we lack, ask again from them (a server that
+   * was cut off for a while misses more than one answer holds), up to MAX_GAP_EVENTS in all.
+   */
   async #missingEvents(origin: string, roomId: string, version: RoomVersion, latest: RemoteEvent[]): Promise<RemoteEvent[]> {
     const head = await this.deps.storage.transaction(async (tx) => {
       const stored = await tx.roomDag.lockRoomDag(roomId);
       return stored && this.deps.persister.readHead(tx, roomId, stored);
     });
     if (!head) return [];
-    try {
-      const res = await this.deps.client.request(origin, {
-        method: "POST",
-        path: `/_matrix/federation/v1/get_missing_events/${enc(roomId)}`,
-        body: {
-          earliest_events: head.extremities.map((e) => e.eventId),
-          latest_events: latest.map((e) => e.eventId),
-          limit: GAP_LIMIT,
-          min_depth: Math.max(0, Math.min(...head.extremities.map((e) => e.depth)) - GAP_LIMIT),
-        },
-      });
-      if (res.status !== 200 || !Array.isArray(res.json.events)) return [];
-      const out: RemoteEvent[] = [];
-      for (const raw of res.json.events) {
-        const checked = await this.deps.checkPdu(raw, version);
-        if (checked.ok && checked.pdu.room_id === roomId) out.push({ eventId: checked.eventId, pdu: checked.pdu });
+    const found = new Map<string, RemoteEvent>(latest.map((e) => [e.eventId, e]));
+    const fetched: RemoteEvent[] = [];
+    let from = latest;
+    while (from.length > 0 && fetched.length < MAX_GAP_EVENTS) {
+      let round: RemoteEvent[];
+      try {
+        const res = await this.deps.client.request(origin, {
+          method: "POST",
+          path: `/_matrix/federation/v1/get_missing_events/${enc(roomId)}`,
+          body: {
+            earliest_events: head.extremities.map((e) => e.eventId),
+            latest_events: from.map((e) => e.eventId),
+            limit: GAP_LIMIT,
+            min_depth: Math.max(0, Math.min(...head.extremities.map((e) => e.depth)) - GAP_LIMIT),
+          },
+        });
+        if (res.status !== 200 || !Array.isArray(res.json.events)) break;
+        round = [];
+        for (const raw of res.json.events) {
+          const checked = await this.deps.checkPdu(raw, version);
+          if (checked.ok && checked.pdu.room_id === roomId && !found.has(checked.eventId)) round.push({ eventId: checked.eventId, pdu: checked.pdu });
+        }
+      } catch {
+        // Unreachable now: the events stay unknown, and the new ones are judged on what we have.
+        break;
       }
-      return out;
-    } catch {
-      // Unreachable now: the events stay unknown, and the new ones are judged on what we have.
-      return [];
+      for (const e of round) found.set(e.eventId, e);
+      fetched.push(...round);
+      // The next round starts from the fetched events whose parents are still neither here nor fetched.
+      const wanted = [...new Set(round.flatMap((e) => e.pdu.prev_events))].filter((id) => !found.has(id));
+      const known = await this.deps.storage.roomDag.getPdus(wanted);
+      const unknown = new Set(wanted.filter((id) => !known.get(id)?.inEvents));
+      from = round.filter((e) => e.pdu.prev_events.some((id) => unknown.has(id)));
     }
+    return fetched;
   }
 
   async #fetchEvents(origin: string, version: RoomVersion, ids: string[]): Promise<RemoteEvent[]> {

@@ -12,6 +12,7 @@ import { RemoteEventPersister } from "../../rooms/remote_persister.js";
 import type { SigningKey } from "../../signing_key.js";
 import type { FederationService } from "../service.js";
 import { FederationEventSource, serversInRoom, withoutUnsigned } from "./event_source.js";
+import { RemoteBackfill } from "./backfill.js";
 import { InboundPdus } from "./inbound.js";
 import { RemoteMembership } from "./remote_membership.js";
 import { ResidentServer } from "./resident.js";
@@ -23,6 +24,8 @@ export class FederatedRooms implements RemoteRooms {
   readonly resident: ResidentServer;
   readonly membership: RemoteMembership;
   readonly inbound: InboundPdus;
+  /** Earlier history from the room's other servers, for `/messages`. */
+  readonly history: RemoteBackfill;
   readonly #serverName: string;
   readonly #storage: Storage;
   readonly #federation: FederationService;
@@ -53,6 +56,7 @@ export class FederatedRooms implements RemoteRooms {
     this.resident = new ResidentServer(deps);
     this.membership = new RemoteMembership(deps);
     this.inbound = new InboundPdus(deps);
+    this.history = new RemoteBackfill(deps);
     federation.transactions.setPduHandler(this.inbound);
     persister.onPersisted((event) => this.#sendOut(event));
   }
@@ -72,6 +76,10 @@ export class FederatedRooms implements RemoteRooms {
 
   invite(inviter: string, roomId: string, target: string, content: Record<string, unknown>): Promise<string> {
     return this.membership.invite(inviter, roomId, target, content);
+  }
+
+  knock(userId: string, roomId: string, servers: readonly string[], content: Record<string, unknown>): Promise<string> {
+    return this.membership.knock(userId, roomId, servers, content);
   }
 
   leaveUnjoined(userId: string, roomId: string, servers: readonly string[]): Promise<void> {

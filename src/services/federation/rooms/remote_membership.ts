@@ -24,6 +24,7 @@ import { stateLookup } from "../../rooms/persister.js";
 import type { RemoteEvent } from "../../rooms/remote_persister.js";
 import { FederationError } from "../client.js";
 import { withoutUnsigned } from "./event_source.js";
+import { strippedFrom } from "./knock.js";
 import { checkAll, type FederatedRoomDeps } from "./types.js";
 
 const enc = encodeURIComponent;
@@ -53,9 +54,9 @@ export class RemoteMembership {
     throw new MatrixError(404, "M_NOT_FOUND", `No server could be reached to join through${last instanceof Error ? ` (${last.message})` : ""}`);
   }
 
-  async #template(server: string, roomId: string, userId: string, membership: "join" | "leave") {
+  async #template(server: string, roomId: string, userId: string, membership: "join" | "leave" | "knock") {
     const versions = Object.keys(ROOM_VERSIONS).map((v) => `ver=${enc(v)}`).join("&");
-    const path = `/_matrix/federation/v1/make_${membership}/${enc(roomId)}/${enc(userId)}${membership === "join" ? `?${versions}` : ""}`;
+    const path = `/_matrix/federation/v1/make_${membership}/${enc(roomId)}/${enc(userId)}${membership !== "leave" ? `?${versions}` : ""}`;
     const res = await this.deps.client.request(server, { method: "GET", path });
     if (res.status !== 200) {
       const errcode = typeof res.json.errcode === "string" ? res.json.errcode : "M_UNKNOWN";
@@ -135,6 +136,35 @@ export class RemoteMembership {
     });
     const room = (await this.deps.storage.rooms.getRoom(roomId))!;
     await this.deps.remote.persistOutOfBand(room, answer.version, answer.leave);
+  }
+
+  /**
+   * Knocks on a room resident elsewhere (`make_knock`/`send_knock`). The knock is kept out of
+   * band, with the room's stripped state the resident server answered, for the user's /sync.
+   */
+  async knock(userId: string, roomId: string, servers: readonly string[], content: Record<string, unknown>): Promise<string> {
+    const { answer } = await this.#firstAnswer(servers, async (s) => {
+      const t = await this.#template(s, roomId, userId, "knock");
+      const knock = this.#sign(t.template, t.version, { ...content, membership: "knock" });
+      if (knock.pdu.sender !== userId || knock.pdu.state_key !== userId || knock.pdu.room_id !== roomId) {
+        throw new MatrixError(502, "M_UNKNOWN", `${s} sent a template for another user or room`);
+      }
+      const res = await this.deps.client.request(s, {
+        method: "PUT",
+        path: `/_matrix/federation/v1/send_knock/${enc(roomId)}/${enc(knock.eventId)}`,
+        body: knock.pdu as unknown as Record<string, unknown>,
+      });
+      if (res.status !== 200) throw new MatrixError(res.status === 403 ? 403 : 502, String(res.json.errcode ?? "M_UNKNOWN"), `${s}: ${String(res.json.error ?? "send_knock failed")}`);
+      return { ...t, knock, stripped: strippedFrom(res.json.knock_room_state) };
+    });
+    const { version, knock, stripped } = answer;
+    const creator = stripped.find((e) => e.type === "m.room.create")?.sender ?? userId;
+    await this.deps.remote.persistOutOfBand(
+      { roomId, roomVersion: version.id, creator },
+      version,
+      { eventId: knock.eventId, pdu: { ...knock.pdu, unsigned: { knock_room_state: stripped } } },
+    );
+    return roomId;
   }
 
   /**

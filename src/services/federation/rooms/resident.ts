@@ -1,6 +1,7 @@
 /**
- * This server as the resident server of a room another server's user joins, leaves or is
- * invited into: `make_join`/`send_join` (v2), `make_leave`/`send_leave` (v2), and the invite
+ * This server as the resident server of a room another server's user joins, leaves, knocks on or
+ * is invited into: `make_join`/`send_join` (v2), `make_leave`/`send_leave` (v2),
+ * `make_knock`/`send_knock` (v1), and the invite
  * another server sends one of our users (`invite` v2).
  */
 import { Errors, MatrixError } from "../../../errors.js";
@@ -21,9 +22,10 @@ import {
 import { stateKeyOf } from "../../../storage/rooms.js";
 import { stateLookup } from "../../rooms/persister.js";
 import { serversInRoom, withoutUnsigned } from "./event_source.js";
+import { knockRoomState } from "./knock.js";
 import type { FederatedRoomDeps } from "./types.js";
 
-type Membership = "join" | "leave";
+type Membership = "join" | "leave" | "knock";
 
 export class ResidentServer {
   constructor(private readonly deps: FederatedRoomDeps) {}
@@ -41,7 +43,7 @@ export class ResidentServer {
       throw new MatrixError(404, "M_NOT_FOUND", "This server is not in that room");
     }
     const version = getRoomVersion(room.roomVersion)!;
-    if (membership === "join" && supported !== undefined && !supported.includes(version.id)) {
+    if (membership !== "leave" && supported !== undefined && !supported.includes(version.id)) {
       throw new MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION", `The room's version ${version.id} is not among the versions you support`, {
         room_version: version.id,
       });
@@ -127,6 +129,8 @@ export class ResidentServer {
     const others = [...(await serversInRoom(this.deps.storage, roomId))].filter((s) => s !== origin && s !== this.deps.serverName);
     if (others.length > 0) await this.deps.sendPdu(pdu, eventId, others);
     if (membership === "leave") return {};
+    // The knocker's server is not in the room: it gets only what identifies the room.
+    if (membership === "knock") return { knock_room_state: await knockRoomState(this.deps.storage, roomId) };
     const state = await this.deps.source.state(origin, roomId, eventId);
     return {
       origin: this.deps.serverName,

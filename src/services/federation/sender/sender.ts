@@ -314,6 +314,8 @@ export class FederationSender {
         this.deps.logger.info({ ...counts, why: outcome.why, retryInMs: interval }, "federation: a transaction failed; backing off");
         // Listed until the backoff (which lets go of the lease) is written, so no wake starts a second job meanwhile.
         await queue.backoff(destination, this.#me, now + interval, interval, now);
+        // Its next request (a transaction, say) must end this backoff even if it contacted us moments ago.
+        this.#upChecked.delete(destination);
         this.#jobs.delete(destination);
         this.#retryAt(destination, now + interval);
         return;

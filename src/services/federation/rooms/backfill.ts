@@ -1,0 +1,103 @@
+/**
+ * A room's history from before what this server has of it (it joined late), fetched from the
+ * room's other servers with `/backfill` when a client pages back past the start. Each event is
+ * checked like any other from federation (format, signatures, hashes) and against its own auth
+ * events, then stored below the events stream (history, not news: no sync sees it, current
+ * state is untouched).
+ */
+import { AuthError, checkEventAuth, getRoomVersion, roomIdOfEvent, type Pdu, type RoomVersion } from "../../../events/index.js";
+import type { BackfilledEvent } from "../../../storage/room_dag.js";
+import type { RemoteEvent } from "../../rooms/remote_persister.js";
+import type { RemoteHistory } from "../../rooms/reads.js";
+import { serversInRoom } from "./event_source.js";
+import { checkAll, type FederatedRoomDeps } from "./types.js";
+
+const enc = encodeURIComponent;
+/** Events asked for at once (Synapse's own backfill asks for 100 at most). */
+const MAX_BACKFILL = 100;
+
+export class RemoteBackfill implements RemoteHistory {
+  /** One fetch per room at a time in this process; concurrent readers share it. */
+  readonly #inFlight = new Map<string, Promise<number>>();
+
+  constructor(private readonly deps: FederatedRoomDeps) {}
+
+  backfill(roomId: string, limit: number): Promise<number> {
+    const running = this.#inFlight.get(roomId);
+    if (running) return running;
+    const work = this.#backfill(roomId, Math.min(Math.max(limit, 10), MAX_BACKFILL)).finally(() => this.#inFlight.delete(roomId));
+    this.#inFlight.set(roomId, work);
+    return work;
+  }
+
+  async #backfill(roomId: string, limit: number): Promise<number> {
+    const { storage, serverName } = this.deps;
+    const room = await storage.rooms.getRoom(roomId);
+    const version = room && getRoomVersion(room.roomVersion);
+    if (!version) return 0;
+    const servers = [...(await serversInRoom(storage, roomId))].filter((s) => s !== serverName);
+    const oldest = await storage.roomDag.oldestTimelineEvent(roomId);
+    if (servers.length === 0 || !oldest) return 0;
+    const start = JSON.parse(oldest.json) as Pdu;
+    const known = await storage.roomDag.getPdus(start.prev_events);
+    const gaps = start.prev_events.filter((id) => !known.get(id)?.inTimeline);
+    if (gaps.length === 0) return 0; // The room's beginning is here already.
+    for (const server of servers) {
+      try {
+        const query = [...gaps.map((id) => `v=${enc(id)}`), `limit=${limit}`].join("&");
+        const res = await this.deps.client.request(server, { method: "GET", path: `/_matrix/federation/v1/backfill/${enc(roomId)}?${query}` });
+        if (res.status !== 200 || !Array.isArray(res.json.pdus)) continue;
+        const checked = (await checkAll(this.deps.checkPdu, res.json.pdus.slice(0, MAX_BACKFILL), version)).filter(
+          (e) => roomIdOfEvent(e.pdu, e.eventId) === roomId && e.pdu.depth <= start.depth,
+        );
+        const accepted = await this.#authorised(checked, version);
+        if (accepted.length === 0) continue;
+        // Newest first, so each is stored below the one before.
+        accepted.sort((a, b) => b.pdu.depth - a.pdu.depth || b.pdu.origin_server_ts - a.pdu.origin_server_ts);
+        return await storage.transaction((tx) => tx.roomDag.insertBackfilled(accepted.map((e) => rowOf(e, roomId))));
+      } catch {
+        // That server could not help: try the next.
+      }
+    }
+    return 0;
+  }
+
+  /** The events that pass the auth rules against their own auth events (known here, or in the batch), oldest first. */
+  async #authorised(events: RemoteEvent[], version: RoomVersion): Promise<RemoteEvent[]> {
+    const inBatch = new Map(events.map((e) => [e.eventId, e.pdu]));
+    const wanted = [...new Set(events.flatMap((e) => e.pdu.auth_events))].filter((id) => !inBatch.has(id));
+    const stored = await this.deps.storage.roomDag.getPdus(wanted);
+    const available = new Map<string, Pdu>();
+    for (const [id, s] of stored) if (s.rejected === null) available.set(id, JSON.parse(s.json) as Pdu);
+    const create = [...available.values(), ...inBatch.values()].find((p) => p.type === "m.room.create" && p.state_key === "");
+    const ok: RemoteEvent[] = [];
+    for (const e of [...events].sort((a, b) => a.pdu.depth - b.pdu.depth)) {
+      const auth = e.pdu.auth_events.map((id) => available.get(id));
+      if (auth.some((a) => a === undefined)) continue;
+      const lookup = (type: string, key: string) =>
+        auth.find((a) => a!.type === type && a!.state_key === key) ?? (type === "m.room.create" && key === "" ? create : undefined);
+      try {
+        checkEventAuth(e.pdu, lookup, version, { verifyServerSignature: () => true });
+      } catch (err) {
+        if (err instanceof AuthError) continue;
+        throw err;
+      }
+      ok.push(e);
+      available.set(e.eventId, e.pdu);
+    }
+    return ok;
+  }
+}
+
+function rowOf({ eventId, pdu }: RemoteEvent, roomId: string): BackfilledEvent {
+  return {
+    eventId,
+    roomId,
+    type: pdu.type,
+    stateKey: pdu.state_key ?? null,
+    sender: pdu.sender,
+    originServerTs: pdu.origin_server_ts,
+    depth: pdu.depth,
+    json: JSON.stringify(pdu),
+  };
+}
