@@ -2,7 +2,8 @@
  * `npm run bench`: the HTTP benchmark, the delayed-event one, the send one, the one of several
  * server processes (workers), then `/sync` wake-up fan-out across processes (fanout), then the media
  * repository's downloads, uploads and memory (media), then push delivery to HTTP pushers (push), then sliding
- * sync against /sync v2 for a user in 500 rooms (sliding_sync), then a
+ * sync against /sync v2 for a user in 500 rooms (sliding_sync), then federation into and out of
+ * one room against local sends (federation), then a
  * two-browser Element Call call through a real LiveKit SFU (call), each in its own process so that no one's heap
  * or timers disturb another's, printed together as one JSON document.
  * Progress and warnings go to stderr.
@@ -41,6 +42,7 @@ async function main(): Promise<number> {
   const media = await run("media.js").catch((err: unknown) => ({ code: 1, report: { failed: (err as Error).message } }));
   const push = await run("push.js").catch((err: unknown) => ({ code: 1, report: { failed: (err as Error).message } }));
   const slidingSync = await run("sliding_sync.js").catch((err: unknown) => ({ code: 1, report: { failed: (err as Error).message } }));
+  const federation = await run("federation.js").catch((err: unknown) => ({ code: 1, report: { failed: (err as Error).message } }));
   // Two browsers and a LiveKit SFU: the time from "Join call" to media both ways.
   const call = await run("call_media.js").catch((err: unknown) => ({ code: 1, report: { failed: (err as Error).message } }));
   const report = {
@@ -52,10 +54,11 @@ async function main(): Promise<number> {
     media: media.report,
     push: push.report,
     sliding_sync: slidingSync.report,
+    federation: federation.report,
     call: call.report,
   };
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-  return [http, delayed, sends, workers, fanout, media, push, slidingSync, call].every((r) => r.code === 0) ? 0 : 1;
+  return [http, delayed, sends, workers, fanout, media, push, slidingSync, federation, call].every((r) => r.code === 0) ? 0 : 1;
 }
 
 runMain(main);
