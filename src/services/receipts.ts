@@ -79,6 +79,9 @@ export class ReceiptService {
   async #store(requester: Requester, roomId: string, receiptType: string, eventId: string, threadId: string | null): Promise<void> {
     const receipt: Omit<Receipt, "streamId"> = { roomId, userId: requester.userId, receiptType, threadId, eventId, ts: this.clock.now() };
     await this.storage.receipts.set(receipt);
+    // What the receipt covers is read: its plain notifications go, highlights stay for /notifications.
+    const target = await this.storage.rooms.getEvent(eventId);
+    if (target) await this.storage.pushActions.forgetRead(requester.userId, roomId, target.streamOrdering, threadId);
     // A private receipt concerns nobody else: wake only its owner's syncs.
     if (receiptType === "m.read.private") this.notifier.notify({ userIds: [requester.userId] });
     else this.notifier.notify({ roomIds: [roomId] });

@@ -44,6 +44,11 @@ export interface PushActionStore {
   counts(userId: string, roomIds: readonly string[], upTo: number, opts?: { fromJoin?: boolean }): Promise<Map<string, RoomCounts>>;
   /** The user's notifications, newest first, below `before` (a stream position) when given. */
   notifications(userId: string, opts: { before?: number; limit: number; onlyHighlight: boolean }): Promise<NotificationRecord[]>;
+  /**
+   * A read receipt at stream position `upTo` makes the non-highlight notifications it covers
+   * redundant: they go (as Synapse removes them), only in `threadId` for a threaded receipt.
+   */
+  forgetRead(userId: string, roomId: string, upTo: number, threadId: string | null): Promise<void>;
   /** Forgets actions older than `before` (ms); returns how many went. */
   prune(before: number): Promise<number>;
 }

@@ -99,6 +99,12 @@ export class SqlPushActionStore implements PushActionStore {
     return rows.map((r) => ({ ...toRecord(r), read: Number(r.stream_ordering) <= Number(r.read_up_to) }));
   }
 
+  async forgetRead(userId: string, roomId: string, upTo: number, threadId: string | null): Promise<void> {
+    const base = "DELETE FROM event_push_actions WHERE user_id = ? AND room_id = ? AND stream_ordering <= ? AND highlight = 0";
+    if (threadId === null) await this.db.run(base, [userId, roomId, upTo]);
+    else await this.db.run(`${base} AND thread_id = ?`, [userId, roomId, upTo, threadId]);
+  }
+
   async prune(before: number): Promise<number> {
     return this.db.run("DELETE FROM event_push_actions WHERE ts < ?", [before]);
   }
