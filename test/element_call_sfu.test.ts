@@ -2,7 +2,8 @@
  * A real call: two Element Call 0.26.1 pages, each in its own headless Chromium with a fake
  * camera and microphone, as two users of one room, join the same call through Switchboard and a
  * real LiveKit SFU (livekit-server 1.11 on loopback): in compatibility mode (state events) in an
- * encrypted room, and in Matrix 2.0 mode (sticky events) in an unencrypted one (see that test).
+ * encrypted room, and in Matrix 2.0 mode (sticky events) in an unencrypted and an encrypted one
+ * (the latter around a bug of Element Call 0.26.1's bundled matrix-js-sdk, ENCRYPTED_STICKY_BUG).
  *
  * Checked from the SFU's own API: both participants in the one LiveKit room, each publishing
  * audio and video. From each page: its WebRTC statistics show the other's media arriving and
@@ -36,6 +37,40 @@ const RTC_MEMBER = "org.matrix.msc4143.rtc.member";
 const GIVE_UP_MS = 90_000;
 
 type Mode = "compatibility" | "matrix_2_0";
+
+/**
+ * ENCRYPTED_STICKY_BUG, in Element Call 0.26.1's bundled matrix-js-sdk (git 24929be, before npm
+ * 43.0.0, whose RoomStickyEventsStore waits for decryption): /sync hands each sticky event to the
+ * room's sticky store at once, while an encrypted one is still `m.room.encrypted` (decryption is
+ * asynchronous). So (1) the store's update names no call-membership event and the MatrixRTC
+ * session never recalculates its members: no page sees any membership, its own included, no media
+ * key is sent or set ("key set not found"), until something else (a room member change) makes it
+ * recalculate, by when the events are decrypted; (2) the join sits in the store under
+ * `m.room.encrypted` without its sticky key, so the clear sticky leave that the delayed event sends
+ * does not replace it and the other page keeps showing the crashed participant. Synapse 1.163
+ * serves an encrypted sticky event exactly as Switchboard does (same fields, in the timeline).
+ */
+const MEMBERS_CHANGED = /Memberships for call in room \S+ have changed: emitting \((\d+) members\)/;
+
+/**
+ * The workaround for (1): a change to Alice's room member event makes each page recalculate its
+ * call members from the (by then decrypted) sticky events; repeated until both pages say they see
+ * two members, since a page may not have decrypted both joins at the first change.
+ */
+async function nudgeMembershipRecalculation(alice: User, roomId: string, pages: CallPage[]): Promise<void> {
+  let n = 0;
+  await eventually(
+    async () => {
+      const seesBoth = (c: CallPage) => c.console.some((l) => Number(MEMBERS_CHANGED.exec(l)?.[1]) === 2);
+      if (pages.every(seesBoth)) return true;
+      await alice.putState(roomId, "m.room.member", alice.userId, { membership: "join", displayname: `Alice (${++n})` });
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      return pages.every(seesBoth) ? true : undefined;
+    },
+    GIVE_UP_MS,
+    "both pages to see both call memberships",
+  );
+}
 
 const skip = sfuMissing() || chromiumMissing();
 
@@ -111,11 +146,24 @@ describe("Element Call: two browsers in one encrypted call through a real LiveKi
       callers.push(caller);
     }
     const [pa, pb] = callers as [CallPage, CallPage];
-    const artifact = (name: string) => path.join(ARTIFACTS, `element-call-sfu-${mode}-${name}`);
+    const artifact = (name: string) => path.join(ARTIFACTS, `element-call-sfu-${mode}${encrypted ? "" : "-unencrypted"}-${name}`);
     try {
       for (const c of callers) await c.page.getByRole("button", { name: "Join call" }).waitFor({ timeout: GIVE_UP_MS });
       const joinedAt = Date.now();
       await Promise.all(callers.map((c) => c.page.getByRole("button", { name: "Join call" }).click()));
+      if (encrypted && mode === "matrix_2_0") {
+        // Each page sent its join as an encrypted sticky event.
+        await Promise.all(
+          callers.map((c, i) =>
+            eventually(
+              () => c.requests.find((r) => r.method === "PUT" && r.path.includes("/send/m.room.encrypted/") && r.status === 200),
+              GIVE_UP_MS,
+              `${users[i]!.userId}'s encrypted sticky join`,
+            ),
+          ),
+        );
+        await nudgeMembershipRecalculation(alice, roomId, callers);
+      }
 
       // Each page got its token from Switchboard's bundled JWT service (Element Call 0.26.1's only path).
       const tokens = await Promise.all(
@@ -198,9 +246,12 @@ describe("Element Call: two browsers in one encrypted call through a real LiveKi
       const killedAt = Date.now();
       pb.kill();
       await Promise.all([
-        eventually(async () => ((await pa.page.getByText(localpart(bob.userId), { exact: true }).count()) === 0 ? true : undefined), GIVE_UP_MS, "Alice's page to show Bob gone").then(
-          () => (timings.kill_to_gone_on_other_page_ms = Date.now() - killedAt),
-        ),
+        // Not in an encrypted Matrix 2.0 call: Element Call 0.26.1 keeps Bob's encrypted join (see ENCRYPTED_STICKY_BUG).
+        encrypted && mode === "matrix_2_0"
+          ? Promise.resolve(t.diagnostic("Alice's page is not asked to show Bob gone: Element Call 0.26.1 keeps an encrypted sticky join after its clear leave"))
+          : eventually(async () => ((await pa.page.getByText(localpart(bob.userId), { exact: true }).count()) === 0 ? true : undefined), GIVE_UP_MS, "Alice's page to show Bob gone").then(
+              () => (timings.kill_to_gone_on_other_page_ms = Date.now() - killedAt),
+            ),
         eventually(
           async () => ((await sfu.rooms.listParticipants(lkRoom).catch(() => [])).some((p) => p.identity === bobIdentity) ? undefined : true),
           GIVE_UP_MS,
@@ -244,11 +295,15 @@ describe("Element Call: two browsers in one encrypted call through a real LiveKi
     await runCall(t, "compatibility", 1, true);
   });
 
-  // In an unencrypted room: in an encrypted one, Element Call 0.26.1's Matrix 2.0 mode sends its
-  // join as an encrypted sticky event and then never finds its own media key ("key set not found"
-  // for its own identity), so the SFU gets its audio but times out waiting for its video. Not
-  // settled yet whether Switchboard takes part in that; compatibility mode covers encryption.
+  // Unencrypted, the whole flow holds for Matrix 2.0 mode, including the other page seeing the crash.
   test("matrix_2_0 mode (sticky events, unencrypted room): media both ways, then a crash", async (t) => {
     await runCall(t, "matrix_2_0", 2, false);
+  });
+
+  // Encrypted: everything Switchboard carries is checked (encrypted sticky joins, to-device media
+  // keys, media both ways, the delegated leave); the two client-side gaps of ENCRYPTED_STICKY_BUG
+  // are worked around (a membership recalculation) or left out (Alice's page seeing Bob gone).
+  test("matrix_2_0 mode (sticky events, encrypted room): media both ways, then a crash", async (t) => {
+    await runCall(t, "matrix_2_0", 3, true);
   });
 });
