@@ -44,17 +44,21 @@ export function maxStateKeyBytes(version: RoomVersion): number {
  * size limit. Call it on the finished, signed event.
  */
 export function checkEventLimits(pdu: Pdu, version: RoomVersion): void {
-  const fields: [EventLimitError["field"], string | undefined, number][] = [
-    ["sender", pdu.sender, MAX_ID_BYTES],
-    ["room_id", pdu.room_id, MAX_ID_BYTES],
-    ["type", pdu.type, MAX_TYPE_BYTES],
-    ["state_key", pdu.state_key, maxStateKeyBytes(version)],
-  ];
-  for (const [field, value, limit] of fields) {
+  for (const [field, value, limit] of limitedFields(pdu, version)) {
     if (value === undefined) continue;
     const size = utf8Length(value);
     if (size > limit) throw new EventLimitError(field, limit, size);
   }
   const total = utf8Length(canonicalJson(pdu));
   if (total > MAX_PDU_BYTES) throw new EventLimitError("event", MAX_PDU_BYTES, total);
+}
+
+/** The PDU fields with a length limit: each with its value (undefined when absent) and its limit. */
+export function limitedFields(pdu: Pdu, version: RoomVersion): [EventLimitError["field"], string | undefined, number][] {
+  return [
+    ["sender", pdu.sender, MAX_ID_BYTES],
+    ["room_id", pdu.room_id, MAX_ID_BYTES],
+    ["type", pdu.type, MAX_TYPE_BYTES],
+    ["state_key", pdu.state_key, maxStateKeyBytes(version)],
+  ];
 }

@@ -17,7 +17,7 @@
  */
 import { canonicalJson, CANONICAL_JSON_MAX_INT } from "./canonical_json.js";
 import { isValidServerName, isValidUserId, serverNameOf, utf8Length } from "./ids.js";
-import { MAX_ID_BYTES, MAX_PDU_BYTES, MAX_TYPE_BYTES, maxStateKeyBytes } from "./limits.js";
+import { limitedFields, MAX_PDU_BYTES } from "./limits.js";
 import type { RoomVersion } from "./room_versions.js";
 import { EventTypes, isRecord, type Pdu } from "./types.js";
 
@@ -85,12 +85,7 @@ function signaturesProblem(value: unknown): string | undefined {
  */
 function lengthProblem(pdu: Pdu, version: RoomVersion): { reason: string; soft: boolean } | undefined {
   const strictBytes = version.eventFormat === 4;
-  const fields: [string, string | undefined, number][] = [
-    ["sender", pdu.sender, MAX_ID_BYTES],
-    ["room_id", pdu.room_id, MAX_ID_BYTES],
-    ["type", pdu.type, MAX_TYPE_BYTES],
-    ["state_key", pdu.state_key, maxStateKeyBytes(version)],
-  ];
+  const fields = limitedFields(pdu, version);
   for (const [field, value, limit] of fields) {
     if (value === undefined) continue;
     if (codePoints(value) > limit) return { reason: `${field} is longer than ${limit} characters`, soft: false };

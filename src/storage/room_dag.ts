@@ -5,6 +5,7 @@
  *
  * State maps here are keyed by `stateKeyOf(type, state_key)` and hold event IDs.
  */
+import type { NewEvent } from "./rooms.js";
 
 /** A forward extremity: an event nothing in the room points to yet. */
 export interface Extremity {
@@ -97,14 +98,5 @@ export interface RoomDagStore {
   insertBackfilled(events: readonly BackfilledEvent[]): Promise<number>;
 }
 
-/** A historic event to store below the events stream. */
-export interface BackfilledEvent {
-  eventId: string;
-  roomId: string;
-  type: string;
-  stateKey: string | null;
-  sender: string;
-  originServerTs: number;
-  depth: number;
-  json: string;
-}
+/** A historic event to store below the events stream: a new event's row, without what makes it current. */
+export type BackfilledEvent = Pick<NewEvent, "eventId" | "roomId" | "type" | "stateKey" | "sender" | "originServerTs" | "depth" | "json">;

@@ -61,31 +61,21 @@ export function registerRoomRoutes(app: App, services: Services): void {
   // `via` (spec v1.12) and its older name `server_name` list servers to join through; each may repeat.
   const Servers = Type.Optional(Type.Union([Type.String(), Type.Array(Type.String())]));
   const serversOf = (...lists: (string | string[] | undefined)[]) => lists.flatMap((v) => (v === undefined ? [] : Array.isArray(v) ? v : [v]));
-  for (const url of clientPaths("/join/:roomIdOrAlias")) {
-    app.post(
-      url,
-      {
-        onRequest,
-        preValidation,
-        schema: { params: Type.Object({ roomIdOrAlias: Type.String() }), querystring: Type.Object({ via: Servers, server_name: Servers }), ...joinBody },
-      },
-      async (request) => ({
-        room_id: await rooms.join(requester(request), request.params.roomIdOrAlias, request.body?.reason, serversOf(request.query.via, request.query.server_name)),
-      }),
-    );
-  }
-  for (const url of clientPaths("/knock/:roomIdOrAlias")) {
-    app.post(
-      url,
-      {
-        onRequest,
-        preValidation,
-        schema: { params: Type.Object({ roomIdOrAlias: Type.String() }), querystring: Type.Object({ via: Servers, server_name: Servers }), ...joinBody },
-      },
-      async (request) => ({
-        room_id: await rooms.knock(requester(request), request.params.roomIdOrAlias, request.body?.reason, serversOf(request.query.via, request.query.server_name)),
-      }),
-    );
+  // Joining and knocking take the same request: a room ID or alias, a reason, servers to go through.
+  for (const action of ["join", "knock"] as const) {
+    for (const url of clientPaths(`/${action}/:roomIdOrAlias`)) {
+      app.post(
+        url,
+        {
+          onRequest,
+          preValidation,
+          schema: { params: Type.Object({ roomIdOrAlias: Type.String() }), querystring: Type.Object({ via: Servers, server_name: Servers }), ...joinBody },
+        },
+        async (request) => ({
+          room_id: await rooms[action](requester(request), request.params.roomIdOrAlias, request.body?.reason, serversOf(request.query.via, request.query.server_name)),
+        }),
+      );
+    }
   }
   for (const url of clientPaths("/rooms/:roomId/join")) {
     app.post(url, { onRequest, preValidation, schema: { params: RoomParams, ...joinBody } }, async (request) => ({

@@ -293,7 +293,7 @@ function authProblem(pdu: Pdu, lookup: StateLookup, version: RoomVersion): strin
 }
 
 /** The row of a PDU received from another server. */
-function newEventOf(eventId: string, roomId: string, pdu: Pdu, extra: Pick<NewEvent, "outlier" | "stateGroup" | "updatesCurrentState">): NewEvent {
+export function newEventOf(eventId: string, roomId: string, pdu: Pdu, extra: Pick<NewEvent, "outlier" | "stateGroup" | "updatesCurrentState">): NewEvent {
   return {
     eventId,
     roomId,

@@ -6,8 +6,7 @@
  * state is untouched).
  */
 import { AuthError, checkEventAuth, getRoomVersion, roomIdOfEvent, type Pdu, type RoomVersion } from "../../../events/index.js";
-import type { BackfilledEvent } from "../../../storage/room_dag.js";
-import type { RemoteEvent } from "../../rooms/remote_persister.js";
+import { newEventOf, type RemoteEvent } from "../../rooms/remote_persister.js";
 import type { RemoteHistory } from "../../rooms/reads.js";
 import { serversInRoom } from "./event_source.js";
 import { checkAll, type FederatedRoomDeps } from "./types.js";
@@ -54,7 +53,7 @@ export class RemoteBackfill implements RemoteHistory {
         if (accepted.length === 0) continue;
         // Newest first, so each is stored below the one before.
         accepted.sort((a, b) => b.pdu.depth - a.pdu.depth || b.pdu.origin_server_ts - a.pdu.origin_server_ts);
-        return await storage.transaction((tx) => tx.roomDag.insertBackfilled(accepted.map((e) => rowOf(e, roomId))));
+        return await storage.transaction((tx) => tx.roomDag.insertBackfilled(accepted.map((e) => newEventOf(e.eventId, roomId, e.pdu, {}))));
       } catch {
         // That server could not help: try the next.
       }
@@ -87,17 +86,4 @@ export class RemoteBackfill implements RemoteHistory {
     }
     return ok;
   }
-}
-
-function rowOf({ eventId, pdu }: RemoteEvent, roomId: string): BackfilledEvent {
-  return {
-    eventId,
-    roomId,
-    type: pdu.type,
-    stateKey: pdu.state_key ?? null,
-    sender: pdu.sender,
-    originServerTs: pdu.origin_server_ts,
-    depth: pdu.depth,
-    json: JSON.stringify(pdu),
-  };
 }
