@@ -88,6 +88,8 @@ export interface RoomDagStore {
   removeCurrentState(roomId: string, keys: readonly (readonly [string, string])[]): Promise<void>;
   /** Events of a room before (lower depth than) the given ones, walking `prev_events`, for backfill. */
   eventsByDepth(roomId: string, maxDepth: number, limit: number): Promise<StoredPdu[]>;
+  /** Joined members of the room on other servers than `localServer` (a local room answers none, cheaply). */
+  remoteJoinedMembers(roomId: string, localServer: string): Promise<string[]>;
   /** The room's earliest timeline event here (the lowest position), if any. */
   oldestTimelineEvent(roomId: string): Promise<StoredPdu | undefined>;
   /**

@@ -25,6 +25,7 @@ const Q = {
   removeMembership: "DELETE FROM memberships WHERE room_id = ? AND user_id = ?",
   byDepth: `SELECT event_id, room_id, json FROM events WHERE room_id = ? AND depth <= ? AND outlier = 0
     ORDER BY depth DESC, stream_ordering DESC LIMIT ?`,
+  remoteJoined: "SELECT user_id FROM memberships WHERE room_id = ? AND membership = 'join' AND user_id NOT LIKE ? ESCAPE '\\'",
   oldest: "SELECT event_id, room_id, json FROM events WHERE room_id = ? AND outlier = 0 ORDER BY stream_ordering ASC LIMIT 1",
   // Negative positions, each lower than any before: the negation of a sequence.
   nextBackfill: {
@@ -115,6 +116,11 @@ export class SqlRoomDagStore implements RoomDagStore {
       await this.db.run(Q.removeState, [roomId, type, stateKey]);
       if (type === "m.room.member") await this.db.run(Q.removeMembership, [roomId, stateKey]);
     }
+  }
+
+  async remoteJoinedMembers(roomId: string, localServer: string): Promise<string[]> {
+    const pattern = `%:${localServer.replace(/[\\%_]/g, (c) => `\\${c}`)}`;
+    return (await this.db.all<{ user_id: string }>(Q.remoteJoined, [roomId, pattern])).map((r) => r.user_id);
   }
 
   async oldestTimelineEvent(roomId: string): Promise<StoredPdu | undefined> {

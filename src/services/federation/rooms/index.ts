@@ -3,7 +3,7 @@
  * server (make/send join and leave, invites to our users), our users in rooms resident
  * elsewhere, what other servers may read of a room, and our events sent to the room's servers.
  */
-import { serverNameOf, resolveState, type Pdu } from "../../../events/index.js";
+import { resolveState, roomIdOfEvent, serverNameOf, type Pdu } from "../../../events/index.js";
 import type { Storage } from "../../../storage/interfaces.js";
 import type { Clock } from "../../clock.js";
 import type { EventPersister, PersistedEvent } from "../../rooms/persister.js";
@@ -92,7 +92,8 @@ export class FederatedRooms implements RemoteRooms {
    */
   async #sendOut({ eventId, pdu, origin }: PersistedEvent): Promise<void> {
     if (origin === "federation" || serverNameOf(pdu.sender) !== this.#serverName) return;
-    const servers = await serversInRoom(this.#storage, pdu.room_id);
+    // One indexed read that finds nothing for a room with no one from elsewhere: local rooms stay cheap.
+    const servers = new Set((await this.#storage.roomDag.remoteJoinedMembers(roomIdOfEvent(pdu, eventId), this.#serverName)).map((u) => serverNameOf(u)!));
     if (pdu.type === "m.room.member" && typeof pdu.state_key === "string") {
       const target = serverNameOf(pdu.state_key);
       if (target && pdu.content.membership !== "invite") servers.add(target);
