@@ -12,7 +12,7 @@ import type { KeyObject } from "node:crypto";
 import { authorizationHeader } from "../../src/services/federation/x_matrix.js";
 import { makeTestCa, testDialer, tlsFront, type TlsFront } from "./livekit.js";
 import { startServer, type TestServer } from "./server.js";
-import type { SrvTarget } from "../../src/services/livekit/outbound.js";
+import type { SrvRecord } from "../../src/services/livekit/outbound.js";
 
 export interface FederatedServer {
   name: string;
@@ -26,7 +26,7 @@ export class TestFederation {
   readonly #dir: string;
   readonly fronts = new Map<string, TlsFront>();
   readonly servers: TestServer[] = [];
-  readonly srv: Record<string, SrvTarget[]> = {};
+  readonly srv: Record<string, SrvRecord[]> = {};
   /** More `host[:port]` → address mappings for the resolver (over the fronts'), set before the servers that need them start. */
   readonly extraAddresses: Record<string, { address: string; port?: number }> = {};
 

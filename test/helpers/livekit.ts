@@ -16,7 +16,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { AccessToken } from "livekit-server-sdk";
 import pino from "pino";
-import type { Dialer, OutboundOptions, SrvTarget } from "../../src/services/livekit/outbound.js";
+import type { Dialer, OutboundOptions, SrvRecord } from "../../src/services/livekit/outbound.js";
 import { NO_LIMIT, request, startServer, type TestServer } from "./server.js";
 
 export const LK_KEY = "devkey";
@@ -186,7 +186,7 @@ export async function tlsFront(tlsOpts: { key: string; cert: string }): Promise<
 }
 
 /** A resolver for made-up names: `host:port` or `host` to a local address; SRV records as given. */
-export function testDialer(addresses: Record<string, { address: string; port?: number }>, srv: Record<string, SrvTarget[]> = {}): Dialer {
+export function testDialer(addresses: Record<string, { address: string; port?: number }>, srv: Record<string, SrvRecord[]> = {}): Dialer {
   return {
     async resolveSrv(name) {
       return srv[name] ?? [];

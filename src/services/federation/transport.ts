@@ -11,21 +11,9 @@ import https from "node:https";
 import { isIP } from "node:net";
 import tls from "node:tls";
 import type { AddressPolicy } from "../outbound/address_policy.js";
+import type { Dialer } from "../outbound/dialer.js";
 
-export interface SrvRecord {
-  name: string;
-  port: number;
-  priority: number;
-  weight: number;
-}
-
-/** How names become addresses. Tests map made-up names to local servers. */
-export interface Dialer {
-  /** SRV records for `name`; an empty list when there are none. */
-  resolveSrv(name: string): Promise<SrvRecord[]>;
-  /** Where a TCP connection meant for `host:port` really goes. */
-  resolveAddress(host: string, port: number): Promise<{ address: string; port: number }>;
-}
+export type { Dialer, SrvRecord } from "../outbound/dialer.js";
 
 /** Where to send a request for a server, as discovery found it. */
 export interface FederationTarget {

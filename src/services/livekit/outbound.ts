@@ -9,21 +9,9 @@ import http from "node:http";
 import https from "node:https";
 import { isIP } from "node:net";
 import tls from "node:tls";
+import type { Dialer } from "../outbound/dialer.js";
 
-export interface SrvTarget {
-  name: string;
-  port: number;
-  priority: number;
-  weight: number;
-}
-
-/** How names become addresses. The default asks the system's DNS. */
-export interface Dialer {
-  /** SRV records for `name`; an empty list when there are none. */
-  resolveSrv(name: string): Promise<SrvTarget[]>;
-  /** Where a TCP connection meant for `host:port` really goes. */
-  resolveAddress(host: string, port: number): Promise<{ address: string; port: number }>;
-}
+export type { Dialer, SrvRecord } from "../outbound/dialer.js";
 
 export interface OutboundOptions {
   /** Extra trusted CA certificates (PEM), on top of the system's. */
