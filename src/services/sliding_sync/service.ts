@@ -16,7 +16,7 @@ import type { Clock } from "../clock.js";
 import { membershipChangesByRoom } from "../sync/memberships.js";
 import type { Notifier } from "../sync/notifier.js";
 import { RoomSync } from "../sync/room_sync.js";
-import { catchUp, formatSyncToken, parseSyncToken, type SyncPosition } from "../sync/tokens.js";
+import { catchUp, currentSyncPosition, formatSyncToken, parseSyncToken, type SyncPosition } from "../sync/tokens.js";
 import type { TypingService } from "../sync/typing.js";
 import { ConnectionState } from "./connection.js";
 import { Connections, type Opened } from "./connections.js";
@@ -83,14 +83,7 @@ export class SlidingSyncService {
   async #build(requester: Requester, req: SlidingSyncRequest, opened: Opened): Promise<Built> {
     const s = this.storage;
     const userId = requester.userId;
-    const upTo: SyncPosition = {
-      events: s.streams.current("events"),
-      accountData: s.streams.current("account_data"),
-      receipts: s.streams.current("receipts"),
-      typing: this.typing.position(),
-      toDevice: s.streams.current("to_device"),
-      deviceLists: s.streams.current("device_lists"),
-    };
+    const upTo: SyncPosition = currentSyncPosition(s.streams, this.typing.position());
     // Every attempt starts from the state saved at the request's position.
     const state = opened.position === null ? new ConnectionState() : ConnectionState.parse(opened.loaded);
     const since = opened.since;

@@ -21,7 +21,7 @@ import type { FilterService } from "./filter_service.js";
 import { matchesFilter, roomAllowed, type Filter } from "./filters.js";
 import type { Notifier } from "./notifier.js";
 import { RoomSync, type RoomCore, type RoomSyncContext } from "./room_sync.js";
-import { catchUp, formatRoomToken, formatSyncToken, parseSyncToken, type SyncPosition } from "./tokens.js";
+import { catchUp, currentSyncPosition, formatRoomToken, formatSyncToken, parseSyncToken, type SyncPosition } from "./tokens.js";
 import type { TypingService } from "./typing.js";
 import { deviceSections, type DeviceSections } from "./device_sections.js";
 import { membershipChangesByRoom, membershipsAt } from "./memberships.js";
@@ -138,14 +138,7 @@ export class SyncService {
     const s = this.storage;
     const userId = requester.userId;
     // The positions first: everything at or below them is committed and is what this response covers.
-    const upTo: SyncPosition = {
-      events: s.streams.current("events"),
-      accountData: s.streams.current("account_data"),
-      receipts: s.streams.current("receipts"),
-      typing: this.typing.position(),
-      toDevice: s.streams.current("to_device"),
-      deviceLists: s.streams.current("device_lists"),
-    };
+    const upTo: SyncPosition = currentSyncPosition(s.streams, this.typing.position());
     const memberships = (await membershipsAt(s, userId, upTo.events)).filter((m) => roomAllowed(filter.room, m.roomId));
     const changes = since ? await membershipChangesByRoom(s, userId, since.events, upTo.events) : new Map<string, MembershipRecord[]>();
     const accountData = splitAccountData(await s.accountData.changes(userId, since?.accountData ?? 0, upTo.accountData), filter);

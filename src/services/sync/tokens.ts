@@ -17,6 +17,21 @@ export interface SyncPosition {
   deviceLists: number;
 }
 
+/**
+ * Where every stream is committed up to now (typing from its own clock): what a sync response
+ * built from here covers. Read before anything else, so nothing below it can still appear.
+ */
+export function currentSyncPosition(streams: StreamPositions, typingPosition: number): SyncPosition {
+  return {
+    events: streams.current("events"),
+    accountData: streams.current("account_data"),
+    receipts: streams.current("receipts"),
+    typing: typingPosition,
+    toDevice: streams.current("to_device"),
+    deviceLists: streams.current("device_lists"),
+  };
+}
+
 /** Each stream a sync token carries, and its position there. */
 export function streamPositionsOf(p: SyncPosition): [StreamName, number][] {
   return [
