@@ -145,6 +145,33 @@ export class SqlDeviceKeyStore implements DeviceKeyStore {
 
 const EXISTING_DEVICES = sql`SELECT user_id, device_id FROM devices WHERE ${inJsonList("user_id")}`;
 
+/**
+ * Queues to-device messages in the open transaction, each at its own stream position. Messages
+ * for devices that do not exist are dropped (for local and remote senders alike); answers the
+ * messages kept.
+ */
+export async function insertToDevice(tx: Transaction, messages: readonly ToDeviceMessage[]): Promise<ToDeviceMessage[]> {
+  const users = [...new Set(messages.map((m) => m.userId))];
+  if (users.length === 0) return [];
+  const existing = new Set(
+    (await tx.all<{ user_id: string; device_id: string }>(EXISTING_DEVICES, [JSON.stringify(users)])).map((r) => JSON.stringify([r.user_id, r.device_id])),
+  );
+  const kept = messages.filter((m) => existing.has(JSON.stringify([m.userId, m.deviceId])));
+  if (kept.length === 0) return [];
+  const ids = await tx.nextPositions("to_device", kept.length);
+  for (const [i, m] of kept.entries()) {
+    await tx.run("INSERT INTO to_device_messages (stream_id, user_id, device_id, sender, type, content) VALUES (?, ?, ?, ?, ?, ?)", [
+      ids[i]!,
+      m.userId,
+      m.deviceId,
+      m.sender,
+      m.type,
+      m.content,
+    ]);
+  }
+  return kept;
+}
+
 export class SqlToDeviceStore implements ToDeviceStore {
   constructor(private readonly db: Executor) {}
 
@@ -156,26 +183,7 @@ export class SqlToDeviceStore implements ToDeviceStore {
         txn.txnId,
       ]);
       if (fresh === 0) return false;
-      const users = [...new Set(messages.map((m) => m.userId))];
-      const existing = new Set(
-        (await tx.all<{ user_id: string; device_id: string }>(EXISTING_DEVICES, [JSON.stringify(users)])).map((r) =>
-          JSON.stringify([r.user_id, r.device_id]),
-        ),
-      );
-      // Messages for devices that do not exist are dropped.
-      const kept = messages.filter((m) => existing.has(JSON.stringify([m.userId, m.deviceId])));
-      if (kept.length === 0) return true;
-      const ids = await tx.nextPositions("to_device", kept.length);
-      for (const [i, m] of kept.entries()) {
-        await tx.run("INSERT INTO to_device_messages (stream_id, user_id, device_id, sender, type, content) VALUES (?, ?, ?, ?, ?, ?)", [
-          ids[i]!,
-          m.userId,
-          m.deviceId,
-          m.sender,
-          m.type,
-          m.content,
-        ]);
-      }
+      await insertToDevice(tx, messages);
       return true;
     });
   }

@@ -1,6 +1,7 @@
 /** The federation outbox, destinations and received transactions over SQL; see storage/federation_queue.ts. */
 import type { ToDeviceMessage } from "../e2ee.js";
 import type { DestinationClaim, DestinationRecord, FederationQueueStore, InboundTxnState, OutboxEdu, OutboxPdu } from "../federation_queue.js";
+import { insertToDevice } from "./e2ee.js";
 import { inJsonList, sql, type Executor } from "./executor.js";
 
 interface DestinationRow {
@@ -203,27 +204,7 @@ export class SqlFederationQueueStore implements FederationQueueStore {
         [sender, messageId, now],
       );
       if (fresh === 0) return undefined;
-      const users = [...new Set(messages.map((m) => m.userId))];
-      if (users.length === 0) return [];
-      const existing = new Set(
-        (await tx.all<{ user_id: string; device_id: string }>(sql`SELECT user_id, device_id FROM devices WHERE ${inJsonList("user_id")}`, [JSON.stringify(users)])).map(
-          (r) => JSON.stringify([r.user_id, r.device_id]),
-        ),
-      );
-      // Messages for devices that do not exist are dropped, as for local senders.
-      const kept = messages.filter((m) => existing.has(JSON.stringify([m.userId, m.deviceId])));
-      if (kept.length === 0) return [];
-      const ids = await tx.nextPositions("to_device", kept.length);
-      for (const [i, m] of kept.entries()) {
-        await tx.run("INSERT INTO to_device_messages (stream_id, user_id, device_id, sender, type, content) VALUES (?, ?, ?, ?, ?, ?)", [
-          ids[i]!,
-          m.userId,
-          m.deviceId,
-          m.sender,
-          m.type,
-          m.content,
-        ]);
-      }
+      const kept = await insertToDevice(tx, messages);
       return [...new Set(kept.map((m) => m.userId))];
     });
   }
