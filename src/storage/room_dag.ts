@@ -5,7 +5,7 @@
  *
  * State maps here are keyed by `stateKeyOf(type, state_key)` and hold event IDs.
  */
-import type { NewEvent } from "./rooms.js";
+import type { NewEvent, RoomRecord } from "./rooms.js";
 
 /** A forward extremity: an event nothing in the room points to yet. */
 export interface Extremity {
@@ -84,10 +84,10 @@ export interface RoomDagStore {
 
   /** Sets current state entries (and memberships) of a room, as a state resolution decided. */
   setCurrentState(roomId: string, entries: readonly CurrentStateEntry[]): Promise<void>;
+  /** Creates a room record unless it exists (a room known from another server). */
+  ensureRoom(room: RoomRecord): Promise<void>;
   /** Removes current state entries that a state resolution dropped. */
   removeCurrentState(roomId: string, keys: readonly (readonly [string, string])[]): Promise<void>;
-  /** Events of a room before (lower depth than) the given ones, walking `prev_events`, for backfill. */
-  eventsByDepth(roomId: string, maxDepth: number, limit: number): Promise<StoredPdu[]>;
   /** Joined members of the room on other servers than `localServer` (a local room answers none, cheaply). */
   remoteJoinedMembers(roomId: string, localServer: string): Promise<string[]>;
   /** The room's earliest timeline event here (the lowest position), if any. */

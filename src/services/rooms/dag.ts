@@ -8,7 +8,6 @@
 import { randomBytes } from "node:crypto";
 import type { Pdu } from "../../events/index.js";
 import type { StoredPdu } from "../../storage/room_dag.js";
-import { stateKeyOf } from "../../storage/rooms.js";
 import type { Stores } from "../../storage/interfaces.js";
 import { BoundedMap } from "../bounded_map.js";
 
@@ -50,11 +49,16 @@ export class RoomDag {
     return out;
   }
 
-  /** The state after each of `eventIds` (events of the timeline, not outliers); unknown IDs are absent. */
+  /**
+   * The state after each of `eventIds`; IDs whose state is not known here are absent: unknown
+   * events, state received with a join (an outlier) and history fetched later (a negative
+   * position), none of which has a group, nor lies on the one chain of a room from before.
+   */
   async stateAfter(tx: Stores, eventIds: readonly string[]): Promise<Map<string, { state: StateIds; group: GroupRef | null }>> {
     const records = await tx.roomDag.eventDagRecords(eventIds);
     const out = new Map<string, { state: StateIds; group: GroupRef | null }>();
     for (const [eventId, record] of records) {
+      if (record.stateGroup === null && (record.outlier || record.streamOrdering < 0)) continue;
       if (record.stateGroup !== null) {
         const { state, chain } = await this.groupState(tx, record.stateGroup);
         out.set(eventId, { state, group: { id: record.stateGroup, chain } });
@@ -105,4 +109,3 @@ export class RoomDag {
   }
 }
 
-export { stateKeyOf };

@@ -187,7 +187,7 @@ export class RoomReadService {
     let page = await this.#page(requester, roomId, reach, pageOpts);
     // Going back past the start of what this server has of a federated room: ask the room's
     // other servers for what came before, then read the page again.
-    if (opts.dir === "b" && page.chunk.length < limit && this.#history && (await this.#history.backfill(roomId, limit - page.chunk.length)) > 0) {
+    if (opts.dir === "b" && to === undefined && page.chunk.length < limit && this.#history && (await this.#history.backfill(roomId, limit - page.chunk.length)) > 0) {
       page = await this.#page(requester, roomId, reach, pageOpts);
     }
     const out: { chunk: ClientEvent[]; start: string; end?: string; state?: ClientEvent[] } = {

@@ -26,10 +26,10 @@ import {
   type StateLookup,
 } from "../../events/index.js";
 import type { CurrentStateEntry, Extremity } from "../../storage/room_dag.js";
-import type { NewEvent } from "../../storage/rooms.js";
 import type { Storage, Stores } from "../../storage/interfaces.js";
 import type { Clock } from "../clock.js";
-import { splitStateKey, stateKeyOf, type StateIds } from "./dag.js";
+import { stateKeyOf, type NewEvent } from "../../storage/rooms.js";
+import { splitStateKey, type StateIds } from "./dag.js";
 import type { EventPersister, PersistedEvent, RoomHead } from "./persister.js";
 
 /** An event that passed the format, signature and hash checks. */
@@ -107,10 +107,18 @@ export class RemoteEventPersister {
     let persisted: PersistedEvent | undefined;
     await this.storage.transaction(async (tx) => {
       persisted = undefined;
-      if (!(await tx.rooms.getRoom(room.roomId))) {
-        await tx.rooms.createRoom({ ...room, createdTs: this.clock.now(), isPublic: false });
-      }
+      await tx.roomDag.ensureRoom({ ...room, createdTs: this.clock.now(), isPublic: false });
       const stored = (await tx.roomDag.lockRoomDag(room.roomId))!;
+      if (stored.extremities !== null) {
+        // Another join got the room here first (a user of ours, at the same time): this join
+        // attaches to the room as any event from federation does.
+        const head = await this.persister.readHead(tx, room.roomId, stored);
+        const outcome = await this.#persistOne(tx, version, head, join);
+        result = outcome.result;
+        persisted = outcome.persisted;
+        await tx.roomDag.setRoomDag(room.roomId, head.extremities, head.group?.id ?? null);
+        return;
+      }
       const now = this.clock.now();
       const stateIds = new Set(state.map((e) => e.eventId));
       for (const e of authChain) if (!stateIds.has(e.eventId)) await tx.roomDag.insertOutlier(e.eventId, room.roomId, JSON.stringify(e.pdu), null, now);
@@ -141,7 +149,7 @@ export class RemoteEventPersister {
   async persistOutOfBand(room: { roomId: string; roomVersion: string; creator: string }, version: RoomVersion, event: RemoteEvent): Promise<void> {
     let persisted: PersistedEvent | undefined;
     await this.storage.transaction(async (tx) => {
-      if (!(await tx.rooms.getRoom(room.roomId))) await tx.rooms.createRoom({ ...room, createdTs: this.clock.now(), isPublic: false });
+      await tx.roomDag.ensureRoom({ ...room, createdTs: this.clock.now(), isPublic: false });
       await tx.rooms.lockRoom(room.roomId);
       const known = await tx.roomDag.eventDagRecords([event.eventId]);
       if (known.has(event.eventId)) return;
@@ -152,7 +160,7 @@ export class RemoteEventPersister {
     if (persisted) await this.persister.announce([persisted], version);
   }
 
-  /** Keeps events known as auth events (or as state of a join), checked against their own auth events only. */
+  /** Keeps events known only as auth events (fetched to check others); they are checked when used. */
   async storeOutliers(roomId: string, events: readonly RemoteEvent[]): Promise<void> {
     const now = this.clock.now();
     await this.storage.transaction(async (tx) => {

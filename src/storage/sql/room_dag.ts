@@ -1,6 +1,8 @@
 /** Rooms as a DAG (see ../room_dag.ts): one set of queries for both dialects. */
 import type { BackfilledEvent, CurrentStateEntry, EventDagRecord, Extremity, NewStateGroup, RoomDagHead, RoomDagStore, StoredPdu } from "../room_dag.js";
+import type { RoomRecord } from "../rooms.js";
 import { FOR_UPDATE, inJsonList, sql, type Executor } from "./executor.js";
+import { setCurrentStateEntry } from "./rooms.js";
 
 const Q = {
   lock: sql`SELECT room_version, extremities, state_group FROM rooms WHERE room_id = ? ${FOR_UPDATE}`,
@@ -16,15 +18,11 @@ const Q = {
     UNION ALL SELECT event_id, room_id, json, rejected, 0 AS in_timeline, 0 AS in_events FROM event_outliers WHERE ${inJsonList("event_id")}`,
   insertOutlier: `INSERT INTO event_outliers (event_id, room_id, json, rejected, received_ts) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (event_id) DO NOTHING`,
-  upsertState: `INSERT INTO current_state (room_id, type, state_key, event_id, stream_ordering) VALUES (?, ?, ?, ?, ?)
-    ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, stream_ordering = excluded.stream_ordering`,
-  upsertMembership: `INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering) VALUES (?, ?, ?, ?, ?)
-    ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id,
-      stream_ordering = excluded.stream_ordering`,
+  // Two servers' invites, or two users' joins, may make the same unknown room at once.
+  ensureRoom: `INSERT INTO rooms (room_id, room_version, creator, created_ts, is_public) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (room_id) DO NOTHING`,
   removeState: "DELETE FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
   removeMembership: "DELETE FROM memberships WHERE room_id = ? AND user_id = ?",
-  byDepth: `SELECT event_id, room_id, json FROM events WHERE room_id = ? AND depth <= ? AND outlier = 0
-    ORDER BY depth DESC, stream_ordering DESC LIMIT ?`,
   remoteJoined: "SELECT user_id FROM memberships WHERE room_id = ? AND membership = 'join' AND user_id NOT LIKE ? ESCAPE '\\'",
   oldest: "SELECT event_id, room_id, json FROM events WHERE room_id = ? AND outlier = 0 ORDER BY stream_ordering ASC LIMIT 1",
   // Negative positions, each lower than any before: the negation of a sequence.
@@ -103,12 +101,11 @@ export class SqlRoomDagStore implements RoomDagStore {
   }
 
   async setCurrentState(roomId: string, entries: readonly CurrentStateEntry[]): Promise<void> {
-    for (const e of entries) {
-      await this.db.run(Q.upsertState, [roomId, e.type, e.stateKey, e.eventId, e.streamOrdering]);
-      if (e.type === "m.room.member" && e.membership !== null) {
-        await this.db.run(Q.upsertMembership, [roomId, e.stateKey, e.membership, e.eventId, e.streamOrdering]);
-      }
-    }
+    for (const e of entries) await setCurrentStateEntry(this.db, roomId, e);
+  }
+
+  async ensureRoom(room: RoomRecord): Promise<void> {
+    await this.db.run(Q.ensureRoom, [room.roomId, room.roomVersion, room.creator, room.createdTs, room.isPublic ? 1 : 0]);
   }
 
   async removeCurrentState(roomId: string, keys: readonly (readonly [string, string])[]): Promise<void> {
@@ -131,17 +128,12 @@ export class SqlRoomDagStore implements RoomDagStore {
   async insertBackfilled(events: readonly BackfilledEvent[]): Promise<number> {
     let stored = 0;
     for (const e of events) {
-      const known = await this.db.get<{ n: number }>("SELECT 1 AS n FROM events WHERE event_id = ?", [e.eventId]);
-      if (known) continue;
+      // A position is spent on a known event too: positions only need to go down, not be dense.
       const next = await this.db.get<{ value: number }>(Q.nextBackfill, []);
-      await this.db.run(Q.insertBackfilled, [-next!.value, e.eventId, e.roomId, e.type, e.stateKey, e.sender, e.originServerTs, e.depth, e.json]);
-      stored++;
+      stored += await this.db.run(Q.insertBackfilled, [-next!.value, e.eventId, e.roomId, e.type, e.stateKey, e.sender, e.originServerTs, e.depth, e.json]);
     }
     return stored;
   }
 
-  async eventsByDepth(roomId: string, maxDepth: number, limit: number): Promise<StoredPdu[]> {
-    const rows = await this.db.all<{ event_id: string; room_id: string; json: string }>(Q.byDepth, [roomId, maxDepth, limit]);
-    return rows.map((r) => ({ eventId: r.event_id, roomId: r.room_id, json: r.json, rejected: null, inTimeline: true, inEvents: true }));
-  }
+
 }

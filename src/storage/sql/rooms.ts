@@ -10,6 +10,7 @@ import {
   type StateMap,
   type StoredEvent,
 } from "../rooms.js";
+import type { CurrentStateEntry } from "../room_dag.js";
 import { FOR_UPDATE, inJsonList, sql, type Executor, type Transaction } from "./executor.js";
 
 interface EventRow {
@@ -88,8 +89,9 @@ const Q = {
   upsertMembership: `INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id,
       stream_ordering = excluded.stream_ordering`,
-  insertMembershipHistory:
-    "INSERT INTO membership_history (stream_ordering, room_id, user_id, membership, event_id) VALUES (?, ?, ?, ?, ?)",
+  // An event a state resolution makes current again already has its row.
+  insertMembershipHistory: `INSERT INTO membership_history (stream_ordering, room_id, user_id, membership, event_id) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (stream_ordering) DO NOTHING`,
   unforget: "DELETE FROM forgotten_rooms WHERE user_id = ? AND room_id = ?",
   // Sticky events last an hour at most, so the table stays small: expired rows go as new ones come.
   pruneSticky: "DELETE FROM sticky_events WHERE expires_ts <= ?",
@@ -166,6 +168,18 @@ const Q = {
   },
 } as const;
 
+/**
+ * Makes an event the room's current state for its key, and for a member event the member's
+ * membership (with its history, which sync reads, and un-forgetting on a join or invite).
+ */
+export async function setCurrentStateEntry(tx: Executor, roomId: string, e: CurrentStateEntry): Promise<void> {
+  await tx.run(Q.upsertState, [roomId, e.type, e.stateKey, e.eventId, e.streamOrdering]);
+  if (e.type !== "m.room.member" || e.membership === null) return;
+  await tx.run(Q.upsertMembership, [roomId, e.stateKey, e.membership, e.eventId, e.streamOrdering]);
+  await tx.run(Q.insertMembershipHistory, [e.streamOrdering, roomId, e.stateKey, e.membership, e.eventId]);
+  if (e.membership === "join" || e.membership === "invite") await tx.run(Q.unforget, [e.stateKey, roomId]);
+}
+
 export class SqlRoomStore implements RoomStore {
   constructor(private readonly db: Executor) {}
 
@@ -227,12 +241,7 @@ export class SqlRoomStore implements RoomStore {
       await tx.run(Q.insertSticky, [ordering, e.roomId, e.stickyUntil]);
     }
     if (e.stateKey !== null && e.updatesCurrentState !== false) {
-      await tx.run(Q.upsertState, [e.roomId, e.type, e.stateKey, e.eventId, ordering]);
-      if (e.type === "m.room.member" && e.membership !== null) {
-        await tx.run(Q.upsertMembership, [e.roomId, e.stateKey, e.membership, e.eventId, ordering]);
-        await tx.run(Q.insertMembershipHistory, [ordering, e.roomId, e.stateKey, e.membership, e.eventId]);
-        if (e.membership === "join" || e.membership === "invite") await tx.run(Q.unforget, [e.stateKey, e.roomId]);
-      }
+      await setCurrentStateEntry(tx, e.roomId, { type: e.type, stateKey: e.stateKey, eventId: e.eventId, streamOrdering: ordering, membership: e.membership });
     }
     return ordering;
   }

@@ -5,10 +5,9 @@
  * events, then stored below the events stream (history, not news: no sync sees it, current
  * state is untouched).
  */
-import { AuthError, checkEventAuth, getRoomVersion, roomIdOfEvent, type Pdu, type RoomVersion } from "../../../events/index.js";
+import { AuthError, checkEventAuth, getRoomVersion, roomIdOfEvent, serverNameOf, type Pdu, type RoomVersion } from "../../../events/index.js";
 import { newEventOf, type RemoteEvent } from "../../rooms/remote_persister.js";
 import type { RemoteHistory } from "../../rooms/reads.js";
-import { serversInRoom } from "./event_source.js";
 import { checkAll, type FederatedRoomDeps } from "./types.js";
 
 const enc = encodeURIComponent;
@@ -34,13 +33,15 @@ export class RemoteBackfill implements RemoteHistory {
     const room = await storage.rooms.getRoom(roomId);
     const version = room && getRoomVersion(room.roomVersion);
     if (!version) return 0;
-    const servers = [...(await serversInRoom(storage, roomId))].filter((s) => s !== serverName);
+    // Cheapest first: a room whose beginning is here (every local room) stops at the first read.
     const oldest = await storage.roomDag.oldestTimelineEvent(roomId);
-    if (servers.length === 0 || !oldest) return 0;
+    if (!oldest) return 0;
     const start = JSON.parse(oldest.json) as Pdu;
     const known = await storage.roomDag.getPdus(start.prev_events);
     const gaps = start.prev_events.filter((id) => !known.get(id)?.inTimeline);
-    if (gaps.length === 0) return 0; // The room's beginning is here already.
+    if (gaps.length === 0) return 0;
+    const servers = [...new Set((await storage.roomDag.remoteJoinedMembers(roomId, serverName)).map((u) => serverNameOf(u)!))];
+    if (servers.length === 0) return 0;
     for (const server of servers) {
       try {
         const query = [...gaps.map((id) => `v=${enc(id)}`), `limit=${limit}`].join("&");
@@ -49,7 +50,8 @@ export class RemoteBackfill implements RemoteHistory {
         const checked = (await checkAll(this.deps.checkPdu, res.json.pdus.slice(0, MAX_BACKFILL), version)).filter(
           (e) => roomIdOfEvent(e.pdu, e.eventId) === roomId && e.pdu.depth <= start.depth,
         );
-        const accepted = await this.#authorised(checked, version);
+        const create = await storage.rooms.currentStateEvent(roomId, "m.room.create", "");
+        const accepted = await this.#authorised(checked, version, create && (JSON.parse(create.json) as Pdu));
         if (accepted.length === 0) continue;
         // Newest first, so each is stored below the one before.
         accepted.sort((a, b) => b.pdu.depth - a.pdu.depth || b.pdu.origin_server_ts - a.pdu.origin_server_ts);
@@ -62,13 +64,14 @@ export class RemoteBackfill implements RemoteHistory {
   }
 
   /** The events that pass the auth rules against their own auth events (known here, or in the batch), oldest first. */
-  async #authorised(events: RemoteEvent[], version: RoomVersion): Promise<RemoteEvent[]> {
+  async #authorised(events: RemoteEvent[], version: RoomVersion, roomCreate: Pdu | undefined): Promise<RemoteEvent[]> {
     const inBatch = new Map(events.map((e) => [e.eventId, e.pdu]));
     const wanted = [...new Set(events.flatMap((e) => e.pdu.auth_events))].filter((id) => !inBatch.has(id));
     const stored = await this.deps.storage.roomDag.getPdus(wanted);
     const available = new Map<string, Pdu>();
     for (const [id, s] of stored) if (s.rejected === null) available.set(id, JSON.parse(s.json) as Pdu);
-    const create = [...available.values(), ...inBatch.values()].find((p) => p.type === "m.room.create" && p.state_key === "");
+    // Room version 12 leaves the create event out of auth_events: the room's own is used.
+    const create = roomCreate ?? [...available.values(), ...inBatch.values()].find((p) => p.type === "m.room.create" && p.state_key === "");
     const ok: RemoteEvent[] = [];
     for (const e of [...events].sort((a, b) => a.pdu.depth - b.pdu.depth)) {
       const auth = e.pdu.auth_events.map((id) => available.get(id));

@@ -93,7 +93,8 @@ export class InboundPdus {
         });
         if (res.status !== 200 || !Array.isArray(res.json.events)) break;
         round = [];
-        for (const raw of res.json.events) {
+        // A server may answer with more than asked for: only what was asked for is checked.
+        for (const raw of res.json.events.slice(0, GAP_LIMIT)) {
           const checked = await this.deps.checkPdu(raw, version);
           if (checked.ok && checked.pdu.room_id === roomId && !found.has(checked.eventId)) round.push({ eventId: checked.eventId, pdu: checked.pdu });
         }

@@ -184,7 +184,6 @@ export const STEPS_FROM_12: Migration[] = [
   ALTER TABLE rooms ADD COLUMN state_group TEXT;
   ALTER TABLE events ADD COLUMN state_group TEXT;
   ALTER TABLE events ADD COLUMN outlier INTEGER NOT NULL DEFAULT 0;
-  CREATE INDEX events_room_depth ON events(room_id, depth);
   CREATE TABLE state_groups (
     id TEXT PRIMARY KEY,
     room_id TEXT NOT NULL,
