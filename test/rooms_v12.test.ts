@@ -266,5 +266,11 @@ describe("default_room_version", () => {
     );
     assert.equal(parseConfig("server_name: example.org\n").config.defaultRoomVersion, "11");
     assert.equal(parseConfig("server_name: example.org\ndefault_room_version: \"12\"\n").config.defaultRoomVersion, "12");
+    // Unquoted, YAML reads a number; Synapse takes it as the version, and so does Switchboard.
+    assert.equal(parseConfig("server_name: example.org\ndefault_room_version: 12\n").config.defaultRoomVersion, "12");
+    assert.throws(
+      () => parseConfig("server_name: example.org\ndefault_room_version: 9\n"),
+      (err: unknown) => err instanceof ConfigError && /line 2: `default_room_version` is 9/.test(err.problems[0]!),
+    );
   });
 });

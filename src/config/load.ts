@@ -165,7 +165,7 @@ function resolve(
     serveServerWellKnown: raw.serve_server_wellknown,
     extraWellKnownClientContent: extraWellKnown,
     maxRequestBodyBytes: parseSize(raw.max_request_body_size),
-    defaultRoomVersion: raw.default_room_version,
+    defaultRoomVersion: String(raw.default_room_version),
     logLevel: raw.log_level,
     database,
     workerProcesses,

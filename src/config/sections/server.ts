@@ -79,8 +79,14 @@ export const serverFields = {
     default: "1M",
     description: "Largest request body accepted; larger ones get 413 `M_TOO_LARGE`.",
   }),
+  // YAML reads an unquoted `12` as a number; Synapse takes it, so this does too.
   default_room_version: Type.Union(
-    Object.keys(ROOM_VERSIONS).map((v) => Type.Literal(v)),
+    [
+      ...Object.keys(ROOM_VERSIONS).map((v) => Type.Literal(v)),
+      ...Object.keys(ROOM_VERSIONS)
+        .filter((v) => /^[0-9]+$/.test(v))
+        .map((v) => Type.Literal(Number(v))),
+    ],
     {
       default: DEFAULT_ROOM_VERSION,
       description:
