@@ -180,8 +180,9 @@ describe("federated rooms between two Switchboards", () => {
       signerOf(b),
     );
     const wrongOrigin = await signedRequest(a, signerOf(b), "PUT", path(forged.eventId), { body: { event: forged.pdu, room_version: "11" } });
-    assert.ok(wrongOrigin.status === 400 || wrongOrigin.status === 403, JSON.stringify(wrongOrigin));
-    assert.ok(["M_BAD_JSON", "M_FORBIDDEN"].includes(String(wrongOrigin.body.errcode)));
+    // c.test never signed it: the signature check refuses it before any other.
+    assert.equal(wrongOrigin.status, 400, JSON.stringify(wrongOrigin));
+    assert.equal(wrongOrigin.body.errcode, "M_BAD_JSON");
   });
 
   test("send_join refuses an event that is not the one named, or not a join", async () => {
@@ -212,5 +213,38 @@ describe("federated rooms between two Switchboards", () => {
     const results = res.body.pdus as Record<string, { error?: string }>;
     assert.ok(results[bad.eventId]?.error, JSON.stringify(results));
     assert.ok(!(await timelineBodies(alice, roomId)).includes("intruder"));
+  });
+
+  test("make_leave, /state, /event_auth and send_join refuse what they must", async () => {
+    const fedGet = (path: string) => signedRequest(a, signerOf(b), "GET", path);
+    const wrongUser = await fedGet(`/_matrix/federation/v1/make_leave/${enc(roomId)}/${enc(alice.userId)}`);
+    assert.equal(wrongUser.status, 403);
+    assert.equal(wrongUser.body.errcode, "M_FORBIDDEN");
+    const unknownRoom = await fedGet(`/_matrix/federation/v1/make_leave/${enc("!nowhere:a.test")}/${enc("@zed:b.test")}`);
+    assert.equal(unknownRoom.status, 404);
+    assert.equal(unknownRoom.body.errcode, "M_NOT_FOUND");
+    const lonely = await alice.createRoom({});
+    const lonelyEvent = await alice.send(lonely, "private");
+    for (const path of [`/_matrix/federation/v1/state/${enc(lonely)}?event_id=${enc(lonelyEvent)}`, `/_matrix/federation/v1/event_auth/${enc(lonely)}/${enc(lonelyEvent)}`]) {
+      const refused = await fedGet(path);
+      assert.equal(refused.status, 403, path);
+      assert.equal(refused.body.errcode, "M_FORBIDDEN");
+    }
+    const noEvent = await fedGet(`/_matrix/federation/v1/event_auth/${enc(roomId)}/${enc("$unknown")}`);
+    assert.equal(noEvent.status, 404);
+    assert.equal(noEvent.body.errcode, "M_NOT_FOUND");
+    const join = inviteFromB("@zed:b.test", "!nowhere:a.test");
+    const notHere = await signedRequest(a, signerOf(b), "PUT", `/_matrix/federation/v2/send_join/${enc("!nowhere:a.test")}/${enc(join.eventId)}`, {
+      body: join.pdu as unknown as Record<string, unknown>,
+    });
+    assert.equal(notHere.status, 404);
+    assert.equal(notHere.body.errcode, "M_NOT_FOUND");
+  });
+
+  test("joining a room whose servers cannot be reached is 404 M_NOT_FOUND, and joins nothing", async () => {
+    const res = await request(b.server.baseUrl, "POST", `/_matrix/client/v3/join/${enc("!gone:nowhere.example")}?via=nowhere.example`, { token: bob.token, body: {} });
+    assert.equal(res.status, 404, JSON.stringify(res.body));
+    assert.equal(res.body.errcode, "M_NOT_FOUND");
+    assert.equal(await bob.membershipIn("!gone:nowhere.example").catch(() => undefined), undefined);
   });
 });
