@@ -66,6 +66,8 @@ function validate(origin: string, body: unknown): Txn {
 export class TransactionReceiver {
   #pduHandler: InboundPduHandler | undefined;
   readonly #inFlight = new Map<string, Promise<TxnResponse>>();
+  /** The last transaction taken from each origin, settled either way: the next waits for it. */
+  readonly #lastOfOrigin = new Map<string, Promise<void>>();
   #lastPrune = 0;
 
   constructor(
@@ -85,7 +87,18 @@ export class TransactionReceiver {
     const key = JSON.stringify([origin, txnId]);
     const running = this.#inFlight.get(key);
     if (running) return running;
-    const handling = this.#once(origin, txnId, txn).finally(() => this.#inFlight.delete(key));
+    // One transaction per origin at a time (as Synapse does): a server cannot make this process
+    // check signatures and fetch missing events for many transactions of its own at once.
+    const before = this.#lastOfOrigin.get(origin) ?? Promise.resolve();
+    const handling = before.then(() => this.#once(origin, txnId, txn)).finally(() => {
+      this.#inFlight.delete(key);
+      if (this.#lastOfOrigin.get(origin) === settled) this.#lastOfOrigin.delete(origin);
+    });
+    const settled = handling.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#lastOfOrigin.set(origin, settled);
     this.#inFlight.set(key, handling);
     return handling;
   }

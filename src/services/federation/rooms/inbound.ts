@@ -22,12 +22,21 @@ export class InboundPdus {
   async handle(origin: string, raws: unknown[]): Promise<PduResults> {
     const results: PduResults = {};
     const byRoom = new Map<string, { version: RoomVersion; events: RemoteEvent[] }>();
+    // Per room once per transaction: its version, if a user here is in it (else its PDUs are ignored).
+    const rooms = new Map<string, RoomVersion | undefined>();
+    const versionOf = async (roomId: string) => {
+      if (!rooms.has(roomId)) {
+        const room = await this.deps.storage.rooms.getRoom(roomId);
+        const version = room && getRoomVersion(room.roomVersion);
+        rooms.set(roomId, version && (await serversInRoom(this.deps.storage, roomId)).has(this.deps.serverName) ? version : undefined);
+      }
+      return rooms.get(roomId);
+    };
     for (const raw of raws) {
       const roomId = isRecord(raw) && typeof raw.room_id === "string" ? raw.room_id : undefined;
       if (roomId === undefined) continue; // No room: not a PDU any room version knows; nothing to answer it by.
-      const room = await this.deps.storage.rooms.getRoom(roomId);
-      const version = room && getRoomVersion(room.roomVersion);
-      if (!version || !(await serversInRoom(this.deps.storage, roomId)).has(this.deps.serverName)) continue;
+      const version = await versionOf(roomId);
+      if (!version) continue;
       const checked = await this.deps.checkPdu(raw, version);
       if (!checked.ok) {
         if (checked.eventId) results[checked.eventId] = { error: checked.reason };
