@@ -3,12 +3,21 @@
  * merged address ranges, and refusals that name the key and line.
  */
 import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { describe, test } from "node:test";
 import { parseConfig } from "../src/config/load.js";
 import { AddressPolicy } from "../src/services/outbound/address_policy.js";
 import { refusedProblems } from "./helpers/config.js";
 
-const FILE = "/srv/switchboard/switchboard.yaml";
+// A config folder with a CA file beside it: CA files are read when the config loads.
+const DIR = mkdtempSync(path.join(tmpdir(), "switchboard-fedconfig-"));
+const FILE = path.join(DIR, "switchboard.yaml");
+const PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+mkdirSync(path.join(DIR, "ca"));
+writeFileSync(path.join(DIR, "ca", "private.pem"), PEM);
+writeFileSync(path.join(DIR, "ca", "not-a-cert.pem"), "hello\n");
 const at = (text: string) => parseConfig(`server_name: example.org\n${text}`, FILE).config.federation;
 const refused = (text: string) => refusedProblems(`server_name: example.org\n${text}`, FILE).join("\n");
 
@@ -16,7 +25,7 @@ describe("federation config", () => {
   test("defaults: certificates verified, no extra CAs, every server, matrix.org as notary, keys valid a day", () => {
     const f = at("");
     assert.equal(f.verifyCertificates, true);
-    assert.deepEqual(f.customCaFiles, []);
+    assert.deepEqual(f.customCas, []);
     assert.equal(f.domainWhitelist, undefined);
     assert.deepEqual(f.ipRangeBlacklist, []);
     assert.deepEqual(f.oldSigningKeys, []);
@@ -43,7 +52,7 @@ describe("federation config", () => {
       ].join("\n"),
     );
     assert.equal(f.verifyCertificates, false);
-    assert.deepEqual(f.customCaFiles, ["/srv/switchboard/ca/private.pem"]);
+    assert.deepEqual(f.customCas, [{ file: path.join(DIR, "ca", "private.pem"), pem: PEM }]);
     assert.deepEqual(f.domainWhitelist, ["matrix.org", "example.com"]);
     assert.deepEqual(f.ipRangeBlacklist, ["8.8.8.0/24", "100.100.0.0/16"]);
     assert.deepEqual(f.ipRangeWhitelist, ["10.1.0.0/16"]);
@@ -71,6 +80,11 @@ describe("federation config", () => {
     assert.match(refused('old_signing_keys: { "rsa:x": { key: "VGhpcyBpcyBub3QgYSByZWFsIGtleSBidXQgMzIgYnk", expired_ts: 1 } }\n'), /old_signing_keys/);
     assert.match(refused("federation_verify_certificates: maybe\n"), /federation_verify_certificates/);
     assert.match(refused("trusted_key_servers: [{server_name: a.example, verify_keys: {x: y}}]\n"), /trusted_key_servers/);
+  });
+
+  test("a CA file that is missing or holds no certificate is refused when the config loads, with its line", () => {
+    assert.match(refused("federation_custom_ca_list:\n  - ca/private.pem\n  - ca/missing.pem\n"), /line 4: `federation_custom_ca_list`: cannot read .*missing\.pem: ENOENT/);
+    assert.match(refused("federation_custom_ca_list: [ca/not-a-cert.pem]\n"), /line 2: `federation_custom_ca_list`: .*not-a-cert\.pem holds no PEM certificate/);
   });
 
   test("listeners accept the `keys` resource", () => {

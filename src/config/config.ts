@@ -89,8 +89,8 @@ export interface MediaConfig {
 /** Federation with other homeservers (`federation_*`, `old_signing_keys`, `trusted_key_servers`). */
 export interface FederationConfig {
   verifyCertificates: boolean;
-  /** Absolute paths of extra trusted CA files (PEM). */
-  customCaFiles: string[];
+  /** Extra trusted CAs: each file's absolute path and its PEM text, read when the config loads. */
+  customCas: { file: string; pem: string }[];
   /** Undefined: every server. */
   domainWhitelist?: string[];
   /** CIDR ranges refused on top of the built-in private ones (`ip_range_blacklist` + `federation_ip_range_blacklist`). */

@@ -2,6 +2,7 @@
  * Resolves the federation keys: CA files relative to the config, address ranges that must parse
  * as CIDR, server names in the whitelist and notaries, and the old signing keys.
  */
+import { readFileSync } from "node:fs";
 import { isValidServerName } from "../events/ids.js";
 import { verifyKeyFromBase64 } from "../events/signing.js";
 import type { FederationConfig } from "./config.js";
@@ -46,7 +47,22 @@ export function resolveFederation(raw: RawConfig, fromBase: (p: string) => strin
   });
   return {
     verifyCertificates: raw.federation_verify_certificates,
-    customCaFiles: raw.federation_custom_ca_list.map(fromBase),
+    customCas: raw.federation_custom_ca_list.flatMap((path, i) => {
+      // Read now, so a missing or wrong file stops the start (and `check-config`) with its line.
+      const file = fromBase(path);
+      let pem: string;
+      try {
+        pem = readFileSync(file, "utf8");
+      } catch (err) {
+        problems.add(["federation_custom_ca_list", i], `\`federation_custom_ca_list\`: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+        return [];
+      }
+      if (!pem.includes("-----BEGIN CERTIFICATE-----")) {
+        problems.add(["federation_custom_ca_list", i], `\`federation_custom_ca_list\`: ${file} holds no PEM certificate`);
+        return [];
+      }
+      return [{ file, pem }];
+    }),
     domainWhitelist: raw.federation_domain_whitelist,
     // Synapse's `federation_ip_range_blacklist` and `ip_range_blacklist` both apply to federation.
     ipRangeBlacklist: [...raw.ip_range_blacklist, ...raw.federation_ip_range_blacklist],

@@ -25,7 +25,8 @@ export const federationFields = {
   federation_custom_ca_list: Type.Array(Type.String({ minLength: 1 }), {
     default: [],
     description:
-      "PEM files (relative to the config file) of CAs trusted for federation, in addition to the system's (for a private federation or tests).",
+      "PEM files (relative to the config file) of CAs trusted for federation, in addition to the system's (for a private federation or tests). " +
+      "They are read when the config loads: a missing file, or one with no certificate, stops the start.",
   }),
   federation_domain_whitelist: Type.Optional(
     Type.Array(Type.String({ minLength: 1 }), {

@@ -3,7 +3,6 @@
  * other servers' keys, and the check on incoming requests. The Server-Server areas built on it
  * (queries, the MSC4195 relay) take what they need from here.
  */
-import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import type { Config } from "../../config/config.js";
 import type { Storage } from "../../storage/interfaces.js";
@@ -61,13 +60,7 @@ export class FederationService {
     this.serverName = config.serverName;
     this.#whitelist = settings.domainWhitelist && new Set(settings.domainWhitelist);
     this.policy = new AddressPolicy({ deny: settings.ipRangeBlacklist, allow: settings.ipRangeWhitelist });
-    const ca = settings.customCaFiles.map((file) => {
-      try {
-        return readFileSync(file, "utf8");
-      } catch (err) {
-        throw new Error(`federation_custom_ca_list: cannot read ${file}: ${(err as Error).message}`, { cause: err });
-      }
-    });
+    const ca = settings.customCas.map((c) => c.pem);
     if (!settings.verifyCertificates) logger.warn({}, "federation_verify_certificates is off: any server on the path can impersonate any other");
     const transport = new FederationTransport({ policy: this.policy, dialer: deps.dialer, ca, verifyCertificates: settings.verifyCertificates });
     this.discovery = new ServerDiscovery(transport, clock);
