@@ -101,6 +101,8 @@ export async function createHomeserver(
         services.livekit?.stop();
         await services.delayedEvents.stop();
         await Promise.all(apps.map((a) => a.close()));
+        // No request can start typing now; a pending expiry must not reach the closed storage.
+        services.typing.close();
         await services.media.stop();
         await services.pushers.stop();
         await services.federation.sender.stop();

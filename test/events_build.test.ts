@@ -283,4 +283,20 @@ describe("toClientEvent", () => {
     assert.equal(c11.redacts, "$t");
     assert.deepEqual(c11.content, { redacts: "$t" });
   });
+
+  test("without the room version, a redaction's target is read at the top level first, then in content", () => {
+    const { eventId, pdu: r10 } = buildEvent(input(v10, { type: "m.room.redaction", content: { reason: "r" }, redacts: "$t" }), signer);
+    const c10 = toClientEvent(r10, eventId);
+    assert.equal(c10.redacts, "$t");
+    assert.deepEqual(c10.content, { reason: "r", redacts: "$t" });
+    const { pdu: r11 } = buildEvent(input(v11, { type: "m.room.redaction", content: {}, redacts: "$t" }), signer);
+    const c11 = toClientEvent(r11, "$id");
+    assert.equal(c11.redacts, "$t");
+    assert.deepEqual(c11.content, { redacts: "$t" });
+    // Before room version 11, content.redacts is only content: the top-level key is the target.
+    const spoofed = toClientEvent({ ...r10, content: { redacts: "$other" } }, eventId);
+    assert.equal(spoofed.redacts, "$t");
+    assert.deepEqual(spoofed.content, { redacts: "$t" });
+    assert.deepEqual(toClientEvent({ ...r10, content: { redacts: "$other" } }, eventId, v10).content, { redacts: "$t" });
+  });
 });

@@ -166,7 +166,7 @@ function contract(backend: Backend): void {
         if (o.cancelled) assert.deepEqual([record?.status, record?.outcome, record?.reason], ["finalised", "cancel", "action"]);
         else assert.deepEqual([record?.status, record?.outcome], ["sending", null]);
       }
-      assert.equal(await storage.delayedEvents.countScheduled(ALICE), 0);
+      assert.deepEqual(await storage.delayedEvents.scheduledOf(ALICE), []);
     });
 
     test("due delayed events claimed by several senders at once: each goes to exactly one, and a lapsed claim is taken over", async (t) => {
@@ -201,8 +201,32 @@ function contract(backend: Backend): void {
       const max = 5;
       const results = await concurrently(max + 5, (i) => storage.delayedEvents.schedule(delayed(`d${i}`), max));
       assert.equal(results.filter((ok) => ok).length, max);
-      assert.equal(await storage.delayedEvents.countScheduled(ALICE), max);
       assert.equal((await storage.delayedEvents.scheduledOf(ALICE)).length, max);
+    });
+
+    test("everJoined: only a join of that user, in that room, at or before the position", async (t) => {
+      const storage = await freshStorage(t, backend);
+      await seedUser(storage, ALICE);
+      await seedUser(storage, BOB);
+      const other = "!other:test";
+      await seedRoom(storage, ROOM, ALICE);
+      await seedRoom(storage, other, ALICE);
+      const member = (roomId: string, eventId: string, membership: string) => ({
+        ...message(roomId, ALICE, eventId),
+        type: "m.room.member",
+        stateKey: BOB,
+        membership,
+      });
+      const invited = await appendLocked(storage, member(ROOM, "$invite", "invite"));
+      const joinedElsewhere = await appendLocked(storage, member(other, "$other-join", "join"));
+      const joined = await appendLocked(storage, member(ROOM, "$join", "join"));
+      const left = await appendLocked(storage, member(ROOM, "$leave", "leave"));
+      assert.equal(await storage.rooms.everJoined(BOB, ROOM, invited), false);
+      assert.equal(await storage.rooms.everJoined(BOB, ROOM, joinedElsewhere), false, "a join of another room");
+      assert.equal(await storage.rooms.everJoined(BOB, other, joinedElsewhere), true);
+      assert.equal(await storage.rooms.everJoined(BOB, ROOM, joined), true);
+      assert.equal(await storage.rooms.everJoined(BOB, ROOM, left), true, "a leave does not undo having joined");
+      assert.equal(await storage.rooms.everJoined(ALICE, ROOM, left), false, "another user's joins");
     });
 
     test("filters created at once for one user get distinct IDs", async (t) => {

@@ -22,12 +22,15 @@ export interface ClientEvent {
  * `depth`, `hashes`, `signatures`) are dropped and `unsigned` is taken from the argument.
  *
  * For `m.room.redaction`, as the room version 11 page asks, `redacts` is given both at the
- * top level and in `content` whatever the room version.
+ * top level and in `content` whatever the room version, as Synapse does. With the room
+ * version, the target is read where that version keeps it; without it (a stored event whose
+ * room version is not at hand), from the top-level `redacts` first, then `content.redacts`:
+ * a room version 11 redaction has no top-level `redacts` of its own.
  */
 export function toClientEvent(
   pdu: Pdu,
   eventId: string,
-  version: RoomVersion,
+  version?: RoomVersion,
   unsigned?: Record<string, unknown>,
 ): ClientEvent {
   const event: ClientEvent = {
@@ -42,13 +45,19 @@ export function toClientEvent(
   if (typeof pdu.state_key === "string") event.state_key = pdu.state_key;
   if (unsigned !== undefined) event.unsigned = unsigned;
   if (pdu.type === EventTypes.redaction) {
-    const redacts = version.redactsInContent ? pdu.content.redacts : pdu.redacts;
-    if (typeof redacts === "string") {
+    const redacts = version ? redactsOf(pdu, version) : redactsOfAnyVersion(pdu);
+    if (redacts !== undefined) {
       event.redacts = redacts;
-      if (pdu.content.redacts === undefined) event.content = { ...pdu.content, redacts };
+      // In a room version before 11, `content.redacts` is whatever the sender put there.
+      if (pdu.content.redacts !== redacts) event.content = { ...pdu.content, redacts };
     }
   }
   return event;
+}
+
+function redactsOfAnyVersion(pdu: Pdu): string | undefined {
+  if (typeof pdu.redacts === "string") return pdu.redacts;
+  return typeof pdu.content.redacts === "string" ? pdu.content.redacts : undefined;
 }
 
 /** The event ID a redaction targets, wherever the room version keeps it. */

@@ -19,6 +19,7 @@ export {
   isRecord,
   isStateEvent,
   membershipOf,
+  pduOf,
   roomIdOfEvent,
   type Membership,
   type Pdu,
@@ -67,6 +68,7 @@ export {
   MAX_STATE_KEY_BYTES,
   maxStateKeyBytes,
   MSC3757_MAX_STATE_KEY_BYTES,
+  MSC4354_MAX_STICKY_MS,
 } from "./limits.js";
 export { buildEvent, BuildEventError, previewEventId, type BuildEventInput, type EventSigner } from "./build.js";
 export {

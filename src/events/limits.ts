@@ -1,7 +1,7 @@
 /**
  * Event size limits: the Client-Server spec's "Size limits" section (content/
  * client-server-api/_index.md in matrix-org/matrix-spec), with MSC3757's larger
- * state-key limit in its room versions.
+ * state-key limit in its room versions; and MSC4354's cap on how long an event stays sticky.
  */
 import { canonicalJson } from "./canonical_json.js";
 import { utf8Length } from "./ids.js";
@@ -14,6 +14,8 @@ export const MAX_TYPE_BYTES = 255;
 export const MAX_STATE_KEY_BYTES = 255;
 /** MSC3757: a 255-byte user ID, then `_` and a 255-byte suffix. */
 export const MSC3757_MAX_STATE_KEY_BYTES = 511;
+/** MSC4354: no event stays sticky longer than an hour, whatever duration it asks for. */
+export const MSC4354_MAX_STICKY_MS = 3_600_000;
 
 /**
  * An event breaks a size limit. `field` says which: `"event"` for the whole PDU (the

@@ -35,6 +35,14 @@ export interface Pdu {
 }
 
 /**
+ * The PDU of an event as stored: storage keeps each event's PDU as its JSON text, which
+ * Switchboard wrote itself (or checked on the way in), so it is parsed back without checks.
+ */
+export function pduOf(stored: { json: string }): Pdu {
+  return JSON.parse(stored.json) as Pdu;
+}
+
+/**
  * The room state relevant to authorising an event, as it was BEFORE that event:
  * the current state event for `(type, stateKey)`, or `undefined` when there is none.
  */

@@ -111,7 +111,6 @@ export interface DelayedEventStore {
   scheduledStateOthers(roomId: string, type: string, stateKey: string, exceptUser: string): Promise<string[]>;
   /** Scheduled children of a parent delayed event. */
   childrenOf(parentDelayId: string): Promise<string[]>;
-  countScheduled(userId: string): Promise<number>;
   /** A page of a user's events in the query's order, each with the value it is ordered by. */
   page(query: DelayedListQuery): Promise<{ record: DelayedEventRecord; key: number }[]>;
   /**

@@ -92,7 +92,6 @@ export interface RoomStore {
   /** `lockRoom`, answering the room's version ID (undefined for an unknown room): one round trip for both. */
   lockRoomVersion(roomId: string): Promise<string | undefined>;
   setRoomPublic(roomId: string, isPublic: boolean): Promise<void>;
-  listPublicRooms(): Promise<RoomRecord[]>;
 
   /**
    * Appends an event and updates current state and memberships, atomically.
@@ -170,6 +169,8 @@ export interface RoomStore {
   membersOf(roomId: string, membership: string): Promise<MembershipRecord[]>;
   /** Membership records of a user that changed in (from, to]. */
   membershipChanges(userId: string, from: number, to: number): Promise<MembershipRecord[]>;
+  /** Whether the user's membership of the room was ever `join` at or before position `upTo`. */
+  everJoined(userId: string, roomId: string, upTo: number): Promise<boolean>;
   /** Rooms, among `roomIds`, that have any event in (from, to]. */
   roomsWithEventsBetween(roomIds: string[], from: number, to: number): Promise<string[]>;
 

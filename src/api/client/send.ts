@@ -2,6 +2,7 @@
 import { Type } from "typebox";
 import { optionalBody } from "../../http/hooks.js";
 import { Errors } from "../../errors.js";
+import { MSC4354_MAX_STICKY_MS } from "../../events/index.js";
 import type { App } from "../../http/server.js";
 import type { Requester } from "../../services/auth.js";
 import type { Services } from "../../services/index.js";
@@ -13,7 +14,6 @@ const Content = Type.Record(Type.String(), Type.Unknown());
 const DELAY = "org.matrix.msc4140.delay";
 const PARENT_DELAY = "org.matrix.msc4140.parent_delay_id";
 const STICKY = "org.matrix.msc4354.sticky_duration_ms";
-const MAX_STICKY_MS = 3_600_000;
 
 /** The unstable query parameters that turn a send into a delayed and/or sticky one. */
 const SendQuery = Type.Object({
@@ -26,8 +26,8 @@ type SendQueryType = { [DELAY]?: string; [PARENT_DELAY]?: string; [STICKY]?: str
 function stickyDuration(services: Services, raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
   if (!services.config.features.msc4354) throw Errors.invalidParam("Sticky events are not enabled on this server");
-  if (!/^[0-9]+$/.test(raw) || Number(raw) > MAX_STICKY_MS) {
-    throw Errors.invalidParam(`${STICKY} must be an integer from 0 to ${MAX_STICKY_MS}`);
+  if (!/^[0-9]+$/.test(raw) || Number(raw) > MSC4354_MAX_STICKY_MS) {
+    throw Errors.invalidParam(`${STICKY} must be an integer from 0 to ${MSC4354_MAX_STICKY_MS}`);
   }
   return Number(raw);
 }

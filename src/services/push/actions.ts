@@ -8,7 +8,7 @@ import type { Storage } from "../../storage/interfaces.js";
 import type { PushActionRecord } from "../../storage/push.js";
 import type { MembershipRecord } from "../../storage/rooms.js";
 import { Errors } from "../../errors.js";
-import { getRoomVersion, roomCreators, roomIdOfEvent, type Pdu } from "../../events/index.js";
+import { getRoomVersion, pduOf, roomCreators, roomIdOfEvent } from "../../events/index.js";
 import type { Clock } from "../clock.js";
 import { toClientEvent } from "../rooms/client_format.js";
 import type { PersistedEvent } from "../rooms/persister.js";
@@ -80,10 +80,10 @@ export class PushActionService {
 
     const users = [...recipients];
     const powerEvent = await this.storage.rooms.currentStateEvent(roomId, "m.room.power_levels", "");
-    const levels = powerLevels(powerEvent ? (JSON.parse(powerEvent.json) as { content?: Record<string, unknown> }).content : undefined);
+    const levels = powerLevels(powerEvent ? pduOf(powerEvent).content : undefined);
     // Room version 12: the creators' power level is infinite, whatever power levels say.
     const createEvent = await this.storage.rooms.currentStateEvent(roomId, "m.room.create", "");
-    const createPdu = createEvent ? (JSON.parse(createEvent.json) as Pdu) : undefined;
+    const createPdu = createEvent ? pduOf(createEvent) : undefined;
     const createVersion = getRoomVersion(String(createPdu?.content.room_version ?? "1"));
     const senderIsCreator = createVersion !== undefined && roomCreators(createPdu, createVersion).includes(pdu.sender);
     const names = await this.#displayNames(members.filter((m) => recipients.has(m.userId)));
@@ -171,7 +171,7 @@ export class PushActionService {
     if (unknown.length === 0) return out;
     const byEvent = new Map(unknown.map((m) => [m.eventId, m.userId]));
     for (const stored of await this.storage.rooms.getEvents([...byEvent.keys()])) {
-      const name = nameIn((JSON.parse(stored.json) as { content?: Record<string, unknown> }).content);
+      const name = nameIn(pduOf(stored).content);
       out.set(byEvent.get(stored.eventId)!, name);
       this.#names.set(stored.eventId, name);
       if (this.#names.size > CACHED_NAMES) this.#names.delete(this.#names.keys().next().value!);

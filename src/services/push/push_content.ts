@@ -4,6 +4,7 @@
  * event (kept briefly, in this process only: nothing another process must see); the badge is
  * the user's, read once per batch of pushes.
  */
+import { pduOf } from "../../events/index.js";
 import type { Storage } from "../../storage/interfaces.js";
 import type { PendingPush } from "../../storage/pushers.js";
 import { stateKeyOf } from "../../storage/rooms.js";
@@ -62,14 +63,14 @@ export class PushContent {
   async #read(eventId: string, at: number): Promise<Entry> {
     const stored = await this.storage.rooms.getEvent(eventId);
     if (!stored || stored.redactedBy !== null) return { at, event: undefined, names: {} };
-    const pdu = JSON.parse(stored.json) as { content?: Record<string, unknown> };
+    const pdu = pduOf(stored);
     const event: EventPart = {
       eventId: stored.eventId,
       roomId: stored.roomId,
       type: stored.type,
       sender: stored.sender,
       ...(stored.stateKey !== null ? { stateKey: stored.stateKey } : {}),
-      content: pdu.content ?? {},
+      content: pdu.content,
     };
     const state = await this.storage.rooms.currentStateEvents(stored.roomId, [
       ["m.room.member", stored.sender],
@@ -78,7 +79,7 @@ export class PushContent {
     ]);
     const field = (type: string, key: string, name: string) => {
       const found = state.get(stateKeyOf(type, key));
-      const value = found ? (JSON.parse(found.json) as { content?: Record<string, unknown> }).content?.[name] : undefined;
+      const value = found ? pduOf(found).content[name] : undefined;
       return typeof value === "string" && value !== "" ? value : undefined;
     };
     return {

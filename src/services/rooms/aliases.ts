@@ -1,10 +1,10 @@
 /** Room aliases: `#name:server` pointing at a room. */
 import type { Config } from "../../config/config.js";
 import { Errors, MatrixError } from "../../errors.js";
-import { getRoomVersion, PowerLevels } from "../../events/index.js";
+import { getRoomVersion, pduOf, PowerLevels } from "../../events/index.js";
 import type { Storage } from "../../storage/interfaces.js";
 import type { Requester } from "../auth.js";
-import { parsePdu, stateLookup } from "./persister.js";
+import { stateLookup } from "./persister.js";
 
 const ALIAS = /^#[^:\s]+:(.+)$/;
 
@@ -84,7 +84,7 @@ export class AliasService {
     const membership = await this.storage.rooms.membership(roomId, requester.userId);
     if (membership?.membership !== "join") {
       const hv = await this.storage.rooms.currentStateEvent(roomId, "m.room.history_visibility", "");
-      if (!hv || parsePdu(hv).content.history_visibility !== "world_readable") {
+      if (!hv || pduOf(hv).content.history_visibility !== "world_readable") {
         throw Errors.forbidden("You are not in this room");
       }
     }

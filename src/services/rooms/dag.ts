@@ -6,7 +6,7 @@
  * per key up to its stream position.
  */
 import { randomBytes } from "node:crypto";
-import type { Pdu } from "../../events/index.js";
+import { pduOf, type Pdu } from "../../events/index.js";
 import type { StoredPdu } from "../../storage/room_dag.js";
 import type { Stores } from "../../storage/interfaces.js";
 import { BoundedMap } from "../bounded_map.js";
@@ -100,7 +100,7 @@ export class RoomDag {
   /** PDUs by ID, parsed; unknown IDs are absent. */
   async pdus(tx: Stores, ids: readonly string[]): Promise<Map<string, Pdu>> {
     const stored = await tx.roomDag.getPdus(ids);
-    return new Map([...stored].map(([id, s]) => [id, JSON.parse(s.json) as Pdu]));
+    return new Map([...stored].map(([id, s]) => [id, pduOf(s)]));
   }
 
   /** Stored PDUs by ID, with where they are kept. */

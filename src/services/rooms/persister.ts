@@ -17,6 +17,8 @@ import {
   checkEventAuth,
   EventLimitError,
   EventTypes,
+  MSC4354_MAX_STICKY_MS,
+  pduOf,
   PowerLevels,
   redactsOf,
   roomIdOfEvent,
@@ -25,7 +27,7 @@ import {
   type RoomVersion,
   type StateLookup,
 } from "../../events/index.js";
-import { stateKeyOf, type StateMap, type StoredEvent } from "../../storage/rooms.js";
+import { stateKeyOf, type StateMap } from "../../storage/rooms.js";
 import type { Storage, Stores } from "../../storage/interfaces.js";
 import type { Clock } from "../clock.js";
 import { BatchQueue, type ItemResult } from "../batch_queue.js";
@@ -33,9 +35,6 @@ import type { SigningKey } from "../signing_key.js";
 import type { Notifier } from "../sync/notifier.js";
 import type { Extremity } from "../../storage/room_dag.js";
 import { RoomDag, type GroupRef } from "./dag.js";
-
-/** MSC4354: no event stays sticky longer than an hour, whatever it asks for. */
-export const MAX_STICKY_DURATION_MS = 3_600_000;
 
 export interface EventDraft {
   roomId: string;
@@ -100,10 +99,6 @@ function txnKey(txn: { txnId: string; scope?: string[] }): string {
   return txn.scope === undefined ? txn.txnId : JSON.stringify([...txn.scope, txn.txnId]);
 }
 
-export function parsePdu(stored: StoredEvent): Pdu {
-  return JSON.parse(stored.json) as Pdu;
-}
-
 export function stateLookup(state: StateMap): (type: string, stateKey: string) => Pdu | undefined {
   const cache = new Map<string, Pdu>();
   return (type, stateKey) => {
@@ -112,7 +107,7 @@ export function stateLookup(state: StateMap): (type: string, stateKey: string) =
     if (!pdu) {
       const stored = state.get(key);
       if (!stored) return undefined;
-      pdu = parsePdu(stored);
+      pdu = pduOf(stored);
       cache.set(key, pdu);
     }
     return pdu;
@@ -340,7 +335,7 @@ export class EventPersister {
     if (draft.txn) {
       const existing = await tx.rooms.getEventByTxn(draft.sender, draft.txn.deviceId, txnKey(draft.txn));
       const stored = existing ? await tx.rooms.getEvent(existing) : undefined;
-      if (stored) return { event: { eventId: stored.eventId, streamOrdering: stored.streamOrdering, pdu: parsePdu(stored) }, fresh: false, version };
+      if (stored) return { event: { eventId: stored.eventId, streamOrdering: stored.streamOrdering, pdu: pduOf(stored) }, fresh: false, version };
     }
     // Only the state the auth rules look at, plus the entry this event replaces: reading a
     // large room's whole state for every event would make each send cost O(room state).
@@ -364,7 +359,7 @@ export class EventPersister {
     // prev_content lets clients show "changed the topic from …"; it is unsigned, so it may be added now.
     const replaced = draft.stateKey !== undefined ? state.get(stateKeyOf(draft.type, draft.stateKey)) : undefined;
     if (replaced) {
-      const prev = parsePdu(replaced);
+      const prev = pduOf(replaced);
       pdu.unsigned = { replaces_state: replaced.eventId, prev_content: prev.content, prev_sender: prev.sender };
     }
     const json = JSON.stringify(pdu);
@@ -387,7 +382,7 @@ export class EventPersister {
       },
       // MSC4354: sticky from the moment it is made, for at most an hour.
       stickyUntil:
-        draft.stickyDurationMs === undefined ? undefined : pdu.origin_server_ts + Math.min(draft.stickyDurationMs, MAX_STICKY_DURATION_MS),
+        draft.stickyDurationMs === undefined ? undefined : pdu.origin_server_ts + Math.min(draft.stickyDurationMs, MSC4354_MAX_STICKY_MS),
       stateGroup: group?.id ?? null,
     });
     head.extremities = [{ eventId, depth: pdu.depth }];

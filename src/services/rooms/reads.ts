@@ -7,7 +7,7 @@ import type { Clock } from "../clock.js";
 import { matchesFilter, type RoomEventFilter } from "../sync/filters.js";
 import { formatRoomToken, parseEventPosition } from "../sync/tokens.js";
 import { toClientEvent, type ClientEvent } from "./client_format.js";
-import { parsePdu } from "./persister.js";
+import { pduOf } from "../../events/index.js";
 import { filterVisible } from "./visibility.js";
 
 const MAX_PAGE = 1000;
@@ -47,12 +47,11 @@ export class RoomReadService {
       if (await this.storage.rooms.isForgotten(requester.userId, roomId)) throw Errors.forbidden("You have forgotten this room");
       // "shared" history is for users who joined at any point after the event (spec: "History
       // visibility"): a user who joined and then left keeps what came before their last join.
-      const changes = await this.storage.rooms.membershipChanges(requester.userId, 0, m.streamOrdering);
-      const everJoined = changes.some((c) => c.roomId === roomId && c.membership === "join");
-      return { upTo: m.streamOrdering, joined: everJoined };
+      const joined = await this.storage.rooms.everJoined(requester.userId, roomId, m.streamOrdering);
+      return { upTo: m.streamOrdering, joined };
     }
     const hv = await this.storage.rooms.currentStateEvent(roomId, "m.room.history_visibility", "");
-    if (hv && parsePdu(hv).content.history_visibility === "world_readable") return { upTo: Number.MAX_SAFE_INTEGER, joined: false };
+    if (hv && pduOf(hv).content.history_visibility === "world_readable") return { upTo: Number.MAX_SAFE_INTEGER, joined: false };
     throw Errors.forbidden("You are not in this room");
   }
 
@@ -74,7 +73,7 @@ export class RoomReadService {
     const state = await this.#stateFor(roomId, await this.#reach(requester, roomId));
     const event = state.get(stateKeyOf(type, stateKey));
     if (!event) throw Errors.notFound("Event not found");
-    return parsePdu(event).content;
+    return pduOf(event).content;
   }
 
   async state(requester: Requester, roomId: string): Promise<ClientEvent[]> {
@@ -93,7 +92,7 @@ export class RoomReadService {
     return [...state.values()]
       .filter((e) => e.type === "m.room.member")
       .filter((e) => {
-        const membership = parsePdu(e).content.membership;
+        const membership = pduOf(e).content.membership;
         if (opts.membership !== undefined && membership !== opts.membership) return false;
         return opts.notMembership === undefined || membership !== opts.notMembership;
       })
@@ -106,7 +105,7 @@ export class RoomReadService {
     const joined: Record<string, { display_name?: string; avatar_url?: string }> = {};
     for (const member of await this.storage.rooms.membersOf(roomId, "join")) {
       const event = await this.storage.rooms.getEvent(member.eventId);
-      const content = event ? parsePdu(event).content : {};
+      const content = event ? pduOf(event).content : {};
       joined[member.userId] = {
         ...(typeof content.displayname === "string" ? { display_name: content.displayname } : {}),
         ...(typeof content.avatar_url === "string" ? { avatar_url: content.avatar_url } : {}),

@@ -20,6 +20,7 @@ import {
   authEventTypes,
   checkEventAuth,
   membershipOf,
+  pduOf,
   stateLookupFromEvents,
   type Pdu,
   type RoomVersion,
@@ -188,11 +189,11 @@ export class RemoteEventPersister {
     if (missingAuth.length > 0) return reject(`unknown auth events: ${missingAuth.join(", ")}`);
     const rejectedAuth = [...authEvents.values()].find((e) => e.rejected !== null);
     if (rejectedAuth) return reject(`auth event ${rejectedAuth.eventId} was rejected`);
-    const authPdus = [...authEvents.values()].map((e) => JSON.parse(e.json) as Pdu);
+    const authPdus = [...authEvents.values()].map(pduOf);
     if (!authPdus.some((a) => a.type === "m.room.create")) {
       // Room version 12 leaves the create event out of auth_events: the room ID names it.
       const create = await tx.rooms.currentStateEvent(pdu.room_id, "m.room.create", "");
-      if (create) authPdus.push(JSON.parse(create.json) as Pdu);
+      if (create) authPdus.push(pduOf(create));
     }
     const problem = authProblem(pdu, stateLookupFromEvents(authPdus), version);
     if (problem) return reject(`not allowed by its auth events: ${problem}`);

@@ -2,7 +2,7 @@
  * Rooms resident on other servers, as the room service sees them: the federation side it is
  * handed (`RemoteRooms`), and where a join or a leave must go through another server.
  */
-import { serverNameOf } from "../../events/index.js";
+import { pduOf, serverNameOf } from "../../events/index.js";
 import type { Storage } from "../../storage/interfaces.js";
 
 /** Rooms resident on other servers (federation), as the room service needs them. */
@@ -55,7 +55,7 @@ export async function serversKnowing(storage: Storage, roomId: string): Promise<
   // A knock keeps the stripped state it was answered with: their senders' servers are in the room (room version 12 IDs name none).
   for (const m of await storage.rooms.membersOf(roomId, "knock")) {
     const event = await storage.rooms.getEvent(m.eventId);
-    const carried = event ? (JSON.parse(event.json) as { unsigned?: { knock_room_state?: unknown } }).unsigned?.knock_room_state : undefined;
+    const carried = event ? pduOf(event).unsigned?.knock_room_state : undefined;
     for (const e of Array.isArray(carried) ? carried : []) {
       const server = typeof e?.sender === "string" ? serverNameOf(e.sender) : undefined;
       if (server) out.push(server);

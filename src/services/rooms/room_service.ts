@@ -4,6 +4,7 @@ import type { Config } from "../../config/config.js";
 import { Errors, MatrixError } from "../../errors.js";
 import {
   isValidUserId,
+  pduOf,
   serverNameOf,
   redact,
   redactsOf,
@@ -19,7 +20,7 @@ import { toClientEvent } from "./client_format.js";
 import { remoteJoinTarget, serversKnowing, type RemoteRooms } from "./remote_rooms.js";
 import { planInitialState, type CreateRoomRequest } from "./create_room.js";
 import { additionalCreatorsFor, RoomIdClaims } from "./room_ids_v12.js";
-import { parsePdu, type EventDraft, type EventPersister, type PersistedEvent } from "./persister.js";
+import type { EventDraft, EventPersister, PersistedEvent } from "./persister.js";
 
 export interface SendOptions {
   /** MSC4354: keep the event sticky for this long. */
@@ -237,7 +238,7 @@ export class RoomService {
       if (m.membership !== "join") continue;
       try {
         const current = await this.storage.rooms.currentStateEvent(m.roomId, "m.room.member", userId);
-        const content = current ? ((JSON.parse(current.json) as { content?: Record<string, unknown> }).content ?? {}) : {};
+        const content = current ? pduOf(current).content : {};
         if (content.displayname === profile.displayname && content.avatar_url === profile.avatar_url) continue;
         await this.#membership(userId, m.roomId, userId, { membership: "join", ...profile });
       } catch (err) {
@@ -336,7 +337,7 @@ export class RoomService {
     if (!targetId) return;
     const target = await tx.rooms.getEvent(targetId);
     if (!target || target.roomId !== event.pdu.room_id || target.redactedBy) return;
-    const redacted: Pdu = redact(parsePdu(target), version);
+    const redacted: Pdu = redact(pduOf(target), version);
     const redaction = await tx.rooms.getEvent(event.eventId);
     if (redaction) {
       const because = toClientEvent(redaction, this.clock.now());

@@ -5,7 +5,7 @@
  */
 import type { Storage } from "../../storage/interfaces.js";
 import { stateKeyOf, type StoredEvent } from "../../storage/rooms.js";
-import { parsePdu } from "./persister.js";
+import { pduOf } from "../../events/index.js";
 
 type Visibility = "world_readable" | "shared" | "invited" | "joined";
 
@@ -32,21 +32,21 @@ export async function filterVisible(
   const first = events[0]!;
   const before = await storage.rooms.stateAt(first.roomId, first.streamOrdering - 1);
   const hvEvent = before.get(stateKeyOf("m.room.history_visibility", ""));
-  let visibility = visibilityOf(hvEvent ? parsePdu(hvEvent).content : undefined);
+  let visibility = visibilityOf(hvEvent ? pduOf(hvEvent).content : undefined);
   const memberEvent = before.get(stateKeyOf("m.room.member", userId));
-  let membership = memberEvent ? (parsePdu(memberEvent).content.membership as string | undefined) : undefined;
+  let membership = memberEvent ? (pduOf(memberEvent).content.membership as string | undefined) : undefined;
 
   const out: StoredEvent[] = [];
   for (const event of events) {
     let effective = visibility;
     if (event.type === "m.room.history_visibility" && event.stateKey === "") {
-      const next = visibilityOf(parsePdu(event).content);
+      const next = visibilityOf(pduOf(event).content);
       // The change itself is judged by the more permissive of the old and new setting, as Synapse does.
       effective = PERMISSIVENESS[Math.max(PERMISSIVENESS.indexOf(visibility), PERMISSIVENESS.indexOf(next))]!;
       visibility = next;
     }
     if (event.type === "m.room.member" && event.stateKey === userId) {
-      membership = parsePdu(event).content.membership as string | undefined;
+      membership = pduOf(event).content.membership as string | undefined;
     }
     if (
       effective === "world_readable" ||

@@ -10,7 +10,7 @@ import type { Storage } from "../../storage/interfaces.js";
 import { stateKeyOf, type MembershipRecord, type StoredEvent } from "../../storage/rooms.js";
 import type { Requester } from "../auth.js";
 import { toClientEvent, toStrippedState } from "../rooms/client_format.js";
-import { parsePdu } from "../rooms/persister.js";
+import { pduOf } from "../../events/index.js";
 import type { RoomSync, RoomSyncContext } from "../sync/room_sync.js";
 import { formatRoomToken } from "../sync/tokens.js";
 import type { RoomConfig } from "./request.js";
@@ -103,10 +103,10 @@ export async function buildRooms(input: RoomDataInput, plans: RoomPlan[]): Promi
       return plan.initial ? (w.required.get(key) ?? w.fields.get(key)) : w.delta?.get(key);
     };
     const nameEvent = field(NAME);
-    const name = nameEvent ? parsePdu(nameEvent).content.name : undefined;
+    const name = nameEvent ? pduOf(nameEvent).content.name : undefined;
     if (typeof name === "string" && name !== "") result.name = name;
     const avatarEvent = field(AVATAR);
-    const avatar = avatarEvent ? parsePdu(avatarEvent).content.url : undefined;
+    const avatar = avatarEvent ? pduOf(avatarEvent).content.url : undefined;
     if (typeof avatar === "string") result.avatar = avatar;
     Object.assign(result, summaries.get(plan.roomId) ?? {});
     const state = [...w.required.values()].sort((a, b) => a.streamOrdering - b.streamOrdering);
@@ -277,7 +277,7 @@ async function summariesOf(input: RoomDataInput, working: Working[]): Promise<Ma
   const members = group(await storage.rooms.membershipsIn(rooms), (m) => m.roomId);
   const named = new Set<string>();
   for (const e of await storage.rooms.currentStateMany(rooms, [], [NAME])) {
-    const name = parsePdu(e).content.name;
+    const name = pduOf(e).content.name;
     if (typeof name === "string" && name !== "") named.add(e.roomId);
   }
   const heroIds = new Map<string, string[]>();
@@ -301,7 +301,7 @@ async function summariesOf(input: RoomDataInput, working: Working[]): Promise<Ma
   for (const [roomId, heroes] of heroIds) {
     out.get(roomId)!.heroes = heroes.map((h) => {
       const e = memberEvents.get(`${roomId}|${h}`);
-      const content = e ? parsePdu(e).content : {};
+      const content = e ? pduOf(e).content : {};
       return {
         user_id: h,
         ...(typeof content.displayname === "string" ? { displayname: content.displayname } : {}),

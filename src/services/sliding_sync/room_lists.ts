@@ -6,7 +6,7 @@
  */
 import type { Storage } from "../../storage/interfaces.js";
 import type { MembershipRecord } from "../../storage/rooms.js";
-import { parsePdu } from "../rooms/persister.js";
+import { pduOf } from "../../events/index.js";
 import type { ListFilters, ListRequest } from "./request.js";
 import type { UserRooms } from "./user_rooms.js";
 
@@ -92,7 +92,7 @@ async function readFacts(storage: Storage, userId: string, roomIds: string[], li
     for (const e of await storage.rooms.currentStateMany(roomIds, [], [["m.room.create", ""], ["m.room.encryption", ""]])) {
       if (e.type === "m.room.encryption") facts.encrypted.add(e.roomId);
       else {
-        const type = parsePdu(e).content.type;
+        const type = pduOf(e).content.type;
         facts.createType.set(e.roomId, typeof type === "string" ? type : null);
       }
     }

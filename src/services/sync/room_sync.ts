@@ -13,7 +13,7 @@
 import type { Storage } from "../../storage/interfaces.js";
 import { stateKeyOf, type MembershipRecord, type StateMap, type StoredEvent } from "../../storage/rooms.js";
 import { toClientEvent, toStrippedState, type ClientEvent, type Viewer } from "../rooms/client_format.js";
-import { parsePdu } from "../rooms/persister.js";
+import { pduOf } from "../../events/index.js";
 import { filterVisible } from "../rooms/visibility.js";
 import { matchesFilter, roomAllowed, type Filter } from "./filters.js";
 import { formatRoomToken } from "./tokens.js";
@@ -212,7 +212,7 @@ export class RoomSync {
   async inviteState(roomId: string, invite: StoredEvent, now: number, viewer: Viewer): Promise<Record<string, unknown>[]> {
     const out: Record<string, unknown>[] = [];
     // An invite from another server to a room not here carries the inviting server's stripped state; a knock, the resident server's.
-    const unsigned = parsePdu(invite).unsigned;
+    const unsigned = pduOf(invite).unsigned;
     const carried = unsigned?.invite_room_state ?? unsigned?.knock_room_state;
     if (Array.isArray(carried)) {
       for (const e of carried) {
@@ -256,7 +256,7 @@ export class RoomSync {
   async previousMembership(eventId: string): Promise<string | undefined> {
     const event = await this.storage.rooms.getEvent(eventId);
     if (!event) return undefined;
-    const prev = parsePdu(event).unsigned?.prev_content as Record<string, unknown> | undefined;
+    const prev = pduOf(event).unsigned?.prev_content as Record<string, unknown> | undefined;
     return typeof prev?.membership === "string" ? prev.membership : undefined;
   }
 }

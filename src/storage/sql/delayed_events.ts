@@ -235,10 +235,6 @@ export class SqlDelayedEventStore implements DelayedEventStore {
     return rows.map((r) => r.delay_id);
   }
 
-  async countScheduled(userId: string): Promise<number> {
-    return (await this.db.get<{ n: number }>(COUNT, [userId]))?.n ?? 0;
-  }
-
   async page(q: DelayedListQuery): Promise<{ record: DelayedEventRecord; key: number }[]> {
     const key = ORDER_KEYS[q.orderBy];
     const forward = q.dir === "f";

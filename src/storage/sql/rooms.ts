@@ -142,6 +142,8 @@ const Q = {
   membersOf: "SELECT * FROM memberships WHERE room_id = ? AND membership = ? ORDER BY user_id",
   membershipChanges: `SELECT * FROM membership_history WHERE user_id = ? AND stream_ordering > ? AND stream_ordering <= ?
     ORDER BY stream_ordering`,
+  everJoined: `SELECT 1 AS one FROM membership_history WHERE user_id = ? AND room_id = ? AND stream_ordering <= ?
+    AND membership = 'join' LIMIT 1`,
   redact: "UPDATE events SET json = ?, redacted_by = ? WHERE event_id = ?",
   liveSticky: `SELECT e.* FROM sticky_events s JOIN events e ON e.stream_ordering = s.stream_ordering
     WHERE s.room_id = ? AND s.stream_ordering > ? AND s.stream_ordering <= ? AND s.expires_ts > ? AND e.redacted_by IS NULL
@@ -208,10 +210,6 @@ export class SqlRoomStore implements RoomStore {
 
   async setRoomPublic(roomId: string, isPublic: boolean): Promise<void> {
     await this.db.run("UPDATE rooms SET is_public = ? WHERE room_id = ?", [isPublic ? 1 : 0, roomId]);
-  }
-
-  async listPublicRooms(): Promise<RoomRecord[]> {
-    return (await this.db.all<RoomRow>("SELECT * FROM rooms WHERE is_public = 1 ORDER BY created_ts")).map(toRoom);
   }
 
   appendEvent(e: NewEvent): Promise<number> {
@@ -380,6 +378,10 @@ export class SqlRoomStore implements RoomStore {
 
   async membershipChanges(userId: string, from: number, to: number): Promise<MembershipRecord[]> {
     return (await this.db.all<MembershipRow>(Q.membershipChanges, [userId, from, to])).map(toMembership);
+  }
+
+  async everJoined(userId: string, roomId: string, upTo: number): Promise<boolean> {
+    return (await this.db.get(Q.everJoined, [userId, roomId, upTo])) !== undefined;
   }
 
   async roomsWithEventsBetween(roomIds: string[], from: number, to: number): Promise<string[]> {

@@ -5,7 +5,7 @@
  * events, then stored below the events stream (history, not news: no sync sees it, current
  * state is untouched).
  */
-import { AuthError, checkEventAuth, getRoomVersion, roomIdOfEvent, serverNameOf, type Pdu, type RoomVersion } from "../../../events/index.js";
+import { AuthError, checkEventAuth, getRoomVersion, pduOf, roomIdOfEvent, serverNameOf, type Pdu, type RoomVersion } from "../../../events/index.js";
 import { newEventOf, type RemoteEvent } from "../../rooms/remote_persister.js";
 import type { RemoteHistory } from "../../rooms/reads.js";
 import { checkAll, type FederatedRoomDeps } from "./types.js";
@@ -36,7 +36,7 @@ export class RemoteBackfill implements RemoteHistory {
     // Cheapest first: a room whose beginning is here (every local room) stops at the first read.
     const oldest = await storage.roomDag.oldestTimelineEvent(roomId);
     if (!oldest) return 0;
-    const start = JSON.parse(oldest.json) as Pdu;
+    const start = pduOf(oldest);
     const known = await storage.roomDag.getPdus(start.prev_events);
     const gaps = start.prev_events.filter((id) => !known.get(id)?.inTimeline);
     if (gaps.length === 0) return 0;
@@ -51,7 +51,7 @@ export class RemoteBackfill implements RemoteHistory {
           (e) => roomIdOfEvent(e.pdu, e.eventId) === roomId && e.pdu.depth <= start.depth,
         );
         const create = await storage.rooms.currentStateEvent(roomId, "m.room.create", "");
-        const accepted = await this.#authorised(checked, version, create && (JSON.parse(create.json) as Pdu));
+        const accepted = await this.#authorised(checked, version, create && pduOf(create));
         if (accepted.length === 0) continue;
         // Newest first, so each is stored below the one before.
         accepted.sort((a, b) => b.pdu.depth - a.pdu.depth || b.pdu.origin_server_ts - a.pdu.origin_server_ts);
@@ -69,7 +69,7 @@ export class RemoteBackfill implements RemoteHistory {
     const wanted = [...new Set(events.flatMap((e) => e.pdu.auth_events))].filter((id) => !inBatch.has(id));
     const stored = await this.deps.storage.roomDag.getPdus(wanted);
     const available = new Map<string, Pdu>();
-    for (const [id, s] of stored) if (s.rejected === null) available.set(id, JSON.parse(s.json) as Pdu);
+    for (const [id, s] of stored) if (s.rejected === null) available.set(id, pduOf(s));
     // Room version 12 leaves the create event out of auth_events: the room's own is used.
     const create = roomCreate ?? [...available.values(), ...inBatch.values()].find((p) => p.type === "m.room.create" && p.state_key === "");
     const ok: RemoteEvent[] = [];

@@ -5,7 +5,7 @@
  * room may read it, as Synapse allows by default (history visibility beyond that is not served).
  */
 import { Errors, MatrixError } from "../../../errors.js";
-import { eventIdFor, roomIdOfEvent, serverNameOf, type Pdu, type RoomVersion } from "../../../events/index.js";
+import { eventIdFor, pduOf, roomIdOfEvent, serverNameOf, type Pdu, type RoomVersion } from "../../../events/index.js";
 import type { Storage, Stores } from "../../../storage/interfaces.js";
 import type { Clock } from "../../clock.js";
 import type { RoomDag, StateIds } from "../../rooms/dag.js";
@@ -53,7 +53,7 @@ export class FederationEventSource {
     const stored = (await this.storage.roomDag.getPdus([eventId])).get(eventId);
     if (!stored || stored.rejected !== null) throw new MatrixError(404, "M_NOT_FOUND", "Unknown event");
     await this.requireServerInRoom(origin, stored.roomId);
-    return this.#envelope([withoutUnsigned(JSON.parse(stored.json) as Pdu)]);
+    return this.#envelope([withoutUnsigned(pduOf(stored))]);
   }
 
   /** The room's state before `eventId`, as IDs, and the IDs of its auth chain. */
@@ -112,7 +112,7 @@ export class FederationEventSource {
       for (const id of frontier) {
         const s = stored.get(id);
         if (!s || !s.inTimeline || s.rejected !== null || out.length >= limit) continue;
-        const pdu = JSON.parse(s.json) as Pdu;
+        const pdu = pduOf(s);
         if (pdu.depth < minDepth) continue;
         out.push(pdu);
         for (const prev of pdu.prev_events) if (!seen.has(prev) && take(prev)) next.push(prev);

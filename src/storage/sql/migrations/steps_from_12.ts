@@ -216,4 +216,9 @@ export const STEPS_FROM_12: Migration[] = [
     sqlite: "INSERT INTO stream_sequences (name, last_value) VALUES ('backfill', 0);",
     postgres: "CREATE SEQUENCE backfill_ordering;",
   },
+  // 22: whether a user who left a room had ever joined it (what unlocks "shared" history for
+  // them) is one lookup in that room's slice of their membership history, not a read of all of it.
+  `
+  CREATE INDEX membership_history_user_room ON membership_history(user_id, room_id, stream_ordering);
+  `,
 ];
