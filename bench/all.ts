@@ -1,5 +1,5 @@
 /**
- * `npm run bench`: the HTTP benchmark, the delayed-event one, the send one, the one of several
+ * `npm run bench`: the HTTP benchmark, the footprint (start-up time and memory), the delayed-event one, the send one, the one of several
  * server processes (workers), then `/sync` wake-up fan-out across processes (fanout), then the media
  * repository's downloads, uploads and memory (media), then push delivery to HTTP pushers (push), then sliding
  * sync against /sync v2 for a user in 500 rooms (sliding_sync), then federation into and out of
@@ -34,6 +34,8 @@ function run(script: string, execArgv: string[] = []): Promise<{ code: number; r
 
 async function main(): Promise<number> {
   const http = await run("run.js");
+  // Start-up time and memory of `npm start`, beside a bare node:http server's.
+  const footprint = await run("footprint.js").catch((err: unknown) => ({ code: 1, report: { failed: (err as Error).message } }));
   const delayed = await run("delayed_events.js", ["--expose-gc"]);
   // The send, workers and fanout benchmarks start PostgreSQL (and Synapse): if one breaks, the other figures still print.
   const sends = await run("sends.js").catch((err: unknown) => ({ code: 1, report: { failed: (err as Error).message } }));
@@ -47,6 +49,7 @@ async function main(): Promise<number> {
   const call = await run("call_media.js").catch((err: unknown) => ({ code: 1, report: { failed: (err as Error).message } }));
   const report = {
     http: http.report,
+    footprint: footprint.report,
     delayed_events: delayed.report,
     sends: sends.report,
     workers: workers.report,
@@ -58,7 +61,7 @@ async function main(): Promise<number> {
     call: call.report,
   };
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-  return [http, delayed, sends, workers, fanout, media, push, slidingSync, federation, call].every((r) => r.code === 0) ? 0 : 1;
+  return [http, footprint, delayed, sends, workers, fanout, media, push, slidingSync, federation, call].every((r) => r.code === 0) ? 0 : 1;
 }
 
 runMain(main);

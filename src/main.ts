@@ -6,7 +6,6 @@ import { hostname } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseCommand, USAGE, UsageError, type Command } from "./cli/args.js";
-import { doctor } from "./cli/doctor/index.js";
 import { READY_MESSAGE, superviseWorkers, WORKER_ID_ENV } from "./cli/supervisor.js";
 import { ConfigError } from "./config/errors.js";
 import { generateConfig } from "./config/generate.js";
@@ -166,8 +165,11 @@ async function run(argv: string[]): Promise<number> {
     case "port-db":
       await portDb(cmd);
       return 0;
-    case "doctor":
+    case "doctor": {
+      // Loaded only for this command: a serving process never holds the doctor's code.
+      const { doctor } = await import("./cli/doctor/index.js");
       return doctor(cmd);
+    }
     case "serve":
       return serve(cmd.config, cmd.workerId);
   }

@@ -10,9 +10,27 @@ import { Errors, type MatrixError } from "../errors.js";
 const strict = new Ajv({ allErrors: false, useDefaults: true, coerceTypes: false, strict: false });
 const coercing = new Ajv({ allErrors: false, useDefaults: true, coerceTypes: "array", strict: false });
 
-export function validatorCompiler({ schema, httpPart }: { schema: object; httpPart?: string }) {
+/** What Fastify calls: answers true or false, and leaves the reasons in `errors`. */
+interface Validate {
+  (data: unknown): boolean;
+  errors?: ErrorObject[] | null;
+}
+
+/**
+ * Each route's validator is compiled when the route is first called, not at start: most routes
+ * of a server are never called in a given process's life, and each compiled validator costs
+ * memory (generated code and its feedback) for as long as the process lives.
+ */
+export function validatorCompiler({ schema, httpPart }: { schema: object; httpPart?: string }): Validate {
   const ajv = httpPart === "body" ? strict : coercing;
-  return ajv.compile(schema);
+  let compiled: Validate | undefined;
+  const validate: Validate = (data) => {
+    compiled ??= ajv.compile(schema);
+    const ok = compiled(data);
+    validate.errors = compiled.errors;
+    return ok;
+  };
+  return validate;
 }
 
 function field(err: ErrorObject | FastifySchemaValidationError): string {
