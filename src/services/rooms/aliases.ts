@@ -4,7 +4,7 @@ import { Errors, MatrixError } from "../../errors.js";
 import { getRoomVersion, pduOf, PowerLevels } from "../../events/index.js";
 import type { Storage } from "../../storage/interfaces.js";
 import type { Requester } from "../auth.js";
-import { stateLookup } from "./persister.js";
+import { stateLookup } from "./state_lookup.js";
 
 const ALIAS = /^#[^:\s]+:(.+)$/;
 

@@ -1,9 +1,8 @@
 /**
  * The one path by which a local event enters a room: authorise it against the
- * room's current state, build and sign it, store it, wake sync. Per room, one
- * event at a time, so each room stays a single chain: reading the room's tip and
- * state, then appending, happens in one transaction that holds the room's lock, so
- * another connection or process cannot attach a second event to the same tip.
+ * room's current state, build and sign it, store it, wake sync. Reading the room's
+ * head and state, then appending, happens in one transaction that holds the room's
+ * lock, so another connection or process cannot attach a second event to the same head.
  */
 import type { Config } from "../../config/config.js";
 import { Errors, MatrixError } from "../../errors.js";
@@ -27,7 +26,8 @@ import {
   type RoomVersion,
   type StateLookup,
 } from "../../events/index.js";
-import { stateKeyOf, type StateMap } from "../../storage/rooms.js";
+import { stateKeyOf } from "../../storage/rooms.js";
+import { stateLookup } from "./state_lookup.js";
 import type { Storage, Stores } from "../../storage/interfaces.js";
 import type { Clock } from "../clock.js";
 import { BatchQueue, type ItemResult } from "../batch_queue.js";
@@ -99,26 +99,16 @@ function txnKey(txn: { txnId: string; scope?: string[] }): string {
   return txn.scope === undefined ? txn.txnId : JSON.stringify([...txn.scope, txn.txnId]);
 }
 
-export function stateLookup(state: StateMap): (type: string, stateKey: string) => Pdu | undefined {
-  const cache = new Map<string, Pdu>();
-  return (type, stateKey) => {
-    const key = stateKeyOf(type, stateKey);
-    let pdu = cache.get(key);
-    if (!pdu) {
-      const stored = state.get(key);
-      if (!stored) return undefined;
-      pdu = pduOf(stored);
-      cache.set(key, pdu);
-    }
-    return pdu;
-  };
-}
+type Item = { draft: EventDraft; versionHint?: RoomVersion };
+type Outcome = Stored | { error: MatrixError };
 
 export class EventPersister {
-  /** Per room, one batch at a time; see BatchQueue. */
-  readonly #queue = new BatchQueue<{ draft: EventDraft; versionHint?: RoomVersion }, PersistedEvent>((roomId, items) =>
-    this.#persistBatch(roomId, items),
-  );
+  /**
+   * Per lane, one batch at a time; see BatchQueue. A lane is a room, except on SQLite, whose one
+   * connection serialises every write anyway: there every room shares one lane, so concurrent
+   * sends into different rooms share a transaction (one commit) as sends into one room do.
+   */
+  readonly #queue = new BatchQueue<Item, PersistedEvent>((_lane, items) => this.#persistBatch(items));
   readonly #listeners: PersistListener[] = [];
   readonly #hooks: PersistHook[] = [];
 
@@ -252,36 +242,46 @@ export class EventPersister {
 
   /** Authorises, builds, stores and announces one event. Throws 403 M_FORBIDDEN when the rules say no. */
   persist(draft: EventDraft, versionHint?: RoomVersion): Promise<PersistedEvent> {
-    return this.#queue.run(draft.roomId, { draft, versionHint });
+    return this.#queue.run(this.storage.backend === "sqlite" ? "" : draft.roomId, { draft, versionHint });
   }
 
   /**
-   * The events waiting for one room, in one transaction that holds the room's row lock. The
-   * in-process queue keeps this process's sends to a room from each holding a pooled
-   * connection while they wait for that lock; correctness comes from the lock.
+   * The events waiting in one lane, in one transaction that holds each of their rooms' row
+   * locks, taken in room ID order so that two batches never wait for each other in a cycle. The
+   * in-process queue keeps this process's sends to a room from each holding a pooled connection
+   * while they wait for that lock; correctness comes from the lock.
    */
-  async #persistBatch(roomId: string, items: { draft: EventDraft; versionHint?: RoomVersion }[]): Promise<ItemResult<PersistedEvent>[]> {
-    type Outcome = Stored | { error: MatrixError };
+  async #persistBatch(items: Item[]): Promise<ItemResult<PersistedEvent>[]> {
+    const rooms = [...new Set(items.map((i) => i.draft.roomId))].sort();
     const outcomes = await this.storage.transaction(async (tx): Promise<Outcome[]> => {
-      // The lock answers the room's version and head too, which saves each event reads.
-      const stored = await tx.roomDag.lockRoomDag(roomId);
-      const locked = versionOf(roomId, stored?.roomVersion);
-      const head = await this.readHead(tx, roomId, stored!);
       const out: Outcome[] = [];
-      for (const { draft, versionHint } of items) {
-        try {
-          out.push(await this.#persistIn(tx, draft, head, versionHint ?? locked));
-        } catch (err) {
-          // Refused by the rules or for its content, before it wrote anything: the rest go on.
-          if (err instanceof MatrixError) out.push({ error: err });
-          else throw err;
+      for (const roomId of rooms) {
+        // The lock answers the room's version and head too, which saves each event reads.
+        const stored = await tx.roomDag.lockRoomDag(roomId);
+        const head = stored && (await this.readHead(tx, roomId, stored));
+        let moved = false;
+        for (const [k, { draft, versionHint }] of items.entries()) {
+          if (draft.roomId !== roomId) continue;
+          try {
+            const version = versionHint ?? versionOf(roomId, stored?.roomVersion);
+            if (!head) throw new MatrixError(404, "M_NOT_FOUND", "Unknown room");
+            const done = await this.#persistIn(tx, draft, head, version);
+            out[k] = done;
+            moved ||= done.fresh;
+          } catch (err) {
+            // Refused by the rules or for its content, before it wrote anything: the rest go on.
+            if (err instanceof MatrixError) out[k] = { error: err };
+            else throw err;
+          }
         }
+        if (moved && head) await tx.roomDag.setRoomDag(roomId, head.extremities, head.group?.id ?? null);
       }
-      if (out.some((o) => "event" in o && o.fresh)) await tx.roomDag.setRoomDag(roomId, head.extremities, head.group?.id ?? null);
       return out;
     });
-    const fresh = outcomes.filter((o): o is Stored => "event" in o && o.fresh);
-    if (fresh.length > 0) await this.announce(fresh.map((o) => o.event), fresh[0]!.version);
+    for (const roomId of rooms) {
+      const fresh = outcomes.filter((o, k): o is Stored => items[k]!.draft.roomId === roomId && "event" in o && o.fresh);
+      if (fresh.length > 0) await this.announce(fresh.map((o) => o.event), fresh[0]!.version);
+    }
     return outcomes.map((o) => ("error" in o ? { error: o.error } : { value: o.event }));
   }
 

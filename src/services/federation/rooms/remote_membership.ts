@@ -20,7 +20,7 @@ import {
 } from "../../../events/index.js";
 import { stateKeyOf } from "../../../storage/rooms.js";
 import { toStrippedState } from "../../rooms/client_format.js";
-import { stateLookup } from "../../rooms/persister.js";
+import { stateLookup } from "../../rooms/state_lookup.js";
 import type { RemoteEvent } from "../../rooms/remote_persister.js";
 import { FederationError } from "../client.js";
 import { withoutUnsigned } from "./event_source.js";

@@ -20,7 +20,7 @@ import {
   type RoomVersion,
 } from "../../../events/index.js";
 import { stateKeyOf } from "../../../storage/rooms.js";
-import { stateLookup } from "../../rooms/persister.js";
+import { stateLookup } from "../../rooms/state_lookup.js";
 import { serversInRoom, withoutUnsigned } from "./event_source.js";
 import { knockRoomState } from "./knock.js";
 import type { FederatedRoomDeps } from "./types.js";
