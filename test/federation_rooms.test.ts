@@ -100,6 +100,32 @@ describe("federated rooms between two Switchboards", () => {
     assert.equal(await eventually(async () => ((await alice.membershipIn(roomId, carol.userId)) === "join" ? "join" : undefined)), "join");
   });
 
+  test("a direct chat created with another server's user invites them over federation, marked direct", async () => {
+    const dm = await alice.createRoom({ preset: "trusted_private_chat", is_direct: true, invite: [dave.userId] });
+    const invite = await eventually(async () => {
+      const s = await request(b.server.baseUrl, "GET", "/_matrix/client/v3/sync", { token: dave.token });
+      const invites = (s.body.rooms as { invite?: Record<string, { invite_state: { events: { type: string; state_key?: string; content: Record<string, unknown> }[] } }> } | undefined)?.invite ?? {};
+      return invites[dm];
+    });
+    const own = invite.invite_state.events.find((e) => e.type === "m.room.member" && e.state_key === dave.userId);
+    assert.equal(own?.content.membership, "invite");
+    assert.equal(own?.content.is_direct, true);
+    assert.equal(await dave.join(dm), dm);
+    assert.equal(await eventually(async () => ((await alice.membershipIn(dm, dave.userId)) === "join" ? "join" : undefined)), "join");
+    // trusted_private_chat: the invitee got the creator's power level.
+    const levels = await alice.getState(dm, "m.room.power_levels");
+    assert.equal((levels.users as Record<string, number>)[dave.userId], 100);
+  });
+
+  test("createRoom with an invite to a server that cannot be reached answers 502, naming no success", async () => {
+    const res = await request(a.server.baseUrl, "POST", "/_matrix/client/v3/createRoom", {
+      token: alice.token,
+      body: { invite: ["@nobody:nowhere.test"] },
+    });
+    assert.equal(res.status, 502, JSON.stringify(res.body));
+    assert.equal(res.body.errcode, "M_UNKNOWN");
+  });
+
   test("an invite can be rejected from the other server", async () => {
     const other = await alice.createRoom({ preset: "private_chat" });
     const erin = await User.register(b.server.baseUrl, "erin");

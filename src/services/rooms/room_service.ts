@@ -67,7 +67,11 @@ export class RoomService {
     if (!version) {
       throw new MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION", `Room version ${versionId} is not supported by this server`);
     }
-    for (const invitee of req.invite) await this.#requireLocalUser(invitee);
+    // Users of other servers are invited over federation once the room exists, as Synapse does;
+    // local ones get their invite among the room's first events.
+    const remoteInvites = req.invite.filter((u) => this.#isRemoteUser(u));
+    const localInvites = req.invite.filter((u) => !remoteInvites.includes(u));
+    for (const invitee of localInvites) await this.#requireLocalUser(invitee);
     let alias: string | undefined;
     if (req.roomAliasName !== undefined) {
       if (!/^[^:\s#]+$/.test(req.roomAliasName)) throw Errors.invalidParam("Invalid characters in room alias");
@@ -97,9 +101,7 @@ export class RoomService {
       { ...draft("m.room.create", "", createContent), originServerTs: createTs },
       draft("m.room.member", creator, { membership: "join", ...(await this.#profileContent(creator)) }),
       ...planInitialState(req, creator, alias, version.privilegedCreators).map((s) => draft(s.type, s.stateKey, s.content)),
-      ...req.invite.map((invitee) =>
-        draft("m.room.member", invitee, { membership: "invite", ...(req.isDirect ? { is_direct: true } : {}) }),
-      ),
+      ...localInvites.map((invitee) => draft("m.room.member", invitee, { membership: "invite", ...(req.isDirect ? { is_direct: true } : {}) })),
     ];
     // Refuse a room the rules would reject part of before anything is stored.
     try {
@@ -113,13 +115,20 @@ export class RoomService {
     } finally {
       this.#roomIds.release(roomId);
     }
+    // A failed remote invite fails the request, though the room stays made (as in Synapse): the
+    // client learns the invite did not reach, and can retry it with /invite.
+    for (const invitee of remoteInvites) await this.#remote!.invite(creator, roomId, invitee, req.isDirect ? { is_direct: true } : {});
     return alias ? { room_id: roomId, room_alias: alias } : { room_id: roomId };
+  }
+
+  #isRemoteUser(userId: string): boolean {
+    return this.#remote !== undefined && isValidUserId(userId) && serverNameOf(userId) !== this.config.serverName;
   }
 
   async #requireLocalUser(userId: string): Promise<void> {
     if (!/^@[^:]+:.+$/.test(userId)) throw Errors.invalidParam(`Invalid user ID: ${userId}`);
     if (!userId.endsWith(`:${this.config.serverName}`)) {
-      throw Errors.forbidden("Federation is not available yet: only local users can be invited");
+      throw Errors.forbidden("This server does not federate: only its own users can be invited");
     }
     if (!(await this.storage.accounts.getUser(userId))) throw Errors.notFound(`Unknown user ${userId}`);
   }
@@ -248,11 +257,11 @@ export class RoomService {
   }
 
   async invite(requester: Requester, roomIdOrAlias: string, target: string, reason?: string): Promise<void> {
-    if (this.#remote && isValidUserId(target) && serverNameOf(target) !== this.config.serverName) {
+    if (this.#isRemoteUser(target)) {
       const roomId = await this.resolveRoom(roomIdOrAlias);
       const current = await this.storage.rooms.membership(roomId, target);
       if (current?.membership === "join") throw Errors.forbidden(`${target} is already in the room`);
-      await this.#remote.invite(requester.userId, roomId, target, reason ? { reason } : {});
+      await this.#remote!.invite(requester.userId, roomId, target, reason ? { reason } : {});
       return;
     }
     await this.#requireLocalUser(target);
