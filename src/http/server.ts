@@ -6,9 +6,11 @@
 import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import FindMyWay, { type HTTPMethod } from "find-my-way";
-import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import { Errors, MatrixError } from "../errors.js";
+import { UnstorableTextError } from "../storage/errors.js";
 import { trackConnections } from "./connections.js";
 import { MAX_JSON_NESTING, nestsDeeperThan } from "../json_nesting.js";
 import { CORS_HEADERS } from "./cors.js";
@@ -78,11 +80,39 @@ function frameworkError(error: FastifyError): MatrixError {
   return new MatrixError(error.statusCode ?? 400, "M_UNKNOWN", error.message);
 }
 
+/**
+ * Requests Node's HTTP parser refuses before Fastify sees them (a raw non-ASCII byte in the
+ * path, headers past Node's size limit, a malformed request line) are answered here, in the
+ * Matrix envelope with CORS headers rather than Fastify's own body. The connection then ends, as
+ * Node's would: what follows on it cannot be parsed.
+ */
+function clientError(err: Error & { code?: string; rawPacket?: unknown }, socket: Socket): void {
+  if (err.code === "ECONNRESET" || socket.destroyed) return;
+  const error =
+    err.code === "HPE_HEADER_OVERFLOW"
+      ? new MatrixError(431, "M_TOO_LARGE", "The request's headers are too large")
+      : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+        ? new MatrixError(408, "M_UNKNOWN", "The request took too long to arrive")
+        : new MatrixError(400, "M_UNKNOWN", "The request is not valid HTTP");
+  if (socket.writable) {
+    const body = JSON.stringify(error.body());
+    // The answer to a HEAD has no body, or the client reads it as the start of another answer.
+    const head = Buffer.isBuffer(err.rawPacket) && err.rawPacket.subarray(0, 5).toString("latin1") === "HEAD ";
+    const cors = Object.entries(CORS_HEADERS).map(([k, v]) => `${k}: ${v}\r\n`).join("");
+    socket.write(
+      `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\n${cors}content-type: application/json\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${head ? "" : body}`,
+    );
+  }
+  socket.destroy(err);
+}
+
 /** The Matrix error a failed request is answered with; the cause of a 500 is logged here. */
 function matrixErrorFor(error: FastifyError | MatrixError, request: FastifyRequest): MatrixError {
   if (error instanceof MatrixError) return error;
   if (error.validation) return validationError(error.validation, error.validationContext ?? "body", request.body);
   if (error.code === "FST_ERR_CTP_BODY_TOO_LARGE") return Errors.tooLarge();
+  if (error instanceof UnstorableTextError) return Errors.badJson(error.message);
   if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
     return new MatrixError(error.statusCode, "M_UNKNOWN", error.message);
   }
@@ -117,6 +147,7 @@ export function createHttpApp(opts: HttpOptions): App {
     trustProxy: opts.trustProxy,
     // Answered by `trackConnections` instead, in a Matrix envelope with CORS headers.
     return503OnClosing: false,
+    clientErrorHandler: clientError,
     // Requests Fastify refuses before routing, also in a Matrix envelope with CORS headers.
     frameworkErrors: (error, request, reply) => {
       // No onResponse hook runs for these: their request line is written here.
@@ -146,7 +177,11 @@ export function createHttpApp(opts: HttpOptions): App {
   // Into Fastify's header object rather than onto the raw response ahead of Fastify: headers
   // set that way send every header of the response through Node's slower setHeader path.
   app.addHook("onRequest", (request, reply, done) => {
-    if (!ownCors(request.url)) reply.headers(CORS_HEADERS);
+    if (ownCors(request.url)) return done();
+    reply.headers(CORS_HEADERS);
+    // No identifier, token or name in a path or query string holds a NUL, and PostgreSQL cannot
+    // take one in a text parameter: refused here rather than failing as a 500 in a query.
+    if (request.url.includes("%00")) return done(Errors.invalidParam("Parameters may not contain NUL characters"));
     done();
   });
   // A CORS preflight is answered for any path.

@@ -5,3 +5,9 @@ export class DatabaseUnavailableError extends Error {}
 
 /** Another live process on the same PostgreSQL database already uses this `--worker-id`. */
 export class DuplicateWorkerError extends Error {}
+
+/**
+ * A value the database cannot store: PostgreSQL's text holds no NUL character, nor its jsonb a
+ * `\u0000` escape. Input a client sent, refused as such (400) rather than failing as a 500.
+ */
+export class UnstorableTextError extends Error {}

@@ -45,9 +45,14 @@ export function registerLiveKitJwtRoutes(app: App, services: Services): void {
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser("*", { parseAs: "string" }, (_request, body, done) => done(null, body));
 
+    // Set before the body is read, so that a refusal of the body itself (413) carries them too.
+    const onRequest = (_request: unknown, reply: FastifyReply, done: () => void) => {
+      reply.headers(LIVEKIT_CORS_HEADERS);
+      done();
+    };
     for (const [suffix, handle] of Object.entries(ENDPOINTS)) {
       const url = base + suffix;
-      scope.post(url, async (request, reply) => {
+      scope.post(url, { onRequest }, async (request, reply) => {
         try {
           return json(reply, 200, await handle(lk, request.body as string | undefined));
         } catch (err) {
@@ -62,6 +67,7 @@ export function registerLiveKitJwtRoutes(app: App, services: Services): void {
       scope.route({
         method: [...OTHER_METHODS],
         url,
+        onRequest,
         handler: (_request, reply) => {
           reply.code(405).headers(LIVEKIT_CORS_HEADERS).send();
         },

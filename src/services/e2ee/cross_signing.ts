@@ -125,7 +125,8 @@ export class CrossSigningService {
   /** `POST /keys/signatures/upload`: checks and stores each signature; a bad one fails only its key. */
   async uploadSignatures(requester: Requester, body: SignaturesUploadBody): Promise<{ failures: Record<string, Record<string, Failure>> }> {
     const { userId } = requester;
-    const failures: Record<string, Record<string, Failure>> = {};
+    // Maps, not objects: user IDs and key IDs are the client's, and may be "constructor" or "__proto__".
+    const failures = new Map<string, Map<string, Failure>>();
     const accepted: CrossSignature[] = [];
     const users = Object.keys(body);
     const keys = keysByUser(await this.storage.crossSigning.keys([...new Set([...users, userId])]));
@@ -145,7 +146,8 @@ export class CrossSigningService {
           }
         } catch (err) {
           if (!(err instanceof KeyFailure)) throw err;
-          (failures[targetUser] ??= {})[keyId] = err.failure;
+          const forUser = failures.get(targetUser) ?? new Map<string, Failure>();
+          failures.set(targetUser, forUser.set(keyId, err.failure));
         }
       }
     }
@@ -153,7 +155,7 @@ export class CrossSigningService {
     const changed = [...new Set(accepted.map((s) => s.targetUserId))];
     await this.storage.crossSigning.addSignatures(accepted, changed);
     for (const user of changed) await this.deviceKeys.announceDeviceChange(user);
-    return { failures };
+    return { failures: Object.fromEntries([...failures].map(([user, byKey]) => [user, Object.fromEntries(byKey)])) };
   }
 
   /** A signature of one of the user's devices by their self-signing key, or of their master key by their devices. */

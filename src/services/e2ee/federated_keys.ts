@@ -18,6 +18,7 @@ import { FederationError, type FederationClient } from "../federation/client.js"
 import type { CrossSigningService } from "./cross_signing.js";
 import { crossSigningKeyProblem, crossSigningPublicKey, deviceKeysProblem } from "./device_key_checks.js";
 import type { DeviceKeyService, KeysClaimBody, KeysQueryBody } from "./keys.js";
+import { dict } from "../../records.js";
 
 export const DEFAULT_KEY_TIMEOUT_MS = 10_000;
 /** However long a client is willing to wait, a request never holds on longer than this. */
@@ -215,7 +216,7 @@ export class FederatedKeys {
   }
 
   async #claimFromServer(server: string, users: Record<string, Record<string, string>>, deadline: number) {
-    const keys: Record<string, Record<string, Json>> = {};
+    const keys = dict<Record<string, Json>>();
     const answer = await this.#ask(server, "/_matrix/federation/v1/user/keys/claim", { one_time_keys: users }, deadline);
     if ("failure" in answer) return { server, failure: answer.failure, keys };
     const sent = isRecord(answer.json.one_time_keys) ? answer.json.one_time_keys : {};
@@ -226,7 +227,7 @@ export class FederatedKeys {
         const claimed = isRecord(forUser[deviceId]) ? forUser[deviceId] : {};
         for (const [keyId, key] of Object.entries(claimed)) {
           if (!keyId.startsWith(`${algorithm}:`) || (typeof key !== "string" && !isRecord(key))) continue;
-          ((keys[userId] ??= {})[deviceId] ??= {})[keyId] = key;
+          ((keys[userId] ??= dict())[deviceId] ??= dict<Json>())[keyId] = key;
         }
       }
     }

@@ -11,6 +11,7 @@ import type { Storage } from "../../storage/interfaces.js";
 import type { Requester } from "../auth.js";
 import { serverNameOf } from "../../events/index.js";
 import type { Notifier } from "../sync/notifier.js";
+import { dict } from "../../records.js";
 
 /** The algorithm clients count their one-time keys in; always reported, with 0 when none are left. */
 export const SIGNED_CURVE25519 = "signed_curve25519";
@@ -138,7 +139,7 @@ export class DeviceKeyService {
 
   /** `POST /keys/claim`: one one-time key (or else the fallback key) per device asked for. */
   async claim(body: KeysClaimBody) {
-    const oneTimeKeys: Record<string, Record<string, Record<string, unknown>>> = {};
+    const oneTimeKeys = dict<Record<string, Record<string, unknown>>>();
     const failures: Record<string, unknown> = {};
     for (const [userId, devices] of Object.entries(body.one_time_keys)) {
       const server = serverNameOf(userId);
@@ -149,7 +150,7 @@ export class DeviceKeyService {
       for (const [deviceId, algorithm] of Object.entries(devices)) {
         const key = await this.storage.deviceKeys.claimKey(userId, deviceId, algorithm);
         if (!key) continue;
-        ((oneTimeKeys[userId] ??= {})[deviceId] ??= {})[key.id] = JSON.parse(key.json) as unknown;
+        ((oneTimeKeys[userId] ??= dict())[deviceId] ??= dict())[key.id] = JSON.parse(key.json) as unknown;
       }
     }
     return { one_time_keys: oneTimeKeys, failures };

@@ -10,6 +10,7 @@ import type { Storage } from "../../storage/interfaces.js";
 import type { Requester } from "../auth.js";
 import { serverNameOf } from "../../events/index.js";
 import type { Notifier } from "../sync/notifier.js";
+import { dict } from "../../records.js";
 
 /** All devices of the user. */
 const ALL_DEVICES = "*";
@@ -31,7 +32,7 @@ export class ToDeviceService {
   /** `PUT /sendToDevice/{eventType}/{txnId}`. */
   async send(requester: Requester, type: string, txnId: string, messages: Record<string, Record<string, unknown>>): Promise<void> {
     const queued: ToDeviceMessage[] = [];
-    const remote: Record<string, Record<string, unknown>> = {};
+    const remote = dict<Record<string, unknown>>();
     for (const [userId, byDevice] of Object.entries(messages)) {
       const local = serverNameOf(userId) === this.serverName;
       for (const [deviceId, content] of Object.entries(byDevice)) {
@@ -39,7 +40,7 @@ export class ToDeviceService {
           throw Errors.badJson(`The message for ${userId} ${deviceId} must be an object`);
         }
         if (!local) {
-          if (serverNameOf(userId) !== undefined) (remote[userId] ??= {})[deviceId] = content;
+          if (serverNameOf(userId) !== undefined) (remote[userId] ??= dict())[deviceId] = content;
           continue;
         }
         const json = JSON.stringify(content);

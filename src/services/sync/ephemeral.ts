@@ -1,6 +1,7 @@
 /** The ephemeral events of `/sync`: `m.typing` and `m.receipt`, one of each per room at most. */
 import type { Receipt } from "../../storage/user_data.js";
 import type { TypingSnapshot } from "./typing.js";
+import { dict } from "../../records.js";
 
 export interface EphemeralEvent {
   type: string;
@@ -22,11 +23,12 @@ export function receiptEvents(receipts: Receipt[], viewerId: string): Map<string
     if (r.receiptType === "m.read.private" && r.userId !== viewerId) continue;
     let content = byRoom.get(r.roomId);
     if (!content) {
-      content = {};
+      content = dict();
       byRoom.set(r.roomId, content);
     }
-    const forEvent = (content[r.eventId] ??= {});
-    const forType = (forEvent[r.receiptType] ??= {});
+    // Event IDs come from other servers' receipts too: no key may reach a prototype.
+    const forEvent = (content[r.eventId] ??= dict());
+    const forType = (forEvent[r.receiptType] ??= dict());
     forType[r.userId] = r.threadId === null ? { ts: r.ts } : { ts: r.ts, thread_id: r.threadId };
   }
   const out = new Map<string, EphemeralEvent>();

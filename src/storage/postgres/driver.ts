@@ -9,6 +9,7 @@ import pg from "pg";
 import { resolveConnection, tlsOptions, type ConnectionSettings, type ResolvedConnection } from "./connection.js";
 import { textOf, type Query, type SqlDatabase, type SqlValue, type Transaction } from "../sql/executor.js";
 import { STREAMS, StreamTracker, TakenPositions, type StreamName } from "../sql/streams.js";
+import { UnstorableTextError } from "../errors.js";
 
 /** Where to connect (resolved, see connection.ts) and the pool's bounds. */
 export interface PostgresOptions extends ConnectionSettings {
@@ -36,6 +37,16 @@ function numbered(text: string): string {
 }
 
 type Queryable = pg.Pool | pg.PoolClient;
+
+/** Text with a NUL (22021), jsonb with a `\u0000` escape (22P05): SQLite stores both, PostgreSQL cannot. */
+const UNSTORABLE_TEXT = new Set(["22021", "22P05"]);
+
+function query(on: Queryable, config: pg.QueryConfig): Promise<pg.QueryResult> {
+  return on.query(config).catch((err: unknown) => {
+    const code = (err as { code?: unknown }).code;
+    throw typeof code === "string" && UNSTORABLE_TEXT.has(code) ? new UnstorableTextError("Text may not contain NUL characters") : err;
+  });
+}
 
 class Statements {
   readonly #names = new Map<string, { name: string; text: string }>();
@@ -140,16 +151,16 @@ export class PostgresDatabase implements SqlDatabase {
     this.#streams = new StreamTracker(start);
   }
 
-  async all<T>(query: Query, params: readonly SqlValue[] = []): Promise<T[]> {
-    return (await this.pool.query(this.statements.config(query, params))).rows as T[];
+  async all<T>(sql: Query, params: readonly SqlValue[] = []): Promise<T[]> {
+    return (await query(this.pool, this.statements.config(sql, params))).rows as T[];
   }
 
   async get<T>(query: Query, params: readonly SqlValue[] = []): Promise<T | undefined> {
     return (await this.all<T>(query, params))[0];
   }
 
-  async run(query: Query, params: readonly SqlValue[] = []): Promise<number> {
-    return (await this.pool.query(this.statements.config(query, params))).rowCount ?? 0;
+  async run(sql: Query, params: readonly SqlValue[] = []): Promise<number> {
+    return (await query(this.pool, this.statements.config(sql, params))).rowCount ?? 0;
   }
 
   async transaction<T>(work: (tx: Transaction) => Promise<T>): Promise<T> {
@@ -202,16 +213,16 @@ class PostgresTransaction implements Transaction {
     private readonly client: Queryable,
   ) {}
 
-  async all<T>(query: Query, params: readonly SqlValue[] = []): Promise<T[]> {
-    return (await this.client.query(this.owner.statements.config(query, params))).rows as T[];
+  async all<T>(sql: Query, params: readonly SqlValue[] = []): Promise<T[]> {
+    return (await query(this.client, this.owner.statements.config(sql, params))).rows as T[];
   }
 
   async get<T>(query: Query, params: readonly SqlValue[] = []): Promise<T | undefined> {
     return (await this.all<T>(query, params))[0];
   }
 
-  async run(query: Query, params: readonly SqlValue[] = []): Promise<number> {
-    return (await this.client.query(this.owner.statements.config(query, params))).rowCount ?? 0;
+  async run(sql: Query, params: readonly SqlValue[] = []): Promise<number> {
+    return (await query(this.client, this.owner.statements.config(sql, params))).rowCount ?? 0;
   }
 
   transaction<T>(work: (tx: Transaction) => Promise<T>): Promise<T> {
