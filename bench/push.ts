@@ -15,6 +15,7 @@
  *   BENCH_PUSH_SENDERS  members sending at once, each over its own connection (default 4)
  *   BENCH_PUSH_SENDS    sends per room and round (default 20)
  *   BENCH_PUSH_ROUNDS   measured rounds (default 2)
+ *   BENCH_PUSH_CPU_PROF a directory: the server writes a V8 CPU profile there when it stops
  */
 import http from "node:http";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -165,7 +166,8 @@ async function main(): Promise<number> {
     const gateway = await new Gateway().start();
     cleanups.push(() => gateway.stop());
     // The gateway listens on loopback, which pushers may not reach unless allowed.
-    const sw = await spawnOnSqlite(dir, { ip_range_whitelist: ["127.0.0.1/32"] });
+    const prof = process.env.BENCH_PUSH_CPU_PROF;
+    const sw = await spawnOnSqlite(dir, { ip_range_whitelist: ["127.0.0.1/32"] }, prof ? ["--cpu-prof", `--cpu-prof-dir=${path.resolve(prof)}`] : []);
     cleanups.push(() => sw.stop());
 
     const t0 = performance.now();

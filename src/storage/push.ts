@@ -42,6 +42,11 @@ export interface PushActionStore {
    * notified before it, such as the invite, as Synapse's badge does.
    */
   counts(userId: string, roomIds: readonly string[], upTo: number, opts?: { fromJoin?: boolean }): Promise<Map<string, RoomCounts>>;
+  /**
+   * Push badges, by user: what `counts` without `fromJoin` gives across the user's joined rooms,
+   * summed, plus one per pending invite. Users with none are left out.
+   */
+  badges(userIds: readonly string[], upTo: number): Promise<Map<string, number>>;
   /** The user's notifications, newest first, below `before` (a stream position) when given. */
   notifications(userId: string, opts: { before?: number; limit: number; onlyHighlight: boolean }): Promise<NotificationRecord[]>;
   /**

@@ -172,32 +172,33 @@ export class SafeFetcher {
   }
 
   async fetch(req: SafeFetchRequest): Promise<FetchResult> {
-    const controller = new AbortController();
+    const cancel = new Cancel();
     // Made only when needed: an error captures a stack, and most fetches never time out.
     let timedOut: SafeFetchError | undefined;
     const timer = setTimeout(() => {
       timedOut = new SafeFetchError("timeout", "The remote server took too long to answer");
-      controller.abort(timedOut);
+      cancel.abort(timedOut);
     }, req.timeoutMs ?? this.#timeoutMs);
-    const forward = () => controller.abort(req.signal?.reason);
+    const forward = () => cancel.abort(req.signal?.reason);
     req.signal?.addEventListener("abort", forward, { once: true });
     if (req.signal?.aborted) forward();
     const state = { headersReceived: false, host: undefined as string | undefined };
     try {
-      return await this.#run(req, controller.signal, state);
+      return await this.#run(req, cancel, state);
     } catch (err) {
-      if (timedOut !== undefined && controller.signal.reason === timedOut) {
+      if (timedOut !== undefined && cancel.reason === timedOut) {
         throw new SafeFetchError("timeout", timedOut.message, { host: state.host, headersReceived: state.headersReceived });
       }
-      if (controller.signal.aborted) throw controller.signal.reason;
+      if (cancel.aborted) throw cancel.reason;
       throw err;
     } finally {
       clearTimeout(timer);
+      cancel.watch(undefined);
       req.signal?.removeEventListener("abort", forward);
     }
   }
 
-  async #run(req: SafeFetchRequest, signal: AbortSignal, state: { headersReceived: boolean; host: string | undefined }): Promise<FetchResult> {
+  async #run(req: SafeFetchRequest, signal: Cancel, state: { headersReceived: boolean; host: string | undefined }): Promise<FetchResult> {
     let url = parseHttpUrl(req.url, "The URL");
     let method = (req.method ?? "GET").toUpperCase();
     let body = req.body;
@@ -236,7 +237,7 @@ export class SafeFetcher {
   }
 
   /** Where `url` may be fetched from: its addresses, each allowed by the policy. */
-  async #vet(url: URL, req: SafeFetchRequest, signal: AbortSignal): Promise<Target> {
+  async #vet(url: URL, req: SafeFetchRequest, signal: Cancel): Promise<Target> {
     const host = url.hostname.replace(/^\[|\]$/g, "");
     if (req.allowHost && !req.allowHost(host)) throw new SafeFetchError("blocked_host", `${host} may not be fetched`, { host });
     if (isIP(host)) {
@@ -261,7 +262,7 @@ export class SafeFetcher {
     return { name: host, addresses };
   }
 
-  #send(url: URL, target: Target, method: string, headers: Record<string, string>, body: string | Buffer | undefined, signal: AbortSignal) {
+  #send(url: URL, target: Target, method: string, headers: Record<string, string>, body: string | Buffer | undefined, signal: Cancel) {
     const secure = url.protocol === "https:";
     const outgoing: Record<string, string> = { host: url.host, ...headers };
     if (body !== undefined) outgoing["content-length"] = String(Buffer.byteLength(body));
@@ -275,7 +276,6 @@ export class SafeFetcher {
       // Never the global pool, whose connections may have been opened by code that vetted
       // nothing: a connection of its own, or one from this fetcher's pool for these addresses.
       agent: this.#keepAlive ? this.#pool(secure, target, port) : false,
-      signal,
     };
     if (target.name !== undefined) options.lookup = pinnedLookup(target.addresses);
     if (secure) {
@@ -289,6 +289,8 @@ export class SafeFetcher {
         resolve(res);
       });
       request.on("error", (err) => reject(signal.aborted ? err : new SafeFetchError("network", `Could not reach ${url.hostname}`, { host: url.hostname }, { cause: err })));
+      // Cancelled: the request goes, and with it its response, if it is being read.
+      signal.watch(() => request.destroy(signal.reason as Error));
       request.end(body);
     });
   }
@@ -328,13 +330,38 @@ function resolveLocation(location: string, base: URL): string {
   }
 }
 
+/**
+ * How one fetch is called off (its deadline, or the caller's signal): whatever it waits on at
+ * that moment fails. Not an AbortController: making one, and the listeners `http.request` adds
+ * to its signal, cost more than the rest of a small request (push gateways get thousands a second).
+ */
+class Cancel {
+  aborted = false;
+  reason: unknown;
+  #onAbort: (() => void) | undefined;
+
+  abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    const onAbort = this.#onAbort;
+    this.#onAbort = undefined;
+    onAbort?.();
+  }
+
+  /** `onAbort` runs on abort (at once if that has happened), instead of any earlier one. */
+  watch(onAbort: (() => void) | undefined): void {
+    if (this.aborted) onAbort?.();
+    else this.#onAbort = onAbort;
+  }
+}
+
 /** Settles as `promise` does, or rejects when `signal` aborts first (DNS cannot be cancelled). */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+function abortable<T>(promise: Promise<T>, signal: Cancel): Promise<T> {
   if (signal.aborted) return Promise.reject(signal.reason as Error);
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason as Error);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+    signal.watch(() => reject(signal.reason as Error));
+    promise.then(resolve, reject).finally(() => signal.watch(undefined));
   });
 }
 

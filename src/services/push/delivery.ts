@@ -75,6 +75,11 @@ export class PushDelivery {
   readonly #jobs = new Map<string, Job>();
   readonly #running = new Set<Promise<void>>();
   readonly #recent = new Set<string>();
+  /**
+   * Stream positions of events whose notifications this process stored: a late notice of one
+   * after a pusher's position needs no query of its own, since reading the pending ones finds it.
+   */
+  readonly #orderings = new Map<string, number>();
   #abort = new AbortController();
   #renewer: NodeJS.Timeout | undefined;
   #stopping = true;
@@ -123,8 +128,12 @@ export class PushDelivery {
    * Delivers for these users' pushers, telling each job which events were just stored. Pushers
    * another live process holds are passed to `elsewhere`, for it to tell that process.
    */
-  async wake(users: Map<string, Set<string>>, elsewhere: (users: Map<string, Set<string>>) => void): Promise<void> {
+  async wake(users: Map<string, Set<string>>, elsewhere: (users: Map<string, Set<string>>) => void, orderings?: ReadonlyMap<string, number>): Promise<void> {
     if (this.#stopping || users.size === 0) return;
+    for (const [eventId, ordering] of orderings ?? []) {
+      this.#orderings.set(eventId, ordering);
+      if (this.#orderings.size > RECENT_LIMIT) this.#orderings.delete(this.#orderings.keys().next().value!);
+    }
     const rows = await this.storage.pushers.ofUsers([...users.keys()]);
     const claim = this.#claim();
     const held = new Map<string, Set<string>>();
@@ -289,9 +298,10 @@ export class PushDelivery {
       if (!pusher || pusher.claimedBy !== this.#me) return "gone";
       job.dirty = false;
       let batch: (PendingPush & { late?: boolean })[] = [];
-      if (job.late.size > 0) {
-        const ids = [...job.late];
-        job.late.clear();
+      // Only those possibly behind the position: the others are read with the pending ones below.
+      const ids = [...job.late].filter((id) => !((this.#orderings.get(id) ?? 0) > pusher.lastStreamOrdering));
+      job.late.clear();
+      if (ids.length > 0) {
         batch = (await this.storage.pushers.pendingEvents(pusher.userId, ids))
           .filter((p) => p.streamOrdering <= pusher.lastStreamOrdering && !this.#recent.has(`${job.id} ${p.eventId}`))
           .map((p) => ({ ...p, late: true }));

@@ -27,6 +27,8 @@ interface Entry {
 
 export class PushContent {
   readonly #events = new Map<string, Promise<Entry>>();
+  /** Badges asked for and not read yet, by user. */
+  #badgeWaiters = new Map<string, { resolve: (badge: number) => void; reject: (err: unknown) => void }[]>();
 
   constructor(
     private readonly storage: Storage,
@@ -50,14 +52,29 @@ export class PushContent {
     return event && { event: { ...event, actions: JSON.parse(push.actions) as unknown[] }, names };
   }
 
-  /** The user's unread notifications across joined rooms, plus one per pending invite (Synapse's badge). */
-  async badge(userId: string): Promise<number> {
-    const memberships = await this.storage.rooms.membershipsOf(userId);
-    const rooms = memberships.filter((m) => m.membership === "join").map((m) => m.roomId);
-    const counts = await this.storage.pushActions.counts(userId, rooms, this.storage.streams.current("events"), { fromJoin: false });
-    let unread = memberships.filter((m) => m.membership === "invite").length;
-    for (const c of counts.values()) unread += c.notify;
-    return unread;
+  /**
+   * The user's unread notifications across joined rooms, plus one per pending invite (Synapse's
+   * badge). An event notifies a whole room's members at once, and their pushers ask at once:
+   * the badges asked for in one turn of the event loop are read together, with one query.
+   */
+  badge(userId: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      let waiting = this.#badgeWaiters.get(userId);
+      if (!waiting) this.#badgeWaiters.set(userId, (waiting = []));
+      waiting.push({ resolve, reject });
+      if (this.#badgeWaiters.size === 1 && waiting.length === 1) setImmediate(() => void this.#readBadges());
+    });
+  }
+
+  async #readBadges(): Promise<void> {
+    const waiters = this.#badgeWaiters;
+    this.#badgeWaiters = new Map();
+    try {
+      const badges = await this.storage.pushActions.badges([...waiters.keys()], this.storage.streams.current("events"));
+      for (const [userId, list] of waiters) for (const w of list) w.resolve(badges.get(userId) ?? 0);
+    } catch (err) {
+      for (const list of waiters.values()) for (const w of list) w.reject(err);
+    }
   }
 
   async #read(eventId: string, at: number): Promise<Entry> {

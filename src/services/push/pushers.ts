@@ -48,6 +48,8 @@ export class PusherService {
   readonly #fetcher: SafeFetcher;
   /** Users (and their events) told of since the last wake-up, woken together. */
   #toWake = new Map<string, Set<string>>();
+  /** Where the events of `#toWake` stand in the stream. */
+  #orderings = new Map<string, number>();
   #wakeScheduled = false;
   /** Users whose read receipts moved since the last badge round, handled together. */
   #readers = new Set<string>();
@@ -134,6 +136,7 @@ export class PusherService {
       let events = this.#toWake.get(n.userId);
       if (!events) this.#toWake.set(n.userId, (events = new Set()));
       events.add(n.event.eventId);
+      this.#orderings.set(n.event.eventId, n.event.streamOrdering);
     }
     if (this.#wakeScheduled) return;
     this.#wakeScheduled = true;
@@ -141,8 +144,10 @@ export class PusherService {
     setImmediate(() => {
       this.#wakeScheduled = false;
       const users = this.#toWake;
+      const orderings = this.#orderings;
       this.#toWake = new Map();
-      this.#track(this.#delivery.wake(users, (elsewhere) => this.#publish(elsewhere)));
+      this.#orderings = new Map();
+      this.#track(this.#delivery.wake(users, (elsewhere) => this.#publish(elsewhere), orderings));
     });
   }
 

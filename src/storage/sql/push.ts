@@ -89,6 +89,26 @@ export class SqlPushActionStore implements PushActionStore {
     return out;
   }
 
+  async badges(userIds: readonly string[], upTo: number): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    if (userIds.length === 0) return out;
+    const users = JSON.stringify(userIds);
+    const add = (rows: { user_id: string; n: number }[]) => {
+      for (const r of rows) out.set(r.user_id, (out.get(r.user_id) ?? 0) + Number(r.n));
+    };
+    add(
+      await this.db.all(
+        sql`SELECT a.user_id, COUNT(*) AS n FROM event_push_actions a
+            JOIN memberships m ON m.room_id = a.room_id AND m.user_id = a.user_id AND m.membership = 'join'
+            WHERE ${inJsonList("a.user_id")} AND a.notify = 1 AND a.stream_ordering <= ? AND a.stream_ordering > ${READ_UP_TO}
+            GROUP BY a.user_id`,
+        [users, upTo],
+      ),
+    );
+    add(await this.db.all(sql`SELECT user_id, COUNT(*) AS n FROM memberships WHERE ${inJsonList("user_id")} AND membership = 'invite' GROUP BY user_id`, [users]));
+    return out;
+  }
+
   async notifications(userId: string, opts: { before?: number; limit: number; onlyHighlight: boolean }): Promise<NotificationRecord[]> {
     const rows = await this.db.all<ActionRow & { read_up_to: number }>(
       `SELECT a.*, ${READ_UP_TO} AS read_up_to FROM event_push_actions a
