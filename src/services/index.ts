@@ -193,7 +193,7 @@ export function createServices(deps: ServiceDeps): Services {
       storage,
       clock,
       config.serverName,
-      (userIds) => services.pushRules.rulesets(userIds),
+      (userIds, stores) => services.pushRules.rulesets(userIds, stores === storage ? undefined : stores),
       logger,
     ),
     pushers: new PusherService(config, storage, clock, logger),
@@ -208,8 +208,10 @@ export function createServices(deps: ServiceDeps): Services {
   services.receipts.onReceipt((receipt) => outgoing.receipt(receipt));
   services.toDevice.onRemote((sender, type, messages) => outgoing.toDevice(sender, type, messages));
   deviceKeys.onDeviceChange((userId, deviceId) => outgoing.deviceChanged(userId, deviceId));
-  // Before sync is woken for the event, so the response that brings it brings its counts.
-  persister.onPersisted((event) => services.pushActions.eventPersisted(event));
+  // In the event's transaction (local events), or before sync is woken for it (remote ones), so
+  // the response that brings an event brings its counts.
+  persister.inTransaction((tx, event) => services.pushActions.stage(tx, event));
+  persister.onPersisted((event) => services.pushActions.committed(event));
   services.pushActions.onNotified((notified) => services.pushers.notified(notified));
   services.receipts.onRead((userId) => services.pushers.read(userId));
   services.accounts.onProfileChanged((userId) =>

@@ -1,10 +1,14 @@
 /**
  * Push-rule evaluation for every local recipient of every new event (spec: Push Notifications),
- * once the event is committed and before `/sync` is woken for it, so the response that brings
- * the event brings its notification counts too. The room's lock and transaction are not held
- * meanwhile: evaluation costs the sender latency, not the room its throughput.
+ * before `/sync` is woken for the event, so the response that brings the event brings its
+ * notification counts too.
+ *
+ * A local event's actions are evaluated and written in the event's own transaction (`stage`),
+ * as Synapse writes its push actions with the event: one commit per send instead of two, which
+ * on SQLite is most of what a send into a busy room costs. Pushers hear of them once the event
+ * is committed (`committed`). Events from other servers are evaluated after their commit.
  */
-import type { Storage } from "../../storage/interfaces.js";
+import type { Storage, Stores } from "../../storage/interfaces.js";
 import type { PushActionRecord } from "../../storage/push.js";
 import type { MembershipRecord } from "../../storage/rooms.js";
 import { Errors } from "../../errors.js";
@@ -18,6 +22,8 @@ import { evaluatePush, type PushOutcome } from "./evaluator.js";
 /** Kept this long for `/notifications` (Synapse keeps a month); counts only look past receipts. */
 export const PUSH_ACTION_RETENTION_MS = 30 * 86_400_000;
 const PRUNE_INTERVAL_MS = 3_600_000;
+/** Staged outcomes kept at most (only rolled-back transactions leave any behind). */
+const MAX_STAGED = 10_000;
 /** Member events whose display names are remembered. */
 const CACHED_NAMES = 50_000;
 
@@ -36,13 +42,15 @@ export class PushActionService {
   readonly #listeners: ((notified: Notified[]) => void)[] = [];
   /** Display name by member event ID (see #displayNames). */
   readonly #names = new Map<string, string | null>();
+  /** What a local event notifies, from its transaction until it is committed. */
+  readonly #staged = new Map<string, Notified[]>();
   #pruner: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly storage: Storage,
     private readonly clock: Clock,
     private readonly serverName: string,
-    private readonly rulesFor: (userIds: readonly string[]) => Promise<Map<string, Ruleset>>,
+    private readonly rulesFor: (userIds: readonly string[], stores: Stores) => Promise<Map<string, Ruleset>>,
     private readonly logger: Logger,
   ) {}
 
@@ -64,11 +72,27 @@ export class PushActionService {
     clearInterval(this.#pruner);
   }
 
-  /** Evaluates the recipients' rules for a committed event and stores what notifies. */
-  async eventPersisted(event: PersistedEvent): Promise<void> {
+  /** In a local event's transaction: evaluates and stores its actions; pushers hear at `committed`. */
+  async stage(tx: Stores, event: PersistedEvent): Promise<void> {
+    const notified = await this.#evaluate(tx, event);
+    this.#staged.set(event.eventId, notified);
+    // A transaction that rolled back leaves its entries behind: keep the map bounded.
+    if (this.#staged.size > MAX_STAGED) this.#staged.delete(this.#staged.keys().next().value!);
+  }
+
+  /** Once an event is committed: tells pushers what it notifies (evaluating it first if no transaction did). */
+  async committed(event: PersistedEvent): Promise<void> {
+    const staged = this.#staged.get(event.eventId);
+    this.#staged.delete(event.eventId);
+    const notified = staged ?? (await this.#evaluate(this.storage, event));
+    if (notified.length > 0) for (const listener of this.#listeners) listener(notified);
+  }
+
+  /** Evaluates the recipients' rules for an event and stores what notifies, through `stores`. */
+  async #evaluate(stores: Stores, event: PersistedEvent): Promise<Notified[]> {
     const { pdu } = event;
     const roomId = roomIdOfEvent(pdu, event.eventId);
-    const members = await this.storage.rooms.membersOf(roomId, "join");
+    const members = await stores.rooms.membersOf(roomId, "join");
     const joined = members.map((m) => m.userId);
     const recipients = new Set(joined.filter((u) => this.#isLocal(u)));
     // An invitee is not joined yet, but `.m.rule.invite_for_me` is for them.
@@ -76,17 +100,17 @@ export class PushActionService {
       recipients.add(pdu.state_key);
     }
     recipients.delete(pdu.sender);
-    if (recipients.size === 0) return;
+    if (recipients.size === 0) return [];
 
     const users = [...recipients];
-    const powerEvent = await this.storage.rooms.currentStateEvent(roomId, "m.room.power_levels", "");
+    const powerEvent = await stores.rooms.currentStateEvent(roomId, "m.room.power_levels", "");
     const levels = powerLevels(powerEvent ? pduOf(powerEvent).content : undefined);
     // Room version 12: the creators' power level is infinite, whatever power levels say.
-    const createEvent = await this.storage.rooms.currentStateEvent(roomId, "m.room.create", "");
+    const createEvent = await stores.rooms.currentStateEvent(roomId, "m.room.create", "");
     const createPdu = createEvent ? pduOf(createEvent) : undefined;
     const createVersion = getRoomVersion(String(createPdu?.content.room_version ?? "1"));
     const senderIsCreator = createVersion !== undefined && roomCreators(createPdu, createVersion).includes(pdu.sender);
-    const names = await this.#displayNames(members.filter((m) => recipients.has(m.userId)));
+    const names = await this.#displayNames(stores, members.filter((m) => recipients.has(m.userId)));
     // An invitee's member event is this one.
     if (pdu.type === "m.room.member" && pdu.state_key && recipients.has(pdu.state_key)) names.set(pdu.state_key, nameIn(pdu.content));
     const clientEvent = {
@@ -98,7 +122,7 @@ export class PushActionService {
       origin_server_ts: pdu.origin_server_ts,
       ...(pdu.state_key !== undefined ? { state_key: pdu.state_key } : {}),
     };
-    const rulesets = await this.rulesFor(users);
+    const rulesets = await this.rulesFor(users, stores);
     const threadId = threadOf(pdu.content);
     const now = this.clock.now();
     const records: PushActionRecord[] = [];
@@ -126,8 +150,8 @@ export class PushActionService {
       });
       notified.push({ userId, event, outcome });
     }
-    await this.storage.pushActions.add(records);
-    if (notified.length > 0) for (const listener of this.#listeners) listener(notified);
+    await stores.pushActions.add(records);
+    return notified;
   }
 
   /** `GET /notifications`: the user's notifications, newest first, from a `next_token`. */
@@ -160,7 +184,7 @@ export class PushActionService {
    * a busy room's members are read once, not per message. (A member event that is redacted later
    * keeps its name here until it leaves the cache: a rare case, and a harmless one.)
    */
-  async #displayNames(members: readonly MembershipRecord[]): Promise<Map<string, string | null>> {
+  async #displayNames(stores: Stores, members: readonly MembershipRecord[]): Promise<Map<string, string | null>> {
     const out = new Map<string, string | null>();
     const unknown: MembershipRecord[] = [];
     for (const m of members) {
@@ -170,7 +194,7 @@ export class PushActionService {
     }
     if (unknown.length === 0) return out;
     const byEvent = new Map(unknown.map((m) => [m.eventId, m.userId]));
-    for (const stored of await this.storage.rooms.getEvents([...byEvent.keys()])) {
+    for (const stored of await stores.rooms.getEvents([...byEvent.keys()])) {
       const name = nameIn(pduOf(stored).content);
       out.set(byEvent.get(stored.eventId)!, name);
       this.#names.set(stored.eventId, name);

@@ -11,7 +11,7 @@
  * changed in between, and forgets them.
  */
 import { Errors } from "../../errors.js";
-import type { Storage } from "../../storage/interfaces.js";
+import type { Storage, Stores } from "../../storage/interfaces.js";
 import type { PushRuleChange, UserPushRule, UserPushRules } from "../../storage/push_rules.js";
 import type { Notifier } from "../sync/notifier.js";
 import { defaultPushRules, PUSH_RULE_KINDS, type Action, type DefaultRuleOptions, type PushRule, type PushRuleKind, type Ruleset } from "./base_rules.js";
@@ -51,8 +51,14 @@ export class PushRuleService {
   ) {}
 
   /** The users' rulesets in evaluation order (what the evaluator runs). */
-  async rulesets(userIds: readonly string[]): Promise<Map<string, Ruleset>> {
-    await this.#refresh();
+  /**
+   * `stores`: the transaction to read through when called inside one (an event's push actions
+   * are evaluated in its transaction). It must not wait for reads outside it: on SQLite those
+   * wait for the transaction to end.
+   */
+  async rulesets(userIds: readonly string[], stores?: Stores): Promise<Map<string, Ruleset>> {
+    if (stores) await this.#refreshThrough(stores);
+    else await this.#refresh();
     const out = new Map<string, Ruleset>();
     const missing: string[] = [];
     for (const userId of userIds) {
@@ -67,7 +73,7 @@ export class PushRuleService {
     }
     if (missing.length === 0) return out;
     const epoch = this.#epoch;
-    const stored = await this.storage.pushRules.of(missing);
+    const stored = await (stores ?? this.storage).pushRules.of(missing);
     for (const userId of missing) {
       const ruleset = this.#merge(userId, stored.get(userId) ?? { rules: [], settings: [] });
       out.set(userId, ruleset);
@@ -186,6 +192,16 @@ export class PushRuleService {
   }
 
   /** Forgets the users whose rules changed (in any process) since the last look. */
+  /** As `#refresh`, through a transaction, without joining a refresh in flight outside it. */
+  async #refreshThrough(stores: Stores): Promise<void> {
+    const to = this.storage.streams.current("account_data");
+    if (to <= this.#checkedUpTo) return;
+    const from = this.#checkedUpTo;
+    if (this.#cache.size > 0) this.#forget(await stores.pushRules.changedUsers(from, to));
+    else this.#epoch++;
+    this.#checkedUpTo = Math.max(this.#checkedUpTo, to);
+  }
+
   async #refresh(): Promise<void> {
     while (this.storage.streams.current("account_data") > this.#checkedUpTo) {
       if (!this.#refreshing) {

@@ -173,6 +173,12 @@ export function openSqliteFile(file: string, synchronous: "normal" | "full"): Sq
   // In WAL mode, NORMAL writes each commit to the WAL before the request is answered, so it
   // survives the process dying; FULL adds an fsync per commit, which power loss needs.
   db.pragma(`synchronous = ${synchronous === "full" ? "FULL" : "NORMAL"}`);
+  // A checkpoint copies the WAL's pages into the database file (with an fsync) inside whichever
+  // commit crosses the threshold. At SQLite's default of 1,000 pages a send into a room of ten
+  // (some 40 pages: the event, its indexes, a push action per member) paid for one every 25
+  // commits; at 10,000 the same hot pages are copied once for ten times as many commits, which
+  // measured 20-30% less CPU per send. The WAL file grows to about 40 MiB between checkpoints.
+  db.pragma("wal_autocheckpoint = 10000");
   db.pragma("foreign_keys = ON");
   return new SqliteDatabase(db);
 }
