@@ -195,7 +195,8 @@ export class SqlPusherStore implements PusherStore {
     if (eventIds.length === 0) return [];
     const rows = await this.db.all<PendingRow>(
       sql`SELECT ${PENDING_COLUMNS} FROM event_push_actions a
-          WHERE a.user_id = ? AND ${inJsonList("a.event_id")} AND a.notify = 1 AND a.stream_ordering > ${READ_UP_TO}
+          WHERE a.user_id = ? AND a.stream_ordering IN (SELECT e.stream_ordering FROM events e WHERE ${inJsonList("e.event_id")})
+            AND a.notify = 1 AND a.stream_ordering > ${READ_UP_TO}
           ORDER BY a.stream_ordering`,
       [userId, JSON.stringify(eventIds)],
     );

@@ -221,4 +221,37 @@ export const STEPS_FROM_12: Migration[] = [
   `
   CREATE INDEX membership_history_user_room ON membership_history(user_id, room_id, stream_ordering);
   `,
+  // 23: a push action is keyed by (user, room, position) instead of (user, event): an event's
+  // position is as unique as its ID, and the key now serves the per-room counts that had an index
+  // of their own. Every send into a room writes a row per member into each of the table's
+  // B-trees, so two fewer (on SQLite the key holds the rows, WITHOUT ROWID) is a page or two less
+  // per member per send. An event's actions are found through its position (events by ID).
+  {
+    sqlite: `
+    CREATE TABLE event_push_actions_keyed (
+      user_id TEXT NOT NULL,
+      room_id TEXT NOT NULL,
+      event_id TEXT NOT NULL,
+      stream_ordering INTEGER NOT NULL,
+      thread_id TEXT NOT NULL,
+      actions TEXT NOT NULL,
+      notify INTEGER NOT NULL,
+      highlight INTEGER NOT NULL,
+      ts INTEGER NOT NULL,
+      PRIMARY KEY (user_id, room_id, stream_ordering)
+    ) WITHOUT ROWID;
+    INSERT INTO event_push_actions_keyed (user_id, room_id, event_id, stream_ordering, thread_id, actions, notify, highlight, ts)
+      SELECT user_id, room_id, event_id, stream_ordering, thread_id, actions, notify, highlight, ts FROM event_push_actions WHERE true
+      ON CONFLICT DO NOTHING;
+    DROP TABLE event_push_actions;
+    ALTER TABLE event_push_actions_keyed RENAME TO event_push_actions;
+    CREATE INDEX event_push_actions_user ON event_push_actions(user_id, stream_ordering);
+    CREATE INDEX event_push_actions_ts ON event_push_actions(ts);
+    `,
+    postgres: `
+    ALTER TABLE event_push_actions DROP CONSTRAINT event_push_actions_pkey;
+    DROP INDEX event_push_actions_room;
+    ALTER TABLE event_push_actions ADD PRIMARY KEY (user_id, room_id, stream_ordering);
+    `,
+  },
 ];
