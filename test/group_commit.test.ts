@@ -79,3 +79,19 @@ describe("sends at once into several rooms", () => {
     }
   });
 });
+
+describe("a send whose content no database column could hold", () => {
+  test("a thread root ID with a NUL is sent, counted in the main timeline, and fails no one else's send", async () => {
+    const [a, b] = users;
+    const roomId = await a!.createRoom({ preset: "public_chat" });
+    await b!.join(roomId);
+    const [odd, plain] = await Promise.all([
+      a!.sendRaw(roomId, "m.room.message", { msgtype: "m.text", body: "odd", "m.relates_to": { rel_type: "m.thread", event_id: "$root\u0000x" } }),
+      a!.sendRaw(roomId, "m.room.message", { msgtype: "m.text", body: "plain" }),
+    ]);
+    assert.equal(odd.status, 200, JSON.stringify(odd.body));
+    assert.equal(plain.status, 200, JSON.stringify(plain.body));
+    const bodies = (await timeline(b!, roomId)).map((e) => e.content.body);
+    assert.deepEqual(new Set(bodies), new Set(["odd", "plain"]));
+  });
+});

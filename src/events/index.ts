@@ -64,6 +64,7 @@ export { redact, redactContent } from "./redaction.js";
 export {
   checkEventLimits,
   EventLimitError,
+  MAX_ID_BYTES,
   MAX_PDU_BYTES,
   MAX_STATE_KEY_BYTES,
   maxStateKeyBytes,

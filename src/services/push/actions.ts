@@ -12,7 +12,7 @@ import type { Storage, Stores } from "../../storage/interfaces.js";
 import type { PushActionRecord } from "../../storage/push.js";
 import type { MembershipRecord } from "../../storage/rooms.js";
 import { Errors } from "../../errors.js";
-import { getRoomVersion, pduOf, roomCreators, roomIdOfEvent } from "../../events/index.js";
+import { getRoomVersion, MAX_ID_BYTES, pduOf, roomCreators, roomIdOfEvent } from "../../events/index.js";
 import type { Clock } from "../clock.js";
 import { toClientEvent } from "../rooms/client_format.js";
 import type { PersistedEvent } from "../rooms/persister.js";
@@ -218,7 +218,10 @@ export function threadOf(content: Record<string, unknown>): string {
   const rel = content["m.relates_to"];
   if (rel && typeof rel === "object") {
     const r = rel as Record<string, unknown>;
-    if (r.rel_type === "m.thread" && typeof r.event_id === "string") return r.event_id;
+    // The root's ID is the client's word: one that no event could have (a NUL, which PostgreSQL
+    // cannot store, or a runaway length) counts as the main timeline rather than failing the send.
+    const root = r.event_id;
+    if (r.rel_type === "m.thread" && typeof root === "string" && root.length <= MAX_ID_BYTES && !root.includes("\0")) return root;
   }
   return "main";
 }

@@ -278,11 +278,18 @@ export class EventPersister {
       }
       return out;
     });
+    // A listener that fails fails its own room's sends (as when each room had its transaction),
+    // never another room's, and never keeps the rooms after it unannounced.
+    const failed = new Map<string, unknown>();
     for (const roomId of rooms) {
       const fresh = outcomes.filter((o, k): o is Stored => items[k]!.draft.roomId === roomId && "event" in o && o.fresh);
-      if (fresh.length > 0) await this.announce(fresh.map((o) => o.event), fresh[0]!.version);
+      if (fresh.length > 0) await this.announce(fresh.map((o) => o.event), fresh[0]!.version).catch((err: unknown) => failed.set(roomId, err));
     }
-    return outcomes.map((o) => ("error" in o ? { error: o.error } : { value: o.event }));
+    return outcomes.map((o, k) => {
+      if ("error" in o) return { error: o.error };
+      const roomId = items[k]!.draft.roomId;
+      return failed.has(roomId) ? { error: failed.get(roomId) } : { value: o.event };
+    });
   }
 
   /**

@@ -140,7 +140,24 @@ export class SqliteSource {
       }
       return;
     }
-    const order = (table.primaryKey.length > 0 ? table.primaryKey : table.columns).map(quoted).join(", ");
+    if (table.primaryKey.length > 0) {
+      // A WITHOUT ROWID table (push actions, the largest of them): keyset paging on its key,
+      // which is unique, so each batch is one seek however far into the table it starts.
+      const key = table.primaryKey.map(quoted).join(", ");
+      const at = table.primaryKey.map((c) => table.columns.indexOf(c));
+      const first = this.raw.prepare(`SELECT ${cols} ${from} ORDER BY ${key} LIMIT ?`).raw(true).safeIntegers(true);
+      const marks = at.map(() => "?").join(", ");
+      const next = this.raw.prepare(`SELECT ${cols} ${from} WHERE (${key}) > (${marks}) ORDER BY ${key} LIMIT ?`).raw(true).safeIntegers(true);
+      let rows = first.all(size) as unknown[][];
+      while (rows.length > 0) {
+        yield rows.map((r) => this.#convert(table, r));
+        if (rows.length < size) return;
+        const last = rows[rows.length - 1]!;
+        rows = next.all(...at.map((i) => last[i]), size) as unknown[][];
+      }
+      return;
+    }
+    const order = table.columns.map(quoted).join(", ");
     const page = this.raw.prepare(`SELECT ${cols} ${from} ORDER BY ${order} LIMIT ? OFFSET ?`).raw(true).safeIntegers(true);
     for (let offset = 0; ; offset += size) {
       const rows = page.all(size, offset) as unknown[][];
