@@ -191,30 +191,27 @@ export class PushRuleService {
     for (const u of userIds) this.#cache.delete(u);
   }
 
-  /** Forgets the users whose rules changed (in any process) since the last look. */
   /** As `#refresh`, through a transaction, without joining a refresh in flight outside it. */
   async #refreshThrough(stores: Stores): Promise<void> {
     const to = this.storage.streams.current("account_data");
-    if (to <= this.#checkedUpTo) return;
-    const from = this.#checkedUpTo;
+    if (to > this.#checkedUpTo) await this.#applyChanges(stores, this.#checkedUpTo, to);
+  }
+
+  /** Forgets the users whose rules changed (in any process) since the last look; one read at a time. */
+  async #refresh(): Promise<void> {
+    while (this.storage.streams.current("account_data") > this.#checkedUpTo) {
+      this.#refreshing ??= this.#applyChanges(this.storage, this.#checkedUpTo, this.storage.streams.current("account_data")).finally(
+        () => (this.#refreshing = undefined),
+      );
+      await this.#refreshing;
+    }
+  }
+
+  /** Forgets the cached rules of users whose rules changed between `from` and `to`. */
+  async #applyChanges(stores: Stores, from: number, to: number): Promise<void> {
+    // Nothing cached: nothing to forget, and no need to ask.
     if (this.#cache.size > 0) this.#forget(await stores.pushRules.changedUsers(from, to));
     else this.#epoch++;
     this.#checkedUpTo = Math.max(this.#checkedUpTo, to);
-  }
-
-  async #refresh(): Promise<void> {
-    while (this.storage.streams.current("account_data") > this.#checkedUpTo) {
-      if (!this.#refreshing) {
-        const from = this.#checkedUpTo;
-        const to = this.storage.streams.current("account_data");
-        this.#refreshing = (async () => {
-          // Nothing cached: nothing to forget, and no need to ask.
-          if (this.#cache.size > 0) this.#forget(await this.storage.pushRules.changedUsers(from, to));
-          else this.#epoch++;
-          this.#checkedUpTo = Math.max(this.#checkedUpTo, to);
-        })().finally(() => (this.#refreshing = undefined));
-      }
-      await this.#refreshing;
-    }
   }
 }
