@@ -10,15 +10,7 @@ import { after, before, describe, test } from "node:test";
 import { signedRequest, signerOf, TestFederation, type FederatedServer } from "./helpers/federation.js";
 import { assertError, enc, ok, User, type Ev } from "./helpers/rooms.js";
 import { buildEvent, getRoomVersion } from "../src/events/index.js";
-
-/** Polls `check` until it answers something, as a client polling /sync would (no time threshold: the file's timeout bounds it). */
-async function eventually<T>(check: () => Promise<T | undefined>): Promise<T> {
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+import { eventually } from "./helpers/server.js";
 
 interface SyncRooms {
   join: Record<string, unknown>;

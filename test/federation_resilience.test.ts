@@ -12,7 +12,7 @@ import { buildEvent, getRoomVersion, type Pdu } from "../src/events/index.js";
 import { signedRequest, signerOf, TestFederation, type FederatedServer } from "./helpers/federation.js";
 import { RestartableServers } from "./helpers/federation_send.js";
 import { enc, ok, User, type Ev } from "./helpers/rooms.js";
-import { request } from "./helpers/server.js";
+import { eventually, request } from "./helpers/server.js";
 
 const CS = "/_matrix/client/v3";
 const SEND = "/_matrix/federation/v1/send";
@@ -20,15 +20,6 @@ const SEND = "/_matrix/federation/v1/send";
 const WIDE = JSON.stringify({ room: { timeline: { limit: 100 } } });
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Polls until `check` answers (no time threshold: the file's timeout bounds it). */
-async function eventually<T>(check: () => Promise<T | undefined>): Promise<T> {
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    await sleep(100);
-  }
-}
 
 /** The room's messages as `user` reads them in `/messages`, oldest first. */
 async function timeline(user: User, roomId: string): Promise<Ev[]> {

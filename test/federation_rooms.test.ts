@@ -8,17 +8,8 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { signedRequest, signerOf, TestFederation, type FederatedServer } from "./helpers/federation.js";
 import { enc, ok, User } from "./helpers/rooms.js";
-import { request } from "./helpers/server.js";
+import { eventually, request } from "./helpers/server.js";
 import { buildEvent, getRoomVersion } from "../src/events/index.js";
-
-/** Polls `check` until it answers something, as a client polling /sync would (no time threshold: the file's timeout bounds it). */
-async function eventually<T>(check: () => Promise<T | undefined>): Promise<T> {
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 async function timelineBodies(user: User, roomId: string): Promise<string[]> {
   const res = ok(await user.messages(roomId, { dir: "b", limit: 50 }));

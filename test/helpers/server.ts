@@ -134,6 +134,18 @@ export async function until(done: () => boolean): Promise<void> {
   if (!done()) throw new Error("the server never did what was expected");
 }
 
+/**
+ * Polls `check` until it answers something, as a client polling /sync would. No time limit of
+ * its own: the test file's timeout bounds it (no timing threshold in tests).
+ */
+export async function eventually<T>(check: () => Promise<T | undefined>): Promise<T> {
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** A bare HTTP app of the project's (`createHttpApp`) listening on a free loopback port. */
 export interface BareApp {
   app: App;
