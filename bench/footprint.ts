@@ -27,15 +27,11 @@ const log = (msg: string) => console.error(`[bench:footprint] ${msg}`);
 const mib = (kib: number) => Math.round((kib / 1024) * 10) / 10;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Resident set size in KiB, from /proc (Linux), or from `ps` elsewhere. */
+/** Resident set size in KiB, from /proc (the benchmark runs on Linux, as CI does). */
 function rssKiB(pid: number): number {
-  try {
-    const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmRSS:"));
-    if (line) return Number(line.replace(/\D+/g, ""));
-  } catch {
-    // Not Linux: fall through.
-  }
-  throw new Error("RSS is read from /proc; this benchmark runs on Linux");
+  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmRSS:"));
+  if (!line) throw new Error(`/proc/${pid}/status has no VmRSS line`);
+  return Number(line.replace(/\D+/g, ""));
 }
 
 /** The node flags `npm start` passes, from package.json's start script (`node FLAGS dist/src/main.js`). */
