@@ -14,7 +14,8 @@
  * PostgreSQL: BENCH_POSTGRES or a private cluster (bench/postgres.ts); without one {"skipped": …}.
  *
  * Environment: BENCH_FANOUT_CLIENTS (default 100), BENCH_FANOUT_ROUNDS per scenario (default 15),
- * BENCH_FANOUT_KEEP_LOGS (keep the servers' logs, a JSON line per request, and say where).
+ * BENCH_FANOUT_KEEP_LOGS (keep the servers' logs, a JSON line per request, and say where),
+ * BENCH_FANOUT_CPU_PROF=DIR (a V8 CPU profile of each Switchboard process, written to DIR).
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -57,7 +58,9 @@ interface Server {
 async function startSwitchboard(dir: string, workerId: string, port: number, common: object): Promise<Server> {
   const file = path.join(dir, `${workerId}.yaml`);
   writeFileSync(file, stringify({ ...common, listeners: [{ port, bind_addresses: ["127.0.0.1"] }] }));
-  const p = await spawnSwitchboard(["--config", file, "--worker-id", workerId], dir, `${workerId}.log.jsonl`, 1);
+  const prof = process.env.BENCH_FANOUT_CPU_PROF;
+  const execArgv = prof ? ["--cpu-prof", `--cpu-prof-dir=${path.resolve(prof)}`] : [];
+  const p = await spawnSwitchboard(["--config", file, "--worker-id", workerId], dir, `${workerId}.log.jsonl`, 1, execArgv);
   cleanups.push(p.stop);
   return { url: p.url, pid: p.pid, stop: p.stop };
 }

@@ -21,7 +21,7 @@ import type { FilterService } from "./filter_service.js";
 import { matchesFilter, roomAllowed, type Filter } from "./filters.js";
 import type { Notifier } from "./notifier.js";
 import { RoomSync, type RoomCore, type RoomSyncContext } from "./room_sync.js";
-import { catchUp, currentSyncPosition, formatRoomToken, formatSyncToken, parseSyncToken, type SyncPosition } from "./tokens.js";
+import { catchUp, currentSyncPosition, formatRoomToken, formatSyncToken, nothingAfter, parseSyncToken, type SyncPosition } from "./tokens.js";
 import type { TypingService } from "./typing.js";
 import { deviceSections, type DeviceSections } from "./device_sections.js";
 import { membershipChangesByRoom, membershipsAt } from "./memberships.js";
@@ -124,6 +124,18 @@ export class SyncService {
     if (since) await catchUp(this.storage.streams, since, params.timeoutMs, params.signal);
     for (;;) {
       const version = this.notifier.version();
+      // Nothing committed past the client's token (the usual case for a client that is caught
+      // up): wait at once, as Synapse does, instead of building a response known to be empty.
+      // Only the joined rooms are read, to know which rooms' activity wakes the request.
+      if (since && !params.fullState && nothingAfter(since, currentSyncPosition(this.storage.streams, this.typing.position()))) {
+        const remaining = params.timeoutMs - (performance.now() - started);
+        if (remaining > 0 && !params.signal?.aborted) {
+          const rooms = (await this.storage.rooms.membershipsOf(requester.userId))
+            .filter((m) => m.membership === "join" && roomAllowed(filter.room, m.roomId))
+            .map((m) => m.roomId);
+          if (await this.notifier.wait({ userId: requester.userId, roomIds: rooms }, version, remaining, params.signal)) continue;
+        }
+      }
       const built = await this.#build(requester, filter, since, params);
       // Initial and full-state syncs answer at once, as Synapse's do.
       if (!since || params.fullState || !built.empty) return built.response;

@@ -44,6 +44,12 @@ export function streamPositionsOf(p: SyncPosition): [StreamName, number][] {
   ];
 }
 
+/** Whether no stream has moved past `since`: an incremental sync from there has nothing to send. */
+export function nothingAfter(since: SyncPosition, upTo: SyncPosition): boolean {
+  const seen = streamPositionsOf(since);
+  return streamPositionsOf(upTo).every(([, p], i) => p <= seen[i]![1]);
+}
+
 export function formatSyncToken(p: SyncPosition): string {
   return `s${p.events}_${p.accountData}_${p.receipts}_${p.typing}_${p.toDevice}_${p.deviceLists}`;
 }

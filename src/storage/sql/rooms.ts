@@ -377,6 +377,7 @@ export class SqlRoomStore implements RoomStore {
   }
 
   async membershipChanges(userId: string, from: number, to: number): Promise<MembershipRecord[]> {
+    if (to <= from) return [];
     return (await this.db.all<MembershipRow>(Q.membershipChanges, [userId, from, to])).map(toMembership);
   }
 

@@ -30,6 +30,7 @@ export class SqlAccountDataStore implements AccountDataStore {
   }
 
   async changes(userId: string, from: number, to: number): Promise<AccountDataChange[]> {
+    if (to <= from) return [];
     const rows = await this.db.all<{ room_id: string; type: string; content: string; stream_id: number }>(
       "SELECT room_id, type, content, stream_id FROM account_data WHERE user_id = ? AND stream_id > ? AND stream_id <= ? ORDER BY stream_id",
       [userId, from, to],
