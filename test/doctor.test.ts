@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { dump, doctorOn, failures, FakeSfu, corsProxy, haveCoturn, livekitBlock, PASSWORD, startCoturn, startDoctorServer, type DoctorServer } from "./helpers/doctor.js";
+import { dump, doctorOn, failures, FakeJwtService, FakeSfu, corsProxy, haveCoturn, livekitBlock, noUpgradeProxy, PASSWORD, startCoturn, startDoctorServer, type DoctorServer } from "./helpers/doctor.js";
 import { freePort, login } from "./helpers/cli.js";
 import { request } from "./helpers/server.js";
 import type { Transport } from "../src/cli/doctor/context.js";
@@ -13,6 +13,7 @@ import { configFromObject } from "../src/config/load.js";
 import { RtcService } from "../src/services/rtc.js";
 
 const TURN_SECRET = "doctor-turn-secret";
+if (!haveCoturn && process.env.CI) throw new Error("coturn (turnserver) is not installed; CI is set, so the TURN cases must run");
 
 /** The one failure a fault must cause, and what its cause and fix must say. */
 function onlyFailure(report: DoctorReport, id: string, cause: RegExp, fix: RegExp): void {
@@ -35,7 +36,13 @@ describe("switchboard doctor against Switchboard", { timeout: 300_000 }, () => {
     return s;
   };
   const turnConfig = (secret = TURN_SECRET) =>
-    coturn ? { turn_uris: [`turn:127.0.0.1:${coturn.port}?transport=udp`, `turn:127.0.0.1:${coturn.port}?transport=tcp`], turn_shared_secret: secret } : {};
+    coturn
+      ? {
+          // The third names no transport, so it is tried over UDP and TCP both.
+          turn_uris: [`turn:127.0.0.1:${coturn.port}?transport=udp`, `turn:127.0.0.1:${coturn.port}?transport=tcp`, `turn:127.0.0.1:${coturn.port}`],
+          turn_shared_secret: secret,
+        }
+      : {};
 
   before(async () => {
     sfuUrl = await sfu.start();
@@ -60,12 +67,13 @@ describe("switchboard doctor against Switchboard", { timeout: 300_000 }, () => {
     for (const id of ["well-known", "well-known.cors", "well-known.rtc_foci", "versions", "versions.cors", "feature.msc4143", "feature.msc4140",
       "feature.msc4354", "feature.msc4222", "login", "room", "rtc-transports.unstable", "rtc-transports.v1", "rtc-transports.well-known",
       "openid", "openid.userinfo", "livekit.1.healthz", "livekit.1.service-cors", "livekit.1.service-token", "livekit.1.sfu", "livekit.1.sfu-auth",
-      "delayed-events", "sticky-events", "state-after", "cleanup"]) {
+      "livekit.1.sfu-ws", "delayed-events", "sticky-events", "state-after", "cleanup"]) {
       assert.equal(status(report, id), "pass", `${id}\n${dump(report)}`);
     }
-    if (coturn) for (const id of ["turn", "turn.1", "turn.2"]) assert.equal(status(report, id), "pass", dump(report));
+    if (coturn) for (const id of ["turn", "turn.1", "turn.2", "turn.3.udp", "turn.3.tcp"]) assert.equal(status(report, id), "pass", dump(report));
     assert.equal(report.mutates, true);
     assert.ok(sfu.validated.length > 0, "the SFU saw the token");
+    assert.ok(sfu.opened.length > 0, "the doctor opened the SFU's WebSocket");
     // It left its room and logged its device out: the account is as it was.
     const session = await login(target.baseUrl, target.user, PASSWORD);
     const token = session.body.access_token as string;
@@ -154,10 +162,62 @@ describe("switchboard doctor against Switchboard", { timeout: 300_000 }, () => {
     onlyFailure(report, "livekit.1.sfu", /cannot open the SFU's WebSocket|cannot reach the SFU/, /livekit\.url/);
   });
 
-  test("a TURN secret coturn does not share", { skip: haveCoturn ? false : "coturn is not installed (.ci/run installs it)" }, async () => {
+  test("lk-jwt-service that cannot create the room: its keys or LIVEKIT_URL are named", async () => {
+    let homeserver = "";
+    const closed = await freePort();
+    const wrongSecret = new FakeJwtService(() => homeserver, sfuUrl, { secret: "not-the-sfu-secret-0123456789-abcdefgh" });
+    const noSfu = new FakeJwtService(() => homeserver, sfuUrl, { apiUrl: `http://127.0.0.1:${closed}` });
+    const services = [wrongSecret, noSfu];
+    try {
+      for (const service of services) {
+        const serviceUrl = await service.start();
+        // #1 the bundled service; #2 lk-jwt-service alone; #3 the SFU's url with lk-jwt-service, so the homeserver's token vouches for the SFU.
+        const target = await start({
+          ...livekitBlock(sfuUrl),
+          matrix_rtc: { transports: [{ type: "livekit", livekit_service_url: serviceUrl }, { type: "livekit", url: sfuUrl, livekit_service_url: serviceUrl }] },
+        });
+        homeserver = target.baseUrl;
+        const report = await doctorOn(target);
+        assert.deepEqual(failures(report).map((c) => c.id), ["livekit.2.service-token", "livekit.3.service-token"], dump(report));
+        for (const id of ["livekit.2.service-token", "livekit.3.service-token"]) {
+          const c = report.checks.find((x) => x.id === id)!;
+          assert.equal(c.got, '500 M_UNKNOWN "Unable to create room on SFU"');
+          assert.match(c.cause!, /LIVEKIT_KEY\/LIVEKIT_SECRET of the JWT service differ from the SFU's keys, or the service cannot reach LIVEKIT_URL/);
+          assert.match(c.fix!, /LIVEKIT_KEY and LIVEKIT_SECRET .* LIVEKIT_URL/);
+        }
+        assert.doesNotMatch(report.checks.find((c) => c.id === "livekit.2.service-token")!.cause!, /accepts/);
+        assert.match(report.checks.find((c) => c.id === "livekit.3.service-token")!.cause!, /the SFU accepts the homeserver's token, so the SFU itself is fine/);
+        for (const id of ["livekit.1.service-token", "livekit.2.healthz", "livekit.2.service-cors", "livekit.3.hs-token", "livekit.3.sfu-auth", "livekit.3.sfu-ws"]) {
+          assert.equal(status(report, id), "pass", `${id}\n${dump(report)}`);
+        }
+      }
+    } finally {
+      for (const service of services) await service.stop();
+    }
+  });
+
+  test("a proxy in front of the SFU that does not pass WebSocket upgrades", async () => {
+    const proxy = await noUpgradeProxy(() => sfuUrl.replace(/^ws/, "http"));
+    try {
+      const opened = sfu.opened.length;
+      const report = await doctorOn(await start(livekitBlock(`ws://${proxy.name}`)));
+      onlyFailure(report, "livekit.1.sfu-ws", /the proxy in front of the SFU does not pass WebSocket upgrades/, /proxy_set_header Upgrade/);
+      const ws = report.checks.find((c) => c.id === "livekit.1.sfu-ws")!;
+      assert.match(ws.got, /^400 .*instead of 101$/);
+      assert.match(ws.asked, /^WebSocket upgrade to ws:\/\/127\.0\.0\.1:\d+\/rtc\?access_token=eyJ[^&]{0,6}…, closed at once$/);
+      // /rtc/validate got through the proxy; the WebSocket never reached the SFU.
+      assert.equal(status(report, "livekit.1.sfu-auth"), "pass", dump(report));
+      assert.equal(sfu.opened.length, opened);
+      assert.doesNotMatch(JSON.stringify(report), /eyJ[A-Za-z0-9_-]{12,}/);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test("a TURN secret coturn does not share", { skip: haveCoturn ? false : "coturn is not installed (.ci/run installs it; set CI to make this a failure)" }, async () => {
     const report = await doctorOn(await start({ ...livekitBlock(sfuUrl), ...turnConfig("a-different-secret") }));
     const failed = failures(report);
-    assert.deepEqual(failed.map((c) => c.id), ["turn.1", "turn.2"], dump(report));
+    assert.deepEqual(failed.map((c) => c.id), ["turn.1", "turn.2", "turn.3.udp", "turn.3.tcp"], dump(report));
     for (const c of failed) {
       assert.match(c.got, /^401/);
       assert.match(c.cause!, /turn_shared_secret differs/);

@@ -4,7 +4,7 @@ import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { stringify } from "yaml";
-import { run, tempDir } from "./helpers/cli.js";
+import { getJson, login, run, tempDir } from "./helpers/cli.js";
 import { FakeSfu, livekitBlock, PASSWORD, startDoctorServer, type DoctorServer } from "./helpers/doctor.js";
 import { makeTestCa, tlsFront } from "./helpers/livekit.js";
 
@@ -53,6 +53,25 @@ describe("switchboard doctor: the command against a server", { timeout: 300_000 
     assert.doesNotMatch(r.stdout, /eyJ[A-Za-z0-9_-]{12,}/);
   });
 
+  test("--access-token: the credentialed checks run in that session, which stays logged in; the token is not printed", async () => {
+    const token = (await login(good.baseUrl, good.user, PASSWORD)).body.access_token as string;
+    const r = await run(["doctor", good.name, "--insecure-http", "--access-token", token, "--json"], tempDir());
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const report = JSON.parse(r.stdout) as { mutates: boolean; checks: { id: string; status: string; got: string }[] };
+    assert.equal(report.mutates, true);
+    for (const id of ["login", "room", "rtc-transports.unstable", "livekit.1.hs-token", "openid", "livekit.1.service-token", "livekit.1.sfu-auth", "livekit.1.sfu-ws",
+      "delayed-events", "sticky-events", "cleanup"]) {
+      assert.equal(report.checks.find((c) => c.id === id)?.status, "pass", `${id}\n${r.stdout}`);
+    }
+    assert.match(report.checks.find((c) => c.id === "login")!.got, /^200, @doctor:/);
+    assert.ok(!(r.stdout + r.stderr).includes(token), "the token is printed");
+    // The doctor logs out only a device it logged in itself: the operator's session still works.
+    assert.equal((await getJson(`${good.baseUrl}/_matrix/client/v3/account/whoami`, token)).status, 200);
+    const table = await run(["doctor", good.name, "--insecure-http", "--access-token", token], tempDir());
+    assert.equal(table.code, 0, table.stdout + table.stderr);
+    assert.ok(!(table.stdout + table.stderr).includes(token), "the token is printed");
+  });
+
   test("a table without colours when not a terminal; exit 1 when a check failed", async () => {
     const r = await run(["doctor", bare.name, "--insecure-http", "--user", bare.user, "--password", PASSWORD], tempDir());
     assert.equal(r.code, 1, r.stdout + r.stderr);
@@ -97,9 +116,16 @@ describe("switchboard doctor: the command against a server", { timeout: 300_000 
       const a = JSON.parse(untrusted.stdout) as { checks: { id: string; status: string; got: string }[] };
       assert.match(a.checks.find((c) => c.id === "versions")!.got, /TLS certificate is not trusted/);
       const trusted = await run(["doctor", url, "--ca-file", path.join(dir, "ca.pem"), "--json"], dir);
-      const b = JSON.parse(trusted.stdout) as { checks: { id: string; status: string }[] };
+      const b = JSON.parse(trusted.stdout) as { checks: { id: string; status: string; got: string }[] };
       assert.equal(b.checks.find((c) => c.id === "versions")?.status, "pass", trusted.stdout);
       assert.equal(b.checks.find((c) => c.id === "well-known.cors")?.status, "pass", trusted.stdout);
+      // The transports name plain http/ws loopback URLs; without --insecure-http they are skipped, not failed.
+      for (const id of ["livekit.1.sfu", "livekit.1.healthz"]) {
+        const c = b.checks.find((x) => x.id === id);
+        assert.equal(c?.status, "skip", trusted.stdout);
+        assert.match(c!.got, /plain (http|ws:\/\/).*pass --insecure-http/);
+      }
+      assert.equal(b.checks.filter((c) => c.status === "fail").length, 0, trusted.stdout);
     } finally {
       await front.close();
     }

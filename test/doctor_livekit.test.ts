@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { freePort } from "./helpers/cli.js";
-import { doctorOn, dump, failures, livekitBlock, SFU_KEY, SFU_SECRET, startDoctorServer, type DoctorServer } from "./helpers/doctor.js";
+import { doctorOn, dump, failures, livekitBlock, noUpgradeProxy, SFU_KEY, SFU_SECRET, startDoctorServer, type DoctorServer } from "./helpers/doctor.js";
 
 function livekitBinary(): string | undefined {
   const gopath = spawnSync("go", ["env", "GOPATH"], { encoding: "utf8" });
@@ -62,7 +62,7 @@ describe("switchboard doctor with a real LiveKit SFU", { skip, timeout: 300_000 
     servers.push(target);
     const report = await doctorOn(target);
     assert.deepEqual(failures(report), [], dump(report));
-    for (const id of ["livekit.1.sfu", "livekit.1.sfu-auth"]) assert.equal(report.checks.find((c) => c.id === id)?.status, "pass", dump(report));
+    for (const id of ["livekit.1.sfu", "livekit.1.sfu-auth", "livekit.1.sfu-ws"]) assert.equal(report.checks.find((c) => c.id === id)?.status, "pass", dump(report));
   });
 
   test("a secret the SFU does not have", async () => {
@@ -70,5 +70,19 @@ describe("switchboard doctor with a real LiveKit SFU", { skip, timeout: 300_000 
     servers.push(target);
     const report = await doctorOn(target);
     assert.deepEqual(failures(report).map((c) => c.id), ["livekit.1.sfu-auth"], dump(report));
+  });
+
+  test("a proxy that does not pass WebSocket upgrades: /rtc/validate works, the WebSocket does not", async () => {
+    const proxy = await noUpgradeProxy(() => sfuUrl.replace(/^ws/, "http"));
+    try {
+      const target = await startDoctorServer(livekitBlock(`ws://${proxy.name}`));
+      servers.push(target);
+      const report = await doctorOn(target);
+      assert.deepEqual(failures(report).map((c) => c.id), ["livekit.1.sfu-ws"], dump(report));
+      assert.match(failures(report)[0]!.cause!, /the proxy in front of the SFU does not pass WebSocket upgrades/);
+      assert.equal(report.checks.find((c) => c.id === "livekit.1.sfu-auth")?.status, "pass", dump(report));
+    } finally {
+      await proxy.close();
+    }
   });
 });

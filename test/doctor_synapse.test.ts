@@ -60,7 +60,7 @@ const sfu = new FakeSfu();
 const sfuUrl = await sfu.start();
 // The JWT service learns Synapse's URL once it runs; it only needs it per request.
 let synapseUrl = "";
-const jwt = new FakeJwtService(() => synapseUrl, sfu, sfuUrl);
+const jwt = new FakeJwtService(() => synapseUrl, sfuUrl);
 const serviceUrl = await jwt.start();
 const first = await startSynapse(true, serviceUrl);
 if ("failed" in first && process.env.CI) throw new Error(`${first.failed}\n(CI is set: this suite must run there)`);
@@ -91,7 +91,7 @@ describe("switchboard doctor against Synapse", { skip, timeout: 600_000 }, () =>
     assert.equal(v1.status, "warn", dump(report));
     assert.match(v1.cause!, /Only the unstable path/);
     for (const id of ["well-known.cors", "well-known.rtc_foci", "feature.msc4143", "feature.msc4140", "rtc-transports.unstable", "rtc-transports.well-known",
-      "openid", "openid.userinfo", "livekit.1.service-token", "livekit.1.sfu", "livekit.1.sfu-auth", "delayed-events", "cleanup"]) {
+      "openid", "openid.userinfo", "livekit.1.service-token", "livekit.1.sfu", "livekit.1.sfu-auth", "livekit.1.sfu-ws", "delayed-events", "cleanup"]) {
       assert.equal(report.checks.find((c) => c.id === id)?.status, "pass", `${id}\n${dump(report)}`);
     }
   });

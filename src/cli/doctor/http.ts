@@ -5,6 +5,7 @@
  * TLS is always verified. The doctor is a command an operator runs against addresses they name,
  * so it talks to loopback and private addresses as asked (no SSRF guard, unlike the server).
  */
+import { createHash, randomBytes } from "node:crypto";
 import http from "node:http";
 import https from "node:https";
 import tls from "node:tls";
@@ -145,6 +146,58 @@ export class HttpClient {
       req.end(body);
     });
   }
+}
+
+/** What a WebSocket opening handshake got: 101 with the right accept key, or the plain answer. */
+export interface UpgradeReply {
+  status: number;
+  /** For a 101: whether `Sec-WebSocket-Accept` is the one RFC 6455 derives from the key sent. */
+  acceptOk: boolean;
+  /** For anything else: the reply as `describeReply` puts it. */
+  description: string;
+}
+
+/**
+ * Opens a WebSocket the way a browser does (RFC 6455 opening handshake over HTTP/1.1) and closes
+ * it at once: enough to see whether every hop passes the upgrade. No WebSocket client is needed
+ * (Node 20 has none without a flag), and no frame is sent.
+ */
+export function openWebSocket(options: HttpOptions, url: string): Promise<UpgradeReply> {
+  const target = new URL(url);
+  target.protocol = target.protocol === "wss:" || target.protocol === "https:" ? "https:" : "http:";
+  if (target.protocol === "http:" && !options.allowHttp) {
+    return Promise.reject(new PlainHttpRefused(`${target.origin} is plain http, which the doctor uses only with --insecure-http`, "PLAIN_HTTP"));
+  }
+  const key = randomBytes(16).toString("base64");
+  const expected = createHash("sha1").update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64");
+  const headers = { connection: "Upgrade", upgrade: "websocket", "sec-websocket-key": key, "sec-websocket-version": "13", "user-agent": "switchboard-doctor" };
+  const lib = target.protocol === "https:" ? https : http;
+  return new Promise((resolve, reject) => {
+    const req = lib.request(target, { method: "GET", headers, timeout: options.timeoutMs, ...(target.protocol === "https:" && options.ca ? { ca: trustedCas(options.ca) } : {}) });
+    req.on("upgrade", (res, socket) => {
+      socket.destroy();
+      resolve({ status: res.statusCode ?? 101, acceptOk: res.headers["sec-websocket-accept"] === expected, description: `${res.statusCode ?? 101}` });
+    });
+    req.on("response", (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("error", (err) => reject(new HttpFailure(describeError(err), (err as NodeJS.ErrnoException).code)));
+      res.on("end", () => {
+        const text = Buffer.concat(chunks).toString("utf8");
+        let json: unknown;
+        try {
+          json = text ? JSON.parse(text) : undefined;
+        } catch {
+          json = undefined;
+        }
+        const status = res.statusCode ?? 0;
+        resolve({ status, acceptOk: false, description: describeReply({ status, headerLines: [], text, json }) });
+      });
+    });
+    req.on("timeout", () => req.destroy(Object.assign(new Error("timeout"), { code: "TIMEOUT" })));
+    req.on("error", (err) => reject(new HttpFailure(describeError(err), (err as NodeJS.ErrnoException).code)));
+    req.end();
+  });
 }
 
 /** The CA list for a TLS connection: Node's own roots plus the `--ca-file` ones. */

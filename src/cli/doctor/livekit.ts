@@ -6,11 +6,11 @@
 import { randomBytes } from "node:crypto";
 import { isObject, join, type DoctorContext, type Transport } from "./context.js";
 import { corsProblem } from "./discovery.js";
-import { describeReply, errcodeOf, HttpFailure, type HttpReply } from "./http.js";
+import { describeReply, errcodeOf, HttpFailure, PlainHttpRefused, type HttpReply } from "./http.js";
 import { decodeJwt, judgeClaims } from "./jwt.js";
 import { redact } from "./report.js";
 import { call } from "./session.js";
-import { probeSfu, validateJwt } from "./sfu.js";
+import { openRtcSocket, probeSfu, validateJwt } from "./sfu.js";
 import { LIVEKIT_TYPES, transportProblem } from "./transports.js";
 import { checkUserinfo } from "./userinfo.js";
 
@@ -30,17 +30,71 @@ interface TransportState {
   sfuUrl?: string;
   sfuReachable?: boolean;
   authRecorded: boolean;
-  tokens: { jwt: string; sfuUrl: string; source: string }[];
+  tokens: Token[];
+  /** The SFU's verdict on the first token, once asked (`/rtc/validate`, then the WebSocket). */
+  verdict?: boolean;
 }
 
-/** The SFU fault a token issuer reports when it could not create the LiveKit room. */
-function sfuFault(reply: HttpReply): "unreachable" | "auth" | undefined {
+interface Token {
+  jwt: string;
+  sfuUrl: string;
+  source: string;
+}
+
+/**
+ * The SFU fault a token issuer reports when it could not create the LiveKit room. Switchboard
+ * says whether the SFU refused its key or did not answer; lk-jwt-service says only
+ * `500 M_UNKNOWN "Unable to create room on SFU"` for both ("create": either).
+ */
+function sfuFault(reply: HttpReply): "unreachable" | "auth" | "create" | undefined {
   const body = reply.json;
   const text = isObject(body) && typeof body.error === "string" ? body.error : reply.text;
   if (reply.status < 500 || !/SFU|livekit/i.test(text)) return undefined;
   if (/answered 40[13]|unauthenticated|unauthori[sz]ed|permission/i.test(text)) return "auth";
   if (/unreachable|no answer|ECONNREFUSED|ENOTFOUND|timed? ?out/i.test(text)) return "unreachable";
+  if (/creat(e|ing) (the )?(livekit )?room/i.test(text)) return "create";
   return undefined;
+}
+
+/** The SFU's verdict on a token: `/rtc/validate`, then (when it accepts it) the WebSocket itself. */
+async function sfuVerdict(ctx: DoctorContext, st: TransportState, token: Token): Promise<boolean> {
+  const accepted = await validateJwt(ctx, `livekit.${st.n}.sfu-auth`, `#${st.n} SFU accepts key`, token.sfuUrl, token.jwt, token.source);
+  const wsId = `livekit.${st.n}.sfu-ws`;
+  const wsTitle = `#${st.n} SFU WebSocket`;
+  if (accepted) await openRtcSocket(ctx, wsId, wsTitle, token.sfuUrl, token.jwt);
+  else ctx.rec.skip(wsId, wsTitle, `WebSocket upgrade to ${token.sfuUrl.replace(/\/+$/, "")}/rtc`, "needs a token the SFU accepts (see SFU accepts key)");
+  st.verdict = accepted;
+  return accepted;
+}
+
+/**
+ * The issuer could not create the LiveKit room and does not say why (lk-jwt-service). Its key
+ * pair or its way to the SFU's API is wrong; a token from another issuer that the SFU accepts
+ * clears the SFU itself, and one it refuses points at the SFU's keys instead.
+ */
+async function reportCreateFault(ctx: DoctorContext, st: TransportState, reply: HttpReply, issuer: "the homeserver" | "the JWT service", id: string, title: string, asked: string): Promise<void> {
+  if (st.sfuReachable === false) {
+    ctx.rec.skip(id, title, asked, `${describeReply(reply)}: the issuer needs the SFU (see the SFU line)`);
+    return;
+  }
+  const other = st.tokens[0];
+  const accepted = other ? (st.verdict ?? (await sfuVerdict(ctx, st, other))) : undefined;
+  if (other && !accepted) {
+    ctx.rec.skip(id, title, asked, `${describeReply(reply)}: the SFU refused ${other.source}'s token too (see SFU accepts key)`);
+    return;
+  }
+  const service = issuer === "the JWT service";
+  const who = service ? "The JWT service" : "The homeserver";
+  const likely = service
+    ? "LIVEKIT_KEY/LIVEKIT_SECRET of the JWT service differ from the SFU's keys, or the service cannot reach LIVEKIT_URL"
+    : "livekit.api_key/api_secret of the homeserver differ from the SFU's keys, or the homeserver cannot reach livekit.url";
+  const cause = other
+    ? `${who} could not create the LiveKit room, but the SFU accepts ${other.source}'s token, so the SFU itself is fine: ${likely}.`
+    : `${who} could not create the LiveKit room on the SFU: ${likely}.`;
+  const fix = service
+    ? "Set the JWT service's LIVEKIT_KEY and LIVEKIT_SECRET to exactly a key: secret pair from the SFU's keys: section, and LIVEKIT_URL to the SFU's URL as the service's machine reaches it (try curl on its http(s) form from there); restart the service. Its log (\"Error creating room\") says which."
+    : "Set livekit.api_key and livekit.api_secret[_path] to exactly a key: secret pair from the SFU's keys: section, and make livekit.url reachable from the homeserver; the homeserver's log has the error.";
+  ctx.rec.fail(id, title, asked, describeReply(reply), cause, fix);
 }
 
 /**
@@ -118,6 +172,7 @@ async function homeserverToken(ctx: DoctorContext, t: Transport, st: TransportSt
     judgeToken(ctx, st, id, title, asked, reply, "the homeserver");
   } else {
     const fault = sfuFault(reply);
+    if (fault === "create") return reportCreateFault(ctx, st, reply, "the homeserver", id, title, asked);
     if (fault) return reportSfuFault(ctx, st, fault, reply, "the homeserver", id, title, asked);
     const cause = errcodeOf(reply) === "M_INVALID_PARAM"
       ? "The homeserver does not know this url as one of its SFUs: the transport and the homeserver's LiveKit configuration disagree."
@@ -155,6 +210,10 @@ async function checkService(ctx: DoctorContext, t: Transport, st: TransportState
     if (health.status === 200) ctx.rec.pass(healthId, `#${st.n} JWT service`, healthAsked, "200");
     else ctx.rec.warn(healthId, `#${st.n} JWT service`, healthAsked, describeReply(health), "The service answers, but not its health check (older lk-jwt-service, or a proxy serving something else).");
   } catch (err) {
+    if (err instanceof PlainHttpRefused) {
+      ctx.rec.skip(healthId, `#${st.n} JWT service`, healthAsked, `${service} is plain http: pass --insecure-http to test it`);
+      return false;
+    }
     ctx.rec.fail(healthId, `#${st.n} JWT service`, healthAsked, (err as HttpFailure).message, "Clients cannot reach the JWT service the transport names.",
       "Check livekit_service_url and that the reverse proxy passes it on (Switchboard's bundled service: proxy /livekit/jwt/ like /_matrix/).");
     return false;
@@ -200,6 +259,7 @@ async function serviceToken(ctx: DoctorContext, t: Transport, st: TransportState
   }
   if (reply.status === 200) return judgeToken(ctx, st, id, title, asked, reply, "the JWT service");
   const fault = sfuFault(reply);
+  if (fault === "create") return reportCreateFault(ctx, st, reply, "the JWT service", id, title, asked);
   if (fault) return reportSfuFault(ctx, st, fault, reply, "the JWT service", id, title, asked);
   if (reply.status === 401) {
     const userinfoFailed = ctx.rec.failed("openid.userinfo");
@@ -237,12 +297,12 @@ export async function checkLiveKit(ctx: DoctorContext): Promise<void> {
     if (typeof t.livekit_service_url === "string") {
       if (openid === undefined) openid = (await requestOpenId(ctx)) ?? null;
       if (!serviceUp) {
-        ctx.rec.skip(`livekit.${st.n}.service-token`, `#${st.n} service token`, `POST ${join(String(t.livekit_service_url), "/get_token")}`, "the JWT service is unreachable (see above)");
+        ctx.rec.skip(`livekit.${st.n}.service-token`, `#${st.n} service token`, `POST ${join(String(t.livekit_service_url), "/get_token")}`, "the JWT service was not reached (see above)");
       } else if (openid) await serviceToken(ctx, t, st, openid, memberId);
     }
     const first = st.tokens[0];
-    if (!first || st.authRecorded) continue;
+    if (!first || st.authRecorded || st.verdict !== undefined) continue;
     if (st.sfuReachable === undefined) st.sfuReachable = await probeSfu(ctx, `livekit.${st.n}.sfu`, `#${st.n} SFU reachable`, first.sfuUrl);
-    if (st.sfuReachable) await validateJwt(ctx, `livekit.${st.n}.sfu-auth`, `#${st.n} SFU accepts key`, first.sfuUrl, first.jwt, first.source);
+    if (st.sfuReachable) await sfuVerdict(ctx, st, first);
   }
 }

@@ -9,7 +9,11 @@ interface TurnUri {
   secure: boolean;
   host: string;
   port: number;
-  transport: "udp" | "tcp";
+  /**
+   * What clients try: the one named, TCP (TLS) for `turns:`, and for a `turn:` URI without
+   * `?transport=` both UDP and TCP (RFC 7065 leaves it to the client, and browsers use both).
+   */
+  transports: ("udp" | "tcp")[];
 }
 
 /** `turn:host[:port][?transport=udp|tcp]`, `turns:…`; undefined for anything else. */
@@ -21,7 +25,7 @@ export function parseTurnUri(uri: string): TurnUri | undefined {
     secure,
     host: m[2]!.replace(/^\[|\]$/g, ""),
     port: m[3] ? Number(m[3]) : secure ? 5349 : 3478,
-    transport: secure ? "tcp" : ((m[4]?.toLowerCase() as "udp" | "tcp" | undefined) ?? "udp"),
+    transports: secure ? ["tcp"] : m[4] ? [m[4].toLowerCase() as "udp" | "tcp"] : ["udp", "tcp"],
   };
 }
 
@@ -50,38 +54,49 @@ export async function checkTurn(ctx: DoctorContext): Promise<void> {
   const password = typeof body.password === "string" ? body.password : "";
   rec.pass("turn", "TURN credentials", asked, `200, ${uris.length} URI${uris.length === 1 ? "" : "s"}, username ${username}, password ${redact(password)}, ttl ${String(body.ttl)}`);
   for (const [i, uri] of uris.entries()) {
-    const id = `turn.${i + 1}`;
-    const title = `TURN ${uri.split("?")[0]} ${parseTurnUri(uri)?.transport ?? ""}`.trim();
     const target = parseTurnUri(uri);
-    const allocAsked = `Allocate on ${uri} with those credentials`;
     if (!target) {
-      rec.fail(id, title, allocAsked, "not a turn: or turns: URI", "Clients skip a TURN URI they cannot read.", "Write it as turn:HOST:PORT?transport=udp (or tcp), or turns:HOST:PORT.");
+      rec.fail(`turn.${i + 1}`, `TURN ${uri}`, `Allocate on ${uri} with those credentials`, "not a turn: or turns: URI", "Clients skip a TURN URI they cannot read.",
+        "Write it as turn:HOST:PORT?transport=udp (or tcp), or turns:HOST:PORT.");
       continue;
     }
-    rec.progress(`TURN Allocate on ${uri}`);
-    const timeoutMs = Math.min(ctx.opts.timeoutMs ?? 10_000, 5_000);
-    let channel: StunChannel | undefined;
-    try {
-      channel = target.transport === "udp"
-        ? await udpChannel(target.host, target.port, timeoutMs)
-        : await streamChannel(target.host, target.port, timeoutMs, target.secure ? { ca: trustedCas(ctx.opts.ca) } : undefined);
-      const outcome = await allocate(channel, username, password);
-      if (outcome.ok) {
-        rec.pass(id, title, allocAsked, `allocated${outcome.relayed ? ` relay ${outcome.relayed}` : ""}${outcome.realm ? ` (realm ${outcome.realm})` : ""}, then released it`);
-      } else if (outcome.stage === "credentials" && outcome.errorCode === 401) {
-        rec.fail(id, title, allocAsked, `401 ${outcome.reason ?? "Unauthorized"} after sending the credentials`,
-          "The TURN server does not accept the homeserver's credentials: turn_shared_secret differs from the TURN server's static-auth-secret (or the clocks differ by more than the credential's lifetime).",
-          "Set turn_shared_secret to exactly coturn's static-auth-secret (with use-auth-secret), and keep both machines' clocks in sync.");
-      } else {
-        rec.fail(id, title, allocAsked, `error ${outcome.errorCode ?? "?"} ${outcome.reason ?? ""} (${outcome.stage === "challenge" ? "to the first, unauthenticated request" : "with the credentials"})`.trim(),
-          "The TURN server refused the allocation.", "See the TURN server's log (quota, allowed peers, realm).");
-      }
-    } catch (err) {
-      const why = err instanceof StunTimeout ? err.message : describeError(err);
-      rec.fail(id, title, allocAsked, why, `Nothing answered TURN on ${target.host}:${target.port} over ${target.secure ? "TLS" : target.transport.toUpperCase()}.`,
-        "Check that the TURN server runs, listens on that address and port, and that the firewall lets it through (UDP too).");
-    } finally {
-      channel?.close();
+    const both = target.transports.length > 1;
+    for (const transport of target.transports) {
+      await allocateOn(ctx, both ? `turn.${i + 1}.${transport}` : `turn.${i + 1}`, uri, target, transport, both, username, password);
     }
+  }
+}
+
+/** One real Allocate on one URI over one transport, released at once. */
+async function allocateOn(ctx: DoctorContext, id: string, uri: string, target: TurnUri, transport: "udp" | "tcp", both: boolean, username: string, password: string): Promise<void> {
+  const { rec } = ctx;
+  const title = `TURN ${uri.split("?")[0]} ${transport}`;
+  const allocAsked = `Allocate on ${uri}${both ? ` over ${transport.toUpperCase()} (no ?transport=, so clients try UDP and TCP)` : ""} with those credentials`;
+  rec.progress(`TURN Allocate on ${uri} (${transport})`);
+  const timeoutMs = Math.min(ctx.opts.timeoutMs ?? 10_000, 5_000);
+  let channel: StunChannel | undefined;
+  try {
+    channel = transport === "udp"
+      ? await udpChannel(target.host, target.port, timeoutMs)
+      : await streamChannel(target.host, target.port, timeoutMs, target.secure ? { ca: trustedCas(ctx.opts.ca) } : undefined);
+    const outcome = await allocate(channel, username, password);
+    if (outcome.ok) {
+      rec.pass(id, title, allocAsked, `allocated${outcome.relayed ? ` relay ${outcome.relayed}` : ""}${outcome.realm ? ` (realm ${outcome.realm})` : ""}, then released it`);
+    } else if (outcome.stage === "credentials" && outcome.errorCode === 401) {
+      rec.fail(id, title, allocAsked, `401 ${outcome.reason ?? "Unauthorized"} after sending the credentials`,
+        "The TURN server does not accept the homeserver's credentials: turn_shared_secret differs from the TURN server's static-auth-secret (or the clocks differ by more than the credential's lifetime).",
+        "Set turn_shared_secret to exactly coturn's static-auth-secret (with use-auth-secret), and keep both machines' clocks in sync.");
+    } else {
+      rec.fail(id, title, allocAsked, `error ${outcome.errorCode ?? "?"} ${outcome.reason ?? ""} (${outcome.stage === "challenge" ? "to the first, unauthenticated request" : "with the credentials"})`.trim(),
+        "The TURN server refused the allocation.", "See the TURN server's log (quota, allowed peers, realm).");
+    }
+  } catch (err) {
+    const why = err instanceof StunTimeout ? err.message : describeError(err);
+    rec.fail(id, title, allocAsked, why, `Nothing answered TURN on ${target.host}:${target.port} over ${target.secure ? "TLS" : transport.toUpperCase()}.`,
+      both
+        ? `Check that the TURN server runs and listens on that port over ${transport.toUpperCase()} too, and that the firewall lets ${transport.toUpperCase()} through; or name the one transport it serves with ?transport=.`
+        : "Check that the TURN server runs, listens on that address and port, and that the firewall lets it through (UDP too).");
+  } finally {
+    channel?.close();
   }
 }
