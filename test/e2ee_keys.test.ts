@@ -183,6 +183,43 @@ describe("device lists", () => {
     assert.deepEqual(third.device_lists.changed, [alice.userId]);
   });
 
+  test("device_lists: users who come to share a room are changed; users who share none any more are left", async () => {
+    const [alice, bob, carol, dave] = [await user(), await user(), await user(), await user()];
+    const roomId = await alice.createRoom({ preset: "public_chat" });
+    const other = await alice.createRoom({ preset: "public_chat" });
+    const davesRoom = await dave.createRoom({ preset: "public_chat" });
+    let since = (await sync(alice)).next_batch;
+    const next = async () => {
+      const res = await sync(alice, { since });
+      since = res.next_batch;
+      return { changed: [...res.device_lists.changed].sort(), left: [...res.device_lists.left].sort() };
+    };
+
+    await bob.join(roomId);
+    assert.deepEqual(await next(), { changed: [bob.userId], left: [] }, "bob joined one of alice's rooms");
+    ok(await bob.putStateRaw(roomId, "m.room.member", bob.userId, { membership: "join", displayname: "Bob" }));
+    assert.deepEqual(await next(), { changed: [], left: [] }, "a profile change is no join");
+    ok(await bob.leave(roomId));
+    assert.deepEqual(await next(), { changed: [], left: [bob.userId] }, "bob left the only room they shared");
+
+    await carol.join(roomId);
+    await carol.join(other);
+    assert.deepEqual(await next(), { changed: [carol.userId], left: [] });
+    ok(await alice.act("kick", roomId, carol.userId));
+    assert.deepEqual(await next(), { changed: [], left: [] }, "kicked from one room, carol still shares the other");
+    ok(await alice.act("ban", other, carol.userId));
+    assert.deepEqual(await next(), { changed: [], left: [carol.userId] }, "banned from the last shared room");
+
+    await alice.join(davesRoom);
+    assert.deepEqual(await next(), { changed: [dave.userId], left: [] }, "alice joined a room of dave's");
+    ok(await alice.leave(davesRoom));
+    assert.deepEqual(await next(), { changed: [], left: [dave.userId] }, "alice left the only room they shared");
+    // A rejected invite never made anyone share a room.
+    ok(await alice.act("invite", roomId, bob.userId));
+    ok(await bob.leave(roomId));
+    assert.deepEqual(await next(), { changed: [], left: [] });
+  });
+
   test("a long-polling sync wakes for a contact's new device keys", async () => {
     const alice = await user();
     const bob = await user();

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { enc, ok, User, type Ev } from "./helpers/rooms.js";
+import { assertError, enc, ok, User, type Ev } from "./helpers/rooms.js";
 import { request, startServer, type TestServer } from "./helpers/server.js";
 
 const PATH = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
@@ -77,6 +77,21 @@ describe("sliding sync extensions", () => {
     assert.deepEqual(changed.extensions.e2ee!.device_lists, { changed: [bob.userId], left: [] });
   });
 
+  test("e2ee: a user who joins a shared room is changed, one who leaves the last shared room is left", async () => {
+    const [alice, bob] = [await user(), await user()];
+    const roomId = await alice.createRoom({ preset: "public_chat" });
+    const body = { conn_id: "encryption", extensions: { e2ee: { enabled: true } } };
+    const first = await ss(alice, body);
+    const joining = ss(alice, body, { pos: first.pos, timeout: 30_000 });
+    await bob.join(roomId);
+    const joined = await joining;
+    assert.deepEqual(joined.extensions.e2ee!.device_lists, { changed: [bob.userId], left: [] });
+    const leaving = ss(alice, body, { pos: joined.pos, timeout: 30_000 });
+    ok(await bob.leave(roomId));
+    const left = await leaving;
+    assert.deepEqual(left.extensions.e2ee!.device_lists, { changed: [], left: [bob.userId] });
+  });
+
   test("account_data: global data with m.push_rules first, then changes; room data; wakes a long-poll", async () => {
     const alice = await user();
     const roomId = await alice.createRoom({});
@@ -134,6 +149,21 @@ describe("sliding sync extensions", () => {
     const second = ok(await bob.req("PUT", `/rooms/${enc(roomId)}/send/org.example.member/s2?${STICKY}=60000`, { k: 2 })).event_id as string;
     const next = await waiting;
     assert.deepEqual(next.rooms[roomId]!.timeline!.map((e) => e.event_id), [second]);
-    assert.equal(next.extensions[STICKY_EXT], undefined, "an event the timeline carries is not repeated");
+    // The timeline carries the event, so the extension does not repeat it; but it still moves
+    // next_batch past it (as Synapse does): without that the client would ask from its old
+    // since again and get the same event a second time.
+    const nextExt = next.extensions[STICKY_EXT]!;
+    assert.deepEqual(nextExt.rooms, {}, "an event the timeline carries is not repeated");
+    assert.match(nextExt.next_batch as string, /^sticky_[0-9]+$/);
+    assert.notEqual(nextExt.next_batch, ext.next_batch);
+    const later = await ss(alice, body(nextExt.next_batch as string), { pos: next.pos });
+    assert.equal(later.extensions[STICKY_EXT], undefined, "nothing new: the event is not sent again");
+  });
+
+  test("sticky events: a since ahead of every position answers 400 M_UNKNOWN_POS, as Synapse does", async () => {
+    const alice = await user();
+    await alice.createRoom({});
+    const body = { lists: roomsList, extensions: { [STICKY_EXT]: { enabled: true, since: "sticky_999999999999" } } };
+    assertError(await request(server.baseUrl, "POST", PATH, { token: alice.token, body }), 400, "M_UNKNOWN_POS");
   });
 });

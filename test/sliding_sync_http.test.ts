@@ -185,6 +185,39 @@ describe("sliding sync: lists and room results", () => {
     assert.deepEqual(roomIdsOf(b, "notWork").sort(), [encrypted, space].sort());
   });
 
+  test("tags and not_tags see a tag written while the account-data stream is ahead of the events stream", async () => {
+    const alice = await user();
+    const tagged = await alice.createRoom({});
+    const other = await alice.createRoom({});
+    const eventId = await alice.send(tagged, "read me");
+    // The two streams' positions, from the sync token in a pos: `<position>/s<events>_<account data>_…`.
+    const positions = async () => {
+      const [events, accountData] = (await ss(alice, {})).pos.split("/")[1]!.slice(1).split("_").map(Number);
+      return { events: events!, accountData: accountData! };
+    };
+    // Account data and read markers move the account-data stream only: take it past the events stream.
+    const before = await positions();
+    for (let i = 0; i <= before.events - before.accountData; i++) {
+      if (i % 2 === 0) ok(await alice.req("PUT", `/user/${enc(alice.userId)}/account_data/org.example.n${i}`, { i }));
+      else ok(await alice.req("POST", `/rooms/${enc(tagged)}/read_markers`, { "m.fully_read": eventId }));
+    }
+    const ahead = await positions();
+    assert.ok(ahead.accountData > ahead.events, `account data at ${ahead.accountData}, events at ${ahead.events}`);
+    ok(await alice.req("PUT", `/user/${enc(alice.userId)}/rooms/${enc(tagged)}/account_data/m.tag`, { tags: { "u.work": {} } }));
+    const f = (filters: Record<string, unknown>) => ({ ranges: [[0, 9]], timeline_limit: 0, required_state: [], filters });
+    const b = await ss(alice, { lists: { work: f({ tags: ["u.work"] }), notWork: f({ not_tags: ["u.work"] }) } });
+    assert.deepEqual(roomIdsOf(b, "work"), [tagged]);
+    assert.deepEqual(roomIdsOf(b, "notWork"), [other]);
+  });
+
+  test("`range` (the merged MSC's name) is accepted for a single range", async () => {
+    const alice = await user();
+    const rooms = [await alice.createRoom({}), await alice.createRoom({}), await alice.createRoom({})];
+    const b = await ss(alice, { lists: { all: { range: [0, 1], timeline_limit: 0, required_state: [] } } });
+    assert.equal(b.lists.all!.count, 3);
+    assert.deepEqual(roomIdsOf(b), [rooms[2], rooms[1]], "latest activity first");
+  });
+
   test("room_subscriptions send a room outside every list; unknown rooms are skipped", async () => {
     const alice = await user();
     const roomId = await alice.createRoom({ name: "Subscribed" });

@@ -28,7 +28,12 @@ export function registerSlidingSyncRoutes(app: App, services: Services): void {
   app.post(SLIDING_SYNC_PATH, { onRequest, schema: { querystring: Query } }, async (request, reply) => {
     const controller = new AbortController();
     if (closing) controller.abort();
-    const onClose = () => controller.abort();
+    // The client went away: answer at once, and save no connection state for an answer nobody reads.
+    const gone = new AbortController();
+    const onClose = () => {
+      gone.abort();
+      controller.abort();
+    };
     reply.raw.once("close", onClose);
     inFlight.add(controller);
     try {
@@ -36,6 +41,7 @@ export function registerSlidingSyncRoutes(app: App, services: Services): void {
         pos: request.query.pos,
         timeoutMs: Math.min(request.query.timeout ?? 0, MAX_TIMEOUT_MS),
         signal: controller.signal,
+        abandoned: gone.signal,
       });
     } finally {
       inFlight.delete(controller);

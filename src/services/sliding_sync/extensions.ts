@@ -7,10 +7,11 @@
 import type { Storage } from "../../storage/interfaces.js";
 import type { Requester } from "../auth.js";
 import { toClientEvent } from "../rooms/client_format.js";
-import { changedDeviceLists, keyCounts, readToDevice } from "../sync/device_sections.js";
+import { deviceListChanges, keyCounts, readToDevice } from "../sync/device_sections.js";
 import { receiptEvents, typingEvent } from "../sync/ephemeral.js";
 import type { SyncPosition } from "../sync/tokens.js";
 import type { TypingService } from "../sync/typing.js";
+import { unknownPos } from "./connection.js";
 import type { ExtensionsRequest, RoomSelection } from "./request.js";
 
 /** What the extensions need to know of the response the rooms part built. */
@@ -68,9 +69,14 @@ export async function buildExtensions(input: ExtensionInput, req: ExtensionsRequ
     };
     // Only changes since the connection's position; a new connection makes the client query everyone.
     if (since) {
-      const changed = await changedDeviceLists(storage, requester.userId, [...input.joined], since.deviceLists, upTo.deviceLists);
-      e2ee.device_lists = { changed, left: [] };
-      hasNews ||= changed.length > 0;
+      const lists = await deviceListChanges(storage, requester.userId, [...input.joined], {
+        from: since.deviceLists,
+        to: upTo.deviceLists,
+        eventsFrom: since.events,
+        eventsTo: upTo.events,
+      });
+      e2ee.device_lists = lists;
+      hasNews ||= lists.changed.length > 0 || lists.left.length > 0;
     }
     out.e2ee = e2ee;
   }
@@ -99,7 +105,8 @@ export async function buildExtensions(input: ExtensionInput, req: ExtensionsRequ
     const sticky = await stickyEvents(input, req.sticky);
     if (sticky) {
       out["org.matrix.msc4354.sticky_events"] = sticky;
-      hasNews = true;
+      // A batch whose events all rode in the timelines moves `next_batch` on, but is nothing to wake for.
+      hasNews ||= Object.keys(sticky.rooms).length > 0;
     }
   }
   return { extensions: out, hasNews };
@@ -165,13 +172,18 @@ async function receipts(input: ExtensionInput, roomIds: string[]): Promise<Recor
 /**
  * MSC4480: the live sticky events of every room the user is joined to among those matching a
  * list or subscribed, oldest first and at most `limit`, without those the response's
- * timelines already carry; `next_batch` resumes after the last one sent.
+ * timelines already carry; `next_batch` resumes after the last one sent. A non-empty batch
+ * always comes with its `next_batch`, even when the timelines carried all of it: otherwise the
+ * client asks from its old `since` again and gets the same events a second time.
  */
 async function stickyEvents(input: ExtensionInput, req: { limit: number; since?: number }) {
   const { storage, upTo, now, requester } = input;
   const from = req.since ?? 0;
+  // A `since` no response of this server gave (made up, or from before a database restore), as
+  // Synapse answers it. The service waited for this process to catch up with it first.
+  if (from > upTo.events) throw unknownPos();
   const rooms = input.interested.filter((r) => input.joined.has(r));
-  if (from >= upTo.events || rooms.length === 0) return undefined;
+  if (from === upTo.events || rooms.length === 0) return undefined;
   const live = await storage.rooms.liveStickyEventsMany(rooms, from, upTo.events, now);
   const batch = live.slice(0, req.limit);
   const next = batch.length === req.limit && live.length > req.limit ? batch[batch.length - 1]!.streamOrdering : upTo.events;
@@ -180,6 +192,6 @@ async function stickyEvents(input: ExtensionInput, req: { limit: number; since?:
     if (input.timelines.get(e.roomId)?.includes(e.eventId)) continue;
     (byRoom[e.roomId] ??= { events: [] }).events.push(toClientEvent(e, now, requester));
   }
-  if (Object.keys(byRoom).length === 0) return undefined;
+  if (batch.length === 0) return undefined;
   return { rooms: byRoom, next_batch: `sticky_${next}` };
 }

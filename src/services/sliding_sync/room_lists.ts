@@ -70,7 +70,8 @@ interface Facts {
   encrypted?: Set<string>;
 }
 
-async function readFacts(storage: Storage, userId: string, roomIds: string[], lists: Iterable<ListRequest>, upTo: number): Promise<Facts> {
+/** `accountDataUpTo` is a position of the account-data stream (tags are account data), not of the events stream. */
+async function readFacts(storage: Storage, userId: string, roomIds: string[], lists: Iterable<ListRequest>, accountDataUpTo: number): Promise<Facts> {
   const needs = { tags: false, types: false, encrypted: false };
   for (const { filters: f } of lists) {
     if (f.tags || f.notTags) needs.tags = true;
@@ -80,7 +81,7 @@ async function readFacts(storage: Storage, userId: string, roomIds: string[], li
   const facts: Facts = {};
   if (needs.tags) {
     facts.tags = new Map();
-    for (const c of await storage.accountData.changes(userId, 0, upTo)) {
+    for (const c of await storage.accountData.changes(userId, 0, accountDataUpTo)) {
       if (c.roomId === null || c.type !== "m.tag") continue;
       const tags = c.content.tags;
       facts.tags.set(c.roomId, new Set(typeof tags === "object" && tags !== null ? Object.keys(tags) : []));
@@ -161,12 +162,12 @@ export async function computeLists(
   storage: Storage,
   userId: string,
   lists: Map<string, ListRequest>,
-  upTo: number,
+  upTo: { events: number; accountData: number },
   newlyLeftAfter: number | undefined,
   userRooms: (userId: string, upTo: number) => Promise<UserRooms>,
 ): Promise<RoomLists> {
   // Memberships as of upTo, and each joined room's latest activity.
-  const rooms = await userRooms(userId, upTo);
+  const rooms = await userRooms(userId, upTo.events);
   const candidates = await candidateRooms(storage, userId, rooms.memberships, newlyLeftAfter);
   // Rooms left or banned from make candidates depend on the request: ordered afresh then.
   const shared = candidates === rooms.memberships;
@@ -177,7 +178,7 @@ export async function computeLists(
   }
   const { memberships, bumpStamps, sorted } = ordered;
   const dmRooms = await directRooms(storage, userId);
-  const facts = await readFacts(storage, userId, ordered.sortedIds, lists.values(), upTo);
+  const facts = await readFacts(storage, userId, ordered.sortedIds, lists.values(), upTo.accountData);
 
   const out = new Map<string, ListResult>();
   const allUnfiltered = [...lists.values()].every((l) => unfiltered(l.filters));

@@ -32,6 +32,13 @@ export interface SlidingSyncParams {
   timeoutMs: number;
   /** Aborted when the client goes away or the server shuts down: the request then answers at once. */
   signal?: AbortSignal;
+  /**
+   * Aborted when nobody will read the answer (the client closed the connection). The connection
+   * state is then not saved: the client may already have sent the same `pos` again and been
+   * answered, and saving would drop the position that answer named (M_UNKNOWN_POS on its next
+   * request). A server shutting down still answers, so it does not abort this.
+   */
+  abandoned?: AbortSignal;
 }
 
 interface Built {
@@ -40,6 +47,16 @@ interface Built {
   /** Nothing to tell the client: an incremental request may wait. */
   empty: boolean;
   rooms: readonly string[];
+}
+
+/**
+ * What this process must have caught up with before answering: the request's position and the
+ * sticky-events extension's `since` (an events position from an earlier response, which a
+ * request without `pos` may carry too). Only a `since` still ahead after that is refused.
+ */
+function withStickySince(since: SyncPosition | undefined, sticky: number | undefined): SyncPosition | undefined {
+  if (sticky === undefined || sticky <= (since?.events ?? 0)) return since;
+  return { ...(since ?? { accountData: 0, receipts: 0, typing: 0, toDevice: 0, deviceLists: 0 }), events: sticky };
 }
 
 export class SlidingSyncService {
@@ -64,18 +81,21 @@ export class SlidingSyncService {
     const req = parseRequest(body);
     const opened = await this.#connections.open({ userId: requester.userId, deviceId: requester.deviceId, connId: req.connId }, params.pos);
     const started = performance.now();
-    if (opened.since) await catchUp(this.storage.streams, opened.since, params.timeoutMs, params.signal);
+    const caughtUpTo = withStickySince(opened.since, req.extensions.sticky?.since);
+    if (caughtUpTo) await catchUp(this.storage.streams, caughtUpTo, params.timeoutMs, params.signal);
     for (;;) {
       const version = this.notifier.version();
       const built = await this.#build(requester, req, opened);
       const remaining = params.timeoutMs - (performance.now() - started);
-      if (!opened.since || !built.empty || remaining <= 0 || params.signal?.aborted) return this.#finish(opened, built);
+      if (!opened.since || !built.empty || remaining <= 0 || params.signal?.aborted) return this.#finish(opened, built, params.abandoned);
       const woken = await this.notifier.wait({ userId: requester.userId, roomIds: built.rooms }, version, remaining, params.signal);
-      if (!woken) return this.#finish(opened, built);
+      if (!woken) return this.#finish(opened, built, params.abandoned);
     }
   }
 
-  async #finish(opened: Opened, built: Built): Promise<Record<string, unknown>> {
+  async #finish(opened: Opened, built: Built, abandoned: AbortSignal | undefined): Promise<Record<string, unknown>> {
+    // Nobody reads this answer: the saved state stays as the client's latest request left it.
+    if (abandoned?.aborted) return built.response;
     const position = await this.#connections.commit({ ...opened, state: built.state });
     return { ...built.response, pos: `${position}/${built.response.pos as string}` };
   }
@@ -87,7 +107,7 @@ export class SlidingSyncService {
     // Every attempt starts from the state saved at the request's position.
     const state = opened.position === null ? new ConnectionState() : ConnectionState.parse(opened.loaded);
     const since = opened.since;
-    const lists = await computeLists(s, userId, req.lists, upTo.events, since?.events, (u, p) => this.#userRooms.at(u, p));
+    const lists = await computeLists(s, userId, req.lists, upTo, since?.events, (u, p) => this.#userRooms.at(u, p));
 
     const configs = new Map<string, RoomConfig[]>();
     const addConfig = (roomId: string, c: RoomConfig) => configs.set(roomId, [...(configs.get(roomId) ?? []), c]);

@@ -7,7 +7,9 @@
  * them: that acknowledges them and they are deleted. A response carries at
  * most `TO_DEVICE_LIMIT`; the rest follow in the next one.
  */
+import { pduOf } from "../../events/index.js";
 import type { Storage } from "../../storage/interfaces.js";
+import type { MembershipRecord, StoredEvent } from "../../storage/rooms.js";
 import type { Requester } from "../auth.js";
 import { SIGNED_CURVE25519 } from "../e2ee/keys.js";
 
@@ -36,12 +38,17 @@ export interface DeviceSectionsResult {
   hasNews: boolean;
 }
 
-/** The user and everyone joined to a room the user is joined to. */
-async function usersSharingRooms(storage: Storage, userId: string, joinedRoomIds: string[]): Promise<string[]> {
-  const users = new Set<string>([userId]);
-  // One query for all the rooms: a round trip per room would cost every /sync on PostgreSQL.
-  for (const m of await storage.rooms.membershipsIn(joinedRoomIds)) if (m.membership === "join") users.add(m.userId);
-  return [...users];
+export interface DeviceListChanges {
+  changed: string[];
+  left: string[];
+}
+
+/** An incremental sync's window: (from, to] of the device-list stream and of the events stream. */
+export interface DeviceListWindow {
+  from: number;
+  to: number;
+  eventsFrom: number;
+  eventsTo: number;
 }
 
 /**
@@ -61,10 +68,57 @@ export async function readToDevice(
   return { events: messages.map((m) => ({ sender: m.sender, type: m.type, content: m.content })), position };
 }
 
-/** Users sharing a room with the user (or the user) whose devices changed in (from, to]. */
-export async function changedDeviceLists(storage: Storage, userId: string, joinedRoomIds: string[], from: number, to: number): Promise<string[]> {
-  if (to <= from) return [];
-  return storage.deviceKeys.deviceListChanges(await usersSharingRooms(storage, userId, joinedRoomIds), from, to);
+/** The membership before a member event, as recorded in its `prev_content` (unknown for some events from other servers). */
+function previousMembership(e: StoredEvent): string | undefined {
+  const m = (pduOf(e).unsigned?.prev_content as Record<string, unknown> | undefined)?.membership;
+  return typeof m === "string" ? m : undefined;
+}
+
+/**
+ * `device_lists` of an incremental sync (shared by `/sync` v2 and sliding sync), as the spec's
+ * `/sync` describes it. `changed`: users sharing a room with the user (or the user) whose devices
+ * changed, and users who came to share one (they joined one of the user's rooms, or the user
+ * joined theirs), whose devices the client must now track. `left`: users who shared a room with
+ * the user and share none any more (they left, were kicked or banned, or the user left).
+ * `joinedRoomIds` are the user's joined rooms at `eventsTo`.
+ */
+export async function deviceListChanges(storage: Storage, userId: string, joinedRoomIds: string[], w: DeviceListWindow): Promise<DeviceListChanges> {
+  const joinedRooms = new Set(joinedRoomIds);
+  // One query for all the rooms: a round trip per room would cost every /sync on PostgreSQL.
+  const members = await storage.rooms.membershipsIn(joinedRoomIds);
+  const sharing = new Set<string>([userId]);
+  for (const m of members) if (m.membership === "join") sharing.add(m.userId);
+  const changed = new Set(w.to > w.from ? await storage.deviceKeys.deviceListChanges([...sharing], w.from, w.to) : []);
+  if (w.eventsTo <= w.eventsFrom) return { changed: [...changed], left: [] };
+
+  const inWindow = (m: MembershipRecord) => m.streamOrdering > w.eventsFrom && m.streamOrdering <= w.eventsTo;
+  const own = await storage.rooms.membershipChanges(userId, w.eventsFrom, w.eventsTo);
+  const others = members.filter((m) => m.userId !== userId && inWindow(m));
+  // Rooms the user is no longer joined to: their members (and those who left them meanwhile) may have stopped sharing.
+  const leftRoomIds = [...new Set(own.filter((c) => !joinedRooms.has(c.roomId)).map((c) => c.roomId))];
+  const leftRoomMembers = leftRoomIds.length > 0 ? await storage.rooms.membershipsIn(leftRoomIds) : [];
+  // A member event's previous membership tells a join from a profile change, and a leave from a
+  // rejected invite. Some events from other servers carry none: then a join counts as new and a
+  // leave as ending a join (telling the client too much costs it a key query, too little its keys).
+  const ids = [...own, ...others, ...leftRoomMembers.filter(inWindow)].map((m) => m.eventId);
+  const previous = new Map((ids.length > 0 ? await storage.rooms.getEvents(ids) : []).map((e) => [e.eventId, previousMembership(e)]));
+  const newlyJoined = (m: MembershipRecord) => m.membership === "join" && previous.get(m.eventId) !== "join";
+  const endedJoin = (m: MembershipRecord) => (m.membership === "leave" || m.membership === "ban") && [undefined, "join"].includes(previous.get(m.eventId));
+
+  const roomsJoined = new Set(own.filter((c) => joinedRooms.has(c.roomId) && newlyJoined(c)).map((c) => c.roomId));
+  for (const m of members) {
+    if (m.membership !== "join" || m.userId === userId) continue;
+    // A join recorded after the window may hide one inside it (then a profile change): told early rather than never.
+    if (roomsJoined.has(m.roomId) || (inWindow(m) && newlyJoined(m)) || m.streamOrdering > w.eventsTo) changed.add(m.userId);
+  }
+  const mayHaveLeft = new Set<string>();
+  for (const m of others) if (endedJoin(m)) mayHaveLeft.add(m.userId);
+  const roomsLeft = new Set(own.filter((c) => !joinedRooms.has(c.roomId) && (c.membership === "join" || endedJoin(c))).map((c) => c.roomId));
+  for (const m of leftRoomMembers) {
+    if (m.userId !== userId && roomsLeft.has(m.roomId) && (m.membership === "join" || (inWindow(m) && endedJoin(m)))) mayHaveLeft.add(m.userId);
+  }
+  const left = [...mayHaveLeft].filter((u) => !sharing.has(u));
+  return { changed: [...changed], left };
 }
 
 /** The device's one-time key counts (always with `signed_curve25519`) and unused fallback key types. */
@@ -80,22 +134,25 @@ export async function deviceSections(
   storage: Storage,
   requester: Requester,
   joinedRoomIds: string[],
-  range: { toDeviceFrom: number; toDeviceTo: number; deviceListsFrom?: number; deviceListsTo: number },
+  range: { toDeviceFrom: number; toDeviceTo: number; deviceListsFrom?: number; deviceListsTo: number; eventsFrom?: number; eventsTo: number },
 ): Promise<DeviceSectionsResult> {
   const toDevice = await readToDevice(storage, requester, range.toDeviceFrom, range.toDeviceTo);
   // Only an incremental sync reports changes; an initial one makes the client query everyone it needs.
   const from = range.deviceListsFrom;
-  const changed = from === undefined ? [] : await changedDeviceLists(storage, requester.userId, joinedRoomIds, from, range.deviceListsTo);
+  const lists =
+    from === undefined || range.eventsFrom === undefined
+      ? { changed: [], left: [] }
+      : await deviceListChanges(storage, requester.userId, joinedRoomIds, { from, to: range.deviceListsTo, eventsFrom: range.eventsFrom, eventsTo: range.eventsTo });
   const keys = await keyCounts(storage, requester);
   return {
     sections: {
       to_device: { events: toDevice.events },
-      device_lists: { changed, left: [] },
+      device_lists: lists,
       device_one_time_keys_count: keys.oneTimeKeys,
       device_unused_fallback_key_types: keys.fallbackTypes,
       "org.matrix.msc2732.device_unused_fallback_key_types": keys.fallbackTypes,
     },
     toDevicePosition: toDevice.position,
-    hasNews: toDevice.events.length > 0 || changed.length > 0,
+    hasNews: toDevice.events.length > 0 || lists.changed.length > 0 || lists.left.length > 0,
   };
 }

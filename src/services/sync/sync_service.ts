@@ -178,6 +178,8 @@ export class SyncService {
       toDeviceTo: upTo.toDevice,
       deviceListsFrom: since?.deviceLists,
       deviceListsTo: upTo.deviceLists,
+      eventsFrom: since?.events,
+      eventsTo: upTo.events,
     });
     // More to-device messages than one response carries: the next token resumes after the last one sent.
     upTo.toDevice = device.toDevicePosition;
