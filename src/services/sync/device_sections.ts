@@ -83,42 +83,62 @@ function previousMembership(e: StoredEvent): string | undefined {
  * `joinedRoomIds` are the user's joined rooms at `eventsTo`.
  */
 export async function deviceListChanges(storage: Storage, userId: string, joinedRoomIds: string[], w: DeviceListWindow): Promise<DeviceListChanges> {
-  const joinedRooms = new Set(joinedRoomIds);
-  // One query for all the rooms: a round trip per room would cost every /sync on PostgreSQL.
-  const members = await storage.rooms.membershipsIn(joinedRoomIds);
-  const sharing = new Set<string>([userId]);
-  for (const m of members) if (m.membership === "join") sharing.add(m.userId);
-  const changed = new Set(w.to > w.from ? await storage.deviceKeys.deviceListChanges([...sharing], w.from, w.to) : []);
+  const changed = new Set<string>();
+  if (w.to > w.from) {
+    // Whose devices changed, among the user and everyone in the user's rooms (one query for all the
+    // rooms: a round trip per room would cost every /sync on PostgreSQL). Read only when the
+    // device-list stream moved, as a big account's rooms hold many members.
+    const sharing = new Set<string>([userId]);
+    for (const m of await storage.rooms.membershipsIn(joinedRoomIds)) if (m.membership === "join") sharing.add(m.userId);
+    for (const u of await storage.deviceKeys.deviceListChanges([...sharing], w.from, w.to)) changed.add(u);
+  }
   if (w.eventsTo <= w.eventsFrom) return { changed: [...changed], left: [] };
 
-  const inWindow = (m: MembershipRecord) => m.streamOrdering > w.eventsFrom && m.streamOrdering <= w.eventsTo;
-  const own = await storage.rooms.membershipChanges(userId, w.eventsFrom, w.eventsTo);
-  const others = members.filter((m) => m.userId !== userId && inWindow(m));
-  // Rooms the user is no longer joined to: their members (and those who left them meanwhile) may have stopped sharing.
-  const leftRoomIds = [...new Set(own.filter((c) => !joinedRooms.has(c.roomId)).map((c) => c.roomId))];
-  const leftRoomMembers = leftRoomIds.length > 0 ? await storage.rooms.membershipsIn(leftRoomIds) : [];
-  // A member event's previous membership tells a join from a profile change, and a leave from a
-  // rejected invite. Some events from other servers carry none: then a join counts as new and a
-  // leave as ending a join (telling the client too much costs it a key query, too little its keys).
-  const ids = [...own, ...others, ...leftRoomMembers.filter(inWindow)].map((m) => m.eventId);
-  const previous = new Map((ids.length > 0 ? await storage.rooms.getEvents(ids) : []).map((e) => [e.eventId, previousMembership(e)]));
-  const newlyJoined = (m: MembershipRecord) => m.membership === "join" && previous.get(m.eventId) !== "join";
-  const endedJoin = (m: MembershipRecord) => (m.membership === "leave" || m.membership === "ban") && [undefined, "join"].includes(previous.get(m.eventId));
-
-  const roomsJoined = new Set(own.filter((c) => joinedRooms.has(c.roomId) && newlyJoined(c)).map((c) => c.roomId));
-  for (const m of members) {
-    if (m.membership !== "join" || m.userId === userId) continue;
-    // A join recorded after the window may hide one inside it (then a profile change): told early rather than never.
-    if (roomsJoined.has(m.roomId) || (inWindow(m) && newlyJoined(m)) || m.streamOrdering > w.eventsTo) changed.add(m.userId);
+  // Who came to share a room with the user, or stopped: the window's membership changes, of the
+  // user anywhere and of anyone in the user's rooms, compared from before the window to its end.
+  const changes = await storage.rooms.membershipChangesAround(userId, joinedRoomIds, w.eventsFrom, w.eventsTo);
+  if (changes.length === 0) return { changed: [...changed], left: [] };
+  const byMember = new Map<string, { first: MembershipRecord; last: MembershipRecord }>();
+  for (const c of changes) {
+    const key = JSON.stringify([c.roomId, c.userId]);
+    const seen = byMember.get(key);
+    if (seen) seen.last = c;
+    else byMember.set(key, { first: c, last: c });
   }
+  // The membership before the window is in the first change's `prev_content` (absent from some
+  // events of other servers: then a join counts as new and a leave as ending a join, since telling
+  // the client too much costs it a key query, too little its keys).
+  const firsts = [...byMember.values()].map((m) => m.first.eventId);
+  const previous = new Map((await storage.rooms.getEvents(firsts)).map((e) => [e.eventId, previousMembership(e)]));
+  const wasJoined = (first: MembershipRecord) => {
+    const p = previous.get(first.eventId);
+    return p === undefined ? first.membership !== "join" : p === "join";
+  };
+  const joinedRooms = new Set(joinedRoomIds);
+  const roomsJoined: string[] = [];
+  const roomsLeft: string[] = [];
   const mayHaveLeft = new Set<string>();
-  for (const m of others) if (endedJoin(m)) mayHaveLeft.add(m.userId);
-  const roomsLeft = new Set(own.filter((c) => !joinedRooms.has(c.roomId) && (c.membership === "join" || endedJoin(c))).map((c) => c.roomId));
-  for (const m of leftRoomMembers) {
-    if (m.userId !== userId && roomsLeft.has(m.roomId) && (m.membership === "join" || (inWindow(m) && endedJoin(m)))) mayHaveLeft.add(m.userId);
+  for (const { first, last } of byMember.values()) {
+    const before = wasJoined(first);
+    const after = last.membership === "join";
+    if (before === after) continue;
+    if (first.userId === userId) (after ? roomsJoined : roomsLeft).push(first.roomId);
+    else if (after && joinedRooms.has(first.roomId)) changed.add(first.userId);
+    else if (!after) mayHaveLeft.add(first.userId);
   }
-  const left = [...mayHaveLeft].filter((u) => !sharing.has(u));
-  return { changed: [...changed], left };
+  // Everyone in a room the user joined is now someone whose devices it must track; everyone in a
+  // room the user left (or who left it meanwhile) may no longer share any room with the user.
+  const fromRoomsJoinedOrLeft = await storage.rooms.membershipsIn([...roomsJoined, ...roomsLeft]);
+  for (const m of fromRoomsJoinedOrLeft) {
+    if (m.userId === userId) continue;
+    if (roomsJoined.includes(m.roomId) && m.membership === "join") changed.add(m.userId);
+    if (roomsLeft.includes(m.roomId) && (m.membership === "join" || m.streamOrdering > w.eventsFrom)) mayHaveLeft.add(m.userId);
+  }
+  mayHaveLeft.delete(userId);
+  if (mayHaveLeft.size === 0) return { changed: [...changed], left: [] };
+  const stillSharing = new Set((await storage.rooms.joinedRoomsOfUsers([...mayHaveLeft])).filter((m) => joinedRooms.has(m.roomId)).map((m) => m.userId));
+  const left = [...mayHaveLeft].filter((u) => !stillSharing.has(u));
+  return { changed: [...changed].filter((u) => !left.includes(u)), left };
 }
 
 /** The device's one-time key counts (always with `signed_curve25519`) and unused fallback key types. */

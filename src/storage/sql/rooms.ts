@@ -134,6 +134,10 @@ const Q = {
     CROSS JOIN LATERAL (SELECT * FROM events WHERE room_id = r.room_id AND stream_ordering > ? AND stream_ordering <= ? AND outlier = 0
       ORDER BY stream_ordering DESC LIMIT ?) e`,
   membershipsIn: sql`SELECT * FROM memberships WHERE ${inJsonList("room_id")}`,
+  // The window is short for an incremental sync, so the primary key's range is read, then filtered.
+  membershipChangesAround: sql`SELECT * FROM membership_history WHERE stream_ordering > ? AND stream_ordering <= ?
+    AND (user_id = ? OR ${inJsonList("room_id")}) ORDER BY stream_ordering`,
+  joinedRoomsOfUsers: sql`SELECT * FROM memberships WHERE ${inJsonList("user_id")} AND membership = 'join'`,
   liveStickyMany: sql`SELECT e.* FROM sticky_events s JOIN events e ON e.stream_ordering = s.stream_ordering
     WHERE ${inJsonList("s.room_id")} AND s.stream_ordering > ? AND s.stream_ordering <= ? AND s.expires_ts > ?
     AND e.redacted_by IS NULL ORDER BY s.stream_ordering`,
@@ -374,6 +378,16 @@ export class SqlRoomStore implements RoomStore {
 
   async membersOf(roomId: string, membership: string): Promise<MembershipRecord[]> {
     return (await this.db.all<MembershipRow>(Q.membersOf, [roomId, membership])).map(toMembership);
+  }
+
+  async membershipChangesAround(userId: string, roomIds: readonly string[], from: number, to: number): Promise<MembershipRecord[]> {
+    if (to <= from) return [];
+    return (await this.db.all<MembershipRow>(Q.membershipChangesAround, [from, to, userId, JSON.stringify(roomIds)])).map(toMembership);
+  }
+
+  async joinedRoomsOfUsers(userIds: readonly string[]): Promise<MembershipRecord[]> {
+    if (userIds.length === 0) return [];
+    return (await this.db.all<MembershipRow>(Q.joinedRoomsOfUsers, [JSON.stringify(userIds)])).map(toMembership);
   }
 
   async membershipChanges(userId: string, from: number, to: number): Promise<MembershipRecord[]> {
