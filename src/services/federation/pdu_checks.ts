@@ -15,6 +15,7 @@ import { eventIdFor, verifyContentHash } from "../../events/hashes.js";
 import { checkPduFormat, requiredSignatures } from "../../events/pdu_format.js";
 import { redact } from "../../events/redaction.js";
 import type { RoomVersion } from "../../events/room_versions.js";
+import { serverNameOf } from "../../events/ids.js";
 import { verifyJsonSignature } from "../../events/signing.js";
 import type { Pdu } from "../../events/types.js";
 
@@ -52,9 +53,15 @@ export class PduChecker {
     private readonly logger?: Pick<Logger, "info">,
   ) {}
 
-  async check(raw: unknown, version: RoomVersion): Promise<PduCheckResult> {
+  /**
+   * `opts.toBeSignedBy`: a server that signs the event after this check, left out of the
+   * required signatures. That is this server, as the resident server of a restricted join it
+   * authorises (`send_join`: the joining server cannot have its signature yet). Never the
+   * sender's server, whose signature is always required.
+   */
+  async check(raw: unknown, version: RoomVersion, opts: { toBeSignedBy?: string } = {}): Promise<PduCheckResult> {
     const format = checkPduFormat(raw, version);
-    if (!format.ok) return { ok: false, reason: format.reason };
+    if (!format.ok) return { ok: false, eventId: idOfInvalid(raw, version), reason: format.reason };
     let eventId: string | undefined;
     try {
       let pdu = format.pdu;
@@ -64,6 +71,7 @@ export class PduChecker {
       // Signatures cover the redacted event, so they hold for a redacted copy too.
       const signed = redact(pdu, version);
       for (const server of servers) {
+        if (server === opts.toBeSignedBy && server !== serverNameOf(pdu.sender)) continue;
         const problem = await this.#signatureProblem(signed, server, pdu.origin_server_ts);
         if (problem) {
           this.logger?.info({ eventId, server, problem }, "dropped a PDU whose signature does not check");
@@ -103,5 +111,18 @@ export class PduChecker {
       verified++;
     }
     return verified > 0 ? undefined : `no key of ${server} that was valid at origin_server_ts could be found`;
+  }
+}
+
+/**
+ * The event ID of a PDU that failed the format check, when it has one (an event too large, say):
+ * a transaction's answer names each PDU by it. Malformed enough to have none, it goes unnamed.
+ */
+function idOfInvalid(raw: unknown, version: RoomVersion): string | undefined {
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) return undefined;
+  try {
+    return eventIdFor(raw as Pdu, version);
+  } catch {
+    return undefined;
   }
 }

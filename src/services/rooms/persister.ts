@@ -135,9 +135,14 @@ export class EventPersister {
     this.#listeners.push(listener);
   }
 
-  /** `hook` runs in each event's transaction, after the event is appended. */
+  /** `hook` runs in each event's transaction, after the event is appended: local events and those from other servers alike. */
   inTransaction(hook: PersistHook): void {
     this.#hooks.push(hook);
+  }
+
+  /** Runs the `inTransaction` hooks for an event just appended through `tx` (here, or by the remote persister). */
+  async afterAppend(tx: Stores, event: PersistedEvent, version: RoomVersion): Promise<void> {
+    for (const hook of this.#hooks) await hook(tx, event, version);
   }
 
   async roomVersion(roomId: string, stores: Stores = this.storage): Promise<RoomVersion> {
@@ -395,7 +400,7 @@ export class EventPersister {
     head.extremities = [{ eventId, depth: pdu.depth }];
     head.group = group;
     const event = { eventId, streamOrdering, pdu };
-    for (const hook of this.#hooks) await hook(tx, event, version);
+    await this.afterAppend(tx, event, version);
     return { event, fresh: true, version };
   }
 }

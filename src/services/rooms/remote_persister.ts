@@ -235,7 +235,10 @@ export class RemoteEventPersister {
     if (!simple) await this.#applyCurrentState(tx, pdu.room_id, current, resolved);
     head.extremities = extremities;
     head.group = resolved === after ? group : await this.persister.dag.saveGroup(tx, pdu.room_id, resolved, null);
-    return { result: { status: "accepted" }, persisted: { eventId, streamOrdering, pdu } };
+    const persisted = { eventId, streamOrdering, pdu };
+    // The same in-transaction work as a local event (a redaction is applied here, push actions staged).
+    await this.persister.afterAppend(tx, persisted, version);
+    return { result: { status: "accepted" }, persisted };
   }
 
   /** The state before an event: its one prev's state after, or the resolution of its prevs' states. */

@@ -6,21 +6,17 @@ import {
   isValidUserId,
   pduOf,
   serverNameOf,
-  redact,
-  redactsOf,
   ROOM_VERSIONS,
-  type Pdu,
-  type RoomVersion,
 } from "../../events/index.js";
-import type { Storage, Stores } from "../../storage/interfaces.js";
+import type { Storage } from "../../storage/interfaces.js";
 import type { Requester } from "../auth.js";
 import type { Clock } from "../clock.js";
 import type { RateLimiter } from "../ratelimiter.js";
-import { toClientEvent } from "./client_format.js";
+import { applyRedaction } from "./redactions.js";
 import { remoteJoinTarget, serversKnowing, type RemoteRooms } from "./remote_rooms.js";
 import { planInitialState, type CreateRoomRequest } from "./create_room.js";
 import { additionalCreatorsFor, RoomIdClaims } from "./room_ids_v12.js";
-import type { EventDraft, EventPersister, PersistedEvent } from "./persister.js";
+import type { EventDraft, EventPersister } from "./persister.js";
 
 export interface SendOptions {
   /** MSC4354: keep the event sticky for this long. */
@@ -46,7 +42,8 @@ export class RoomService {
     private readonly persister: EventPersister,
     private readonly messageLimiter: RateLimiter,
   ) {
-    persister.inTransaction((tx, event, version) => this.#applyRedaction(tx, event, version));
+    // Every event the persister stores, local or from another server, applies its redaction here.
+    persister.inTransaction((tx, event, version) => applyRedaction(tx, event, version, this.clock.now()));
     this.#roomIds = new RoomIdClaims(storage, clock);
   }
 
@@ -335,25 +332,5 @@ export class RoomService {
       version,
     );
     return event.eventId;
-  }
-
-  /** Strips a redacted event's content in storage once its redaction has landed. */
-  /** In the redaction's own transaction, so the event and its effect commit together. */
-  async #applyRedaction(tx: Stores, event: PersistedEvent, version: RoomVersion): Promise<void> {
-    if (event.pdu.type !== "m.room.redaction") return;
-    // Where the room version keeps it: a v10 redaction's `content.redacts` redacts nothing.
-    const targetId = redactsOf(event.pdu, version);
-    if (!targetId) return;
-    const target = await tx.rooms.getEvent(targetId);
-    if (!target || target.roomId !== event.pdu.room_id || target.redactedBy) return;
-    const redacted: Pdu = redact(pduOf(target), version);
-    const redaction = await tx.rooms.getEvent(event.eventId);
-    if (redaction) {
-      const because = toClientEvent(redaction, this.clock.now());
-      // `age` is computed when served; a stored copy would go stale.
-      delete because.unsigned?.age;
-      redacted.unsigned = { redacted_because: because };
-    }
-    await tx.rooms.redactEvent(targetId, JSON.stringify(redacted), event.eventId);
   }
 }

@@ -8,6 +8,7 @@
 import { AuthError, checkEventAuth, getRoomVersion, pduOf, roomIdOfEvent, serverNameOf, type Pdu, type RoomVersion } from "../../../events/index.js";
 import { newEventOf, type RemoteEvent } from "../../rooms/remote_persister.js";
 import type { RemoteHistory } from "../../rooms/reads.js";
+import { applyRedaction } from "../../rooms/redactions.js";
 import { checkAll, type FederatedRoomDeps } from "./types.js";
 
 const enc = encodeURIComponent;
@@ -55,7 +56,12 @@ export class RemoteBackfill implements RemoteHistory {
         if (accepted.length === 0) continue;
         // Newest first, so each is stored below the one before.
         accepted.sort((a, b) => b.pdu.depth - a.pdu.depth || b.pdu.origin_server_ts - a.pdu.origin_server_ts);
-        return await storage.transaction((tx) => tx.roomDag.insertBackfilled(accepted.map((e) => newEventOf(e.eventId, roomId, e.pdu, {}))));
+        return await storage.transaction(async (tx) => {
+          const stored = await tx.roomDag.insertBackfilled(accepted.map((e) => newEventOf(e.eventId, roomId, e.pdu, {})));
+          // Once all are in, so a redaction finds its event wherever the batch put it.
+          for (const e of accepted) await applyRedaction(tx, e, version, this.deps.clock.now());
+          return stored;
+        });
       } catch {
         // That server could not help: try the next.
       }

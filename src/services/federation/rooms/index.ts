@@ -45,8 +45,8 @@ export class FederatedRooms implements RemoteRooms {
       persister,
       remote: this.remotePersister,
       source: this.source,
-      checkPdu: async (raw, version) => {
-        const result = await checker.check(raw, version);
+      checkPdu: async (raw, version, opts) => {
+        const result = await checker.check(raw, version, opts);
         if (result.ok && result.rejectedReason !== undefined) return { ok: false, eventId: result.eventId, reason: result.rejectedReason };
         return result;
       },

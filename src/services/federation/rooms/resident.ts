@@ -111,7 +111,9 @@ export class ResidentServer {
     const room = await this.deps.storage.rooms.getRoom(roomId);
     if (!room) throw new MatrixError(404, "M_NOT_FOUND", "This server is not in that room");
     const version = getRoomVersion(room.roomVersion)!;
-    const checked = await this.deps.checkPdu(raw, version);
+    // A restricted join we authorise reaches us with the joiner's signature only (spec: send_join,
+    // "join_authorised_via_users_server"): ours is added below, once the rest has checked.
+    const checked = await this.deps.checkPdu(raw, version, membership === "join" ? { toBeSignedBy: this.deps.serverName } : {});
     if (!checked.ok) throw new MatrixError(400, "M_BAD_JSON", `The event is not valid: ${checked.reason}`);
     let { pdu } = checked;
     if (checked.eventId !== eventId) throw new MatrixError(400, "M_BAD_JSON", `The event's ID is ${checked.eventId}, not ${eventId}`);

@@ -9,7 +9,12 @@ import type { FederationClient } from "../client.js";
 import type { FederationEventSource } from "./event_source.js";
 
 /** The spec's checks on a received PDU (format, signatures, hashes); a bad hash redacts it. */
-export type PduCheck = (raw: unknown, version: RoomVersion) => Promise<{ ok: true; eventId: string; pdu: Pdu } | { ok: false; eventId?: string; reason: string }>;
+export type PduCheck = (
+  raw: unknown,
+  version: RoomVersion,
+  /** A server that signs the event after the check (this one, for a restricted join it authorises): its signature is not required. */
+  opts?: { toBeSignedBy?: string },
+) => Promise<{ ok: true; eventId: string; pdu: Pdu } | { ok: false; eventId?: string; reason: string }>;
 
 /** Queues a PDU for other servers. */
 export type PduSink = (pdu: Pdu, eventId: string, destinations: readonly string[]) => Promise<void>;
