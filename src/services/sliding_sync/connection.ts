@@ -41,6 +41,26 @@ export class ConnectionState {
   readonly #rooms = new Map<string, { previously?: string; config: RoomConfig }>();
   readonly #lazy = new Map<string, Set<string>>();
   readonly #counts = new Map<string, number>();
+  /**
+   * Whether anything changed since the state was parsed or copied (a new state counts as
+   * changed): an unchanged state keeps its position, without serialising it to find out.
+   * Conservative: a change undone later still counts.
+   */
+  #changed = true;
+
+  changed(): boolean {
+    return this.#changed;
+  }
+
+  /** An independent copy, unchanged so far, for one attempt at a response (attempts mutate their state). */
+  copy(): ConnectionState {
+    const c = new ConnectionState();
+    for (const [roomId, r] of this.#rooms) c.#rooms.set(roomId, { ...r });
+    for (const [roomId, users] of this.#lazy) c.#lazy.set(roomId, new Set(users));
+    for (const [list, n] of this.#counts) c.#counts.set(list, n);
+    c.#changed = false;
+    return c;
+  }
 
   static parse(json: string): ConnectionState {
     let saved: Saved;
@@ -55,6 +75,7 @@ export class ConnectionState {
     for (const [roomId, r] of Object.entries(saved.rooms)) state.#rooms.set(roomId, { previously: r.p, config: configs[r.c]! });
     for (const [roomId, users] of Object.entries(saved.lazy)) state.#lazy.set(roomId, new Set(users));
     for (const [list, count] of Object.entries(saved.counts)) state.#counts.set(list, count);
+    state.#changed = false;
     return state;
   }
 
@@ -92,19 +113,25 @@ export class ConnectionState {
 
   /** The room is up to date on the client, under this config. */
   markLive(roomId: string, config: RoomConfig): void {
+    const r = this.#rooms.get(roomId);
+    if (r && r.previously === undefined && (r.config === config || configKey(r.config) === configKey(config))) return;
     this.#rooms.set(roomId, { config });
+    this.#changed = true;
   }
 
   /** A live room left every range: updates from `token` on are not on the client. */
   markMissed(roomId: string, token: string): void {
     const r = this.#rooms.get(roomId);
-    if (r && r.previously === undefined) r.previously = token;
+    if (r && r.previously === undefined) {
+      r.previously = token;
+      this.#changed = true;
+    }
   }
 
   /** The room is no longer one the connection can speak of (the user left it and was told). */
   forget(roomId: string): void {
-    this.#rooms.delete(roomId);
-    this.#lazy.delete(roomId);
+    if (this.#rooms.delete(roomId)) this.#changed = true;
+    if (this.#lazy.delete(roomId)) this.#changed = true;
   }
 
   rooms(): string[] {
@@ -121,10 +148,15 @@ export class ConnectionState {
 
   /** `reset`: the room was sent afresh, so the client holds only the members just sent. */
   addLazyMembers(roomId: string, userIds: Iterable<string>, reset: boolean): void {
-    const set = reset ? new Set<string>() : (this.#lazy.get(roomId) ?? new Set<string>());
+    const before = this.#lazy.get(roomId);
+    const set = reset ? new Set<string>() : (before ?? new Set<string>());
+    const sizeBefore = reset ? -1 : set.size;
     for (const u of userIds) set.add(u);
+    if (set.size === sizeBefore) return;
+    if (reset && before !== undefined && set.size === before.size && [...set].every((u) => before.has(u))) return;
     if (set.size > 0) this.#lazy.set(roomId, set);
-    else this.#lazy.delete(roomId);
+    else if (this.#lazy.delete(roomId) === false) return;
+    this.#changed = true;
   }
 
   count(list: string): number | undefined {
@@ -132,7 +164,9 @@ export class ConnectionState {
   }
 
   setCounts(counts: Map<string, number>): void {
+    if (counts.size === this.#counts.size && [...counts].every(([list, n]) => this.#counts.get(list) === n)) return;
     this.#counts.clear();
     for (const [list, n] of counts) this.#counts.set(list, n);
+    this.#changed = true;
   }
 }

@@ -16,22 +16,33 @@ import { ConnectionState, unknownPos } from "./connection.js";
 
 /** Connections unused this long are forgotten (as Synapse's). */
 export const CONNECTION_TTL_MS = 7 * 24 * 3600_000;
+const cacheKey = (k: ConnectionKey) => JSON.stringify([k.userId, k.deviceId, k.connId]);
+
 /** How often one process looks for expired connections. */
 const CLEANUP_EVERY_MS = 3600_000;
 
 export interface Opened {
   key: ConnectionKey;
-  state: ConnectionState;
   /** The position the request came with; null for a new connection. */
   position: string | null;
   /** The stream positions the previous response covered. */
   since?: SyncPosition;
-  /** The state as loaded, to tell whether it changed. */
-  loaded: string;
+  /** The state saved at `position` (empty for a new connection). Never changed: each attempt at a response works on a copy. */
+  saved: ConnectionState;
 }
+
+/** States this process saved or read lately, by connection: the next request's position is usually the last one. */
+const RECENT_MAX = 1024;
 
 export class Connections {
   #lastCleanup = 0;
+  /**
+   * The state at a connection's latest position, as this process last saved or parsed it: a
+   * position's state never changes once saved, so the next request skips parsing it again. The
+   * database is still asked, as it decides whether the position exists and has not expired.
+   * Bounded by starting afresh when full.
+   */
+  readonly #recent = new Map<string, { position: string; state: ConnectionState }>();
 
   constructor(
     private readonly storage: Storage,
@@ -41,10 +52,7 @@ export class Connections {
   async open(key: ConnectionKey, pos: string | undefined): Promise<Opened> {
     const now = this.clock.now();
     await this.#cleanup(now);
-    if (pos === undefined) {
-      const state = new ConnectionState();
-      return { key, state, position: null, loaded: "" };
-    }
+    if (pos === undefined) return { key, position: null, saved: new ConnectionState() };
     const m = /^([0-9a-f]{1,32})\/(s[0-9_]+)$/.exec(pos);
     if (!m) throw unknownPos();
     let since: SyncPosition;
@@ -53,22 +61,31 @@ export class Connections {
     } catch {
       throw unknownPos();
     }
-    const json = await this.storage.slidingSync.load(key, m[1]!, now - CONNECTION_TTL_MS, now);
+    const position = m[1]!;
+    const json = await this.storage.slidingSync.load(key, position, now - CONNECTION_TTL_MS, now);
     if (json === undefined) throw unknownPos();
-    return { key, state: ConnectionState.parse(json), position: m[1]!, since, loaded: json };
+    const recent = this.#recent.get(cacheKey(key));
+    const saved = recent?.position === position ? recent.state : ConnectionState.parse(json);
+    this.#remember(key, position, saved);
+    return { key, position, since, saved };
   }
 
-  /** Saves the state if it changed; resolves to the position the response names. */
-  async commit(opened: Opened): Promise<string> {
+  /** Saves `state` under a new position if it changed; resolves to the position the response names. */
+  async commit(opened: Opened, state: ConnectionState): Promise<string> {
     const now = this.clock.now();
-    const json = opened.state.serialize();
-    if (opened.position !== null && json === opened.loaded) {
+    if (opened.position !== null && !state.changed()) {
       await this.storage.slidingSync.keepOnly(opened.key, opened.position, now);
       return opened.position;
     }
     const position = randomBytes(6).toString("hex");
-    await this.storage.slidingSync.save(opened.key, position, json, opened.position, now);
+    await this.storage.slidingSync.save(opened.key, position, state.serialize(), opened.position, now);
+    this.#remember(opened.key, position, state);
     return position;
+  }
+
+  #remember(key: ConnectionKey, position: string, state: ConnectionState): void {
+    if (this.#recent.size >= RECENT_MAX) this.#recent.clear();
+    this.#recent.set(cacheKey(key), { position, state });
   }
 
   async #cleanup(now: number): Promise<void> {

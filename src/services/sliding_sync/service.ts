@@ -96,7 +96,7 @@ export class SlidingSyncService {
   async #finish(opened: Opened, built: Built, abandoned: AbortSignal | undefined): Promise<Record<string, unknown>> {
     // Nobody reads this answer: the saved state stays as the client's latest request left it.
     if (abandoned?.aborted) return built.response;
-    const position = await this.#connections.commit({ ...opened, state: built.state });
+    const position = await this.#connections.commit(opened, built.state);
     return { ...built.response, pos: `${position}/${built.response.pos as string}` };
   }
 
@@ -105,7 +105,7 @@ export class SlidingSyncService {
     const userId = requester.userId;
     const upTo: SyncPosition = currentSyncPosition(s.streams, this.typing.position());
     // Every attempt starts from the state saved at the request's position.
-    const state = opened.position === null ? new ConnectionState() : ConnectionState.parse(opened.loaded);
+    const state = opened.saved.copy();
     const since = opened.since;
     const lists = await computeLists(s, userId, req.lists, upTo, since?.events, (u, p) => this.#userRooms.at(u, p));
 
