@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { Storage } from "../src/storage/interfaces.js";
 import type { StreamName } from "../src/storage/sql/streams.js";
-import { appendLocked, BACKENDS, concurrently, freshStorage, message, seedRoom, seedUser, type Backend } from "./helpers/storage.js";
+import { appendLocked, BACKENDS, concurrently, freshDatabase, freshStorage, message, seedRoom, seedUser, type Backend } from "./helpers/storage.js";
 
 const WRITERS = 8;
 const PER_WRITER = 25;
@@ -181,3 +181,57 @@ function contract(backend: Backend): void {
 }
 
 for (const backend of BACKENDS) contract(backend);
+
+const postgres = BACKENDS.find((b) => b.name === "postgres");
+describe("two processes on one PostgreSQL database", { skip: postgres ? false : "needs PostgreSQL (SWITCHBOARD_TEST_POSTGRES)" }, () => {
+  test("a process that starts while another holds a position open reads no further than below it until it commits", { timeout: 60_000 }, async (t) => {
+    const db = freshDatabase(t, postgres!);
+    const first = await db.open();
+    await seedUser(first, "@alice:test");
+    await seedRoom(first, "!room:test", "@alice:test");
+    const before = await appendLocked(first, message("!room:test", "@alice:test", "$before"));
+    // A transaction on the first storage takes a position and stays open while the second starts.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let taken!: (position: number) => void;
+    const position = new Promise<number>((resolve) => (taken = resolve));
+    const holding = first.transaction(async (tx) => {
+      const p = await tx.rooms.appendEvent(message("!room:test", "@alice:test", "$held"));
+      taken(p);
+      await held;
+      return p;
+    });
+    const open = await position;
+    assert.ok(open > before);
+
+    let second: Storage | undefined;
+    let later: Promise<number> | undefined;
+    try {
+      second = await db.open();
+      // Its sequence has passed the open position; the first process's floor holds it back.
+      assert.equal(second.streams.current("events"), open - 1, "the newcomer would hand out a token past an open position");
+      // A write through the newcomer lands above the open position (no room lock: the open
+      // transaction's event holds a key-share lock on the room's row).
+      let laterDone = false;
+      later = second.transaction((tx) => tx.rooms.appendEvent(message("!room:test", "@alice:test", "$later")));
+      void later.finally(() => (laterDone = true)).catch(() => undefined);
+      // Once that has committed, readers of the newcomer still stop below the open position.
+      while (!(await first.rooms.getEvent("$later"))) await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.equal(second.streams.current("events"), open - 1);
+      assert.equal(laterDone, false, "a write through the newcomer was reported done before the position below it ended");
+    } finally {
+      // Also after a failed assertion: the storages cannot close around an open transaction.
+      release();
+    }
+    assert.equal(await holding, open);
+    const after = await later;
+    assert.ok(after > open);
+    await second.streams.waitFor("events", after);
+    // A reader of the newcomer from below the open position sees both, in order.
+    const { events } = await second.rooms.eventsBetween("!room:test", open - 1, second.streams.current("events"), 10);
+    assert.deepEqual(
+      events.map((e) => e.eventId),
+      ["$held", "$later"],
+    );
+  });
+});

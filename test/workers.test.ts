@@ -8,26 +8,21 @@ import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { after, describe, test } from "node:test";
+import { after, describe, test, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { MatrixClient } from "matrix-js-sdk";
+import pg from "pg";
 import { parse, stringify } from "yaml";
 import { refusedProblems } from "./helpers/config.js";
-import { TEST_POSTGRES } from "./helpers/database.js";
 import { delayedSend, delayIdOf, finalised, sleep, waitFor } from "./helpers/delayed.js";
-import { freePort, generated, serve, start, tempDir, type Serving } from "./helpers/cli.js";
+import { freePort, serve, start, tempDir } from "./helpers/cli.js";
 import { loadSdk } from "./helpers/matrix-sdk.js";
-import { assertError, enc, ok, User, type Ev } from "./helpers/rooms.js";
+import { enc, ok, User, type Ev } from "./helpers/rooms.js";
 import { request } from "./helpers/server.js";
+import { baseConfig, killed, on, skipWithoutPostgres, startWorkers, type Worker } from "./helpers/workers.js";
 
-const skip = TEST_POSTGRES ? false : "needs PostgreSQL (SWITCHBOARD_TEST_POSTGRES)";
-const UNLIMITED = { per_second: 10_000, burst_count: 10_000 };
+const skip = skipWithoutPostgres;
 const RTC_MEMBER = fileURLToPath(new URL("./helpers/rtc_member.js", import.meta.url));
-
-interface Worker {
-  url: string;
-  serving: Serving;
-}
 
 const clients: MatrixClient[] = [];
 const extraChildren: ChildProcess[] = [];
@@ -35,48 +30,6 @@ after(() => {
   for (const c of clients) c.stopClient();
   for (const c of extraChildren) if (c.exitCode === null) c.kill("SIGKILL");
 });
-
-/** A config for `dir`'s database that lets a test send as fast as it likes. */
-async function baseConfig(dir: string, port: number): Promise<Record<string, unknown>> {
-  const file = await generated(dir, "workers.test", port);
-  const config = parse(readFileSync(file, "utf8")) as Record<string, unknown>;
-  return {
-    ...config,
-    enable_registration: true,
-    enable_registration_without_verification: true,
-    rc_message: UNLIMITED,
-    rc_registration: UNLIMITED,
-    rc_login: { address: UNLIMITED, account: UNLIMITED, failed_attempts: UNLIMITED },
-    rc_delayed_event_mgmt: UNLIMITED,
-    experimental_features: { msc4140_enabled: true, msc4140_max_delayed_events_per_user: 1000 },
-  };
-}
-
-/** `n` processes started separately on one database, each on its own port with `--worker-id wI`. */
-async function startWorkers(n: number): Promise<Worker[]> {
-  const dir = tempDir();
-  const ports: number[] = [];
-  for (let i = 0; i < n; i++) ports.push((await freePort())!);
-  const config = await baseConfig(dir, ports[0]!);
-  const workers: Worker[] = [];
-  for (let i = 0; i < n; i++) {
-    const file = path.join(dir, `worker${i}.yaml`);
-    const listeners = (config.listeners as Record<string, unknown>[]).map((l) => ({ ...l, port: ports[i] }));
-    writeFileSync(file, stringify({ ...config, listeners }));
-    const serving = await serve(["--config", file, "--worker-id", `w${i}`], dir);
-    workers.push({ url: serving.listening[0]!, serving });
-  }
-  return workers;
-}
-
-const on = (u: User, w: Worker) => new User(w.url, u.userId, u.token, u.deviceId);
-
-function killed(w: Worker): Promise<void> {
-  return new Promise((resolve) => {
-    w.serving.child.once("exit", () => resolve());
-    w.serving.child.kill("SIGKILL");
-  });
-}
 
 /** Every event of a room, oldest first, read through one process. */
 async function timeline(u: User, roomId: string): Promise<Ev[]> {
@@ -123,10 +76,10 @@ interface Seen {
 }
 
 /**
- * A client that syncs through each process in turn (long-polls), recording everything. Stops
- * once `done(seen)` holds after a sync.
+ * A client that syncs through each process in turn (long-polls), recording everything in
+ * `roomIds` (ephemeral data of the first only). Stops once `done(seen)` holds after a sync.
  */
-async function alternatingSync(u: User, workers: Worker[], roomId: string, seen: Seen, done: (s: Seen) => boolean): Promise<Seen> {
+async function alternatingSync(u: User, workers: Worker[], roomIds: string[], seen: Seen, done: (s: Seen) => boolean): Promise<Seen> {
   const filter = enc(JSON.stringify({ room: { timeline: { limit: 1000 } } }));
   let since: string | undefined;
   const deadline = Date.now() + 60_000;
@@ -140,10 +93,12 @@ async function alternatingSync(u: User, workers: Worker[], roomId: string, seen:
       account_data?: { events: Ev[] };
       to_device?: { events: Ev[] };
     };
-    const room = body.rooms?.join?.[roomId];
-    if (since) assert.notEqual(room?.timeline?.limited, true, "an incremental sync left a gap");
-    for (const e of room?.timeline?.events ?? []) if (e.type === "m.room.message") seen.timeline.push(e.event_id!);
-    for (const e of room?.ephemeral?.events ?? []) {
+    for (const roomId of roomIds) {
+      const room = body.rooms?.join?.[roomId];
+      if (since) assert.notEqual(room?.timeline?.limited, true, "an incremental sync left a gap");
+      for (const e of room?.timeline?.events ?? []) if (e.type === "m.room.message") seen.timeline.push(e.event_id!);
+    }
+    for (const e of body.rooms?.join?.[roomIds[0]!]?.ephemeral?.events ?? []) {
       if (e.type === "m.typing") seen.typing.push(JSON.stringify((e.content as { user_ids: string[] }).user_ids));
       if (e.type === "m.receipt") seen.receipts.push(...Object.keys(e.content));
     }
@@ -155,102 +110,108 @@ async function alternatingSync(u: User, workers: Worker[], roomId: string, seen:
   assert.fail(`the alternating client did not see everything: ${JSON.stringify(seen)}`);
 }
 
-describe("several processes on one PostgreSQL database", { skip }, () => {
-  test("clients on different processes, and one alternating between them, agree on everything; none misses or repeats anything", { timeout: 120_000 }, async (t) => {
-    const ws = await startWorkers(3);
-    const alice = await User.register(ws[0]!.url, "alice");
-    const bob = on(await User.register(ws[1]!.url, "bob"), ws[1]!);
-    const carol = on(await User.register(ws[2]!.url, "carol"), ws[2]!);
+/**
+ * Three users on `n` processes (one each, the third alternating) send, change state, type, read
+ * and message each other in `roomCount` rooms at once: a raw /sync client alternating between
+ * the processes and matrix-js-sdk clients all end up with every room's timeline and state, none
+ * missing or repeating anything.
+ */
+async function agreement(t: TestContext, n: number, roomCount: number): Promise<void> {
+  const ws = await startWorkers(n);
+  const last = ws[n - 1]!;
+  const alice = await User.register(ws[0]!.url, "alice");
+  const bob = on(await User.register(ws[1]!.url, "bob"), ws[1]!);
+  const carol = on(await User.register(last.url, "carol"), last);
+  const roomIds: string[] = [];
+  for (let r = 0; r < roomCount; r++) {
     const roomId = await alice.createRoom({ invite: [bob.userId, carol.userId], power_level_content_override: { state_default: 0 } });
     await bob.join(roomId);
     await carol.join(roomId);
-    const aliceSdk = await sdkClient(alice, [ws[0]!]);
-    const bobSdk = await sdkClient(bob, [ws[1]!]);
-    const carolSdk = await sdkClient(await carol.newDevice(), ws);
-    // Stopped before the processes are (after the last test), so that no sync meets a closed port.
-    t.after(() => {
-      for (const client of [aliceSdk, bobSdk, carolSdk]) client.stopClient();
-    });
+    roomIds.push(roomId);
+  }
+  const roomId = roomIds[0]!;
+  const aliceSdk = await sdkClient(alice, [ws[0]!]);
+  const bobSdk = await sdkClient(bob, [ws[1]!]);
+  const carolSdk = await sdkClient(await carol.newDevice(), ws);
+  // Stopped before the processes are (after the last test), so that no sync meets a closed port.
+  t.after(() => {
+    for (const client of [aliceSdk, bobSdk, carolSdk]) client.stopClient();
+  });
 
-    const PER_SENDER = 15;
-    const seen: Seen = { timeline: [], typing: [], receipts: [], accountData: [], toDevice: [] };
-    const syncing = alternatingSync(carol, ws, roomId, seen, (s) => s.timeline.length >= 3 * PER_SENDER && s.receipts.length > 0 && s.accountData.length > 0 && s.toDevice.length > 0 && s.typing.includes("[]"));
-    // State changes through three processes at once, beside the messages.
-    const stateChanges = Promise.all([
-      alice.putState(roomId, "m.room.name", "", { name: "Across processes" }),
-      bob.putState(roomId, "org.example.state", "bob", { n: 1 }),
-      on(carol, ws[0]!).putState(roomId, "org.example.state", "carol", { n: 2 }),
-      on(carol, ws[1]!).putState(roomId, "org.example.state", "carol", { n: 3 }),
-    ]);
-    // Three senders at once, carol's requests spread over every process.
-    const sent = (
-      await Promise.all([
-        (async () => {
-          const ids = [];
-          for (let i = 0; i < PER_SENDER; i++) ids.push(await alice.send(roomId, `alice ${i}`));
-          return ids;
-        })(),
-        (async () => {
-          const ids = [];
-          for (let i = 0; i < PER_SENDER; i++) ids.push(await bob.send(roomId, `bob ${i}`));
-          return ids;
-        })(),
-        (async () => {
-          const ids = [];
-          for (let i = 0; i < PER_SENDER; i++) ids.push(await on(carol, ws[i % 3]!).send(roomId, `carol ${i}`));
-          return ids;
-        })(),
-      ])
-    ).flat();
-    // Typing starts on one process and stops on another; a receipt, account data and a to-device message on others.
-    ok(await alice.req("PUT", `/rooms/${enc(roomId)}/typing/${enc(alice.userId)}`, { typing: true, timeout: 30_000 }));
-    await waitFor("carol to see alice typing", async () => (seen.typing.includes(JSON.stringify([alice.userId])) ? true : undefined), 15_000);
-    ok(await bob.req("POST", `/rooms/${enc(roomId)}/receipt/m.read/${enc(sent.at(-1)!)}`, {}));
-    ok(await on(carol, ws[0]!).req("PUT", `/user/${enc(carol.userId)}/account_data/org.example.workers`, { n: 1 }));
-    ok(await alice.req("PUT", `/sendToDevice/org.example.ping/${Date.now()}`, { messages: { [carol.userId]: { [carol.deviceId]: { ping: 1 } } } }));
-    ok(await on(alice, ws[1]!).req("PUT", `/rooms/${enc(roomId)}/typing/${enc(alice.userId)}`, { typing: false }));
+  const PER_SENDER = 15;
+  const seen: Seen = { timeline: [], typing: [], receipts: [], accountData: [], toDevice: [] };
+  const syncing = alternatingSync(carol, ws, roomIds, seen, (s) => s.timeline.length >= 3 * PER_SENDER && s.receipts.length > 0 && s.accountData.length > 0 && s.toDevice.length > 0 && s.typing.includes("[]"));
+  // State changes through several processes at once, beside the messages.
+  const stateChanges = Promise.all([
+    alice.putState(roomId, "m.room.name", "", { name: "Across processes" }),
+    bob.putState(roomIds.at(-1)!, "org.example.state", "bob", { n: 1 }),
+    on(carol, ws[0]!).putState(roomId, "org.example.state", "carol", { n: 2 }),
+    on(carol, ws[1]!).putState(roomIds.at(-1)!, "org.example.state", "carol", { n: 3 }),
+  ]);
+  // Three senders at once, each going round the rooms, carol's requests spread over every process.
+  const sendAll = async (name: string, via: (i: number) => User) => {
+    const ids = [];
+    for (let i = 0; i < PER_SENDER; i++) ids.push(await via(i).send(roomIds[i % roomCount]!, `${name} ${i}`));
+    return ids;
+  };
+  const sent = (await Promise.all([sendAll("alice", () => alice), sendAll("bob", () => bob), sendAll("carol", (i) => on(carol, ws[i % n]!))])).flat();
+  // Typing starts on one process and stops on another; a receipt, account data and a to-device message on others.
+  ok(await alice.req("PUT", `/rooms/${enc(roomId)}/typing/${enc(alice.userId)}`, { typing: true, timeout: 30_000 }));
+  await waitFor("carol to see alice typing", async () => (seen.typing.includes(JSON.stringify([alice.userId])) ? true : undefined), 15_000);
+  const lastInFirstRoom = sent.filter((_, k) => (k % PER_SENDER) % roomCount === 0).at(-1)!;
+  ok(await bob.req("POST", `/rooms/${enc(roomId)}/receipt/m.read/${enc(lastInFirstRoom)}`, {}));
+  ok(await on(carol, ws[0]!).req("PUT", `/user/${enc(carol.userId)}/account_data/org.example.workers`, { n: 1 }));
+  ok(await alice.req("PUT", `/sendToDevice/org.example.ping/${Date.now()}`, { messages: { [carol.userId]: { [carol.deviceId]: { ping: 1 } } } }));
+  ok(await on(alice, ws[1]!).req("PUT", `/rooms/${enc(roomId)}/typing/${enc(alice.userId)}`, { typing: false }));
 
-    await syncing;
-    // The raw client: every message once, in the room's order; every other change once.
-    const order = (await timeline(on(alice, ws[2]!), roomId)).filter((e) => e.type === "m.room.message").map((e) => e.event_id!);
-    assert.equal(order.length, 3 * PER_SENDER);
-    assert.deepEqual([...order].sort(), [...sent].sort());
-    assert.deepEqual(seen.timeline, order, "the alternating client saw each message once, in order");
-    assert.deepEqual(seen.accountData, ['{"n":1}']);
-    assert.deepEqual(seen.toDevice, ['{"ping":1}']);
-    assert.equal(new Set(seen.receipts).size, seen.receipts.length, "each receipt once");
-    assert.ok(seen.receipts.includes(sent.at(-1)!));
-    assert.equal(seen.typing.at(-1), "[]", "typing stopped");
-    assert.equal(seen.typing.filter((t) => t === "[]").length, 1, "the stop arrived once");
+  await syncing;
+  // The raw client: every message once, in its room's order; every other change once.
+  const orders = new Map<string, string[]>();
+  for (const r of roomIds) orders.set(r, (await timeline(on(alice, last), r)).filter((e) => e.type === "m.room.message").map((e) => e.event_id!));
+  const all = [...orders.values()].flat();
+  assert.equal(all.length, 3 * PER_SENDER);
+  assert.deepEqual([...all].sort(), [...sent].sort());
+  assert.equal(seen.timeline.length, all.length, "the alternating client saw each message once");
+  for (const [r, order] of orders) {
+    const mine = new Set(order);
+    assert.deepEqual(seen.timeline.filter((id) => mine.has(id)), order, `the alternating client saw ${r}'s messages in order`);
+  }
+  assert.deepEqual(seen.accountData, ['{"n":1}']);
+  assert.deepEqual(seen.toDevice, ['{"ping":1}']);
+  assert.equal(new Set(seen.receipts).size, seen.receipts.length, "each receipt once");
+  assert.ok(seen.receipts.includes(lastInFirstRoom));
+  assert.equal(seen.typing.at(-1), "[]", "typing stopped");
+  assert.equal(seen.typing.filter((t) => t === "[]").length, 1, "the stop arrived once");
 
-    // The matrix-js-sdk clients, one per process and one alternating, hold the same timeline.
-    for (const client of [aliceSdk, bobSdk, carolSdk]) {
-      const ids = await waitFor(`${client.getUserId()} to have every message`, async () => {
-        const events = client.getRoom(roomId)?.getLiveTimeline().getEvents() ?? [];
+  // The matrix-js-sdk clients, one per process and one alternating, hold the same timelines.
+  for (const client of [aliceSdk, bobSdk, carolSdk]) {
+    for (const [r, order] of orders) {
+      const ids = await waitFor(`${client.getUserId()} to have every message of ${r}`, async () => {
+        const events = client.getRoom(r)?.getLiveTimeline().getEvents() ?? [];
         const messages = events.filter((e) => e.getType() === "m.room.message").map((e) => e.getId()!);
         return messages.length >= order.length ? messages : undefined;
       }, 20_000);
-      assert.deepEqual(ids, order, `${client.getUserId()} (${client === carolSdk ? "alternating" : "one process"})`);
+      assert.deepEqual(ids, order, `${client.getUserId()} (${client === carolSdk ? "alternating" : "one process"}) in ${r}`);
     }
-    // And the same room state as the server, whichever process each client talked to.
-    await stateChanges;
-    const serverState = (await on(bob, ws[2]!).fullState(roomId)).map((e) => `${e.type}|${e.state_key}|${e.event_id}`).sort();
+  }
+  // And the same room state as the server, whichever process each client talked to.
+  await stateChanges;
+  for (const r of roomIds) {
+    const serverState = (await on(bob, last).fullState(r)).map((e) => `${e.type}|${e.state_key}|${e.event_id}`).sort();
     for (const client of [aliceSdk, bobSdk, carolSdk]) {
-      await waitFor(`${client.getUserId()} to hold the room's state`, async () => {
-        const state = client.getRoom(roomId)?.currentState;
+      await waitFor(`${client.getUserId()} to hold the state of ${r}`, async () => {
+        const state = client.getRoom(r)?.currentState;
         const mine = [...(state?.events.values() ?? [])].flatMap((byKey) => [...byKey.values()]).map((e) => `${e.getType()}|${e.getStateKey()}|${e.getId()}`).sort();
         return JSON.stringify(mine) === JSON.stringify(serverState) ? true : undefined;
       }, 20_000);
     }
-  });
+  }
+}
 
-  test("logout through one process: the token is refused at once by another that had it cached", async () => {
-    const ws = await startWorkers(2);
-    const dave = await User.register(ws[0]!.url, "dave");
-    ok(await on(dave, ws[1]!).req("GET", "/account/whoami"));
-    ok(await dave.req("POST", "/logout", {}));
-    assertError(await on(dave, ws[1]!).req("GET", "/account/whoami"), 401, "M_UNKNOWN_TOKEN");
-  });
+describe("several processes on one PostgreSQL database", { skip }, () => {
+  test("3 processes, one room: clients on different processes, and one alternating between them, agree on everything; none misses or repeats anything", { timeout: 120_000 }, (t) => agreement(t, 3, 1));
+
+  test("2 processes, two rooms: the same", { timeout: 120_000 }, (t) => agreement(t, 2, 2));
 
   test("media: an ID reserved on one process, awaited on another, filled through a third", async () => {
     const ws = await startWorkers(3);
@@ -316,8 +277,15 @@ describe("several processes on one PostgreSQL database", { skip }, () => {
     const markers = events.map((e) => (e.content as { marker?: string }).marker).filter((m) => m !== undefined);
     assert.equal(markers.length, 200, "each delayed event was sent exactly once");
     assert.equal(new Set(markers).size, 200);
-    // The survivors keep answering.
-    for (const w of ws.slice(1)) ok(await request(w.url, "GET", "/_matrix/client/versions"));
+    // The survivors keep answering: an authenticated request and a send on each, seen on the other.
+    for (const [w, other] of [
+      [ws[1]!, ws[2]!],
+      [ws[2]!, ws[1]!],
+    ] as const) {
+      assert.equal(ok(await on(owner, w).req("GET", "/account/whoami")).user_id, owner.userId);
+      const id = await on(owner, w).send(roomId, `after the kill, through ${w.url}`);
+      assert.equal(ok(await on(owner, other).req("GET", `/rooms/${enc(roomId)}/event/${enc(id)}`)).event_id, id);
+    }
   });
 
   test("a MatrixRTC participant killed with SIGKILL is cleaned up although the process that scheduled its leave is dead too", { timeout: 90_000 }, async (t) => {
@@ -368,21 +336,39 @@ describe("several processes on one PostgreSQL database", { skip }, () => {
     assert.match(r.stderr + r.stdout, /already runs as worker `w0`/);
   });
 
-  test("worker_processes: 2 starts two processes on one port; a killed one is started again; SIGTERM stops all", { timeout: 90_000 }, async () => {
+  test("worker_processes: 2 starts two processes on one port; a killed one is started again, also when its first restarts fail; SIGTERM stops all", { timeout: 90_000 }, async () => {
     const dir = tempDir();
     const port = (await freePort())!;
     const file = path.join(dir, "cluster.yaml");
-    writeFileSync(file, stringify({ ...(await baseConfig(dir, port)), worker_processes: 2 }));
-    const serving = await serve(["--config", file], dir);
+    const config: Record<string, unknown> = { ...(await baseConfig(dir, port)), worker_processes: 2 };
+    writeFileSync(file, stringify(config));
+    const serving = await serve(["--config", file, "--worker-id", "cl"], dir);
     const running = () => serving.stdout().split("\n").filter((l) => l.includes('"Switchboard is running"')).map((l) => JSON.parse(l) as { pid: number; worker: string });
     await waitFor("both workers", async () => (running().length === 2 ? true : undefined), 20_000);
     const url = serving.listening[0]!;
     const henry = await User.register(url, "henry");
     const roomId = await henry.createRoom({});
     for (let i = 0; i < 10; i++) await henry.send(roomId, `m${i}`);
-    process.kill(running()[0]!.pid, "SIGKILL");
-    await waitFor("the killed worker to be started again", async () => (running().length === 3 ? true : undefined), 20_000);
+    // While a connection on the database calls itself the killed worker (as the dead process's
+    // own may, for a while), every restart of it is refused as a duplicate worker ID. That must
+    // not stop the server: the worker has served before, so the parent retries.
+    const victim = running()[0]!;
+    const dsn = (config.database as { args: { dsn: string } }).args.dsn;
+    const impostor = new pg.Client({ connectionString: dsn, application_name: `switchboard/${victim.worker.slice(0, victim.worker.lastIndexOf("#"))}#impostor` });
+    await impostor.connect();
+    try {
+      process.kill(victim.pid, "SIGKILL");
+      await waitFor("a restart to be refused", async () => (serving.stdout().includes('"a worker process failed to start again; retrying"') ? true : undefined), 30_000);
+      assert.match(serving.stderr() + serving.stdout(), /already runs as worker `cl-\d`/);
+      assert.equal(serving.child.exitCode, null, "the parent stopped the server");
+      // The other worker serves meanwhile.
+      ok(await henry.req("GET", "/account/whoami"));
+    } finally {
+      await impostor.end();
+    }
+    await waitFor("the killed worker to be started again", async () => (running().length === 3 ? true : undefined), 40_000);
     ok(await henry.req("GET", "/account/whoami"));
+    await henry.send(roomId, "after the restart");
     serving.child.kill("SIGTERM");
     const r = await serving.exited;
     assert.equal(r.code, 0, r.stderr);

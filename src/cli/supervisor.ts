@@ -7,7 +7,10 @@
 import cluster, { type Worker } from "node:cluster";
 import type { Logger } from "pino";
 
-/** A worker that crashes is started again after this, doubling up to the cap while it keeps crashing. */
+/**
+ * A worker that crashes, or that served once and then fails to start again, is started again
+ * after this, doubling up to the cap while it keeps failing.
+ */
 const RESTART_DELAY_MS = 1000;
 const RESTART_DELAY_MAX_MS = 30_000;
 /** A worker that ran this long before crashing counts as healthy: its next restart is quick again. */
@@ -22,18 +25,30 @@ interface Slot {
   id: string;
   worker?: Worker;
   startedAt: number;
+  /** This run of the worker serves. */
   ready: boolean;
+  /** Some run of the worker in this slot has served: its setup is sound, so a failure to start is passing. */
+  served: boolean;
+  /** How long to wait before the next restart. */
   delay: number;
 }
 
 /**
  * Starts and watches the workers. Resolves with the exit code for the whole server: 0 after a
  * clean stop, or a worker's code when one fails before it ever served (a bad database, say,
- * which restarting will not fix).
+ * which restarting will not fix). A worker that served once and then fails to start again (the
+ * database is restarting, or it still lists the dead run's connections, so the worker ID looks
+ * taken) is retried with backoff: the other workers keep serving meanwhile.
  */
 export function superviseWorkers(count: number, baseId: string, logger: Logger): Promise<number> {
   return new Promise((resolve) => {
-    const slots: Slot[] = Array.from({ length: count }, (_, i) => ({ id: `${baseId}-${i + 1}`, startedAt: 0, ready: false, delay: RESTART_DELAY_MS }));
+    const slots: Slot[] = Array.from({ length: count }, (_, i) => ({
+      id: `${baseId}-${i + 1}`,
+      startedAt: 0,
+      ready: false,
+      served: false,
+      delay: RESTART_DELAY_MS,
+    }));
     let stopping = false;
     let exitCode = 0;
 
@@ -43,7 +58,7 @@ export function superviseWorkers(count: number, baseId: string, logger: Logger):
       const worker = cluster.fork({ [WORKER_ID_ENV]: slot.id });
       slot.worker = worker;
       worker.on("message", (m: unknown) => {
-        if (m === READY_MESSAGE) slot.ready = true;
+        if (m === READY_MESSAGE) slot.ready = slot.served = true;
       });
       worker.on("exit", (code, signal) => {
         slot.worker = undefined;
@@ -51,18 +66,21 @@ export function superviseWorkers(count: number, baseId: string, logger: Logger):
           if (slots.every((s) => !s.worker)) resolve(exitCode);
           return;
         }
-        if (!slot.ready) {
+        if (!slot.served) {
           // It never served: the others would fail the same way. Stop everything and say so.
           logger.error({ worker: slot.id, code, signal }, "a worker process failed to start; stopping");
           exitCode = typeof code === "number" && code !== 0 ? code : 1;
           stopAll("worker failed");
           return;
         }
-        slot.delay = Date.now() - slot.startedAt > HEALTHY_AFTER_MS ? RESTART_DELAY_MS : Math.min(slot.delay * 2, RESTART_DELAY_MAX_MS);
-        logger.error({ worker: slot.id, code, signal, restart_in_ms: slot.delay }, "a worker process exited; starting it again");
+        if (slot.ready && Date.now() - slot.startedAt > HEALTHY_AFTER_MS) slot.delay = RESTART_DELAY_MS;
+        const wait = slot.delay;
+        slot.delay = Math.min(slot.delay * 2, RESTART_DELAY_MAX_MS);
+        const what = slot.ready ? "a worker process exited; starting it again" : "a worker process failed to start again; retrying";
+        logger.error({ worker: slot.id, code, signal, restart_in_ms: wait }, what);
         setTimeout(() => {
           if (!stopping) start(slot);
-        }, slot.delay);
+        }, wait);
       });
     };
 

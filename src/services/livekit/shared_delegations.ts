@@ -5,8 +5,8 @@
  * database with its owner (the process running it), every process is told of every job (topic
  * `livekit-delegated`: the same job anywhere else stops) and of every webhook signal
  * (`livekit-participant`); when a process goes, the first surviving one (by worker ID) adopts
- * its jobs, and a process that starts adopts the jobs whose owner is no longer there. Taking a
- * job over is a conditional update of its owner, so only one process wins it.
+ * every job whose owner is no longer there, and so does a process that starts. Taking a job
+ * over is a conditional update of its owner, so only one process wins it.
  */
 import type { Logger } from "pino";
 import type { Cluster } from "../../storage/cluster.js";
@@ -61,9 +61,11 @@ export class SharedDelegations {
         local.participantEvent(b.room, b.identity, b.signal as JobSignal);
       }
     });
-    cluster.onWorkerGone((worker) => {
-      // One survivor adopts them all: the first by worker ID, as every survivor sees it.
-      if ([...cluster.workers()].sort()[0] === cluster.workerId) void this.#adoptFrom((owner) => owner === worker);
+    cluster.onWorkerGone(() => {
+      // One survivor adopts them all: the first by worker ID, as every survivor sees it. Not only
+      // the jobs of the process that just went: an adoption that failed earlier, or a job whose
+      // owner died while its adopter was dying too, is an orphan as much.
+      if ([...cluster.workers()].sort()[0] === cluster.workerId) void this.resume();
     });
   }
 

@@ -29,11 +29,12 @@ const LIVENESS_INTERVAL_MS = 1000;
 /** How long a joining process waits for the others to tell it their state. */
 const JOIN_TIMEOUT_MS = 5000;
 
-/** One thing published: a stream state, a topic's body, or the protocol's own (hello, marker, bye). */
+/** One thing published: a stream state, a topic's body, or the protocol's own (hello, its answer, marker, bye). */
 type Item =
   | ["s", StreamName, number, number | null]
   | ["t", string, unknown]
   | ["hello"]
+  | ["welcome", string]
   | ["mark", number]
   | ["bye"];
 
@@ -67,7 +68,7 @@ export class PostgresCluster implements Cluster {
   #flushWaiters: (() => void)[] = [];
   #markers = new Map<number, () => void>();
   #nextMarker = 0;
-  /** Processes that have spoken since this one said hello. */
+  /** Processes that have answered this one's hello (their state as it was then came with it). */
   readonly #heard = new Set<string>();
   #liveness: NodeJS.Timeout | undefined;
   #closed = false;
@@ -117,7 +118,9 @@ export class PostgresCluster implements Cluster {
 
   /**
    * Joins with stream positions loaded (after `listen`, so nothing announced in between is
-   * missed): applies what arrived meanwhile, asks the others for their state and waits for it.
+   * missed): applies what arrived meanwhile, asks the others for their state and waits for it,
+   * then starts the streams below whatever the others hold open (`StreamTracker.settle`).
+   * A process that does not answer in time (hung) is not waited for: its floors stay unknown.
    */
   async join(tracker: StreamTracker): Promise<void> {
     this.#tracker = tracker;
@@ -131,6 +134,7 @@ export class PostgresCluster implements Cluster {
     while (expected.some((w) => !this.#heard.has(w) && this.#workers.has(w)) && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 5));
     }
+    tracker.settle();
     this.#liveness = setInterval(() => void this.#checkLiveness(), LIVENESS_INTERVAL_MS);
     this.#liveness.unref();
   }
@@ -307,19 +311,23 @@ export class PostgresCluster implements Cluster {
           for (const h of this.#handlers.get(item[1]) ?? []) h(item[2], w);
           break;
         case "hello":
-          // A newcomer: tell it where we stand on every stream.
+          // A newcomer: tell it where we stand on every stream. The states are read when the
+          // batch goes out, after this hello, and the welcome follows them in the same batch:
+          // only then may the newcomer trust it knows our floors (any other message of ours
+          // may have left before we saw its hello).
           for (const s of STREAMS) this.#dirty.add(s);
-          void this.#flush().catch(() => undefined);
+          this.#queue(["welcome", w]);
+          break;
+        case "welcome":
+          if (item[1] === this.workerId) this.#heard.add(w);
           break;
         case "bye":
           bye = true;
           break;
       }
     }
-    if (!bye) {
-      this.#workers.add(w);
-      this.#heard.add(w);
-    } else void this.#gone(w);
+    if (!bye) this.#workers.add(w);
+    else void this.#gone(w);
   }
 
   async #liveWorkers(): Promise<string[]> {

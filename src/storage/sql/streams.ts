@@ -61,7 +61,11 @@ export class StreamTracker implements StreamPositions {
   readonly #listeners: ((stream: StreamName, position: number) => void)[] = [];
   readonly #localListeners: ((stream: StreamName) => void)[] = [];
 
-  /** Starts each stream at the position its sequence has reached (everything below is committed). */
+  /**
+   * Starts each stream at the position its sequence has reached. Alone on the database, every
+   * position up to it has ended. With other processes running, some of them may still be open:
+   * `settle` then lowers the start once the others have said where they stand.
+   */
   constructor(start: Record<StreamName, number>) {
     for (const name of STREAMS) {
       const top = start[name];
@@ -75,11 +79,38 @@ export class StreamTracker implements StreamPositions {
 
   current(stream: StreamName): number {
     const s = this.#state(stream);
+    // Never below what was reported.
+    return Math.max(this.#upTo(s), s.reported);
+  }
+
+  /** How far readers may go by what is known now: committed, and below every open position. */
+  #upTo(s: StreamState): number {
     let upTo = Math.min(s.top, this.#localFloor(s) ?? Infinity);
     // Other processes' open positions hold readers back the same way.
     for (const floor of s.remote.values()) if (floor < upTo) upTo = floor;
-    // Never below what was reported.
-    return Math.max(upTo, s.reported);
+    return upTo;
+  }
+
+  /**
+   * Called once, when the other processes have answered this one's hello and before anything
+   * here reads a position or serves a client: lowers each stream's start (the sequence's value,
+   * which counts positions taken but not committed) to below every position the others still
+   * hold open. Without this, a position another process took before this one read the sequence,
+   * and committed later, would lie below a sync token this process had already handed out.
+   *
+   * Lowering `reported` is safe only now: `current` must never go back once someone has read it,
+   * and nothing has (no client is served yet, no waiter or listener is registered). It is also
+   * enough: a process announces its floor before it asks a sequence for a position, and its
+   * answer to the hello carries its floor as it is then, so every position at or below the
+   * sequence's value is either committed (then readable), rolled back (never handed out again),
+   * or still open with its floor known here.
+   */
+  settle(): void {
+    for (const name of STREAMS) {
+      const s = this.#state(name);
+      const upTo = this.#upTo(s);
+      if (upTo < s.reported) s.reported = upTo;
+    }
   }
 
   /** Below the lowest position open or being allocated here, everything here has ended. */
