@@ -53,8 +53,13 @@ export interface TransportRequest {
   body?: string;
   /** The most response bytes accepted; default 1 MiB. */
   maxBytes?: number;
-  /** Instead of the transport's default. */
+  /**
+   * Instead of the transport's default inactivity timeout. It caps the overall deadline too: a
+   * caller that must have its answer within a time (a client's `timeout`) gets it or a failure.
+   */
   timeoutMs?: number;
+  /** Instead of the transport's default overall deadline. */
+  deadlineMs?: number;
 }
 
 export interface FederationTransportOptions {
@@ -63,11 +68,19 @@ export interface FederationTransportOptions {
   /** Extra trusted CA certificates (PEM), on top of the system's. */
   ca?: (string | Buffer)[];
   verifyCertificates: boolean;
-  /** Per request; default 30 s. */
+  /** Without a byte either way, per request; default 30 s. */
   timeoutMs?: number;
+  /** From the start of a request to the last byte of its answer; default `DEFAULT_DEADLINE_MS`. */
+  deadlineMs?: number;
 }
 
 const DEFAULT_MAX_BYTES = 1024 * 1024;
+/**
+ * The whole of a request: connecting, TLS, sending, and reading the answer. The inactivity
+ * timeout alone lets a peer that sends a byte every 29 seconds hold a request (and the
+ * destination's delivery job) for ever; 60 s is what Synapse allows a federation request.
+ */
+export const DEFAULT_DEADLINE_MS = 60_000;
 
 /** The system's DNS. Every address a name has must be allowed: the remote side chooses which one we would use. */
 export function systemDialer(policy: AddressPolicy): Dialer {
@@ -98,6 +111,7 @@ export class FederationTransport {
   readonly #secureContext: tls.SecureContext | undefined;
   readonly #verify: boolean;
   readonly #timeoutMs: number;
+  readonly #deadlineMs: number;
 
   constructor(opts: FederationTransportOptions) {
     this.#policy = opts.policy;
@@ -106,6 +120,7 @@ export class FederationTransport {
     this.#secureContext = opts.ca?.length ? tls.createSecureContext({ ca: [...tls.rootCertificates, ...opts.ca] }) : undefined;
     this.#verify = opts.verifyCertificates;
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
+    this.#deadlineMs = opts.deadlineMs ?? DEFAULT_DEADLINE_MS;
   }
 
   async request(req: TransportRequest): Promise<TransportResponse> {
@@ -143,7 +158,18 @@ export class FederationTransport {
     if (!isIP(tlsName)) options.servername = tlsName;
     if (this.#secureContext) (options as tls.ConnectionOptions).secureContext = this.#secureContext;
     const maxBytes = req.maxBytes ?? DEFAULT_MAX_BYTES;
-    return new Promise<TransportResponse>((resolve, reject) => {
+    const timeoutMs = req.timeoutMs ?? this.#timeoutMs;
+    const deadlineMs = req.deadlineMs ?? Math.min(this.#deadlineMs, req.timeoutMs ?? Infinity);
+    let deadline: NodeJS.Timeout | undefined;
+    return new Promise<TransportResponse>((settle, fail) => {
+      const resolve = (res: TransportResponse) => {
+        clearTimeout(deadline);
+        settle(res);
+      };
+      const reject = (err: unknown) => {
+        clearTimeout(deadline);
+        fail(err);
+      };
       const outgoing = https.request(options, (res) => {
         const chunks: Buffer[] = [];
         let size = 0;
@@ -158,8 +184,14 @@ export class FederationTransport {
         res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") }));
         res.on("error", (err) => reject(err instanceof TransportError ? err : new TransportError("network", `reading from ${target.tlsName} failed`, { cause: err })));
       });
-      const timeoutMs = req.timeoutMs ?? this.#timeoutMs;
-      outgoing.setTimeout(timeoutMs, () => outgoing.destroy(new TransportError("timeout", `no answer from ${target.tlsName} within ${timeoutMs} ms`)));
+      // Rejected here, not left to the destroyed request: once the answer has begun, its error
+      // would be the response's "aborted", not the timeout.
+      const giveUp = (err: TransportError) => {
+        reject(err);
+        outgoing.destroy(err);
+      };
+      outgoing.setTimeout(timeoutMs, () => giveUp(new TransportError("timeout", `no answer from ${target.tlsName} within ${timeoutMs} ms`)));
+      deadline = setTimeout(() => giveUp(new TransportError("timeout", `${target.tlsName} did not answer in full within ${deadlineMs} ms`)), deadlineMs);
       outgoing.on("error", (err) => reject(err instanceof TransportError ? err : new TransportError("network", `could not reach ${target.tlsName}`, { cause: err })));
       outgoing.end(req.body);
     });

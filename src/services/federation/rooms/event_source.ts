@@ -2,7 +2,9 @@
  * What other servers may read of a room's DAG: single events, the state at an event (IDs or
  * whole events) with its auth chain, the auth chain of an event, the events that fill a gap
  * (`/get_missing_events`) and history (`/backfill`). Only servers with a member joined to the
- * room may read it, as Synapse allows by default (history visibility beyond that is not served).
+ * room may read it, as in Synapse; events are handed over as the room's history visibility lets
+ * that server see them (`filterEventsForServer`: else redacted). State and auth chains are served
+ * whole, as Synapse does: the other server needs them to check events.
  */
 import { Errors, MatrixError } from "../../../errors.js";
 import { eventIdFor, pduOf, roomIdOfEvent, serverNameOf, type Pdu, type RoomVersion } from "../../../events/index.js";
@@ -11,6 +13,7 @@ import type { Clock } from "../../clock.js";
 import type { RoomDag, StateIds } from "../../rooms/dag.js";
 import type { StateResolver } from "../../rooms/remote_persister.js";
 import { ROOM_VERSIONS } from "../../../events/index.js";
+import { filterEventsForServer } from "./server_visibility.js";
 
 /** The most events one `/get_missing_events` or `/backfill` answer carries (Synapse caps at 100 too). */
 const MAX_EVENTS = 100;
@@ -52,8 +55,9 @@ export class FederationEventSource {
   async event(origin: string, eventId: string) {
     const stored = (await this.storage.roomDag.getPdus([eventId])).get(eventId);
     if (!stored || stored.rejected !== null) throw new MatrixError(404, "M_NOT_FOUND", "Unknown event");
-    await this.requireServerInRoom(origin, stored.roomId);
-    return this.#envelope([withoutUnsigned(pduOf(stored))]);
+    const version = await this.requireServerInRoom(origin, stored.roomId);
+    // As Synapse: an event the server may not see is answered redacted (200), not refused.
+    return this.#envelope(await this.#asVisibleTo(origin, version, [{ eventId, pdu: pduOf(stored) }]));
   }
 
   /** The room's state before `eventId`, as IDs, and the IDs of its auth chain. */
@@ -76,7 +80,8 @@ export class FederationEventSource {
     await this.requireServerInRoom(origin, roomId);
     const event = (await this.dag.pdus(this.storage, [eventId])).get(eventId);
     if (!event || roomIdOfEvent(event, eventId) !== roomId) throw new MatrixError(404, "M_NOT_FOUND", "Unknown event");
-    return { auth_chain: [...(await this.authChain(event.auth_events)).values()] };
+    // From the event itself, so that its own auth events are in the answer (Synapse's include_given).
+    return { auth_chain: [...(await this.authChain([eventId])).values()] };
   }
 
   /** Events between `earliest` (exclusive) and `latest` (exclusive), walking prev_events back from `latest`, oldest first. */
@@ -90,19 +95,26 @@ export class FederationEventSource {
       Math.min(Math.max(limit, 1), MAX_EVENTS),
       minDepth,
     );
-    return { events: found.filter((p) => inRoom(p, roomId, version)).sort((a, b) => a.depth - b.depth).map(withoutUnsigned) };
+    const events = found.filter((e) => inRoom(e.pdu, roomId, version)).sort((a, b) => a.pdu.depth - b.pdu.depth);
+    return { events: await this.#asVisibleTo(origin, version, events) };
   }
 
   /** History before (and including) `from`, newest first, for another server's `/messages`. */
   async backfill(origin: string, roomId: string, from: string[], limit: number) {
     const version = await this.requireServerInRoom(origin, roomId);
     const found = await this.#walkBack(from, () => true, Math.min(Math.max(limit, 1), MAX_EVENTS), 0);
-    return this.#envelope(found.filter((p) => inRoom(p, roomId, version)).sort((a, b) => b.depth - a.depth).map(withoutUnsigned));
+    const events = found.filter((e) => inRoom(e.pdu, roomId, version)).sort((a, b) => b.pdu.depth - a.pdu.depth);
+    return this.#envelope(await this.#asVisibleTo(origin, version, events));
+  }
+
+  /** Events as `origin` may see them (redacted where history visibility says so), without unsigned data. */
+  async #asVisibleTo(origin: string, version: RoomVersion, events: { eventId: string; pdu: Pdu }[]): Promise<Pdu[]> {
+    return (await filterEventsForServer(this.storage, this.dag, origin, version, events)).map(withoutUnsigned);
   }
 
   /** Breadth-first over prev_events from `start`, taking events `take` allows, until `limit`. */
-  async #walkBack(start: string[], take: (id: string) => boolean, limit: number, minDepth: number): Promise<Pdu[]> {
-    const out: Pdu[] = [];
+  async #walkBack(start: string[], take: (id: string) => boolean, limit: number, minDepth: number): Promise<{ eventId: string; pdu: Pdu }[]> {
+    const out: { eventId: string; pdu: Pdu }[] = [];
     const seen = new Set<string>();
     let frontier = start.filter((id) => take(id));
     while (frontier.length > 0 && out.length < limit) {
@@ -114,7 +126,7 @@ export class FederationEventSource {
         if (!s || !s.inTimeline || s.rejected !== null || out.length >= limit) continue;
         const pdu = pduOf(s);
         if (pdu.depth < minDepth) continue;
-        out.push(pdu);
+        out.push({ eventId: id, pdu });
         for (const prev of pdu.prev_events) if (!seen.has(prev) && take(prev)) next.push(prev);
       }
       frontier = [...new Set(next)];
