@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { dump, doctorOn, failures, FakeJwtService, FakeSfu, corsProxy, haveCoturn, livekitBlock, noUpgradeProxy, PASSWORD, startCoturn, startDoctorServer, type DoctorServer } from "./helpers/doctor.js";
 import { freePort, login } from "./helpers/cli.js";
+import { testProxy } from "./helpers/doctor_proxy.js";
 import { request } from "./helpers/server.js";
 import type { Transport } from "../src/cli/doctor/context.js";
 import type { DoctorReport } from "../src/cli/doctor/report.js";
@@ -80,6 +81,7 @@ describe("switchboard doctor against Switchboard", { timeout: 300_000 }, () => {
     assert.deepEqual((await request(target.baseUrl, "GET", "/_matrix/client/v3/joined_rooms", { token })).body, { joined_rooms: [] });
     const devices = (await request(target.baseUrl, "GET", "/_matrix/client/v3/devices", { token })).body.devices as { display_name?: string }[];
     assert.ok(!devices.some((d) => d.display_name === "switchboard doctor"), JSON.stringify(devices));
+    assert.match(report.checks.find((c) => c.id === "delayed-events")!.got, /; max delay 24 h \(\/capabilities\)$/);
     // Nothing secret in the report: the password never, tokens only as their first characters.
     const text = JSON.stringify(report);
     assert.doesNotMatch(text, /doctor test password/);
@@ -229,6 +231,40 @@ describe("switchboard doctor against Switchboard", { timeout: 300_000 }, () => {
     const report = await doctorOn(await start({ ...livekitBlock(sfuUrl), experimental_features: { msc4140_enabled: false } }));
     onlyFailure(report, "feature.msc4140", /delayed events/, /msc4140_enabled/);
     assert.equal(status(report, "delayed-events"), "skip");
+  });
+
+  test("no maximum delay in /capabilities: read from the refusal of a 10-year delay, or none when it is accepted (and cancelled)", async () => {
+    // A proxy serves /capabilities without the delayed-events entry; SERVER is its base URL, so every client request passes it.
+    let upstream = "";
+    const strip = (body: unknown) => {
+      const caps = (body as { capabilities: Record<string, unknown> }).capabilities;
+      delete caps["org.matrix.msc4140.delayed_events"];
+      delete caps["m.delayed_events"];
+      return body;
+    };
+    const proxy = await testProxy(() => upstream, { rewrite: { path: "/_matrix/client/v3/capabilities", json: strip } });
+    try {
+      for (const [max, expected] of [
+        ["2h", /; max delay 2 h \(not in \/capabilities; from the refusal of a 10-year delay: 403 M_MAX_DELAY_EXCEEDED\)$/],
+        ["20y", /; no maximum: not in \/capabilities, and a 10-year delay was accepted \(and cancelled at once\)$/],
+      ] as const) {
+        const target = await start({ ...livekitBlock(sfuUrl), max_event_delay_duration: max });
+        upstream = target.baseUrl;
+        const report = await doctorOn(target, { server: `http://${proxy.name}` });
+        assert.deepEqual(failures(report), [], dump(report));
+        assert.match(report.checks.find((c) => c.id === "delayed-events")!.got, expected, dump(report));
+        // The user's server name is not the proxy's host: its .well-known is checked too, and names the other base URL.
+        const atName = report.checks.find((c) => c.id === "well-known.server-name")!;
+        assert.equal(atName.status, "warn", dump(report));
+        assert.equal(atName.got, `200, base_url ${target.baseUrl}, not http://${proxy.name} as given`);
+        // Nothing stays scheduled: the probe was refused, or cancelled at once.
+        const token = (await login(target.baseUrl, target.user, PASSWORD)).body.access_token as string;
+        const scheduled = await request(target.baseUrl, "GET", "/_matrix/client/v1/delayed_events?status=scheduled", { token });
+        assert.deepEqual(scheduled.body.delayed_events, [], JSON.stringify(scheduled.body));
+      }
+    } finally {
+      await proxy.close();
+    }
   });
 
   test("the OpenID userinfo endpoint not served", async () => {

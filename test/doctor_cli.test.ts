@@ -1,12 +1,14 @@
-/** The `switchboard doctor` command itself: usage errors, exit statuses, --json, --config, --ca-file. */
+/** The `switchboard doctor` command itself: usage errors, exit statuses, --json, --config, --ca-file, Ctrl-C. */
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { stringify } from "yaml";
-import { getJson, login, run, tempDir } from "./helpers/cli.js";
+import { getJson, login, run, start, tempDir } from "./helpers/cli.js";
 import { FakeSfu, livekitBlock, PASSWORD, startDoctorServer, type DoctorServer } from "./helpers/doctor.js";
+import { testProxy } from "./helpers/doctor_proxy.js";
 import { makeTestCa, tlsFront } from "./helpers/livekit.js";
+import { eventually } from "./helpers/server.js";
 
 describe("switchboard doctor: usage", () => {
   const cases: [string, string[], RegExp][] = [
@@ -130,4 +132,45 @@ describe("switchboard doctor: the command against a server", { timeout: 300_000 
       await front.close();
     }
   });
+
+  for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+    test(`${signal} during the checks: the clean-up still runs (delayed event cancelled, room left, device logged out), then exit ${code}`, async () => {
+      // The delayed event's PUT waits at a proxy: the doctor is mid-check, and its throwaway room exists.
+      const proxy = await testProxy(() => good.baseUrl, { hold: (method, url) => method === "PUT" && url.includes("org.matrix.msc4140.delay=") });
+      try {
+        const doctor = start(["doctor", `http://${proxy.name}`, "--insecure-http", "--user", good.user, "--password", PASSWORD, "--json"], tempDir());
+        await proxy.firstHeld;
+        const token = (await login(good.baseUrl, good.user, PASSWORD)).body.access_token as string;
+        const joined = async () => (await getJson(`${good.baseUrl}/_matrix/client/v3/joined_rooms`, token)).body.joined_rooms as string[];
+        const devices = async () => ((await getJson(`${good.baseUrl}/_matrix/client/v3/devices`, token)).body.devices as { device_id: string; display_name?: string }[]);
+        const [room] = await joined();
+        assert.ok(room, "the throwaway room exists");
+        const device = (await devices()).find((d) => d.display_name === "switchboard doctor");
+        assert.ok(device, "the doctor's device exists");
+
+        doctor.child.kill(signal);
+        await eventually(async () => (doctor.out.stderr.includes(`${signal}: stopping and cleaning up`) ? true : undefined));
+        // The request in flight is answered (so the delayed event is scheduled), and no other starts.
+        proxy.release();
+        const r = await doctor.exited;
+        assert.equal(r.code, code, r.stdout + r.stderr);
+        const report = JSON.parse(r.stdout) as { interrupted?: string; checks: { id: string; status: string; got: string }[] };
+        assert.equal(report.interrupted, signal);
+        const ids = report.checks.map((c) => c.id);
+        assert.deepEqual(ids.slice(-2), ["interrupted", "cleanup"], r.stdout);
+        assert.ok(!ids.includes("delayed-events") && !ids.includes("sticky-events"), r.stdout);
+        const cleanup = report.checks.find((c) => c.id === "cleanup")!;
+        assert.equal(cleanup.status, "pass", r.stdout);
+        assert.match(cleanup.got, /^cancelled delayed event \S+, left /);
+        assert.ok(cleanup.got.endsWith(`, left ${room}, logged out device ${device.device_id}`), cleanup.got);
+        // And the server agrees: no room, no device, nothing scheduled.
+        assert.deepEqual(await joined(), []);
+        assert.ok(!(await devices()).some((d) => d.device_id === device.device_id));
+        const scheduled = await getJson(`${good.baseUrl}/_matrix/client/v1/delayed_events?status=scheduled`, token);
+        assert.deepEqual(scheduled.body.delayed_events, [], JSON.stringify(scheduled.body));
+      } finally {
+        await proxy.close();
+      }
+    });
+  }
 });

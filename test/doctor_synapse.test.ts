@@ -16,6 +16,7 @@ import { runDoctor } from "../src/cli/doctor/runner.js";
 import type { DoctorReport } from "../src/cli/doctor/report.js";
 import { freePort } from "./helpers/cli.js";
 import { dump, failures, FakeJwtService, FakeSfu, PASSWORD } from "./helpers/doctor.js";
+import { testProxy } from "./helpers/doctor_proxy.js";
 import { registerUser } from "./helpers/server.js";
 
 const SYNAPSE_SH = fileURLToPath(new URL("../../../shared/tools/synapse.sh", import.meta.url));
@@ -93,6 +94,26 @@ describe("switchboard doctor against Synapse", { skip, timeout: 600_000 }, () =>
     for (const id of ["well-known.cors", "well-known.rtc_foci", "feature.msc4143", "feature.msc4140", "rtc-transports.unstable", "rtc-transports.well-known",
       "openid", "openid.userinfo", "livekit.1.service-token", "livekit.1.sfu", "livekit.1.sfu-auth", "livekit.1.sfu-ws", "delayed-events", "cleanup"]) {
       assert.equal(report.checks.find((c) => c.id === id)?.status, "pass", `${id}\n${dump(report)}`);
+    }
+  });
+
+  test("the maximum delay: from /capabilities, or, with that entry hidden by a proxy, from Synapse's refusal of a 10-year delay", async () => {
+    const synapse = first as Synapse;
+    const report = await doctorSynapse(synapse, "doctorcaps");
+    assert.match(report.checks.find((c) => c.id === "delayed-events")!.got, /; max delay 24 h \(\/capabilities\)$/, dump(report));
+    const strip = (body: unknown) => {
+      const caps = (body as { capabilities: Record<string, unknown> }).capabilities;
+      delete caps["org.matrix.msc4140.delayed_events"];
+      delete caps["m.delayed_events"];
+      return body;
+    };
+    const proxy = await testProxy(() => synapse.baseUrl, { rewrite: { path: "/_matrix/client/v3/capabilities", json: strip } });
+    try {
+      const hidden = await runDoctor({ server: `http://${proxy.name}`, insecureHttp: true, user: "doctorcaps", password: PASSWORD, delayMs: 1000 });
+      assert.deepEqual(failures(hidden), [], dump(hidden));
+      assert.match(hidden.checks.find((c) => c.id === "delayed-events")!.got, /; max delay 24 h \(not in \/capabilities; from the refusal of a 10-year delay: 400 ORG\.MATRIX\.MSC4140_DELAY_TOO_LARGE, the maximum read from its message\)$/, dump(hidden));
+    } finally {
+      await proxy.close();
     }
   });
 

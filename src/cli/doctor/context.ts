@@ -1,4 +1,5 @@
 /** What the checks share: the options, the HTTP client, and what earlier checks learned. */
+import type { Dialer } from "../../services/outbound/dialer.js";
 import type { HttpClient } from "./http.js";
 import type { Recorder } from "./report.js";
 
@@ -18,6 +19,10 @@ export interface DoctorOptions {
   timeoutMs?: number;
   /** The throwaway delayed event's delay; 2 s by default. */
   delayMs?: number;
+  /** Where names resolve to (SRV records and addresses); the system's DNS unless given. Not a CLI option: tests map made-up names to loopback. */
+  dialer?: Dialer;
+  /** Aborted on Ctrl-C (SIGINT) or SIGTERM: the checks stop, the clean-up still runs. Its reason names the signal. */
+  signal?: AbortSignal;
 }
 
 export interface Session {
@@ -48,6 +53,10 @@ export interface DoctorContext {
   roomId?: string;
   /** The transports the clients would use: from `rtc/transports`, or the `.well-known` fallback. */
   transports?: Transport[];
+  /** Delayed events the doctor scheduled that have not fired yet: the clean-up cancels them. */
+  pendingDelays: string[];
+  /** Set on Ctrl-C/SIGTERM: long waits stop early. */
+  interrupted?: boolean;
 }
 
 /** `base` joined with `path` (which starts with `/`), without doubling the slash. */

@@ -86,6 +86,43 @@ export async function checkWellKnown(ctx: DoctorContext, origin: string, fromNam
   }
 }
 
+/**
+ * SERVER was a base URL, so `.well-known` was read at its host. Clients that start from the user
+ * ID (most logins) read it at the user's server name instead; when that is another host, check
+ * it there too: reachable, a `base_url`, the same homeserver, CORS.
+ */
+export async function checkServerNameWellKnown(ctx: DoctorContext, checkedOrigin: string): Promise<void> {
+  const { rec } = ctx;
+  const name = ctx.serverName!;
+  const origin = `${ctx.opts.insecureHttp ? "http" : "https"}://${name}`;
+  if (!URL.canParse(origin) || new URL(origin).host === new URL(checkedOrigin).host) return;
+  const id = "well-known.server-name";
+  const title = ".well-known at server name";
+  const url = join(origin, WELL_KNOWN);
+  const asked = `GET ${url} (${ctx.session!.userId} names server ${name}, not the host of ${ctx.opts.server})`;
+  const fix = `Serve ${WELL_KNOWN} on ${name}'s host with {"m.homeserver":{"base_url":"${ctx.baseUrl}"}} and "Access-Control-Allow-Origin: *"; if that is another web server, proxy /.well-known/matrix/ from it to the homeserver.`;
+  const cause = `Clients that log in as ${ctx.session!.userId} look for the homeserver there, and cannot find it (or its call transports).`;
+  let reply: HttpReply;
+  try {
+    reply = await ctx.http.get(url);
+  } catch (err) {
+    return void rec.fail(id, title, asked, (err as HttpFailure).message, cause, fix);
+  }
+  const body = reply.json;
+  const homeserver = isObject(body) ? body["m.homeserver"] : undefined;
+  const baseUrl = isObject(homeserver) && typeof homeserver.base_url === "string" ? homeserver.base_url.replace(/\/+$/, "") : undefined;
+  if (reply.status !== 200 || baseUrl === undefined) {
+    return void rec.fail(id, title, asked, reply.status === 200 ? "200, but no m.homeserver.base_url" : describeReply(reply), cause, fix);
+  }
+  const cors = corsProblem(reply);
+  if (cors) return void rec.fail(id, title, asked, cors, "Browsers (Element Web, Element Call) may not read the file, so they cannot find the homeserver or its transports.", fix);
+  if (baseUrl !== ctx.baseUrl) {
+    return void rec.warn(id, title, asked, `200, base_url ${baseUrl}, not ${ctx.baseUrl} as given`,
+      "Clients that start from the user ID use that base URL instead of the one checked here; if it is another way to the same homeserver, check it too (switchboard doctor " + name + ").");
+  }
+  rec.pass(id, title, asked, `200, base_url ${baseUrl} (as given), Access-Control-Allow-Origin: * (once)`);
+}
+
 interface FeatureRule {
   flag: string;
   what: string;

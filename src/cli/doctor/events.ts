@@ -5,10 +5,9 @@
 import { randomBytes } from "node:crypto";
 import { isObject, type DoctorContext } from "./context.js";
 import { describeReply, errcodeOf, type HttpReply } from "./http.js";
-import { call } from "./session.js";
+import { call, cancelDelayed, DELAYED } from "./session.js";
 
 const EVENT_TYPE = "org.matrix.switchboard.doctor";
-const DELAYED = "/_matrix/client/unstable/org.matrix.msc4140/delayed_events";
 
 function roomPath(ctx: DoctorContext): string {
   return `/_matrix/client/v3/rooms/${ctx.roomId ? encodeURIComponent(ctx.roomId) : "{roomId}"}`;
@@ -16,13 +15,48 @@ function roomPath(ctx: DoctorContext): string {
 
 const txn = () => `doctor-${randomBytes(8).toString("hex")}`;
 
+/** Synapse 1.163's errcode for a delay above its maximum (the accepted MSC4140 says M_MAX_DELAY_EXCEEDED). */
+const SYNAPSE_TOO_LONG = "ORG.MATRIX.MSC4140_DELAY_TOO_LARGE";
+
+/** Ten years: longer than any server's maximum, so a refusal names it. */
+const PROBE_DELAY_MS = 10 * 365 * 24 * 3_600_000;
+
+const asDuration = (ms: number) => (ms % 3_600_000 === 0 ? `${ms / 3_600_000} h` : `${Math.round(ms / 1000)} s`);
+
+/**
+ * The server's longest delay: from /capabilities, or else as MSC4140 has a server say it, in the
+ * refusal of a delay that is too long (`M_MAX_DELAY_EXCEEDED` with `max_delay`; Switchboard's
+ * query-parameter form puts both under `org.matrix.msc4140.`; Synapse 1.163 answers
+ * `ORG.MATRIX.MSC4140_DELAY_TOO_LARGE` with the maximum in its message). A refused request
+ * schedules nothing; one accepted is cancelled at once.
+ */
 async function maxDelay(ctx: DoctorContext): Promise<string> {
   const reply = await call(ctx, "GET", "/_matrix/client/v3/capabilities");
   const caps = typeof reply !== "string" && isObject(reply.json) && isObject(reply.json.capabilities) ? reply.json.capabilities : {};
   const entry = caps["org.matrix.msc4140.delayed_events"] ?? caps["m.delayed_events"];
   const ms = isObject(entry) && typeof entry.max_delay_ms === "number" ? entry.max_delay_ms : undefined;
-  if (ms === undefined) return "max delay not in /capabilities";
-  return ms % 3_600_000 === 0 ? `max delay ${ms / 3_600_000} h` : `max delay ${Math.round(ms / 1000)} s`;
+  if (ms !== undefined) return `max delay ${asDuration(ms)} (/capabilities)`;
+  const marker = txn();
+  const probe = await call(ctx, "PUT", `${roomPath(ctx)}/send/${EVENT_TYPE}/${marker}?org.matrix.msc4140.delay=${PROBE_DELAY_MS}`, { marker, doctor: "asks for a 10-year delay to learn the maximum" });
+  if (typeof probe === "string") return `max delay not in /capabilities, and asking for a 10-year delay got no answer (${probe})`;
+  const body = isObject(probe.json) ? probe.json : {};
+  if (probe.status === 200 && typeof body.delay_id === "string") {
+    ctx.pendingDelays.push(body.delay_id);
+    const cancelled = await cancelDelayed(ctx, body.delay_id);
+    if (typeof cancelled !== "string" && cancelled.status === 200) ctx.pendingDelays.splice(ctx.pendingDelays.indexOf(body.delay_id), 1);
+    return "no maximum: not in /capabilities, and a 10-year delay was accepted (and cancelled at once)";
+  }
+  const errcode = typeof body.errcode === "string" ? body.errcode : "";
+  const tooLong = errcode === "M_MAX_DELAY_EXCEEDED" || errcode === SYNAPSE_TOO_LONG || body["org.matrix.msc4140.errcode"] === "M_MAX_DELAY_EXCEEDED";
+  const field = body.max_delay ?? body["org.matrix.msc4140.max_delay"];
+  // Synapse 1.163 names the maximum only in its message: "… exceeds the allowed maximum (86400000ms)".
+  const inText = typeof body.error === "string" ? /allowed maximum (?:of )?\(?([0-9]+) ?ms/.exec(body.error)?.[1] : undefined;
+  const max = typeof field === "number" ? field : inText !== undefined ? Number(inText) : undefined;
+  if (tooLong && max !== undefined) {
+    const shown = typeof body["org.matrix.msc4140.errcode"] === "string" ? body["org.matrix.msc4140.errcode"] : errcode;
+    return `max delay ${asDuration(max)} (not in /capabilities; from the refusal of a 10-year delay: ${probe.status} ${shown}${typeof field === "number" ? "" : ", the maximum read from its message"})`;
+  }
+  return `max delay not in /capabilities, and a 10-year delay got ${describeReply(probe)}`;
 }
 
 /** The event carrying `marker` in the room's latest messages, if it is there. */
@@ -66,6 +100,7 @@ export async function checkDelayedEvents(ctx: DoctorContext): Promise<void> {
       typeof scheduled !== "string" && scheduled.status === 429 ? "The account has too many delayed events scheduled, or is rate-limited; raise msc4140_max_delayed_events_per_user / rc_message." : "See the homeserver's log for this request.");
   }
   const started = Date.now();
+  ctx.pendingDelays.push(body.delay_id);
   const restarted = await restart(ctx, body.delay_id);
   if (typeof restarted.reply === "string" || restarted.reply.status !== 200) {
     return void rec.fail(id, title, `${asked} (${restarted.how})`, `restart: ${typeof restarted.reply === "string" ? restarted.reply : describeReply(restarted.reply)}`,
@@ -75,7 +110,8 @@ export async function checkDelayedEvents(ctx: DoctorContext): Promise<void> {
   rec.progress(`waiting for the delayed event to fire (${Math.round(delay / 1000)} s)`);
   const deadline = Date.now() + delay + 15_000;
   let event: Record<string, unknown> | undefined;
-  while (!(event = await findEvent(ctx, marker)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+  while (!(event = await findEvent(ctx, marker)) && Date.now() < deadline && !ctx.interrupted) await new Promise((r) => setTimeout(r, 250));
+  if (event) ctx.pendingDelays.splice(ctx.pendingDelays.indexOf(body.delay_id), 1);
   const limit = await maxDelay(ctx);
   if (!event) {
     return void rec.fail(id, title, asked, `scheduled and restarted, but not in the room ${Math.round((delay + 15_000) / 1000)} s later`,

@@ -8,7 +8,9 @@
 import { createHash, randomBytes } from "node:crypto";
 import http from "node:http";
 import https from "node:https";
+import { isIP } from "node:net";
 import tls from "node:tls";
+import type { Dialer } from "../../services/outbound/dialer.js";
 
 export interface HttpOptions {
   /** Extra trusted CA certificates (PEM), added to Node's own list. */
@@ -16,6 +18,8 @@ export interface HttpOptions {
   /** Whether http:// URLs may be used at all. */
   allowHttp: boolean;
   timeoutMs: number;
+  /** Where names resolve to; the system's DNS unless given (tests map made-up names to loopback). */
+  dialer?: Dialer;
 }
 
 export interface HttpReply {
@@ -89,7 +93,13 @@ export function isTlsError(err: unknown): boolean {
 }
 
 export class HttpClient {
+  /** While set, new requests fail at once (after Ctrl-C, so the checks wind down); one in flight is answered. */
+  #refusing = false;
   constructor(readonly options: HttpOptions) {}
+
+  refuseNewRequests(refuse: boolean): void {
+    this.#refusing = refuse;
+  }
 
   /** A GET that follows up to five redirects, as browsers and the spec's well-known lookup do. */
   async get(url: string, headers: Record<string, string> = {}): Promise<HttpReply> {
@@ -107,6 +117,7 @@ export class HttpClient {
     url: string,
     opts: { headers?: Record<string, string>; json?: unknown; token?: string; servername?: string } = {},
   ): Promise<HttpReply> {
+    if (this.#refusing) return Promise.reject(new HttpFailure("interrupted", "INTERRUPTED"));
     const target = new URL(url);
     if (target.protocol === "http:" && !this.options.allowHttp) {
       return Promise.reject(new PlainHttpRefused(`${target.origin} is plain http, which the doctor uses only with --insecure-http`, "PLAIN_HTTP"));
@@ -119,10 +130,17 @@ export class HttpClient {
       headers["content-type"] = "application/json";
     }
     const lib = target.protocol === "https:" ? https : http;
-    return new Promise((resolve, reject) => {
+    return this.#connectTo(target).then((where) => new Promise<HttpReply>((resolve, reject) => {
+      const servername = opts.servername ?? (where && !isIP(target.hostname) ? target.hostname : undefined);
       const req = lib.request(
         target,
-        { method, headers, timeout: this.options.timeoutMs, ...(opts.servername ? { servername: opts.servername } : {}), ...(target.protocol === "https:" && this.options.ca ? { ca: trustedCas(this.options.ca) } : {}) },
+        {
+          method, headers, timeout: this.options.timeoutMs,
+          // A dialer's address: connect there, but keep the Host header and check the certificate against the name.
+          ...(where ? { host: where.address, hostname: where.address, port: where.port, headers: { ...headers, host: target.host } } : {}),
+          ...(servername ? { servername, checkServerIdentity: (_h: string, cert: tls.PeerCertificate) => tls.checkServerIdentity(servername, cert) } : {}),
+          ...(target.protocol === "https:" && this.options.ca ? { ca: trustedCas(this.options.ca) } : {}),
+        },
         (res) => {
           const chunks: Buffer[] = [];
           res.on("data", (c: Buffer) => chunks.push(c));
@@ -144,7 +162,19 @@ export class HttpClient {
       req.on("timeout", () => req.destroy(Object.assign(new Error("timeout"), { code: "TIMEOUT" })));
       req.on("error", (err) => reject(new HttpFailure(describeError(err), (err as NodeJS.ErrnoException).code)));
       req.end(body);
-    });
+    }));
+  }
+
+  /** The dialer's address for a name, or undefined to let Node resolve it (no dialer, or an IP literal). */
+  async #connectTo(target: URL): Promise<{ address: string; port: number } | undefined> {
+    const host = target.hostname.replace(/^\[|\]$/g, "");
+    if (!this.options.dialer || isIP(host)) return undefined;
+    const port = target.port ? Number(target.port) : target.protocol === "https:" ? 443 : 80;
+    try {
+      return await this.options.dialer.resolveAddress(host, port);
+    } catch (err) {
+      throw new HttpFailure(describeError(err), (err as NodeJS.ErrnoException).code);
+    }
   }
 }
 

@@ -7,7 +7,7 @@ import type { DoctorOptions, Transport } from "./context.js";
 import { formatJson, formatTable, progressLine } from "./format.js";
 import { runDoctor, type Configured } from "./runner.js";
 
-/** 0 when nothing failed (warnings allowed), 1 when a check failed. */
+/** 0 when nothing failed (warnings allowed), 1 when a check failed, 130/143 after Ctrl-C/SIGTERM. */
 export async function doctor(cmd: DoctorCommand): Promise<number> {
   let ca: string | undefined;
   if (cmd.caFile) {
@@ -32,7 +32,28 @@ export async function doctor(cmd: DoctorCommand): Promise<number> {
     insecureHttp: cmd.insecureHttp,
     ca,
   };
-  const report = await runDoctor(opts, configured, cmd.json ? undefined : progressLine(process.stderr));
+  // Ctrl-C or SIGTERM: stop the checks but still clean up (room, device, delayed event); a second one quits at once.
+  const controller = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (controller.signal.aborted) process.exit(SIGNAL_EXIT[signal] ?? 1);
+    const tidy = cmd.user ? " and cleaning up (its delayed events, the throwaway room, its device)" : cmd.accessToken ? " and cleaning up (its delayed events, the throwaway room)" : "";
+    process.stderr.write(`\nswitchboard doctor: ${signal}: stopping${tidy}; again to quit at once\n`);
+    controller.abort(signal);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  let report;
+  try {
+    report = await runDoctor({ ...opts, signal: controller.signal }, configured, cmd.json ? undefined : progressLine(process.stderr));
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
   console.log(cmd.json ? formatJson(report) : formatTable(report, process.stdout.isTTY === true));
+  // Also when the signal came during the clean-up, which then finished.
+  if (controller.signal.aborted) return SIGNAL_EXIT[String(controller.signal.reason)] ?? 1;
   return report.summary.fail > 0 ? 1 : 0;
 }
+
+/** 128 + the signal's number, as shells report a command a signal stopped. */
+const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };

@@ -23,6 +23,8 @@ export interface DoctorReport {
   baseUrl?: string;
   /** Whether credentials were given, and so whether the doctor changed anything on the server. */
   mutates: boolean;
+  /** The signal (SIGINT, SIGTERM) that stopped the checks early; the clean-up ran all the same. */
+  interrupted?: string;
   notes: string[];
   checks: CheckResult[];
   summary: Record<CheckStatus, number>;

@@ -1,9 +1,10 @@
 /** Logging in (or checking a given token), the throwaway room, and cleaning up after both. */
 import { isObject, join, type DoctorContext } from "./context.js";
-import { describeReply, HttpFailure, type HttpReply } from "./http.js";
+import { describeReply, errcodeOf, HttpFailure, type HttpReply } from "./http.js";
 import { redact } from "./report.js";
 
 const CLIENT = "/_matrix/client/v3";
+export const DELAYED = "/_matrix/client/unstable/org.matrix.msc4140/delayed_events";
 
 /** The reply, or the network failure's message. */
 export async function call(ctx: DoctorContext, method: string, path: string, json?: unknown): Promise<HttpReply | string> {
@@ -12,6 +13,14 @@ export async function call(ctx: DoctorContext, method: string, path: string, jso
   } catch (err) {
     return (err as HttpFailure).message;
   }
+}
+
+/** Cancels a delayed event the doctor scheduled: the split path, else the body form older servers have. */
+export async function cancelDelayed(ctx: DoctorContext, delayId: string): Promise<HttpReply | string> {
+  const id = encodeURIComponent(delayId);
+  const reply = await call(ctx, "POST", `${DELAYED}/${id}/cancel`, {});
+  if (typeof reply !== "string" && reply.status === 404 && errcodeOf(reply) === "M_UNRECOGNIZED") return call(ctx, "POST", `${DELAYED}/${id}`, { action: "cancel" });
+  return reply;
 }
 
 export function domainOf(userId: string): string {
@@ -82,6 +91,13 @@ export async function cleanUp(ctx: DoctorContext): Promise<void> {
   if (!ctx.session) return;
   const done: string[] = [];
   const problems: string[] = [];
+  // A delayed event that has not fired (the run was interrupted, or it never arrived) would fire into the left room.
+  for (const delayId of ctx.pendingDelays) {
+    const cancelled = await cancelDelayed(ctx, delayId);
+    if (typeof cancelled !== "string" && cancelled.status === 200) done.push(`cancelled delayed event ${delayId}`);
+    // 404/409: it fired meanwhile (or is gone), so there is nothing to cancel.
+    else if (typeof cancelled === "string" || ![404, 409].includes(cancelled.status)) problems.push(`cancelling delayed event ${delayId}: ${typeof cancelled === "string" ? cancelled : describeReply(cancelled)}`);
+  }
   if (ctx.roomId) {
     const room = encodeURIComponent(ctx.roomId);
     const left = await call(ctx, "POST", `${CLIENT}/rooms/${room}/leave`, {});
@@ -96,7 +112,7 @@ export async function cleanUp(ctx: DoctorContext): Promise<void> {
     else problems.push(`logging out: ${typeof out === "string" ? out : describeReply(out)}`);
   }
   if (done.length === 0 && problems.length === 0) return;
-  const asked = "leave the throwaway room, log the doctor's device out";
+  const asked = "cancel any delayed event still scheduled, leave the throwaway room, log the doctor's device out";
   if (problems.length) ctx.rec.warn("cleanup", "clean up", asked, problems.join("; "), "The doctor could not tidy up after itself.", "Leave the room \"switchboard doctor (throwaway)\" and remove the device by hand.");
   else ctx.rec.pass("cleanup", "clean up", asked, done.join(", "));
 }

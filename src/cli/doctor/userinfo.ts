@@ -3,8 +3,8 @@
  * bundled one) makes for this server's users, step by step as servers find each other:
  * `/.well-known/matrix/server`, SRV, then port 8448, over verified TLS.
  */
-import { resolveSrv } from "node:dns/promises";
 import { isIP } from "node:net";
+import { systemDialer } from "../../services/livekit/outbound.js";
 import { splitServerName } from "../../services/federation/discovery.js";
 import { isObject, type DoctorContext } from "./context.js";
 import { describeReply, errcodeOf, HttpFailure, isTlsError, type HttpReply } from "./http.js";
@@ -33,18 +33,19 @@ async function findTarget(ctx: DoctorContext, serverName: string, steps: string[
       if (isIP(delegated.host) || delegated.port !== undefined) {
         return { host: delegated.host, port: delegated.port ?? 8448, tlsName: delegated.host, how: "well-known" };
       }
-      return srvOr8448(delegated.host, steps);
+      return srvOr8448(ctx, delegated.host, steps);
     }
     steps.push(`/.well-known/matrix/server → ${describeReply(reply)}`);
   } catch (err) {
     steps.push(`/.well-known/matrix/server → ${(err as HttpFailure).message}`);
   }
-  return srvOr8448(host, steps);
+  return srvOr8448(ctx, host, steps);
 }
 
-async function srvOr8448(host: string, steps: string[]): Promise<Target> {
+async function srvOr8448(ctx: DoctorContext, host: string, steps: string[]): Promise<Target> {
+  const dialer = ctx.opts.dialer ?? systemDialer;
   for (const service of ["_matrix-fed._tcp", "_matrix._tcp"]) {
-    const records = await resolveSrv(`${service}.${host}`).catch(() => []);
+    const records = await dialer.resolveSrv(`${service}.${host}`).catch(() => []);
     const usable = records.filter((r) => r.name && r.name !== ".").sort((a, b) => a.priority - b.priority || b.weight - a.weight);
     if (usable.length) {
       steps.push(`SRV ${service}.${host} → ${usable[0]!.name}:${usable[0]!.port}`);
@@ -73,14 +74,18 @@ export async function checkUserinfo(ctx: DoctorContext, openidToken: string, mat
     reply = await ctx.http.request("GET", url + encodeURIComponent(openidToken), { servername: isIP(target.tlsName) ? undefined : target.tlsName });
   } catch (err) {
     const failure = err as HttpFailure;
+    // The step that failed leads `got`: TLS, or the connection to the target found by well-known, SRV or the 8448 fallback.
     if (isTlsError(failure)) {
-      rec.fail(id, title, asked, failure.message, `JWT services verify TLS: the certificate on ${target.host}:${target.port} is not one they trust (self-signed or private CA, or not for ${target.tlsName}).`,
+      rec.fail(id, title, asked, `TLS failed (${target.host}:${target.port}, certificate for ${target.tlsName}): ${failure.message}`,
+        `JWT services verify TLS: the certificate on ${target.host}:${target.port} is not one they trust (self-signed or private CA, or not for ${target.tlsName}).`,
         "Use a publicly trusted certificate for the federation endpoint.");
     } else if (target.how === "8448") {
-      rec.fail(id, title, asked, failure.message, `No /.well-known/matrix/server and no SRV record, so JWT services try port 8448 on ${target.host}, which does not answer.`,
+      rec.fail(id, title, asked, `port 8448 failed (${target.host}:8448): ${failure.message}`,
+        `No /.well-known/matrix/server and no SRV record, so JWT services try port 8448 on ${target.host}, which does not answer.`,
         "Serve /.well-known/matrix/server on the server name's host (Switchboard: serve_server_wellknown: true, and proxy /.well-known/matrix/), or open port 8448.");
     } else {
-      rec.fail(id, title, asked, failure.message, `JWT services cannot reach ${target.host}:${target.port}, found through ${target.how}.`,
+      rec.fail(id, title, asked, `connecting failed (${target.host}:${target.port}, from ${target.how}): ${failure.message}`,
+        `JWT services cannot reach ${target.host}:${target.port}, found through ${target.how}.`,
         "Make that host and port reachable from the JWT service's machine, with the same DNS as the rest of the world.");
     }
     return;
