@@ -53,6 +53,8 @@ export interface StoredPdu {
   inTimeline: boolean;
   /** In the events table: in a timeline, or state received with a join. */
   inEvents: boolean;
+  /** Soft-failed: outside the events table, but with the state after it known (events may build on it). */
+  softFailed: boolean;
 }
 
 /** One entry of a current state change; `streamOrdering` is the event's own. */
@@ -81,6 +83,14 @@ export interface RoomDagStore {
   getPdus(eventIds: readonly string[]): Promise<Map<string, StoredPdu>>;
   /** Keeps an event known only as an auth event, or a rejected one; a known ID is left alone. */
   insertOutlier(eventId: string, roomId: string, json: string, rejected: string | null, receivedTs: number): Promise<void>;
+
+  /**
+   * Keeps a soft-failed event with the state group after it (it never enters a timeline nor
+   * current state); a known outlier with its ID (an auth event, or once rejected) becomes it.
+   */
+  insertSoftFailed(eventId: string, roomId: string, json: string, stateGroup: string, receivedTs: number): Promise<void>;
+  /** The state groups of soft-failed events among `eventIds` (others are absent). */
+  softFailedGroups(eventIds: readonly string[]): Promise<Map<string, string>>;
 
   /** Sets current state entries (and memberships) of a room, as a state resolution decided. */
   setCurrentState(roomId: string, entries: readonly CurrentStateEntry[]): Promise<void>;

@@ -53,6 +53,7 @@ export class RoomDag {
    * The state after each of `eventIds`; IDs whose state is not known here are absent: unknown
    * events, state received with a join (an outlier) and history fetched later (a negative
    * position), none of which has a group, nor lies on the one chain of a room from before.
+   * Soft-failed events have theirs.
    */
   async stateAfter(tx: Stores, eventIds: readonly string[]): Promise<Map<string, { state: StateIds; group: GroupRef | null }>> {
     const records = await tx.roomDag.eventDagRecords(eventIds);
@@ -66,6 +67,13 @@ export class RoomDag {
         const legacy = await tx.rooms.stateAt(record.roomId, record.streamOrdering);
         out.set(eventId, { state: new Map([...legacy].map(([key, e]) => [key, e.eventId])), group: null });
       }
+    }
+    // Soft-failed events keep their state outside the events table (one made current state by a
+    // later resolution is in both, its events row an outlier without a group).
+    const rest = eventIds.filter((id) => !out.has(id));
+    for (const [eventId, groupId] of await tx.roomDag.softFailedGroups(rest)) {
+      const { state, chain } = await this.groupState(tx, groupId);
+      out.set(eventId, { state, group: { id: groupId, chain } });
     }
     return out;
   }

@@ -5,8 +5,9 @@
  * - the event must pass the auth rules against its own auth events, else it is rejected;
  * - and against the state before it (its prev_events' states, resolved when there are
  *   several), else it is rejected;
- * - and against the room's current state, else it is soft-failed: kept, never shown, never
- *   an extremity.
+ * - and against the room's current state, else it is soft-failed: kept with the state after
+ *   it (so events built on it are judged as any other), never shown, never an extremity, never
+ *   current state.
  * An accepted event joins the timeline, moves the forward extremities, and the room's current
  * state becomes the resolution of the states at its extremities. All of it under the room's
  * lock, in one transaction per batch, like local events.
@@ -37,6 +38,12 @@ import type { EventPersister, PersistedEvent, RoomHead } from "./persister.js";
 export interface RemoteEvent {
   eventId: string;
   pdu: Pdu;
+  /**
+   * The states after those of its prev_events that are nowhere here, fetched from another
+   * server (`/state_ids`) when a gap could not be filled: the event is judged on them, and its
+   * prev_events stay a gap in the timeline.
+   */
+  prevStates?: StateIds[];
 }
 
 export type RemoteOutcome = { status: "accepted" | "duplicate" | "soft_failed" } | { status: "rejected"; reason: string };
@@ -48,16 +55,26 @@ export type StateResolver = (
   load: (ids: readonly string[]) => Promise<Map<string, Pdu>>,
 ) => Promise<Map<string, string>>;
 
+/** More forward extremities than this and the room is crowded: a local event should merge them (as Synapse's dummy events). */
+export const MAX_EXTREMITIES = 10;
+
 /** Auth options for events signed by their authorising server too (restricted joins): the federation layer verified those signatures. */
 const AUTH_OPTIONS = { verifyServerSignature: (pdu: Pdu, server: string) => pdu.signatures[server] !== undefined };
 
 export class RemoteEventPersister {
+  readonly #crowded: ((roomId: string, version: RoomVersion) => void)[] = [];
+
   constructor(
     private readonly storage: Storage,
     private readonly persister: EventPersister,
     private readonly resolve: StateResolver,
     private readonly clock: Clock,
   ) {}
+
+  /** `listener` hears of a room left with more than MAX_EXTREMITIES forward extremities after events from federation. */
+  onCrowded(listener: (roomId: string, version: RoomVersion) => void): void {
+    this.#crowded.push(listener);
+  }
 
   /**
    * Persists events of one room, parents before children. Events whose prev_events are all
@@ -72,6 +89,7 @@ export class RemoteEventPersister {
   ): Promise<Map<string, RemoteOutcome>> {
     const outcomes = new Map<string, RemoteOutcome>();
     const fresh: PersistedEvent[] = [];
+    let extremities = 0;
     await this.storage.transaction(async (tx) => {
       outcomes.clear();
       fresh.length = 0;
@@ -87,8 +105,10 @@ export class RemoteEventPersister {
         if (outcome.persisted) fresh.push({ ...outcome.persisted, origin });
       }
       await tx.roomDag.setRoomDag(roomId, head.extremities, head.group?.id ?? null);
+      extremities = head.extremities.length;
     });
     if (fresh.length > 0) await this.persister.announce(fresh, version);
+    if (extremities > MAX_EXTREMITIES) for (const listener of this.#crowded) listener(roomId, version);
     return outcomes;
   }
 
@@ -173,11 +193,11 @@ export class RemoteEventPersister {
     tx: Stores,
     version: RoomVersion,
     head: RoomHead,
-    { eventId, pdu }: RemoteEvent,
+    { eventId, pdu, prevStates }: RemoteEvent,
     knownBefore?: { state: StateIds; group: { id: string; chain: number } | null },
   ): Promise<{ result: RemoteOutcome; persisted?: PersistedEvent }> {
-    const known = await tx.roomDag.getPdus([eventId]);
-    if (known.get(eventId)?.inEvents) return { result: { status: "duplicate" } };
+    const known = (await tx.roomDag.getPdus([eventId])).get(eventId);
+    if (known?.inEvents || known?.softFailed) return { result: { status: "duplicate" } };
     const reject = async (reason: string) => {
       await tx.roomDag.insertOutlier(eventId, pdu.room_id, JSON.stringify(pdu), reason, this.clock.now());
       return { result: { status: "rejected" as const, reason } };
@@ -199,18 +219,12 @@ export class RemoteEventPersister {
     if (problem) return reject(`not allowed by its auth events: ${problem}`);
 
     // Step 5: the auth rules against the state before the event.
-    const before = knownBefore ?? (await this.#stateBefore(tx, version, pdu));
+    const before = knownBefore ?? (await this.#stateBefore(tx, version, pdu, prevStates));
     if (!before) return reject("none of its prev_events is known");
     const beforeProblem = authProblem(pdu, await this.#lookup(tx, before.state, pdu, version), version);
     if (beforeProblem) return reject(`not allowed by the state before it: ${beforeProblem}`);
 
-    // Step 6: the auth rules against the current state; a failure is a soft failure.
-    const current = await this.persister.dag.currentStateIds(tx, pdu.room_id);
-    if (authProblem(pdu, await this.#lookup(tx, current, pdu, version), version)) {
-      await tx.roomDag.insertOutlier(eventId, pdu.room_id, JSON.stringify(pdu), null, this.clock.now());
-      return { result: { status: "soft_failed" } };
-    }
-
+    // The state after the event, as for any event: a soft-failed one keeps it too.
     const key = typeof pdu.state_key === "string" ? stateKeyOf(pdu.type, pdu.state_key) : undefined;
     let after: StateIds = before.state;
     let group = before.group;
@@ -219,6 +233,15 @@ export class RemoteEventPersister {
       group = await this.persister.dag.saveGroup(tx, pdu.room_id, after, group && { ref: group, state: before.state });
     } else if (!group) {
       group = await this.persister.dag.saveGroup(tx, pdu.room_id, after, null);
+    }
+
+    // Step 6: the auth rules against the current state; a failure is a soft failure: stored with
+    // its state (events built on it are accepted as any other), never an extremity, current
+    // state or in a timeline.
+    const current = await this.persister.dag.currentStateIds(tx, pdu.room_id);
+    if (authProblem(pdu, await this.#lookup(tx, current, pdu, version), version)) {
+      await tx.roomDag.insertSoftFailed(eventId, pdu.room_id, JSON.stringify(pdu), group.id, this.clock.now());
+      return { result: { status: "soft_failed" } };
     }
 
     // The new extremities: the event replaces those it points to.
@@ -241,10 +264,18 @@ export class RemoteEventPersister {
     return { result: { status: "accepted" }, persisted };
   }
 
-  /** The state before an event: its one prev's state after, or the resolution of its prevs' states. */
-  async #stateBefore(tx: Stores, version: RoomVersion, pdu: Pdu): Promise<{ state: StateIds; group: { id: string; chain: number } | null } | undefined> {
+  /**
+   * The state before an event: its one prev's state after, or the resolution of its prevs'
+   * states (with those fetched for prevs that are not here).
+   */
+  async #stateBefore(
+    tx: Stores,
+    version: RoomVersion,
+    pdu: Pdu,
+    prevStates: readonly StateIds[] = [],
+  ): Promise<{ state: StateIds; group: { id: string; chain: number } | null } | undefined> {
     const states = await this.persister.dag.stateAfter(tx, pdu.prev_events);
-    const known = [...states.values()];
+    const known: { state: StateIds; group: { id: string; chain: number } | null }[] = [...states.values(), ...prevStates.map((state) => ({ state, group: null }))];
     if (known.length === 0) return undefined;
     if (known.length === 1) return known[0]!;
     const resolved = await this.resolve(version, known.map((k) => k.state), (ids) => this.persister.dag.pdus(tx, ids));
@@ -266,14 +297,18 @@ export class RemoteEventPersister {
   async #applyCurrentState(tx: Stores, roomId: string, current: StateIds, resolved: StateIds): Promise<void> {
     const changed = [...resolved].filter(([key, id]) => current.get(key) !== id);
     const records = await tx.roomDag.eventDagRecords(changed.map(([, id]) => id));
-    const pdus = await this.persister.dag.pdus(tx, changed.map(([, id]) => id));
+    const stored = await tx.roomDag.getPdus(changed.map(([, id]) => id));
     const entries: CurrentStateEntry[] = [];
     for (const [key, id] of changed) {
-      const record = records.get(id);
-      const event = pdus.get(id);
-      if (!record || !event) continue; // Known only as an auth event: cannot be current state here.
+      const found = stored.get(id);
+      if (!found || found.rejected !== null) continue;
+      const event = pduOf(found);
+      // State fetched across a gap, or a soft-failed event a resolution made current: it enters
+      // the room's state (never its timeline) as state received with a join does.
+      const streamOrdering =
+        records.get(id)?.streamOrdering ?? (await tx.rooms.appendEvent(newEventOf(id, roomId, event, { outlier: true, updatesCurrentState: false })));
       const [type, stateKey] = splitStateKey(key);
-      entries.push({ type, stateKey, eventId: id, streamOrdering: record.streamOrdering, membership: membershipOf(event) ?? null });
+      entries.push({ type, stateKey, eventId: id, streamOrdering, membership: membershipOf(event) ?? null });
     }
     await tx.roomDag.setCurrentState(roomId, entries);
     const removed = [...current.keys()].filter((key) => !resolved.has(key)).map(splitStateKey);

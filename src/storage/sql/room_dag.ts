@@ -14,10 +14,15 @@ const Q = {
       UNION ALL SELECT s.id, s.prev_group, s.delta, s.chain, g.n + 1 FROM state_groups s JOIN g ON s.id = g.prev_group)
     SELECT id, prev_group, delta, chain FROM g ORDER BY n`,
   dagRecords: sql`SELECT event_id, room_id, stream_ordering, state_group, outlier FROM events WHERE ${inJsonList("event_id")}`,
-  pdus: sql`SELECT event_id, room_id, json, NULL AS rejected, 1 - outlier AS in_timeline, 1 AS in_events FROM events WHERE ${inJsonList("event_id")}
-    UNION ALL SELECT event_id, room_id, json, rejected, 0 AS in_timeline, 0 AS in_events FROM event_outliers WHERE ${inJsonList("event_id")}`,
+  pdus: sql`SELECT event_id, room_id, json, NULL AS rejected, 1 - outlier AS in_timeline, 1 AS in_events, 0 AS soft_failed FROM events
+    WHERE ${inJsonList("event_id")}
+    UNION ALL SELECT event_id, room_id, json, rejected, 0 AS in_timeline, 0 AS in_events,
+      CASE WHEN state_group IS NULL THEN 0 ELSE 1 END AS soft_failed FROM event_outliers WHERE ${inJsonList("event_id")}`,
   insertOutlier: `INSERT INTO event_outliers (event_id, room_id, json, rejected, received_ts) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (event_id) DO NOTHING`,
+  insertSoftFailed: `INSERT INTO event_outliers (event_id, room_id, json, rejected, received_ts, state_group) VALUES (?, ?, ?, NULL, ?, ?)
+    ON CONFLICT (event_id) DO UPDATE SET rejected = NULL, state_group = excluded.state_group`,
+  softFailedGroups: sql`SELECT event_id, state_group FROM event_outliers WHERE ${inJsonList("event_id")} AND state_group IS NOT NULL`,
   // Two servers' invites, or two users' joins, may make the same unknown room at once.
   ensureRoom: `INSERT INTO rooms (room_id, room_version, creator, created_ts, is_public) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (room_id) DO NOTHING`,
@@ -77,7 +82,15 @@ export class SqlRoomDagStore implements RoomDagStore {
     const out = new Map<string, StoredPdu>();
     if (eventIds.length === 0) return out;
     const list = JSON.stringify(eventIds);
-    const rows = await this.db.all<{ event_id: string; room_id: string; json: string; rejected: string | null; in_timeline: number; in_events: number }>(
+    const rows = await this.db.all<{
+      event_id: string;
+      room_id: string;
+      json: string;
+      rejected: string | null;
+      in_timeline: number;
+      in_events: number;
+      soft_failed: number;
+    }>(
       Q.pdus,
       [list, list],
     );
@@ -91,6 +104,7 @@ export class SqlRoomDagStore implements RoomDagStore {
         rejected: r.rejected,
         inTimeline: Number(r.in_timeline) === 1,
         inEvents: Number(r.in_events) === 1,
+        softFailed: Number(r.soft_failed) === 1,
       });
     }
     return out;
@@ -98,6 +112,16 @@ export class SqlRoomDagStore implements RoomDagStore {
 
   async insertOutlier(eventId: string, roomId: string, json: string, rejected: string | null, receivedTs: number): Promise<void> {
     await this.db.run(Q.insertOutlier, [eventId, roomId, json, rejected, receivedTs]);
+  }
+
+  async insertSoftFailed(eventId: string, roomId: string, json: string, stateGroup: string, receivedTs: number): Promise<void> {
+    await this.db.run(Q.insertSoftFailed, [eventId, roomId, json, receivedTs, stateGroup]);
+  }
+
+  async softFailedGroups(eventIds: readonly string[]): Promise<Map<string, string>> {
+    if (eventIds.length === 0) return new Map();
+    const rows = await this.db.all<{ event_id: string; state_group: string }>(Q.softFailedGroups, [JSON.stringify(eventIds)]);
+    return new Map(rows.map((r) => [r.event_id, r.state_group]));
   }
 
   async setCurrentState(roomId: string, entries: readonly CurrentStateEntry[]): Promise<void> {
@@ -122,7 +146,7 @@ export class SqlRoomDagStore implements RoomDagStore {
 
   async oldestTimelineEvent(roomId: string): Promise<StoredPdu | undefined> {
     const r = await this.db.get<{ event_id: string; room_id: string; json: string }>(Q.oldest, [roomId]);
-    return r && { eventId: r.event_id, roomId: r.room_id, json: r.json, rejected: null, inTimeline: true, inEvents: true };
+    return r && { eventId: r.event_id, roomId: r.room_id, json: r.json, rejected: null, inTimeline: true, inEvents: true, softFailed: false };
   }
 
   async insertBackfilled(events: readonly BackfilledEvent[]): Promise<number> {

@@ -52,7 +52,9 @@ export class RemoteBackfill implements RemoteHistory {
           (e) => roomIdOfEvent(e.pdu, e.eventId) === roomId && e.pdu.depth <= start.depth,
         );
         const create = await storage.rooms.currentStateEvent(roomId, "m.room.create", "");
-        const accepted = await this.#authorised(checked, version, create && pduOf(create));
+        // An event soft-failed here stays out of the timeline, whoever sends it again.
+        const softFailed = await storage.roomDag.softFailedGroups(checked.map((e) => e.eventId));
+        const accepted = await this.#authorised(checked.filter((e) => !softFailed.has(e.eventId)), version, create && pduOf(create));
         if (accepted.length === 0) continue;
         // Newest first, so each is stored below the one before.
         accepted.sort((a, b) => b.pdu.depth - a.pdu.depth || b.pdu.origin_server_ts - a.pdu.origin_server_ts);

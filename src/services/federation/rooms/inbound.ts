@@ -1,23 +1,37 @@
 /**
  * PDUs that arrive in transactions: checked, gaps filled from the sending server
  * (`/get_missing_events` for unknown prev_events, `/event` for unknown auth events), then
- * stored through the room's remote path, each room's events oldest first.
+ * stored through the room's remote path, each room's events oldest first. A gap too long to
+ * fill (after a long outage) is left open: the state after its far end comes from `/state_ids`
+ * (see GapState), and the events after it are judged on that.
  */
 import { getRoomVersion, isRecord, type Pdu, type RoomVersion } from "../../../events/index.js";
+import type { StateIds } from "../../rooms/dag.js";
 import type { RemoteEvent } from "../../rooms/remote_persister.js";
+import type { StoredPdu } from "../../../storage/room_dag.js";
 import { serversInRoom } from "./event_source.js";
+import { GapState } from "./gap_state.js";
+import { ExtremityMerger } from "./merge_extremities.js";
 import type { FederatedRoomDeps } from "./types.js";
 
 const enc = encodeURIComponent;
 /** Events asked for to fill one gap (Synapse asks for 10). */
 const GAP_LIMIT = 10;
-/** The most events one gap is filled with, over several asks; an older gap stays (the events after it are judged on what we have). */
+/** The most events one gap is filled with, over several asks; an older gap stays open (the state at its far end is fetched). */
 const MAX_GAP_EVENTS = 100;
+/** The most unknown prev_events whose state is fetched for one batch (each costs a `/state_ids` and the events it names). */
+const MAX_GAP_STATES = 5;
 
 export type PduResults = Record<string, { error?: string }>;
 
 export class InboundPdus {
-  constructor(private readonly deps: FederatedRoomDeps) {}
+  readonly #gapState: GapState;
+
+  constructor(private readonly deps: FederatedRoomDeps) {
+    this.#gapState = new GapState(deps);
+    const merger = new ExtremityMerger(deps);
+    deps.remote.onCrowded((roomId, version) => merger.merge(roomId, version));
+  }
 
   async handle(origin: string, raws: unknown[]): Promise<PduResults> {
     const results: PduResults = {};
@@ -62,15 +76,42 @@ export class InboundPdus {
     const all = new Map(events.map((e) => [e.eventId, e]));
     const ids = (list: Iterable<RemoteEvent>, pick: (p: Pdu) => string[]) => [...new Set([...list].flatMap((e) => pick(e.pdu)))].filter((id) => !all.has(id));
     const knownPrev = await this.deps.storage.roomDag.getPdus(ids(events, (p) => p.prev_events));
-    const missingPrev = ids(events, (p) => p.prev_events).filter((id) => !knownPrev.get(id)?.inEvents);
+    const missingPrev = ids(events, (p) => p.prev_events).filter((id) => !hasState(knownPrev.get(id)));
     if (missingPrev.length > 0) {
       for (const e of await this.#missingEvents(origin, roomId, version, events)) if (!all.has(e.eventId)) all.set(e.eventId, e);
+      await this.#statesAcrossGaps(origin, roomId, version, all);
     }
     const wantedAuth = ids(all.values(), (p) => p.auth_events);
     const knownAuth = await this.deps.storage.roomDag.getPdus(wantedAuth);
     const missingAuth = wantedAuth.filter((id) => !knownAuth.has(id));
     if (missingAuth.length > 0) await this.deps.remote.storeOutliers(roomId, await this.#fetchEvents(origin, version, missingAuth));
     return [...all.values()].sort((a, b) => a.pdu.depth - b.pdu.depth);
+  }
+
+  /**
+   * For the events whose prev_events are still nowhere (the gap was too long, or its sender
+   * would not fill it), the states after those prev_events, fetched with `/state_ids`.
+   */
+  async #statesAcrossGaps(origin: string, roomId: string, version: RoomVersion, all: Map<string, RemoteEvent>): Promise<void> {
+    const prevIds = [...new Set([...all.values()].flatMap((e) => e.pdu.prev_events))].filter((id) => !all.has(id));
+    const stored = await this.deps.storage.roomDag.getPdus(prevIds);
+    // A rejected prev is known, and no state of it is asked for.
+    const open = new Set(prevIds.filter((id) => !hasState(stored.get(id)) && stored.get(id)?.rejected == null));
+    const states = new Map<string, StateIds>();
+    for (const e of [...all.values()].sort((a, b) => a.pdu.depth - b.pdu.depth)) {
+      const gaps = e.pdu.prev_events.filter((id) => open.has(id));
+      if (gaps.length === 0) continue;
+      const prevStates: StateIds[] = [];
+      for (const id of gaps) {
+        if (!states.has(id) && states.size < MAX_GAP_STATES) {
+          const state = await this.#gapState.stateAfter(origin, roomId, version, id);
+          if (state) states.set(id, state);
+        }
+        const state = states.get(id);
+        if (state) prevStates.push(state);
+      }
+      if (prevStates.length > 0) all.set(e.eventId, { ...e, prevStates });
+    }
   }
 
   /**
@@ -116,7 +157,7 @@ export class InboundPdus {
       // The next round starts from the fetched events whose parents are still neither here nor fetched.
       const wanted = [...new Set(round.flatMap((e) => e.pdu.prev_events))].filter((id) => !found.has(id));
       const known = await this.deps.storage.roomDag.getPdus(wanted);
-      const unknown = new Set(wanted.filter((id) => !known.get(id)?.inEvents));
+      const unknown = new Set(wanted.filter((id) => !hasState(known.get(id))));
       from = round.filter((e) => e.pdu.prev_events.some((id) => unknown.has(id)));
     }
     return fetched;
@@ -136,4 +177,9 @@ export class InboundPdus {
     }
     return out;
   }
+}
+
+/** Whether the state after an event is known here: stored in a room's graph, or soft-failed with its state. */
+function hasState(stored: StoredPdu | undefined): boolean {
+  return stored !== undefined && (stored.inEvents || stored.softFailed);
 }

@@ -254,4 +254,10 @@ export const STEPS_FROM_12: Migration[] = [
     ALTER TABLE event_push_actions ADD PRIMARY KEY (user_id, room_id, stream_ordering);
     `,
   },
+  // 24: a soft-failed event (it passed the auth rules against the state before it, not against
+  // the room's current state) keeps the state group after it, so events built on it are judged
+  // on that state; it stays out of the events table, out of every timeline and of current state.
+  `
+  ALTER TABLE event_outliers ADD COLUMN state_group TEXT;
+  `,
 ];
