@@ -143,11 +143,8 @@ export async function deviceListChanges(storage: Storage, userId: string, joined
 
 /** The device's one-time key counts (always with `signed_curve25519`) and unused fallback key types. */
 export async function keyCounts(storage: Storage, requester: Requester) {
-  const { userId, deviceId } = requester;
-  return {
-    oneTimeKeys: { [SIGNED_CURVE25519]: 0, ...(await storage.deviceKeys.oneTimeKeyCounts(userId, deviceId)) },
-    fallbackTypes: await storage.deviceKeys.unusedFallbackKeyTypes(userId, deviceId),
-  };
+  const counts = await storage.deviceKeys.keyCounts(requester.userId, requester.deviceId);
+  return { oneTimeKeys: { [SIGNED_CURVE25519]: 0, ...counts.oneTimeKeys }, fallbackTypes: counts.unusedFallbackTypes };
 }
 
 export async function deviceSections(

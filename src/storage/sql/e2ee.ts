@@ -112,6 +112,20 @@ export class SqlDeviceKeyStore implements DeviceKeyStore {
     );
   }
 
+  async keyCounts(userId: string, deviceId: string): Promise<{ oneTimeKeys: Record<string, number>; unusedFallbackTypes: string[] }> {
+    const rows = await this.db.all<{ kind: string; algorithm: string; n: number }>(
+      `SELECT 'otk' AS kind, algorithm, COUNT(*) AS n FROM e2e_one_time_keys WHERE user_id = ? AND device_id = ? GROUP BY algorithm
+       UNION ALL
+       SELECT 'fallback' AS kind, algorithm, 1 AS n FROM e2e_fallback_keys WHERE user_id = ? AND device_id = ? AND used = 0
+       ORDER BY kind, algorithm`,
+      [userId, deviceId, userId, deviceId],
+    );
+    return {
+      oneTimeKeys: Object.fromEntries(rows.filter((r) => r.kind === "otk").map((r) => [r.algorithm, Number(r.n)])),
+      unusedFallbackTypes: rows.filter((r) => r.kind === "fallback").map((r) => r.algorithm),
+    };
+  }
+
   async unusedFallbackKeyTypes(userId: string, deviceId: string): Promise<string[]> {
     const rows = await this.db.all<{ algorithm: string }>(
       "SELECT algorithm FROM e2e_fallback_keys WHERE user_id = ? AND device_id = ? AND used = 0 ORDER BY algorithm",
