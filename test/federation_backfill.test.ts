@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { TestFederation, type FederatedServer } from "./helpers/federation.js";
+import { startTwoServers, TestFederation, type FederatedServer } from "./helpers/federation.js";
 import { enc, ok, User } from "./helpers/rooms.js";
 import { request } from "./helpers/server.js";
 
@@ -17,7 +17,6 @@ interface Ev {
 
 describe("history from before a federated join", () => {
   const fed = new TestFederation(["a.test", "b.test"]);
-  let a: FederatedServer;
   let b: FederatedServer;
   let alice: User;
   let bob: User;
@@ -25,11 +24,7 @@ describe("history from before a federated join", () => {
   const HISTORY = 45;
 
   before(async () => {
-    await fed.frontsUp();
-    a = await fed.start("a.test");
-    b = await fed.start("b.test");
-    alice = await User.register(a.server.baseUrl, "alice");
-    bob = await User.register(b.server.baseUrl, "bob");
+    ({ b, users: { alice, bob } } = await startTwoServers(fed, { a: ["alice"], b: ["bob"] }));
     roomId = await alice.createRoom({ preset: "public_chat", name: "History" });
     for (let i = 0; i < HISTORY; i++) await alice.send(roomId, `old ${i}`);
     const res = await request(b.server.baseUrl, "POST", `/_matrix/client/v3/join/${enc(roomId)}?via=a.test`, { token: bob.token, body: {} });

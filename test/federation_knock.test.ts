@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { signedRequest, signerOf, TestFederation, type FederatedServer } from "./helpers/federation.js";
+import { signedRequest, signerOf, startTwoServers, TestFederation, type FederatedServer } from "./helpers/federation.js";
 import { assertError, enc, ok, User, type Ev } from "./helpers/rooms.js";
 import { buildEvent, getRoomVersion } from "../src/events/index.js";
 import { eventually } from "./helpers/server.js";
@@ -40,13 +40,7 @@ describe("knocking across two Switchboards", () => {
   let roomId: string;
 
   before(async () => {
-    await fed.frontsUp();
-    a = await fed.start("a.test");
-    b = await fed.start("b.test");
-    alice = await User.register(a.server.baseUrl, "alice");
-    bob = await User.register(b.server.baseUrl, "bob");
-    carol = await User.register(b.server.baseUrl, "carol");
-    dave = await User.register(b.server.baseUrl, "dave");
+    ({ a, b, users: { alice, bob, carol, dave } } = await startTwoServers(fed, { a: ["alice"], b: ["bob", "carol", "dave"] }));
     roomId = await alice.createRoom({ room_version: "11", name: "Knock across", room_alias_name: "knockacross", initial_state: knockState() });
   });
   after(() => fed.close());

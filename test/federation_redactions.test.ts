@@ -13,7 +13,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { signedRequest, signerOf, TestFederation, type FederatedServer } from "./helpers/federation.js";
+import { signedRequest, signerOf, startTwoServers, TestFederation, type FederatedServer } from "./helpers/federation.js";
 import { assertError, enc, ok, User, type Ev } from "./helpers/rooms.js";
 import { eventually } from "./helpers/server.js";
 import { buildEvent, eventIdFor, getRoomVersion, hashAndSignEvent, pduOf, type Pdu } from "../src/events/index.js";
@@ -72,11 +72,7 @@ for (const roomVersion of ["10", "12"]) {
       signedRequest(to, signerOf(from), "PUT", `${SEND}/${enc(txnId)}`, { body: { origin: from.name, origin_server_ts: Date.now(), pdus } });
 
     before(async () => {
-      await fed.frontsUp();
-      a = await fed.start("a.test");
-      b = await fed.start("b.test");
-      alice = await User.register(a.server.baseUrl, "alice");
-      bob = await User.register(b.server.baseUrl, "bob");
+      ({ a, b, users: { alice, bob } } = await startTwoServers(fed, { a: ["alice"], b: ["bob"] }));
       roomId = await alice.createRoom({ preset: "public_chat", room_version: roomVersion });
       assert.equal(ok(await bob.req("POST", `/join/${enc(roomId)}?via=a.test`, {})).room_id, roomId);
       await eventually(async () => ((await alice.membershipIn(roomId, bob.userId)) === "join" ? true : undefined));

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { TestFederation, type FederatedServer } from "./helpers/federation.js";
+import { startTwoServers, TestFederation, type FederatedServer } from "./helpers/federation.js";
 import { assertError, enc, ok, User } from "./helpers/rooms.js";
 import { eventually } from "./helpers/server.js";
 import { pduOf } from "../src/events/index.js";
@@ -27,12 +27,7 @@ for (const roomVersion of ["10", "12"]) {
     const joinVia = (user: User, roomId: string) => user.req("POST", `/join/${enc(roomId)}?via=a.test`, {});
 
     before(async () => {
-      await fed.frontsUp();
-      a = await fed.start("a.test");
-      b = await fed.start("b.test");
-      alice = await User.register(a.server.baseUrl, "alice");
-      bob = await User.register(b.server.baseUrl, "bob");
-      carol = await User.register(b.server.baseUrl, "carol");
+      ({ a, b, users: { alice, bob, carol } } = await startTwoServers(fed, { a: ["alice"], b: ["bob", "carol"] }));
       allowedRoom = await alice.createRoom({ preset: "public_chat", room_version: roomVersion, name: "Members" });
       restricted = await alice.createRoom({
         room_version: roomVersion,

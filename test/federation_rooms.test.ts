@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { signedRequest, signerOf, TestFederation, type FederatedServer } from "./helpers/federation.js";
+import { signedRequest, signerOf, startTwoServers, TestFederation, type FederatedServer } from "./helpers/federation.js";
 import { enc, ok, User } from "./helpers/rooms.js";
 import { eventually, request } from "./helpers/server.js";
 import { buildEvent, getRoomVersion } from "../src/events/index.js";
@@ -30,13 +30,7 @@ describe("federated rooms between two Switchboards", () => {
   let roomId: string;
 
   before(async () => {
-    await fed.frontsUp();
-    a = await fed.start("a.test");
-    b = await fed.start("b.test");
-    alice = await User.register(a.server.baseUrl, "alice");
-    bob = await User.register(b.server.baseUrl, "bob");
-    carol = await User.register(b.server.baseUrl, "carol");
-    dave = await User.register(b.server.baseUrl, "dave");
+    ({ a, b, users: { alice, bob, carol, dave } } = await startTwoServers(fed, { a: ["alice"], b: ["bob", "carol", "dave"] }));
     roomId = await alice.createRoom({ preset: "public_chat", name: "Across", room_alias_name: "across" });
     await alice.send(roomId, "before bob");
   });

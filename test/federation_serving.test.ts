@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { signedRequest, signerOf, TestFederation, type FederatedServer } from "./helpers/federation.js";
+import { signedRequest, signerOf, startTwoServers, TestFederation, type FederatedServer } from "./helpers/federation.js";
 import { enc, ok, User, type Ev } from "./helpers/rooms.js";
 import { eventually, request } from "./helpers/server.js";
 import { eventIdFor, getRoomVersion, type Pdu } from "../src/events/index.js";
@@ -29,11 +29,7 @@ describe("what a server serves another of a room", () => {
   let bob: User;
 
   before(async () => {
-    await fed.frontsUp();
-    a = await fed.start("a.test");
-    b = await fed.start("b.test");
-    alice = await User.register(a.server.baseUrl, "alice");
-    bob = await User.register(b.server.baseUrl, "bob");
+    ({ a, b, users: { alice, bob } } = await startTwoServers(fed, { a: ["alice"], b: ["bob"] }));
   });
   after(() => fed.close());
 

@@ -12,6 +12,7 @@ import type { KeyObject } from "node:crypto";
 import { authorizationHeader } from "../../src/services/federation/x_matrix.js";
 import { makeTestCa, testDialer, tlsFront, type TlsFront } from "./livekit.js";
 import { startServer, type TestServer } from "./server.js";
+import { User } from "./rooms.js";
 import type { SrvRecord } from "../../src/services/livekit/outbound.js";
 
 export interface FederatedServer {
@@ -96,4 +97,21 @@ export async function signedRequest(
   const res = await fetch(to.server.baseUrl + uri, { method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
   const text = await res.text();
   return { status: res.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+}
+
+/**
+ * The usual start of a two-server test: the fronts up, the federation's first two names started
+ * (`a` and `b`), then `users.a` registered on the first and `users.b` on the second, in order.
+ */
+export async function startTwoServers<const A extends readonly string[], const B extends readonly string[]>(
+  fed: TestFederation,
+  users: { a: A; b: B },
+): Promise<{ a: FederatedServer; b: FederatedServer; users: Record<A[number] | B[number], User> }> {
+  await fed.frontsUp();
+  const a = await fed.start(fed.names[0]!);
+  const b = await fed.start(fed.names[1]!);
+  const registered: Record<string, User> = {};
+  for (const name of users.a) registered[name] = await User.register(a.server.baseUrl, name);
+  for (const name of users.b) registered[name] = await User.register(b.server.baseUrl, name);
+  return { a, b, users: registered };
 }
