@@ -6,8 +6,9 @@
 //! Usage: `switchboard-rust-client <mode> <homeserver URL> <user> <password>`, where mode is
 //! - `e2ee`: log in, wait for the encryption bootstrap, report it;
 //! - `rooms`: log in, run the `SyncService` (simplified sliding sync, two connections) until the
-//!   room list is fully loaded, print every room with its name and latest event, then keep
-//!   printing each room's new latest event until stdin closes;
+//!   room list is fully loaded (it holds as many rooms as the server counts), print every room
+//!   with its name and latest event, then the count (`ready`), then keep printing each room's new
+//!   latest event until stdin closes;
 //! - `chat <room ID> <text>`: the same sync, then print every message received (decrypted, with
 //!   whether it was encrypted), send `text` to the room, and at the end (stdin closed) wait for the
 //!   key backup to be up to date.
@@ -22,7 +23,10 @@ use matrix_sdk::deserialized_responses::EncryptionInfo;
 use matrix_sdk::ruma::events::room::message::{OriginalSyncRoomMessageEvent, RoomMessageEventContent};
 use matrix_sdk::ruma::RoomId;
 use matrix_sdk::{Client, Room, RoomState};
-use matrix_sdk_ui::room_list_service::State as RoomListState;
+use matrix_sdk::stream::StreamExt;
+use matrix_sdk_ui::eyeball_im::Vector;
+use matrix_sdk_ui::room_list_service::filters::new_filter_non_left;
+use matrix_sdk_ui::room_list_service::{RoomListItem, RoomListLoadingState};
 use matrix_sdk_ui::sync_service::SyncService;
 use serde_json::{json, Value};
 
@@ -119,20 +123,55 @@ async fn describe(room: &Room, latest: &LatestEventValue) -> Value {
     })
 }
 
+/// A running sync whose room list is fully loaded.
+struct Synced {
+    sync: SyncService,
+    /// The room count the server reported (`RoomListLoadingState::Loaded`).
+    maximum: u32,
+    /// The room list's entries once it holds that many, in its order.
+    rooms: Vec<Room>,
+}
+
+/// Larger than any room list of the tests, so that one page shows the whole list.
+const PAGE_SIZE: usize = 1000;
+
 /// Starts sync as Element X does, and waits until the room list is fully loaded.
-async fn start_sync(client: &Client) -> Result<SyncService> {
+async fn start_sync(client: &Client) -> Result<Synced> {
     let sync = SyncService::builder(client.clone()).with_share_pos(true).build().await?;
     sync.start().await;
-    let mut state = sync.room_list_service().state();
-    // Running: the list's range covers its count, every room has been loaded.
-    tokio::time::timeout(GIVE_UP, async {
-        while !matches!(state.get(), RoomListState::Running) {
-            state.next().await;
+    let room_list_service = sync.room_list_service();
+    let all_rooms = room_list_service.all_rooms().await?;
+    // The list's first request covers [0, 19], then it grows in batches of 100; `Running` only says
+    // that a growing response came, not that the list holds every room (past 100 it does not), so
+    // wait for the count the server gives with `Loaded`, then for the list to hold that many.
+    let mut loading = all_rooms.loading_state();
+    let maximum = tokio::time::timeout(GIVE_UP, async {
+        loop {
+            if let RoomListLoadingState::Loaded { maximum_number_of_rooms: Some(maximum) } = loading.get() {
+                return maximum;
+            }
+            loading.next().await;
         }
     })
     .await
-    .context("waiting for the room list to be fully loaded")?;
-    Ok(sync)
+    .context("waiting for the room list's count")?;
+    // The list as Element X shows it (left rooms filtered out), until it holds every room counted.
+    let (entries, controller) = all_rooms.entries_with_dynamic_adapters(PAGE_SIZE);
+    controller.set_filter(Box::new(new_filter_non_left()));
+    let mut entries = std::pin::pin!(entries);
+    let mut list = Vector::new();
+    tokio::time::timeout(GIVE_UP, async {
+        while list.len() < maximum as usize {
+            for diff in entries.next().await.context("the room list's entries ended")? {
+                diff.apply(&mut list);
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await
+    .context("waiting for the room list to be fully loaded")??;
+    let rooms = list.into_iter().map(RoomListItem::into_inner).collect();
+    Ok(Synced { sync, maximum, rooms })
 }
 
 /// Blocks until the test closes stdin.
@@ -143,11 +182,11 @@ async fn until_stdin_closes() -> Result<()> {
 
 /// Reports the room list; see the module comment.
 async fn rooms(client: &Client) -> Result<()> {
-    let sync = start_sync(client).await?;
+    let Synced { sync, maximum, rooms } = start_sync(client).await?;
 
     let latest_events = client.latest_events().await;
     let mut watched = Vec::new();
-    for room in client.rooms() {
+    for room in rooms {
         let mut latest = latest_events
             .listen_and_subscribe_to_room(room.room_id())
             .await?
@@ -163,7 +202,7 @@ async fn rooms(client: &Client) -> Result<()> {
         emit(describe(&room, &latest.get().await).await);
         watched.push((room, latest));
     }
-    emit(json!({ "step": "ready", "count": client.rooms().len() }));
+    emit(json!({ "step": "ready", "count": client.rooms().len(), "maximum": maximum }));
 
     for (room, mut latest) in watched {
         tokio::spawn(async move {
@@ -192,7 +231,7 @@ async fn chat(client: &Client, room_id: &str, text: &str) -> Result<()> {
             "encrypted": encryption.is_some(),
         }));
     });
-    let sync = start_sync(client).await?;
+    let Synced { sync, .. } = start_sync(client).await?;
     let room = client.get_room(&RoomId::parse(room_id)?).context("the room is not in the room list")?;
     let sent = room.send(RoomMessageEventContent::text_plain(text)).await?;
     emit(json!({ "step": "sent", "event_id": sent.response.event_id.to_string() }));
