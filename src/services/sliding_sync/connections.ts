@@ -33,6 +33,20 @@ export interface Opened {
 
 /** States this process saved or read lately, by connection: the next request's position is usually the last one. */
 const RECENT_MAX = 1024;
+/**
+ * How often an unchanged connection's position is made its only one again (older positions
+ * deleted, the connection marked used). Both are housekeeping (a leftover position only lets a
+ * retry answer from it; expiry counts in days), so a connection answered many times a minute
+ * with nothing new needs no write each time.
+ */
+const REAFFIRM_EVERY_MS = 30_000;
+
+interface Recent {
+  position: string;
+  state: ConnectionState;
+  /** When this process last made `position` the connection's only one. */
+  reaffirmed?: number;
+}
 
 export class Connections {
   #lastCleanup = 0;
@@ -42,7 +56,7 @@ export class Connections {
    * database is still asked, as it decides whether the position exists and has not expired.
    * Bounded by starting afresh when full.
    */
-  readonly #recent = new Map<string, { position: string; state: ConnectionState }>();
+  readonly #recent = new Map<string, Recent>();
 
   constructor(
     private readonly storage: Storage,
@@ -65,8 +79,9 @@ export class Connections {
     const json = await this.storage.slidingSync.load(key, position, now - CONNECTION_TTL_MS, now);
     if (json === undefined) throw unknownPos();
     const recent = this.#recent.get(cacheKey(key));
-    const saved = recent?.position === position ? recent.state : ConnectionState.parse(json);
-    this.#remember(key, position, saved);
+    if (recent?.position === position) return { key, position, since, saved: recent.state };
+    const saved = ConnectionState.parse(json);
+    this.#remember(key, { position, state: saved });
     return { key, position, since, saved };
   }
 
@@ -74,18 +89,23 @@ export class Connections {
   async commit(opened: Opened, state: ConnectionState): Promise<string> {
     const now = this.clock.now();
     if (opened.position !== null && !state.changed()) {
+      const recent = this.#recent.get(cacheKey(opened.key));
+      if (recent?.position === opened.position && recent.reaffirmed !== undefined && now - recent.reaffirmed < REAFFIRM_EVERY_MS) {
+        return opened.position;
+      }
       await this.storage.slidingSync.keepOnly(opened.key, opened.position, now);
+      this.#remember(opened.key, { position: opened.position, state: opened.saved, reaffirmed: now });
       return opened.position;
     }
     const position = randomBytes(6).toString("hex");
     await this.storage.slidingSync.save(opened.key, position, state.serialize(), opened.position, now);
-    this.#remember(opened.key, position, state);
+    this.#remember(opened.key, { position, state });
     return position;
   }
 
-  #remember(key: ConnectionKey, position: string, state: ConnectionState): void {
+  #remember(key: ConnectionKey, recent: Recent): void {
     if (this.#recent.size >= RECENT_MAX) this.#recent.clear();
-    this.#recent.set(cacheKey(key), { position, state });
+    this.#recent.set(cacheKey(key), recent);
   }
 
   async #cleanup(now: number): Promise<void> {
