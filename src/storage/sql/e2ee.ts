@@ -186,7 +186,19 @@ export async function insertToDevice(tx: Transaction, messages: readonly ToDevic
   return kept;
 }
 
+/** Devices whose acknowledged position this store remembers; it starts afresh when full. */
+const ACKNOWLEDGED_MAX = 10_000;
+
 export class SqlToDeviceStore implements ToDeviceStore {
+  /**
+   * Per device, the position up to which this process has deleted acknowledged messages. A sync
+   * token only carries positions every write below had committed by, so once messages up to a
+   * position are deleted none can appear there again: the same acknowledgement (every long-poll
+   * of a device that has nothing new) needs no second DELETE. Another process deleting more is
+   * harmless; forgetting only costs a DELETE that finds nothing.
+   */
+  readonly #acknowledged = new Map<string, number>();
+
   constructor(private readonly db: Executor) {}
 
   add(messages: ToDeviceMessage[], txn: { userId: string; deviceId: string; txnId: string }): Promise<boolean> {
@@ -203,9 +215,13 @@ export class SqlToDeviceStore implements ToDeviceStore {
   }
 
   async acknowledgeAndRead(userId: string, deviceId: string, upTo: number, to: number, limit: number): Promise<StoredToDevice[]> {
-    if (upTo > 0) {
+    const device = JSON.stringify([userId, deviceId]);
+    if (upTo > 0 && (this.#acknowledged.get(device) ?? 0) < upTo) {
       await this.db.run("DELETE FROM to_device_messages WHERE user_id = ? AND device_id = ? AND stream_id <= ?", [userId, deviceId, upTo]);
+      if (this.#acknowledged.size >= ACKNOWLEDGED_MAX) this.#acknowledged.clear();
+      this.#acknowledged.set(device, upTo);
     }
+    if (to <= upTo) return [];
     const rows = await this.db.all<{ stream_id: number; sender: string; type: string; content: string }>(
       `SELECT stream_id, sender, type, content FROM to_device_messages
        WHERE user_id = ? AND device_id = ? AND stream_id > ? AND stream_id <= ? ORDER BY stream_id LIMIT ?`,
