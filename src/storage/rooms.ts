@@ -169,8 +169,8 @@ export interface RoomStore {
   membersOf(roomId: string, membership: string): Promise<MembershipRecord[]>;
   /** Membership changes in (from, to] of the user (in any room) and of anyone in `roomIds`, oldest first. */
   membershipChangesAround(userId: string, roomIds: readonly string[], from: number, to: number): Promise<MembershipRecord[]>;
-  /** The current `join` memberships of these users, in every room. */
-  joinedRoomsOfUsers(userIds: readonly string[]): Promise<MembershipRecord[]>;
+  /** The current `join` memberships of these users in these rooms. */
+  joinedAmong(userIds: readonly string[], roomIds: readonly string[]): Promise<MembershipRecord[]>;
   /** Membership records of a user that changed in (from, to]. */
   membershipChanges(userId: string, from: number, to: number): Promise<MembershipRecord[]>;
   /** Whether the user's membership of the room was ever `join` at or before position `upTo`. */

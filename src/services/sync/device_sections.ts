@@ -136,7 +136,7 @@ export async function deviceListChanges(storage: Storage, userId: string, joined
   }
   mayHaveLeft.delete(userId);
   if (mayHaveLeft.size === 0) return { changed: [...changed], left: [] };
-  const stillSharing = new Set((await storage.rooms.joinedRoomsOfUsers([...mayHaveLeft])).filter((m) => joinedRooms.has(m.roomId)).map((m) => m.userId));
+  const stillSharing = new Set((await storage.rooms.joinedAmong([...mayHaveLeft], joinedRoomIds)).map((m) => m.userId));
   const left = [...mayHaveLeft].filter((u) => !stillSharing.has(u));
   return { changed: [...changed].filter((u) => !left.includes(u)), left };
 }
