@@ -81,6 +81,12 @@ const DEFAULT_MAX_BYTES = 1024 * 1024;
  * destination's delivery job) for ever; 60 s is what Synapse allows a federation request.
  */
 export const DEFAULT_DEADLINE_MS = 60_000;
+/**
+ * Answers allowed to be large (a big room's `send_join` or `/state`, up to 256 MiB) get time to
+ * arrive on top of the deadline, as if at this rate: slow enough for any working link, so only a
+ * peer that trickles is cut off.
+ */
+const SLOWEST_BYTES_PER_S = 256 * 1024;
 
 /** The system's DNS. Every address a name has must be allowed: the remote side chooses which one we would use. */
 export function systemDialer(policy: AddressPolicy): Dialer {
@@ -159,7 +165,8 @@ export class FederationTransport {
     if (this.#secureContext) (options as tls.ConnectionOptions).secureContext = this.#secureContext;
     const maxBytes = req.maxBytes ?? DEFAULT_MAX_BYTES;
     const timeoutMs = req.timeoutMs ?? this.#timeoutMs;
-    const deadlineMs = req.deadlineMs ?? Math.min(this.#deadlineMs, req.timeoutMs ?? Infinity);
+    const sizeAllowance = maxBytes > DEFAULT_MAX_BYTES ? ((maxBytes - DEFAULT_MAX_BYTES) / SLOWEST_BYTES_PER_S) * 1000 : 0;
+    const deadlineMs = req.deadlineMs ?? Math.min(this.#deadlineMs + sizeAllowance, req.timeoutMs ?? Infinity);
     let deadline: NodeJS.Timeout | undefined;
     return new Promise<TransportResponse>((settle, fail) => {
       const resolve = (res: TransportResponse) => {
