@@ -54,7 +54,7 @@ export class Connections {
    * The state at a connection's latest position, as this process last saved or parsed it: a
    * position's state never changes once saved, so the next request skips parsing it again. The
    * database is still asked, as it decides whether the position exists and has not expired.
-   * Bounded by starting afresh when full.
+   * Bounded: the connection saved longest ago goes first.
    */
   readonly #recent = new Map<string, Recent>();
 
@@ -104,8 +104,11 @@ export class Connections {
   }
 
   #remember(key: ConnectionKey, recent: Recent): void {
-    if (this.#recent.size >= RECENT_MAX) this.#recent.clear();
-    this.#recent.set(cacheKey(key), recent);
+    // Least recently saved first out: re-inserting moves a connection to the end.
+    const k = cacheKey(key);
+    this.#recent.delete(k);
+    if (this.#recent.size >= RECENT_MAX) this.#recent.delete(this.#recent.keys().next().value!);
+    this.#recent.set(k, recent);
   }
 
   async #cleanup(now: number): Promise<void> {
