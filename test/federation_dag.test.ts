@@ -1,10 +1,13 @@
 /**
  * The room DAG across two Switchboards (issue #15 §1, "Events from other servers"): a
  * soft-failed event is kept out of clients' sight but events built on it are accepted; a gap
- * too long for `/get_missing_events` is crossed with `/state_ids`; and a pile of forward
+ * too long for `/get_missing_events` is crossed with `/state_ids` (never on a state lacking one
+ * of its events); and a pile of forward
  * extremities is merged by a local dummy event whose prev_events are capped.
  */
 import assert from "node:assert/strict";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { buildEvent, getRoomVersion, type Pdu, type RoomVersion } from "../src/events/index.js";
 import { signedRequest, signerOf, TestFederation, type FederatedServer } from "./helpers/federation.js";
@@ -106,6 +109,32 @@ describe("the room DAG between two Switchboards", () => {
     };
   }
 
+  /**
+   * While a.test is cut off, `during` runs on b.test, then 150 messages `${prefix} 1…150` are sent
+   * there, more than `/get_missing_events` fills; b.test's outbox then loses them all (as a
+   * sender that gave up would) and its backoff of a.test ends. Answers what `during` answered.
+   */
+  async function longGap<T>(prefix: string, during: () => Promise<T>): Promise<T> {
+    await eventually(async () => ((await b.server.homeserver.storage.federationQueue.hasQueued("a.test")) ? undefined : true));
+    const restore = cut(a);
+    const result = await during();
+    for (let i = 1; i <= 150; i++) await bob.send(roomId, `${prefix} ${i}`);
+    const queue = b.server.homeserver.storage.federationQueue;
+    await eventually(async () => ((await queue.get("a.test"))?.failingSince != null ? true : undefined));
+    for (;;) {
+      const held = await queue.nextBatch("a.test", 100, 100);
+      if (held.pdus.length + held.edus.length === 0) break;
+      await queue.remove([...held.pdus, ...held.edus].map((r) => r.id));
+    }
+    restore();
+    // a.test's requests end b.test's backoff.
+    while ((await queue.get("a.test"))?.failingSince != null) {
+      ok(await alice.req("GET", `/profile/${enc(bob.userId)}`));
+      await sleep(300);
+    }
+    return result;
+  }
+
   async function extremitiesOn(fs: FederatedServer): Promise<number> {
     const storage = fs.server.homeserver.storage;
     const head = await storage.transaction((tx) => tx.roomDag.lockRoomDag(roomId));
@@ -164,26 +193,7 @@ describe("the room DAG between two Switchboards", () => {
   });
 
   test("a gap longer than /get_missing_events fills is crossed with /state_ids: the next event is accepted with the right state", async () => {
-    await eventually(async () => ((await b.server.homeserver.storage.federationQueue.hasQueued("a.test")) ? undefined : true));
-    const restore = cut(a);
-    await bob.putState(roomId, "m.room.topic", "", { topic: "set during the gap" });
-    const gap = Array.from({ length: 150 }, (_, i) => `gap ${i + 1}`);
-    for (const body of gap) await bob.send(roomId, body);
-    const queue = b.server.homeserver.storage.federationQueue;
-    await eventually(async () => ((await queue.get("a.test"))?.failingSince != null ? true : undefined));
-    // b.test's outbox loses all it held for a.test (as a sender that gave up on it would).
-    for (;;) {
-      const held = await queue.nextBatch("a.test", 100, 100);
-      if (held.pdus.length + held.edus.length === 0) break;
-      await queue.remove([...held.pdus, ...held.edus].map((r) => r.id));
-    }
-    restore();
-    // a.test's requests end b.test's backoff.
-    while ((await queue.get("a.test"))?.failingSince != null) {
-      ok(await alice.req("GET", `/profile/${enc(bob.userId)}`));
-      await sleep(300);
-    }
-
+    await longGap("gap", () => bob.putState(roomId, "m.room.topic", "", { topic: "set during the gap" }));
     const seen = b.front.requests.length;
     await bob.send(roomId, "after the long gap");
     await eventually(async () => ((await bodies(alice, roomId)).includes("after the long gap") ? true : undefined));
@@ -219,5 +229,41 @@ describe("the room DAG between two Switchboards", () => {
     assert.ok((await pduOn(a, next)).prev_events.length <= 10);
     assert.equal(await extremitiesOn(a), 1);
     await eventually(async () => ((await bodies(bob, roomId)).includes("after the siblings") ? true : undefined));
+  });
+
+  test("across a gap, a state one of whose events cannot be fetched is not used: the event built on it is rejected", async () => {
+    const topicId = await longGap("hidden gap", async () => ok(await bob.req("PUT", `/rooms/${enc(roomId)}/state/m.room.topic/`, { topic: "never fetched" })).event_id as string);
+    // b.test answers 404 for that one event; everything else passes.
+    const upstream = b.front.target;
+    const proxy = http.createServer((req, res) => {
+      if (req.method === "GET" && req.url === `/_matrix/federation/v1/event/${enc(topicId)}`) {
+        res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ errcode: "M_NOT_FOUND", error: "Not found" }));
+        return;
+      }
+      const up = http.request(upstream + (req.url ?? "/"), { method: req.method, headers: req.headers }, (r) => {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        r.pipe(res);
+      });
+      up.on("error", () => (res.headersSent ? res.destroy() : res.writeHead(502).end()));
+      req.pipe(up);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    b.front.target = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+    try {
+      const seen = b.front.requests.length;
+      const afterId = await bob.send(roomId, "after the hidden gap");
+      const storage = a.server.homeserver.storage;
+      const kept = await eventually(async () => (await storage.roomDag.getPdus([afterId])).get(afterId));
+      assert.notEqual(kept.rejected, null, "the event is rejected, not judged on a state without the topic");
+      assert.equal(kept.inTimeline, false);
+      const asked = b.front.requests.slice(seen);
+      assert.ok(asked.some((r) => r.startsWith("GET /_matrix/federation/v1/state_ids/")), "a.test asked for the state at the gap");
+      assert.ok(asked.includes(`GET /_matrix/federation/v1/event/${enc(topicId)}`), "and for the topic it names");
+      assert.notEqual((await alice.getState(roomId, "m.room.topic")).topic, "never fetched");
+      assert.ok(!(await bodies(alice, roomId)).includes("after the hidden gap"));
+    } finally {
+      b.front.target = upstream;
+      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+    }
   });
 });

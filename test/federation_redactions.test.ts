@@ -5,6 +5,8 @@
  * - a redaction made on one server strips the event on the other: `/messages`, `/event` and a
  *   fresh `/sync` there show it redacted, because of that redaction;
  * - a user of the other server redacts their own event, and the resident server strips it too;
+ * - a redaction received before the event it redacts (over `/send`, or a backfill batch before it)
+ *   is applied when that event comes;
  * - a redaction the spec says not to apply (a sender without the `redact` level, of another
  *   server than the event's) is stored, but the event keeps its content;
  * - a PDU whose content hash does not match is kept redacted (spec: "Checks performed on
@@ -145,6 +147,59 @@ for (const roomVersion of ["10", "12"]) {
       assert.deepEqual(found.content, {});
       assert.equal((found.unsigned?.redacted_because as Ev | undefined)?.event_id, redactionId);
       assert.equal((await b.server.homeserver.storage.rooms.getEvent(eventId))!.redactedBy, redactionId);
+    });
+
+    test("a redaction backfilled a batch before its event is applied when that batch comes", async () => {
+      const earlier = await alice.createRoom({ preset: "public_chat", room_version: roomVersion });
+      const eventId = await alice.send(earlier, "said long before bob came");
+      // More events between the two than one backfill asks for (10, as the pages below): newest first, the redaction comes first.
+      for (let i = 1; i <= 12; i++) await alice.send(earlier, `between ${i}`);
+      const redactionId = await redact(alice, earlier, eventId);
+      await alice.send(earlier, "after the redaction");
+      assert.equal(ok(await bob.req("POST", `/join/${enc(earlier)}?via=a.test`, {})).room_id, earlier);
+      const seen: Ev[] = [];
+      let from: string | undefined;
+      for (let pages = 0; pages < 10 && !seen.some((e) => e.event_id === eventId); pages++) {
+        const page = ok(await bob.messages(earlier, { dir: "b", limit: 10, from }));
+        seen.push(...(page.chunk as Ev[]));
+        if (page.end === undefined) break;
+        from = page.end as string;
+      }
+      const redactionAt = seen.findIndex((e) => e.event_id === redactionId);
+      const found = seen.findIndex((e) => e.event_id === eventId);
+      assert.ok(redactionAt >= 0 && found > redactionAt + 10, "the redaction came more than a batch before its event");
+      assert.deepEqual(seen[found]!.content, {});
+      assert.equal((seen[found]!.unsigned?.redacted_because as Ev | undefined)?.event_id, redactionId);
+      const event = ok(await bob.event(earlier, eventId)) as unknown as Ev;
+      assert.deepEqual(event.content, {});
+      assert.equal((event.unsigned?.redacted_because as Ev).event_id, redactionId);
+      assert.equal((await b.server.homeserver.storage.rooms.getEvent(eventId))!.redactedBy, redactionId);
+    });
+
+    test("a redaction received before its event is applied when the event comes: /event, /messages and a fresh /sync", async () => {
+      // Both built on b.test's newest event: the redaction names an event b.test does not have yet.
+      const target = await pduFrom(b, a, alice.userId, "m.room.message", { msgtype: "m.text", body: "redacted before it came" });
+      const redaction = await pduFrom(b, a, alice.userId, "m.room.redaction", {}, target.eventId);
+      const first = await transaction(a, b, `early-redaction-${roomVersion}`, [redaction.pdu]);
+      assert.equal(first.status, 200, JSON.stringify(first.body));
+      assert.deepEqual(first.body.pdus, { [redaction.eventId]: {} });
+      assert.equal(await b.server.homeserver.storage.rooms.getEvent(target.eventId), undefined);
+      const second = await transaction(a, b, `late-target-${roomVersion}`, [target.pdu]);
+      assert.equal(second.status, 200, JSON.stringify(second.body));
+      assert.deepEqual(second.body.pdus, { [target.eventId]: {} });
+      const event = ok(await bob.event(roomId, target.eventId)) as unknown as Ev;
+      assert.deepEqual(event.content, {});
+      assert.equal((event.unsigned?.redacted_because as Ev).event_id, redaction.eventId);
+      const served = await redactedIn(bob, roomId, target.eventId, redaction.eventId);
+      assert.deepEqual(served.content, {});
+      const synced = await inFreshSync(bob, roomId, target.eventId);
+      assert.ok(synced, "the event is in a fresh sync's timeline");
+      assert.deepEqual(synced.content, {});
+      assert.equal((synced.unsigned?.redacted_because as Ev).event_id, redaction.eventId);
+      const stored = (await b.server.homeserver.storage.rooms.getEvent(target.eventId))!;
+      assert.equal(stored.redactedBy, redaction.eventId);
+      assert.equal(pduOf(stored).content.body, undefined);
+      assert.deepEqual(await b.server.homeserver.storage.roomDag.pendingRedactions(target.eventId), [], "nothing waits any more");
     });
 
     test("a PDU whose content hash does not match is kept redacted under its event ID; the transaction succeeds", async () => {

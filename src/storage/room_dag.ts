@@ -108,6 +108,13 @@ export interface RoomDagStore {
    * current state and memberships are not touched. Answers how many were stored.
    */
   insertBackfilled(events: readonly BackfilledEvent[]): Promise<number>;
+
+  /** Remembers a redaction whose target is not here yet, to apply when the target arrives (a known pair is left alone). */
+  addPendingRedaction(roomId: string, targetEventId: string, redactionEventId: string): Promise<void>;
+  /** The redactions waiting for `targetEventId`, with the rooms they were received in. */
+  pendingRedactions(targetEventId: string): Promise<{ roomId: string; redactionEventId: string }[]>;
+  /** Forgets the redactions waiting for `targetEventId` (they have been considered). */
+  deletePendingRedactions(targetEventId: string): Promise<void>;
 }
 
 /** A historic event to store below the events stream: a new event's row, without what makes it current. */

@@ -11,6 +11,24 @@ import { pduOf, PowerLevels, redact, redactsOf, serverNameOf, type Pdu, type Roo
 import type { Stores } from "../../storage/interfaces.js";
 import { toClientEvent } from "./client_format.js";
 
+/**
+ * What an event just stored changes about redactions, in its transaction: when it is one, it is
+ * applied (or waits for its target); redactions that came before it are applied to it now, by
+ * the same rule. Every path that stores an event calls this (local, `/send`, backfill).
+ */
+export async function applyRedactions(tx: Stores, event: { eventId: string; pdu: Pdu }, version: RoomVersion, now: number): Promise<void> {
+  await applyRedaction(tx, event, version, now);
+  const pending = await tx.roomDag.pendingRedactions(event.eventId);
+  if (pending.length === 0) return;
+  const redactions = await tx.roomDag.getPdus(pending.map((p) => p.redactionEventId));
+  for (const { redactionEventId } of pending) {
+    const stored = redactions.get(redactionEventId);
+    // Only accepted redactions wait here; a redaction of another room is ignored by applyRedaction.
+    if (stored?.inEvents && stored.rejected === null) await applyRedaction(tx, { eventId: redactionEventId, pdu: pduOf(stored) }, version, now);
+  }
+  await tx.roomDag.deletePendingRedactions(event.eventId);
+}
+
 /** Strips the event `redaction` redacts, when the spec allows it; in the redaction's own transaction, so both commit together. */
 export async function applyRedaction(tx: Stores, redaction: { eventId: string; pdu: Pdu }, version: RoomVersion, now: number): Promise<void> {
   const { pdu } = redaction;
@@ -19,7 +37,10 @@ export async function applyRedaction(tx: Stores, redaction: { eventId: string; p
   const targetId = redactsOf(pdu, version);
   if (!targetId) return;
   const target = await tx.rooms.getEvent(targetId);
-  if (!target || target.roomId !== pdu.room_id || target.redactedBy) return;
+  // Not here yet (backfill comes newest first; a fetched event may come after its redaction):
+  // the redaction applies once its target is known, so it waits for it (`applyRedactions`).
+  if (!target) return tx.roomDag.addPendingRedaction(pdu.room_id, targetId, redaction.eventId);
+  if (target.roomId !== pdu.room_id || target.redactedBy) return;
   if (!(await mayRedact(tx, pdu, target.sender, version))) return;
   const redacted: Pdu = redact(pduOf(target), version);
   const stored = await tx.rooms.getEvent(redaction.eventId);

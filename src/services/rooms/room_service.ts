@@ -12,7 +12,7 @@ import type { Storage } from "../../storage/interfaces.js";
 import type { Requester } from "../auth.js";
 import type { Clock } from "../clock.js";
 import type { RateLimiter } from "../ratelimiter.js";
-import { applyRedaction } from "./redactions.js";
+import { applyRedactions } from "./redactions.js";
 import { remoteJoinTarget, serversKnowing, type RemoteRooms } from "./remote_rooms.js";
 import { planInitialState, type CreateRoomRequest } from "./create_room.js";
 import { additionalCreatorsFor, RoomIdClaims } from "./room_ids_v12.js";
@@ -43,7 +43,7 @@ export class RoomService {
     private readonly messageLimiter: RateLimiter,
   ) {
     // Every event the persister stores, local or from another server, applies its redaction here.
-    persister.inTransaction((tx, event, version) => applyRedaction(tx, event, version, this.clock.now()));
+    persister.inTransaction((tx, event, version) => applyRedactions(tx, event, version, this.clock.now()));
     this.#roomIds = new RoomIdClaims(storage, clock);
   }
 

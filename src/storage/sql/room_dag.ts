@@ -37,6 +37,10 @@ const Q = {
   },
   insertBackfilled: `INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, origin_server_ts, depth, json, outlier)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT (event_id) DO NOTHING`,
+  addPendingRedaction: `INSERT INTO pending_redactions (room_id, target_event_id, redaction_event_id) VALUES (?, ?, ?)
+    ON CONFLICT (target_event_id, redaction_event_id) DO NOTHING`,
+  pendingRedactions: "SELECT room_id, redaction_event_id FROM pending_redactions WHERE target_event_id = ? ORDER BY redaction_event_id",
+  deletePendingRedactions: "DELETE FROM pending_redactions WHERE target_event_id = ?",
 } as const;
 
 export class SqlRoomDagStore implements RoomDagStore {
@@ -159,5 +163,16 @@ export class SqlRoomDagStore implements RoomDagStore {
     return stored;
   }
 
+  async addPendingRedaction(roomId: string, targetEventId: string, redactionEventId: string): Promise<void> {
+    await this.db.run(Q.addPendingRedaction, [roomId, targetEventId, redactionEventId]);
+  }
 
+  async pendingRedactions(targetEventId: string): Promise<{ roomId: string; redactionEventId: string }[]> {
+    const rows = await this.db.all<{ room_id: string; redaction_event_id: string }>(Q.pendingRedactions, [targetEventId]);
+    return rows.map((r) => ({ roomId: r.room_id, redactionEventId: r.redaction_event_id }));
+  }
+
+  async deletePendingRedactions(targetEventId: string): Promise<void> {
+    await this.db.run(Q.deletePendingRedactions, [targetEventId]);
+  }
 }

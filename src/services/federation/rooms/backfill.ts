@@ -8,7 +8,7 @@
 import { AuthError, checkEventAuth, getRoomVersion, pduOf, roomIdOfEvent, serverNameOf, type Pdu, type RoomVersion } from "../../../events/index.js";
 import { newEventOf, type RemoteEvent } from "../../rooms/remote_persister.js";
 import type { RemoteHistory } from "../../rooms/reads.js";
-import { applyRedaction } from "../../rooms/redactions.js";
+import { applyRedactions } from "../../rooms/redactions.js";
 import { checkAll, type FederatedRoomDeps } from "./types.js";
 
 const enc = encodeURIComponent;
@@ -60,8 +60,9 @@ export class RemoteBackfill implements RemoteHistory {
         accepted.sort((a, b) => b.pdu.depth - a.pdu.depth || b.pdu.origin_server_ts - a.pdu.origin_server_ts);
         return await storage.transaction(async (tx) => {
           const stored = await tx.roomDag.insertBackfilled(accepted.map((e) => newEventOf(e.eventId, roomId, e.pdu, {})));
-          // Once all are in, so a redaction finds its event wherever the batch put it.
-          for (const e of accepted) await applyRedaction(tx, e, version, this.deps.clock.now());
+          // Once all are in, so a redaction finds its event wherever the batch put it; one whose
+          // event is in an older batch waits for it, and is applied when that batch comes.
+          for (const e of accepted) await applyRedactions(tx, e, version, this.deps.clock.now());
           return stored;
         });
       } catch {

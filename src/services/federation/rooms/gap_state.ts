@@ -3,7 +3,8 @@
  * built on it, when `/get_missing_events` could not close the gap (a long outage): `/state_ids`
  * at it, then the events it names that are not here (`/event`, or `/state` when many are
  * missing), each checked against its own auth events and kept as an outlier. The event built on
- * the gap is then judged on that state, as Synapse does; the gap stays in the timeline.
+ * the gap is then judged on that state, as Synapse does; the gap stays in the timeline. A state
+ * is used only whole: every event it names is here, fetched, or rejected on its auth events.
  */
 import { AuthError, checkEventAuth, isRecord, pduOf, type Pdu, type RoomVersion } from "../../../events/index.js";
 import type { StoredPdu } from "../../../storage/room_dag.js";
@@ -17,6 +18,12 @@ const enc = encodeURIComponent;
 const MAX_SINGLE_FETCHES = 20;
 /** The most events one state may bring (a room's state and auth chain); a larger answer is not used. */
 const MAX_STATE_EVENTS = 20_000;
+/** A big room's whole state and auth chain, as a `send_join` answer may bring (remote_membership.ts). */
+const MAX_STATE_BYTES = 256 * 1024 * 1024;
+/** Its IDs alone (MAX_STATE_EVENTS of them, about 50 bytes each), with room to spare. */
+const MAX_STATE_IDS_BYTES = 4 * 1024 * 1024;
+/** Long enough for MAX_STATE_BYTES from a slow server (256 KiB/s, as the transport's size allowance). */
+const STATE_DEADLINE_MS = 20 * 60_000;
 
 export class GapState {
   constructor(private readonly deps: FederatedRoomDeps) {}
@@ -27,6 +34,7 @@ export class GapState {
       const res = await this.deps.client.request(origin, {
         method: "GET",
         path: `/_matrix/federation/v1/state_ids/${enc(roomId)}?event_id=${enc(prevId)}`,
+        maxBytes: MAX_STATE_IDS_BYTES,
       });
       const stateIds = stringList(res.json.pdu_ids);
       const chainIds = stringList(res.json.auth_chain_ids);
@@ -35,7 +43,10 @@ export class GapState {
       const stored = await this.deps.storage.roomDag.getPdus(wanted);
       const missing = wanted.filter((id) => !stored.has(id));
       const fetched = await this.#fetch(origin, roomId, version, prevId, missing);
-      const usable = await this.#authorised(roomId, version, fetched, stored);
+      const { usable, rejected } = await this.#authorised(roomId, version, fetched, stored);
+      // A state that lacks one of its events (not fetched, or not checkable) may lack a ban or the
+      // power levels: nothing is judged on it. An event rejected on its auth events is no part of it.
+      if (stateIds.some((id) => !stored.has(id) && !usable.has(id) && !rejected.has(id))) return undefined;
       await this.deps.remote.storeOutliers(roomId, [...usable].map(([eventId, pdu]) => ({ eventId, pdu })));
       const pdus = new Map<string, Pdu>();
       for (const [id, s] of stored) if (s.rejected === null) pdus.set(id, pduOf(s));
@@ -45,7 +56,7 @@ export class GapState {
       const state = new Map<string, string>();
       for (const id of stateIds) {
         const pdu = pdus.get(id);
-        // An event that is not here, or failed its auth events, is no part of the state (as a rejected event).
+        // An event rejected (here, or on its auth events) is no part of the state.
         if (pdu && typeof pdu.state_key === "string") state.set(stateKeyOf(pdu.type, pdu.state_key), id);
       }
       if (typeof prev.state_key === "string") state.set(stateKeyOf(prev.type, prev.state_key), prevId);
@@ -58,11 +69,17 @@ export class GapState {
   /** The events `missing` names, checked (format, signatures, hashes), by ID. */
   async #fetch(origin: string, roomId: string, version: RoomVersion, prevId: string, missing: string[]): Promise<Map<string, Pdu>> {
     const out = new Map<string, Pdu>();
+    const wanted = new Set(missing);
     const keep = (events: RemoteEvent[]) => {
-      for (const e of events) if (missing.includes(e.eventId)) out.set(e.eventId, e.pdu);
+      for (const e of events) if (wanted.has(e.eventId)) out.set(e.eventId, e.pdu);
     };
     if (missing.length > MAX_SINGLE_FETCHES) {
-      const res = await this.deps.client.request(origin, { method: "GET", path: `/_matrix/federation/v1/state/${enc(roomId)}?event_id=${enc(prevId)}` });
+      const res = await this.deps.client.request(origin, {
+        method: "GET",
+        path: `/_matrix/federation/v1/state/${enc(roomId)}?event_id=${enc(prevId)}`,
+        maxBytes: MAX_STATE_BYTES,
+        deadlineMs: STATE_DEADLINE_MS,
+      });
       const raws = [...(Array.isArray(res.json.pdus) ? res.json.pdus : []), ...(Array.isArray(res.json.auth_chain) ? res.json.auth_chain : [])];
       if (res.status === 200) keep(await checkAll(this.deps.checkPdu, raws.slice(0, MAX_STATE_EVENTS), version));
     }
@@ -76,23 +93,36 @@ export class GapState {
 
   /**
    * The fetched events that pass the auth rules against their own auth events (stored here, or
-   * fetched and passing themselves), oldest first; the spec's checks on an outlier.
+   * fetched and passing themselves), oldest first; the spec's checks on an outlier. `rejected`:
+   * those that fail them, or name an auth event rejected; the rest (an auth event nowhere to be
+   * had) are in neither.
    */
   async #authorised(
     roomId: string,
     version: RoomVersion,
     fetched: Map<string, Pdu>,
     stored: Map<string, StoredPdu>,
-  ): Promise<Map<string, Pdu>> {
+  ): Promise<{ usable: Map<string, Pdu>; rejected: Set<string> }> {
     const available = new Map<string, Pdu>();
-    for (const [id, s] of stored) if (s.rejected === null) available.set(id, pduOf(s));
+    const rejected = new Set<string>();
+    for (const [id, s] of stored) {
+      if (s.rejected === null) available.set(id, pduOf(s));
+      else rejected.add(id);
+    }
     const authIds = [...new Set([...fetched.values()].flatMap((p) => p.auth_events))].filter((id) => !available.has(id) && !fetched.has(id));
-    for (const [id, s] of await this.deps.storage.roomDag.getPdus(authIds)) if (s.rejected === null) available.set(id, pduOf(s));
+    for (const [id, s] of await this.deps.storage.roomDag.getPdus(authIds)) {
+      if (s.rejected === null) available.set(id, pduOf(s));
+      else rejected.add(id);
+    }
     // Room version 12 leaves the create event out of auth_events: the room's own is used.
     const roomCreate = await this.deps.storage.rooms.currentStateEvent(roomId, "m.room.create", "");
     const create = roomCreate ? pduOf(roomCreate) : [...available.values(), ...fetched.values()].find((p) => p.type === "m.room.create" && p.state_key === "");
     const ok = new Map<string, Pdu>();
     for (const [id, pdu] of [...fetched].sort(([, a], [, b]) => a.depth - b.depth)) {
+      if (pdu.auth_events.some((a) => rejected.has(a))) {
+        rejected.add(id);
+        continue;
+      }
       const auth = pdu.auth_events.map((a) => available.get(a));
       if (auth.some((a) => a === undefined)) continue;
       const lookup = (type: string, key: string) =>
@@ -100,13 +130,16 @@ export class GapState {
       try {
         checkEventAuth(pdu, lookup, version, { verifyServerSignature: (p, server) => isRecord(p.signatures[server]) });
       } catch (err) {
-        if (err instanceof AuthError) continue;
+        if (err instanceof AuthError) {
+          rejected.add(id);
+          continue;
+        }
         throw err;
       }
       ok.set(id, pdu);
       available.set(id, pdu);
     }
-    return ok;
+    return { usable: ok, rejected };
   }
 }
 

@@ -260,4 +260,14 @@ export const STEPS_FROM_12: Migration[] = [
   `
   ALTER TABLE event_outliers ADD COLUMN state_group TEXT;
   `,
+  // 25: a redaction received before the event it redacts (backfill comes newest first; a fetched
+  // event may arrive after its redaction) waits here, by target, until that event is stored.
+  `
+  CREATE TABLE pending_redactions (
+    room_id TEXT NOT NULL,
+    target_event_id TEXT NOT NULL,
+    redaction_event_id TEXT NOT NULL,
+    PRIMARY KEY (target_event_id, redaction_event_id)
+  );
+  `,
 ];
