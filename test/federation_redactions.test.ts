@@ -35,6 +35,19 @@ async function inFreshSync(user: User, roomId: string, eventId: string): Promise
   return body.rooms?.join?.[roomId]?.timeline.events.find((e) => e.event_id === eventId);
 }
 
+/** `/messages` backwards, 10 events a page (so each page backfills from the other server), until `eventId` is seen or 10 pages. */
+async function pagedBackUntil(user: User, roomId: string, eventId: string): Promise<Ev[]> {
+  const seen: Ev[] = [];
+  let from: string | undefined;
+  for (let pages = 0; pages < 10 && !seen.some((e) => e.event_id === eventId); pages++) {
+    const page = ok(await user.messages(roomId, { dir: "b", limit: 10, from }));
+    seen.push(...(page.chunk as Ev[]));
+    if (page.end === undefined) break;
+    from = page.end as string;
+  }
+  return seen;
+}
+
 function redact(user: User, roomId: string, eventId: string): Promise<string> {
   return user.req("PUT", `/rooms/${enc(roomId)}/redact/${enc(eventId)}/${enc(`r-${eventId}`)}`, { reason: "oops" }).then((r) => ok(r).event_id as string);
 }
@@ -134,14 +147,7 @@ for (const roomVersion of ["10", "12"]) {
       const redactionId = await redact(alice, earlier, eventId);
       await alice.send(earlier, "after the redaction");
       assert.equal(ok(await bob.req("POST", `/join/${enc(earlier)}?via=a.test`, {})).room_id, earlier);
-      const seen: Ev[] = [];
-      let from: string | undefined;
-      for (let pages = 0; pages < 10 && !seen.some((e) => e.event_id === eventId); pages++) {
-        const page = ok(await bob.messages(earlier, { dir: "b", limit: 10, from }));
-        seen.push(...(page.chunk as Ev[]));
-        if (page.end === undefined) break;
-        from = page.end as string;
-      }
+      const seen = await pagedBackUntil(bob, earlier, eventId);
       const found = seen.find((e) => e.event_id === eventId);
       assert.ok(found, "the event is backfilled");
       assert.deepEqual(found.content, {});
@@ -157,14 +163,7 @@ for (const roomVersion of ["10", "12"]) {
       const redactionId = await redact(alice, earlier, eventId);
       await alice.send(earlier, "after the redaction");
       assert.equal(ok(await bob.req("POST", `/join/${enc(earlier)}?via=a.test`, {})).room_id, earlier);
-      const seen: Ev[] = [];
-      let from: string | undefined;
-      for (let pages = 0; pages < 10 && !seen.some((e) => e.event_id === eventId); pages++) {
-        const page = ok(await bob.messages(earlier, { dir: "b", limit: 10, from }));
-        seen.push(...(page.chunk as Ev[]));
-        if (page.end === undefined) break;
-        from = page.end as string;
-      }
+      const seen = await pagedBackUntil(bob, earlier, eventId);
       const redactionAt = seen.findIndex((e) => e.event_id === redactionId);
       const found = seen.findIndex((e) => e.event_id === eventId);
       assert.ok(redactionAt >= 0 && found > redactionAt + 10, "the redaction came more than a batch before its event");

@@ -244,6 +244,11 @@ export async function corsProxy(
     upstream.on("error", () => (res.headersSent ? res.destroy() : res.writeHead(502).end()));
     req.pipe(upstream);
   });
+  return listenOnLoopback(server);
+}
+
+/** Starts a test proxy on a free loopback port: its `host:port` name, and how to close it. */
+async function listenOnLoopback(server: http.Server): Promise<{ name: string; close(): Promise<void> }> {
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
     name: `127.0.0.1:${(server.address() as AddressInfo).port}`,
@@ -282,15 +287,7 @@ export async function noUpgradeProxy(target: () => string): Promise<{ name: stri
       up.on("end", () => rawAnswer(socket, up.statusCode ?? 502, up.statusMessage ?? "", Buffer.concat(chunks).toString("utf8")));
     }, () => rawAnswer(socket, 502, "Bad Gateway"));
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    name: `127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () =>
-      new Promise((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
+  return listenOnLoopback(server);
 }
 
 export const haveCoturn = spawnSync("which", ["turnserver"]).status === 0;
