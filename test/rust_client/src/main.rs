@@ -113,12 +113,20 @@ fn latest_json(value: &LatestEventValue) -> Value {
 
 async fn describe(room: &Room, latest: &LatestEventValue) -> Value {
     let name = room.display_name().await.map(|n| n.to_string()).ok();
+    // An invite's latest event, as the SDK's latest-event builder makes it: who invited, from the stripped state.
+    let latest = match (room.state(), latest) {
+        (RoomState::Invited, LatestEventValue::None) => match room.invite_details().await {
+            Ok(invite) => json!({ "invite_from": invite.inviter_id.to_string() }),
+            Err(_) => Value::Null,
+        },
+        _ => latest_json(latest),
+    };
     json!({
         "step": "room",
         "room_id": room.room_id().to_string(),
         "state": format!("{:?}", room.state()),
         "name": name,
-        "latest": latest_json(latest),
+        "latest": latest,
         "active_call": room.has_active_room_call(),
     })
 }
@@ -192,6 +200,8 @@ async fn rooms(client: &Client) -> Result<()> {
             .await?
             .context("a room of the list is unknown to latest events")?;
         // The latest event of a joined room is computed in the background from the event cache.
+        // An invite's is computed only when its membership changes, which may have happened
+        // before this subscription: `describe` reads the invite from its stripped state instead.
         let joined = room.state() == RoomState::Joined;
         let _ = tokio::time::timeout(if joined { GIVE_UP } else { Duration::ZERO }, async {
             while matches!(latest.get().await, LatestEventValue::None) {
