@@ -10,13 +10,12 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { buildEvent, getRoomVersion, type Pdu, type RoomVersion } from "../src/events/index.js";
-import { signedRequest, signerOf, TestFederation, type FederatedServer } from "./helpers/federation.js";
+import { signedRequest, signerOf, stateIds, syncedEvents, TestFederation, timelineSync, type FederatedServer } from "./helpers/federation.js";
 import { assertError, enc, ok, User, type Ev } from "./helpers/rooms.js";
 import { eventually, request } from "./helpers/server.js";
 
 const CS = "/_matrix/client/v3";
 const SEND = "/_matrix/federation/v1/send";
-const WIDE = JSON.stringify({ room: { timeline: { limit: 400 } } });
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const bodyOf = (e: Ev) => (e.content as { body?: string }).body ?? "";
@@ -29,36 +28,6 @@ async function timeline(user: User, roomId: string, limit = 400): Promise<Ev[]> 
 
 async function bodies(user: User, roomId: string): Promise<string[]> {
   return (await timeline(user, roomId)).filter((e) => e.type === "m.room.message").map(bodyOf);
-}
-
-async function stateIds(user: User, roomId: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const e of await user.fullState(roomId)) out[`${e.type}|${e.state_key as string}`] = e.event_id as string;
-  return out;
-}
-
-interface SyncBody {
-  next_batch: string;
-  rooms?: { join?: Record<string, { timeline?: { events: Ev[] } }> };
-}
-
-async function sync(user: User, since?: string, timeout = 0): Promise<SyncBody> {
-  const qs = new URLSearchParams({ timeout: String(timeout), filter: WIDE, ...(since ? { since } : {}) });
-  const res = await request(user.baseUrl, "GET", `${CS}/sync?${qs.toString()}`, { token: user.token });
-  assert.equal(res.status, 200, JSON.stringify(res.body));
-  return res.body as unknown as SyncBody;
-}
-
-/** The timeline events of `roomId` that `/sync` brings from `since` until `done` holds. */
-async function syncedEvents(user: User, roomId: string, since: string, done: (events: Ev[]) => boolean): Promise<Ev[]> {
-  const events: Ev[] = [];
-  let token = since;
-  while (!done(events)) {
-    const r = await sync(user, token, 2_000);
-    events.push(...(r.rooms?.join?.[roomId]?.timeline?.events ?? []));
-    token = r.next_batch;
-  }
-  return events;
 }
 
 describe("the room DAG between two Switchboards", () => {
@@ -164,7 +133,7 @@ describe("the room DAG between two Switchboards", () => {
     const beforeBan = await alice.fullState(roomId);
     const lastId = (await timeline(alice, roomId)).at(-1)!.event_id as string;
     const last = { eventId: lastId, pdu: await pduOn(a, lastId) };
-    const since = (await sync(alice)).next_batch;
+    const since = (await timelineSync(alice, { limit: 400 })).next_batch;
     ok(await alice.act("ban", roomId, mallory.userId));
 
     // Mallory's server had not heard of the ban: her message points before it, as do its auth events.
@@ -178,7 +147,7 @@ describe("the room DAG between two Switchboards", () => {
     // Bob's server saw mallory's message first: his points at it.
     const built = craft(bob.userId, "built on the soft-failed one", late, beforeBan);
     assert.deepEqual((await sendToA([built.pdu]))[built.eventId], {}, "an event built on a soft-failed one is accepted");
-    const events = await syncedEvents(alice, roomId, since, (evs) => evs.some((e) => e.event_id === built.eventId));
+    const events = (await syncedEvents(alice, roomId, since, (evs) => evs.some((e) => e.event_id === built.eventId), { limit: 400 })).events;
     assert.ok(!events.some((e) => e.event_id === late.eventId), "the soft-failed event never reaches /sync");
     const shown = await timeline(alice, roomId);
     assert.ok(shown.some((e) => e.event_id === built.eventId), "the event built on it is in /messages");

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { generateKeyPairSync } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { buildEvent, getRoomVersion, type Pdu } from "../src/events/index.js";
-import { signedRequest, signerOf, TestFederation, type FederatedServer } from "./helpers/federation.js";
+import { signedRequest, signerOf, stateIds, syncedEvents, TestFederation, timelineSync, type FederatedServer } from "./helpers/federation.js";
 import { RestartableServers } from "./helpers/federation_send.js";
 import { enc, ok, User, type Ev } from "./helpers/rooms.js";
 import { eventually, request } from "./helpers/server.js";
@@ -17,7 +17,6 @@ import { eventually, request } from "./helpers/server.js";
 const CS = "/_matrix/client/v3";
 const SEND = "/_matrix/federation/v1/send";
 /** A timeline filter wide enough that no sync in this file is `limited`. */
-const WIDE = JSON.stringify({ room: { timeline: { limit: 100 } } });
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -31,39 +30,6 @@ const bodyOf = (e: Ev) => (e.content as { body?: string }).body ?? "";
 
 async function bodies(user: User, roomId: string): Promise<string[]> {
   return (await timeline(user, roomId)).map(bodyOf);
-}
-
-/** The room's current state as `user`'s server gives it: `type|state_key` → event ID. */
-async function stateIds(user: User, roomId: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const e of await user.fullState(roomId)) out[`${e.type}|${e.state_key as string}`] = e.event_id as string;
-  return out;
-}
-
-interface SyncBody {
-  next_batch: string;
-  rooms?: { join?: Record<string, { timeline?: { events: Ev[]; limited?: boolean } }> };
-}
-
-async function sync(user: User, since?: string, timeout = 0): Promise<SyncBody> {
-  const qs = new URLSearchParams({ timeout: String(timeout), filter: WIDE, ...(since ? { since } : {}) });
-  const res = await request(user.baseUrl, "GET", `${CS}/sync?${qs.toString()}`, { token: user.token });
-  assert.equal(res.status, 200, JSON.stringify(res.body));
-  return res.body as unknown as SyncBody;
-}
-
-/** The timeline events of `roomId` that `/sync` brings from `since` until `done` holds for what came. */
-async function syncedEvents(user: User, roomId: string, since: string, done: (events: Ev[]) => boolean): Promise<{ events: Ev[]; next: string }> {
-  const events: Ev[] = [];
-  let token = since;
-  while (!done(events)) {
-    const r = await sync(user, token, 2_000);
-    const room = r.rooms?.join?.[roomId];
-    assert.notEqual(room?.timeline?.limited, true, "no sync here may skip events");
-    events.push(...(room?.timeline?.events ?? []));
-    token = r.next_batch;
-  }
-  return { events, next: token };
 }
 
 /** Every event ID once. */
@@ -149,7 +115,7 @@ describe("federation resilience between two Switchboards", () => {
   after(() => servers.close());
 
   test("b.test down while a.test's user talks: restarted on its database, it gets every message once, in order", async () => {
-    const since = (await sync(bob)).next_batch;
+    const since = (await timelineSync(bob, { limit: 100 })).next_batch;
     await servers.stop(b);
     const down = Array.from({ length: 12 }, (_, i) => `while b is down ${i + 1}`);
     for (const body of down) await say(alice, body);
@@ -161,7 +127,7 @@ describe("federation resilience between two Switchboards", () => {
     assert.deepEqual(await bodies(bob, roomId), sent, "b.test shows what a.test does, once each, in order");
     assert.deepEqual(await bodies(alice, roomId), sent);
     // /sync from before the stop brings each of them once, in order.
-    const { events } = await syncedEvents(bob, roomId, since, (evs) => evs.some((e) => bodyOf(e) === down.at(-1)));
+    const { events } = await syncedEvents(bob, roomId, since, (evs) => evs.some((e) => bodyOf(e) === down.at(-1)), { limit: 100, noGaps: true });
     assertNoDuplicates(events);
     assert.deepEqual(events.filter((e) => e.type === "m.room.message").map(bodyOf), down);
     // And a.test's outbox for b.test is empty, its backoff over.
@@ -173,7 +139,7 @@ describe("federation resilience between two Switchboards", () => {
   test("a.test (the room's resident server) restarted mid-conversation: what b.test sent meanwhile reaches it once, in order", async () => {
     await say(alice, "before the restart");
     await eventually(async () => ((await bodies(bob, roomId)).includes("before the restart") ? true : undefined));
-    const since = (await sync(alice)).next_batch;
+    const since = (await timelineSync(alice, { limit: 100 })).next_batch;
     await servers.stop(a);
     const meanwhile = ["while a is down 1", "while a is down 2", "while a is down 3"];
     for (const body of meanwhile) await say(bob, body);
@@ -183,7 +149,7 @@ describe("federation resilience between two Switchboards", () => {
     alice = on(a, alice);
     await contactUntil(alice, bob, async () => (await bodies(alice, roomId)).includes(meanwhile.at(-1)!));
     assert.deepEqual(await bodies(alice, roomId), sent);
-    const { events } = await syncedEvents(alice, roomId, since, (evs) => evs.some((e) => bodyOf(e) === meanwhile.at(-1)));
+    const { events } = await syncedEvents(alice, roomId, since, (evs) => evs.some((e) => bodyOf(e) === meanwhile.at(-1)), { limit: 100, noGaps: true });
     assertNoDuplicates(events);
     assert.deepEqual(events.filter((e) => e.type === "m.room.message").map(bodyOf), meanwhile);
     // The conversation goes on from the restarted server.
@@ -193,7 +159,7 @@ describe("federation resilience between two Switchboards", () => {
   });
 
   test("transactions lost on the way: the next event's gap is filled from its sender with /get_missing_events", async () => {
-    const since = (await sync(bob)).next_batch;
+    const since = (await timelineSync(bob, { limit: 100 })).next_batch;
     const restore = cut(b);
     const lost = Array.from({ length: 15 }, (_, i) => `lost ${i + 1}`);
     for (const body of lost) await say(alice, body);
@@ -214,7 +180,7 @@ describe("federation resilience between two Switchboards", () => {
       "b.test asked a.test for the events it missed",
     );
     assert.deepEqual(await bodies(bob, roomId), sent, "the gap is filled: every lost message, once, in order");
-    const { events } = await syncedEvents(bob, roomId, since, (evs) => evs.some((e) => bodyOf(e) === "after the gap"));
+    const { events } = await syncedEvents(bob, roomId, since, (evs) => evs.some((e) => bodyOf(e) === "after the gap"), { limit: 100, noGaps: true });
     assertNoDuplicates(events);
     assert.deepEqual(events.filter((e) => e.type === "m.room.message").map(bodyOf), [...lost, "after the gap"]);
   });
@@ -266,7 +232,7 @@ describe("federation resilience between two Switchboards", () => {
 
   test("a forged PDU and one failing auth get per-PDU errors and never reach /sync; a PDU for a room b.test is not in is ignored", async () => {
     const version = getRoomVersion((await b.server.homeserver.storage.rooms.getRoom(roomId))!.roomVersion)!;
-    const since = (await sync(bob)).next_batch;
+    const since = (await timelineSync(bob, { limit: 100 })).next_batch;
     const state = await bob.fullState(roomId);
     const idOf = (type: string, key = "") => state.find((e) => e.type === type && e.state_key === key)?.event_id as string | undefined;
     const last = (await timeline(bob, roomId)).at(-1)!;
@@ -319,10 +285,10 @@ describe("federation resilience between two Switchboards", () => {
     assert.equal(await b.server.homeserver.storage.rooms.getRoom(elsewhere), undefined, "b.test knows nothing of a room it is not in");
     assert.equal((await b.server.homeserver.storage.roomDag.getPdus([lonely.eventId])).size, 0);
 
-    const { events } = await syncedEvents(bob, roomId, since, (evs) => evs.some((e) => e.event_id === genuine.eventId));
+    const { events } = await syncedEvents(bob, roomId, since, (evs) => evs.some((e) => e.event_id === genuine.eventId), { limit: 100, noGaps: true });
     const ids = events.map((e) => e.event_id);
     assert.ok(!ids.includes(forged.eventId) && !ids.includes(stranger.eventId), "neither refused PDU reaches /sync");
-    const later = await sync(bob);
+    const later = await timelineSync(bob, { limit: 100 });
     assert.equal(later.rooms?.join?.[elsewhere], undefined);
     for (const id of [forged.eventId, stranger.eventId]) assert.notEqual((await bob.event(roomId, id)).status, 200);
   });

@@ -11,8 +11,9 @@ import path from "node:path";
 import type { KeyObject } from "node:crypto";
 import { authorizationHeader } from "../../src/services/federation/x_matrix.js";
 import { makeTestCa, testDialer, tlsFront, type TlsFront } from "./livekit.js";
-import { startServer, type TestServer } from "./server.js";
-import { User } from "./rooms.js";
+import assert from "node:assert/strict";
+import { request, startServer, type TestServer } from "./server.js";
+import { User, type Ev } from "./rooms.js";
 import type { SrvRecord } from "../../src/services/livekit/outbound.js";
 
 export interface FederatedServer {
@@ -114,4 +115,49 @@ export async function startTwoServers<const A extends readonly string[], const B
   for (const name of users.a) registered[name] = await User.register(a.server.baseUrl, name);
   for (const name of users.b) registered[name] = await User.register(b.server.baseUrl, name);
   return { a, b, users: registered };
+}
+
+/** What the federation tests read of a `/sync` answer. */
+export interface TimelineSync {
+  next_batch: string;
+  rooms?: { join?: Record<string, { timeline?: { events: Ev[]; limited?: boolean } }> };
+}
+
+/** `/sync` with a timeline of up to `limit` events per room, so a test sees everything that came. */
+export async function timelineSync(user: User, opts: { since?: string; timeout?: number; limit: number }): Promise<TimelineSync> {
+  const filter = JSON.stringify({ room: { timeline: { limit: opts.limit } } });
+  const qs = new URLSearchParams({ timeout: String(opts.timeout ?? 0), filter, ...(opts.since ? { since: opts.since } : {}) });
+  const res = await request(user.baseUrl, "GET", `/_matrix/client/v3/sync?${qs.toString()}`, { token: user.token });
+  assert.equal(res.status, 200, JSON.stringify(res.body));
+  return res.body as unknown as TimelineSync;
+}
+
+/**
+ * The timeline events of `roomId` that `/sync` brings from `since` until `done` holds for what
+ * came, and the token after them. With `noGaps`, every answer must carry its room's whole window.
+ */
+export async function syncedEvents(
+  user: User,
+  roomId: string,
+  since: string,
+  done: (events: Ev[]) => boolean,
+  opts: { limit: number; noGaps?: boolean },
+): Promise<{ events: Ev[]; next: string }> {
+  const events: Ev[] = [];
+  let token = since;
+  while (!done(events)) {
+    const r = await timelineSync(user, { since: token, timeout: 2_000, limit: opts.limit });
+    const room = r.rooms?.join?.[roomId];
+    if (opts.noGaps) assert.notEqual(room?.timeline?.limited, true, "no sync here may skip events");
+    events.push(...(room?.timeline?.events ?? []));
+    token = r.next_batch;
+  }
+  return { events, next: token };
+}
+
+/** The room's current state as `user`'s server gives it: `type|state_key` → event ID. */
+export async function stateIds(user: User, roomId: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const e of await user.fullState(roomId)) out[`${e.type}|${e.state_key as string}`] = e.event_id as string;
+  return out;
 }
