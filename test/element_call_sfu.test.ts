@@ -230,16 +230,24 @@ describe("Element Call: two browsers in one encrypted call through a real LiveKi
       // Bob's tile on Alice's page, before the crash.
       await pa.page.getByText(localpart(bob.userId), { exact: true }).first().waitFor({ timeout: GIVE_UP_MS });
 
-      // The delayed leave Bob's page scheduled, which it handed over to Switchboard.
-      const leaveRequest = pb.requests.find((r) => r.method === "PUT" && (r.reply as { delay_id?: string } | undefined)?.delay_id);
-      const delayId = (leaveRequest?.reply as { delay_id: string } | undefined)?.delay_id;
-      assert.ok(delayId, "Bob's page scheduled a delayed leave");
+      // The delayed leave Bob's page handed over to Switchboard: its latest one. The page may replace its
+      // first: matrix-js-sdk's MembershipManager re-joins (cancelling the delayed leave it had and
+      // scheduling another) when a membership update reaches it before its own join, and Element Call
+      // then asks for a token again, carrying the new delay ID, which replaces the job.
+      const scheduledByBob = () => pb.requests.filter((r) => r.method === "PUT").flatMap((r) => (r.reply as { delay_id?: string } | undefined)?.delay_id ?? []);
       const jobs = server.homeserver.services.livekit!.delegations;
       const bobJob = await eventually(
-        () => jobs.list().find((j) => j.userId === bob.userId && j.room === lkRoom && j.state === "connected" && identities.includes(j.identity)),
+        async () => {
+          const job = jobs.list().find((j) => j.userId === bob.userId && j.room === lkRoom && j.state === "connected" && identities.includes(j.identity));
+          if (!job || scheduledByBob().at(-1) !== job.delayId) return undefined;
+          return (await server.homeserver.storage.delayedEvents.get(job.delayId))?.status === "scheduled" ? job : undefined;
+        },
         GIVE_UP_MS,
-        "Bob's delegated leave, connected",
-      );
+        "Bob's delegated leave, connected, holding the delayed leave his page scheduled last",
+      ).catch((err: unknown) => {
+        throw new Error(`${(err as Error).message}; Bob's page scheduled ${JSON.stringify(scheduledByBob())}, the jobs are ${JSON.stringify(jobs.list())}`);
+      });
+      const delayId = bobJob.delayId;
       const bobIdentity = bobJob.identity;
 
       // Crash.
@@ -272,7 +280,8 @@ describe("Element Call: two browsers in one encrypted call through a real LiveKi
         }),
       ]);
       if (mode === "compatibility") {
-        const key = leaveRequest!.path.slice(leaveRequest!.path.lastIndexOf("/") + 1);
+        const leaveRequest = pb.requests.find((r) => r.method === "PUT" && (r.reply as { delay_id?: string } | undefined)?.delay_id === delayId)!;
+        const key = leaveRequest.path.slice(leaveRequest.path.lastIndexOf("/") + 1);
         assert.deepEqual(await alice.getState(roomId, CALL_MEMBER, key), {}, "Bob's membership state is the empty leave");
       }
       await pa.page.screenshot({ path: artifact("alice-after-crash.png") });
@@ -284,7 +293,7 @@ describe("Element Call: two browsers in one encrypted call through a real LiveKi
       writeFileSync(artifact("timings.json"), JSON.stringify(timings, null, 2) + "\n");
       writeFileSync(artifact("sfu.log"), sfu.log());
       for (const [i, c] of callers.entries()) {
-        writeFileSync(artifact(`${i === 0 ? "alice" : "bob"}-requests.txt`), c.requests.map((r) => `${r.method} ${r.path} -> ${r.status ?? "-"}`).join("\n") + "\n");
+        writeFileSync(artifact(`${i === 0 ? "alice" : "bob"}-requests.txt`), c.requests.map((r) => `${r.method} ${r.path} -> ${r.status ?? "-"}${r.path.includes("/sync") ? "" : ` ${JSON.stringify(r.body ?? null)} ${JSON.stringify(r.reply ?? null)}`}`).join("\n") + "\n");
         writeFileSync(artifact(`${i === 0 ? "alice" : "bob"}-console.txt`), c.console.join("\n") + "\n");
       }
       await Promise.all(callers.map((c) => c.close()));

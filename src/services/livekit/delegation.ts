@@ -256,8 +256,8 @@ export class LeaveDelegations {
   }
 
   /** For tests and diagnostics. */
-  list(): { room: string; identity: string; userId: string; state: JobState }[] {
-    return [...this.#jobs.values()].map((j) => ({ room: j.params.room, identity: j.params.identity, userId: j.params.userId, state: j.state }));
+  list(): { room: string; identity: string; userId: string; delayId: string; state: JobState }[] {
+    return [...this.#jobs.values()].map((j) => ({ room: j.params.room, identity: j.params.identity, userId: j.params.userId, delayId: j.params.delayId, state: j.state }));
   }
 
   /** Stops every job without sending anything: the clients' own timers remain. */
