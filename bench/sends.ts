@@ -22,8 +22,10 @@
  *   BENCH_POSTGRES        a postgres:// URL whose user may create databases
  *   BENCH_SYNAPSE_TIMEOUT seconds Synapse may take to install and start (default 600)
  *   BENCH_SKIP_SYNAPSE    set: leave Synapse out
+ *   BENCH_SENDS_CPU_PROF  a directory: write V8 CPU profiles of the Switchboard children there
  */
 import os from "node:os";
+import path from "node:path";
 import { startChild } from "./children.js";
 import { envCount, printReport, runMain } from "./entry.js";
 import { bareCommits, openPostgres, type Postgres } from "./postgres.js";
@@ -36,6 +38,7 @@ const ROUNDS = envCount("BENCH_SENDS_ROUNDS", 3);
 const WARMUP = envCount("BENCH_SENDS_WARMUP", 50);
 const LIMIT_MS = envCount("BENCH_SENDS_LIMIT", 60) * 1000;
 const SKIP_SYNAPSE = Boolean(process.env.BENCH_SKIP_SYNAPSE);
+const CPU_PROF = process.env.BENCH_SENDS_CPU_PROF;
 /** The issue's targets, for concurrent sends. */
 const TARGET_OVER_SYNAPSE = 10;
 const TARGET_OVER_SQLITE = 0.5;
@@ -71,7 +74,8 @@ const MANY = { per_second: 1_000_000, burst_count: 1_000_000 };
 
 async function switchboard(key: Key, database?: Record<string, unknown>): Promise<Target> {
   const overrides = { rc_message: MANY, rc_registration: MANY, ...(database ? { database } : {}) };
-  const child = await startChild("serve.js", [], undefined, { BENCH_SERVE_CONFIG: JSON.stringify(overrides) });
+  const prof = CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${path.resolve(CPU_PROF)}`, `--cpu-prof-name=${key}.cpuprofile`] : [];
+  const child = await startChild("serve.js", prof, undefined, { BENCH_SERVE_CONFIG: JSON.stringify(overrides) });
   cleanups.push(() => child.stop());
   return matrixTarget(key, child.url, () => child.cpuTime());
 }

@@ -1,8 +1,14 @@
 /**
  * Per-key queues whose waiting items are handled together: while one batch of a key is being
- * handled, later items of that key wait, and the next batch takes all of them at once. A lone
- * item starts at once, so nothing waits to be batched; under load, the sends into one room
- * share one transaction (one commit, one fsync) instead of queueing for one each.
+ * handled, later items of that key wait, and the next batch takes all of them at once. Under
+ * load, the sends into one room share one transaction (one commit, one fsync) instead of
+ * queueing for one each.
+ *
+ * A key's first batch starts at the end of the event loop's current turn (`setImmediate`), not
+ * at once. A handler that never leaves the turn (SQLite's transactions are synchronous under
+ * their promises) would otherwise finish each item before the next request is even parsed, and
+ * nothing would ever be batched. Requests whose bytes arrived in the same turn join the batch;
+ * a lone item waits only for the turn's other callbacks, not for a timer.
  */
 
 /** What the handler decided for one item: its value, or the error its caller gets. */
@@ -28,7 +34,7 @@ export class BatchQueue<T, R> {
         return;
       }
       this.#queues.set(key, [{ item, resolve, reject }]);
-      void this.#drain(key);
+      setImmediate(() => void this.#drain(key));
     });
   }
 
