@@ -5,6 +5,9 @@
  *   - idle RSS 3 s after that answer;
  *   - RSS after BENCH_FOOTPRINT_SENDS sends into one room (10 clients), and its growth over idle.
  * The bare server is started the same way and answers the same number of PUTs with a canned body.
+ * A second baseline, the library floor (footprint_floor.ts), loads the libraries Switchboard loads
+ * and uses each once: the part of Switchboard's figure that its own code and data account for is
+ * what it is above that floor.
  * Switchboard runs with the node flags of `npm start` (read from package.json), so the figure is
  * the one an operator sees.
  *
@@ -72,14 +75,15 @@ interface Figures {
   growth_mib: number;
 }
 
-async function measureBare(): Promise<Figures> {
+/** A server that prints its port on stdout: spawned, left idle, then sent to. */
+async function measureChild(args: string[]): Promise<Figures> {
   const t0 = performance.now();
-  const child = spawn(process.execPath, ["-e", BARE], { stdio: ["ignore", "pipe", "inherit"] });
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
   try {
     const port = await new Promise<string>((resolve, reject) => {
       child.stdout.setEncoding("utf8");
       child.stdout.once("data", (d: string) => resolve(d.trim()));
-      child.once("exit", () => reject(new Error("the bare server exited")));
+      child.once("exit", () => reject(new Error(`${args.join(" ")} exited`)));
     });
     const url = `http://127.0.0.1:${port}`;
     const startup = await firstAnswer(url, t0);
@@ -92,6 +96,16 @@ async function measureBare(): Promise<Figures> {
     return { startup_ms: Math.round(startup), idle_rss_mib: mib(idle), rss_after_sends_mib: mib(after), growth_mib: mib(after - idle) };
   } finally {
     child.kill("SIGTERM");
+  }
+}
+
+/** The libraries Switchboard loads, each used once (footprint_floor.ts), with `npm start`'s flags. */
+async function measureFloor(flags: string[]): Promise<Figures> {
+  const dir = mkdtempSync(path.join(tmpdir(), "switchboard-floor-"));
+  try {
+    return await measureChild([...flags, path.join(here, "footprint_floor.js"), dir]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -120,21 +134,35 @@ async function measureSwitchboard(flags: string[]): Promise<Figures> {
 async function main(): Promise<number> {
   const flags = startFlags();
   log(`bare node:http, then Switchboard (node ${flags.join(" ")}), ${SENDS} sends each`);
-  const bare = await measureBare();
+  const bare = await measureChild(["-e", BARE]);
+  const floor = await measureFloor(flags);
   const switchboard = await measureSwitchboard(flags);
+  const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
   const report = {
     sends: SENDS,
     node_flags: flags,
     baseline_node_http: bare,
+    baseline_library_floor: {
+      what: "Fastify with pino, better-sqlite3 in WAL mode, yaml and TypeBox, each used once as Switchboard uses it at start, one PUT route storing each body (bench/footprint_floor.ts)",
+      ...floor,
+    },
     switchboard_sqlite: switchboard,
     ratios: {
-      idle_rss: Math.round((switchboard.idle_rss_mib / bare.idle_rss_mib) * 100) / 100,
-      startup: Math.round((switchboard.startup_ms / bare.startup_ms) * 100) / 100,
+      idle_rss: ratio(switchboard.idle_rss_mib, bare.idle_rss_mib),
+      idle_rss_over_library_floor: ratio(switchboard.idle_rss_mib, floor.idle_rss_mib),
+      library_floor_idle_rss: ratio(floor.idle_rss_mib, bare.idle_rss_mib),
+      startup: ratio(switchboard.startup_ms, bare.startup_ms),
+    },
+    above_library_floor_mib: {
+      idle: Math.round((switchboard.idle_rss_mib - floor.idle_rss_mib) * 10) / 10,
+      growth: Math.round((switchboard.growth_mib - floor.growth_mib) * 10) / 10,
     },
     targets: { idle_rss_mib: 60, growth_mib: 15 },
   };
   const warnings: string[] = [];
-  if (switchboard.idle_rss_mib >= 60) warnings.push(`idle RSS ${switchboard.idle_rss_mib} MiB is not under the 60 MiB target`);
+  if (switchboard.idle_rss_mib >= 60) {
+    warnings.push(`idle RSS ${switchboard.idle_rss_mib} MiB is not under the 60 MiB target (the libraries alone idle at ${floor.idle_rss_mib} MiB)`);
+  }
   if (switchboard.growth_mib >= 15) warnings.push(`RSS grew ${switchboard.growth_mib} MiB over ${SENDS} sends (target < 15)`);
   return printReport(report, warnings, [], log);
 }

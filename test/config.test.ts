@@ -203,7 +203,7 @@ describe("parseConfig", () => {
     assert.deepEqual(listener!.bindAddresses, ["127.0.0.1"]);
     assert.equal(listener!.xForwarded, false);
     assert.deepEqual([...listener!.resources].sort(), ["client", "federation"]);
-    assert.deepEqual(config.database, { kind: "sqlite", path: "/srv/switchboard/data/homeserver.db", synchronous: "normal" });
+    assert.deepEqual(config.database, { kind: "sqlite", path: "/srv/switchboard/data/homeserver.db", synchronous: "normal", cacheMib: 4 });
     assert.equal(config.signingKeyPath, "/srv/switchboard/data/example.org.signing.key");
     assert.equal(config.logLevel, "info");
   });
@@ -213,7 +213,7 @@ describe("parseConfig", () => {
       "server_name: example.org\ndatabase:\n  name: sqlite3\n  args:\n    database: state/hs.db\nsigning_key_path: ../keys/k.key\n",
       "/etc/switchboard/main.yaml",
     );
-    assert.deepEqual(config.database, { kind: "sqlite", path: "/etc/switchboard/state/hs.db", synchronous: "normal" });
+    assert.deepEqual(config.database, { kind: "sqlite", path: "/etc/switchboard/state/hs.db", synchronous: "normal", cacheMib: 4 });
     assert.equal(config.signingKeyPath, "/etc/keys/k.key");
   });
 
@@ -250,6 +250,19 @@ describe("parseConfig", () => {
     assert.equal((at(db("full")).database as { synchronous: string }).synchronous, "full");
     const [problem] = problems(db("fast"));
     assert.match(problem!, /`database\.args\.synchronous` is "fast", which is not allowed: expected normal or full/);
+  });
+
+  test("database.args.cache_size_mib sizes SQLite's page cache, 4 MiB unless set, and names the key and line when wrong", () => {
+    const db = (mib: string) => `${BASE}database:\n  name: sqlite3\n  args:\n    cache_size_mib: ${mib}\n`;
+    assert.equal((at(db("64")).database as { cacheMib: number }).cacheMib, 64);
+    assert.equal((at(db("0.5")).database as { cacheMib: number }).cacheMib, 0.5);
+    const line = BASE.split("\n").length + 3;
+    for (const bad of ["0", "-1", "70000", "lots"]) {
+      const [problem] = problems(db(bad));
+      assert.match(problem!, new RegExp(`line ${line}: \`database\\.args\\.cache_size_mib\` is .*which is not allowed: expected a number of MiB from 0\\.5 to 65536`), bad);
+    }
+    const [pg] = problems(`${BASE}database:\n  name: psycopg2\n  args:\n    host: localhost\n    cache_size_mib: 64\n`);
+    assert.match(pg!, new RegExp(`line ${line + 1}: \`database\\.args\\.cache_size_mib\` is for SQLite; PostgreSQL's cache is its own \`shared_buffers\` setting`));
   });
 
   test("problems come as a ConfigError that names the key and line", () => {

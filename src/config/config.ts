@@ -14,8 +14,11 @@ export interface ListenerConfig {
   resources: Set<ListenerResource>;
 }
 
+/** SQLite's page cache when `database.args.cache_size_mib` does not say. */
+export const DEFAULT_SQLITE_CACHE_MIB = 4;
+
 export type DatabaseConfig =
-  | { kind: "sqlite"; path: string; synchronous: "normal" | "full" }
+  | { kind: "sqlite"; path: string; synchronous: "normal" | "full"; /** The page cache's size, in MiB. */ cacheMib: number }
   | {
       kind: "postgres";
       /** A `postgres://` URL (`args.dsn`); the keys below override its parts. */

@@ -4,7 +4,7 @@ import { availableParallelism } from "node:os";
 import path from "node:path";
 import { Value } from "typebox/value";
 import { LineCounter, parseDocument } from "yaml";
-import type { Config, DatabaseConfig, RateLimitConfig } from "./config.js";
+import { DEFAULT_SQLITE_CACHE_MIB, type Config, type DatabaseConfig, type RateLimitConfig } from "./config.js";
 import { ConfigError, inFileOrder, Problems, type ConfigPath } from "./errors.js";
 import { resolveFederation } from "./federation.js";
 import { resolveLiveKit } from "./livekit.js";
@@ -91,11 +91,15 @@ function resolve(
       kind: "sqlite",
       path: fromBase(raw.database.args.database ?? "data/homeserver.db"),
       synchronous: raw.database.args.synchronous ?? "normal",
+      cacheMib: raw.database.args.cache_size_mib ?? DEFAULT_SQLITE_CACHE_MIB,
     };
   } else {
     const a = raw.database.args;
     if (a.synchronous !== undefined) {
       problems.add(["database", "args", "synchronous"], "`database.args.synchronous` is for SQLite; PostgreSQL's durability is its own `synchronous_commit` setting");
+    }
+    if (a.cache_size_mib !== undefined) {
+      problems.add(["database", "args", "cache_size_mib"], "`database.args.cache_size_mib` is for SQLite; PostgreSQL's cache is its own `shared_buffers` setting");
     }
     if (a.database !== undefined && a.dbname !== undefined && a.database !== a.dbname) {
       problems.add(["database", "args", "dbname"], "`database.args.database` and `database.args.dbname` name different databases; keep one");

@@ -22,7 +22,7 @@ export interface OpenOptions {
 
 export async function openStorage(config: DatabaseConfig, opts: OpenOptions = {}): Promise<Storage> {
   if (config.kind === "sqlite") {
-    const db = openSqliteFile(config.path, config.synchronous);
+    const db = openSqliteFile(config.path, config.synchronous, config.cacheMib);
     await migrate(db);
     await db.loadStreams();
     return sqlStorage(db, new SoloCluster(opts.workerId));

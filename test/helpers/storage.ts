@@ -23,7 +23,7 @@ export interface Backend {
 
 const sqlite: Backend = {
   name: "sqlite",
-  open: (dir) => openStorage({ kind: "sqlite", path: path.join(dir, "homeserver.db"), synchronous: "normal" }),
+  open: (dir) => openStorage({ kind: "sqlite", path: path.join(dir, "homeserver.db"), synchronous: "normal", cacheMib: 4 }),
   drop: async () => undefined,
 };
 

@@ -51,6 +51,16 @@ export const databaseFields = {
           cp_max: Type.Optional(
             Type.Integer({ minimum: 1, description: "PostgreSQL: most connections the pool opens at once.", docDefault: "`10`" }),
           ),
+          cache_size_mib: Type.Optional(
+            Type.Number({
+              minimum: 0.5,
+              maximum: 65536,
+              description:
+                "SQLite: the page cache, in MiB, that the server keeps of the database file. Pages outside it are read back from the operating system's file cache, which holds the file as memory allows. A larger cache can help a large, read-heavy database; it is memory the server holds once it has filled.",
+              allowed: "a number of MiB from 0.5 to 65536",
+              docDefault: "`4`",
+            }),
+          ),
           synchronous: Type.Optional(
             Type.Union([Type.Literal("normal"), Type.Literal("full")], {
               description:

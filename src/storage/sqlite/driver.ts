@@ -163,8 +163,8 @@ class SqliteTransaction implements Transaction {
   }
 }
 
-/** Opens the file with the pragmas durability needs. */
-export function openSqliteFile(file: string, synchronous: "normal" | "full"): SqliteDatabase {
+/** Opens the file with the pragmas durability needs, and a page cache of `cacheMib` (`database.args.cache_size_mib`). */
+export function openSqliteFile(file: string, synchronous: "normal" | "full", cacheMib: number): SqliteDatabase {
   if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true });
   const db = new Database(file);
   // First, so that two processes opening one new file wait for each other instead of failing.
@@ -180,6 +180,10 @@ export function openSqliteFile(file: string, synchronous: "normal" | "full"): Sq
   // measured 20-30% less CPU per send. The WAL file grows to about 40 MiB between checkpoints.
   db.pragma("wal_autocheckpoint = 10000");
   db.pragma("foreign_keys = ON");
+  // better-sqlite3 builds SQLite with a 16 MiB page cache, which a server fills within a few
+  // thousand sends and then holds: most of its memory growth. Pages it no longer keeps are read
+  // back from the OS's file cache; at 4 MiB, sends measured no slower.
+  db.pragma(`cache_size = ${-Math.round(cacheMib * 1024)}`);
   return new SqliteDatabase(db);
 }
 
