@@ -12,13 +12,19 @@ import type { Stores } from "../../storage/interfaces.js";
 import { toClientEvent } from "./client_format.js";
 
 /**
- * What an event just stored changes about redactions, in its transaction: when it is one, it is
- * applied (or waits for its target); redactions that came before it are applied to it now, by
- * the same rule. Every path that stores an event calls this (local, `/send`, backfill).
+ * What an event from another server, just stored, changes about redactions, in its transaction:
+ * when it is one, it is applied (or waits for its target); redactions that came before it are
+ * applied to it now, by the same rule. Events made here need only `applyRedaction`: a
+ * redaction can be waiting only for an event that came from elsewhere.
  */
 export async function applyRedactions(tx: Stores, event: { eventId: string; pdu: Pdu }, version: RoomVersion, now: number): Promise<void> {
   await applyRedaction(tx, event, version, now);
-  const pending = await tx.roomDag.pendingRedactions(event.eventId);
+  await applyWaitingRedactions(tx, event.eventId, version, now);
+}
+
+/** Applies the redactions that arrived before the event `eventId`, now that it is stored. */
+export async function applyWaitingRedactions(tx: Stores, eventId: string, version: RoomVersion, now: number): Promise<void> {
+  const pending = await tx.roomDag.pendingRedactions(eventId);
   if (pending.length === 0) return;
   const redactions = await tx.roomDag.getPdus(pending.map((p) => p.redactionEventId));
   for (const { redactionEventId } of pending) {
@@ -26,7 +32,7 @@ export async function applyRedactions(tx: Stores, event: { eventId: string; pdu:
     // Only accepted redactions wait here; a redaction of another room is ignored by applyRedaction.
     if (stored?.inEvents && stored.rejected === null) await applyRedaction(tx, { eventId: redactionEventId, pdu: pduOf(stored) }, version, now);
   }
-  await tx.roomDag.deletePendingRedactions(event.eventId);
+  await tx.roomDag.deletePendingRedactions(eventId);
 }
 
 /** Strips the event `redaction` redacts, when the spec allows it; in the redaction's own transaction, so both commit together. */
@@ -38,7 +44,7 @@ export async function applyRedaction(tx: Stores, redaction: { eventId: string; p
   if (!targetId) return;
   const target = await tx.rooms.getEvent(targetId);
   // Not here yet (backfill comes newest first; a fetched event may come after its redaction):
-  // the redaction applies once its target is known, so it waits for it (`applyRedactions`).
+  // the redaction applies once its target is known, so it waits for it (`applyWaitingRedactions`).
   if (!target) return tx.roomDag.addPendingRedaction(pdu.room_id, targetId, redaction.eventId);
   if (target.roomId !== pdu.room_id || target.redactedBy) return;
   if (!(await mayRedact(tx, pdu, target.sender, version))) return;

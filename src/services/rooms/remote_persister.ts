@@ -33,6 +33,7 @@ import type { Clock } from "../clock.js";
 import { stateKeyOf, type NewEvent } from "../../storage/rooms.js";
 import { splitStateKey, type StateIds } from "./dag.js";
 import type { EventPersister, PersistedEvent, RoomHead } from "./persister.js";
+import { applyWaitingRedactions } from "./redactions.js";
 
 /** An event that passed the format, signature and hash checks. */
 export interface RemoteEvent {
@@ -56,7 +57,7 @@ export type StateResolver = (
 ) => Promise<Map<string, string>>;
 
 /** More forward extremities than this and the room is crowded: a local event should merge them (as Synapse's dummy events). */
-export const MAX_EXTREMITIES = 10;
+const MAX_EXTREMITIES = 10;
 
 /** Auth options for events signed by their authorising server too (restricted joins): the federation layer verified those signatures. */
 const AUTH_OPTIONS = { verifyServerSignature: (pdu: Pdu, server: string) => pdu.signatures[server] !== undefined };
@@ -255,12 +256,14 @@ export class RemoteEventPersister {
       // When the event continues the room's only line, it is current state as a local event is.
       newEventOf(eventId, pdu.room_id, pdu, { stateGroup: group.id, updatesCurrentState: simple }),
     );
-    if (!simple) await this.#applyCurrentState(tx, pdu.room_id, current, resolved);
+    if (!simple) await this.#applyCurrentState(tx, pdu.room_id, version, current, resolved);
     head.extremities = extremities;
     head.group = resolved === after ? group : await this.persister.dag.saveGroup(tx, pdu.room_id, resolved, null);
     const persisted = { eventId, streamOrdering, pdu };
-    // The same in-transaction work as a local event (a redaction is applied here, push actions staged).
+    // The same in-transaction work as a local event (a redaction is applied here, push actions
+    // staged), and what only an event from elsewhere can have: redactions that came before it.
     await this.persister.afterAppend(tx, persisted, version);
+    await applyWaitingRedactions(tx, eventId, version, this.clock.now());
     return { result: { status: "accepted" }, persisted };
   }
 
@@ -294,7 +297,7 @@ export class RemoteEventPersister {
   }
 
   /** Writes the difference between the room's current state and the resolved one. */
-  async #applyCurrentState(tx: Stores, roomId: string, current: StateIds, resolved: StateIds): Promise<void> {
+  async #applyCurrentState(tx: Stores, roomId: string, version: RoomVersion, current: StateIds, resolved: StateIds): Promise<void> {
     const changed = [...resolved].filter(([key, id]) => current.get(key) !== id);
     const records = await tx.roomDag.eventDagRecords(changed.map(([, id]) => id));
     const stored = await tx.roomDag.getPdus(changed.map(([, id]) => id));
@@ -305,8 +308,11 @@ export class RemoteEventPersister {
       const event = pduOf(found);
       // State fetched across a gap, or a soft-failed event a resolution made current: it enters
       // the room's state (never its timeline) as state received with a join does.
-      const streamOrdering =
-        records.get(id)?.streamOrdering ?? (await tx.rooms.appendEvent(newEventOf(id, roomId, event, { outlier: true, updatesCurrentState: false })));
+      let streamOrdering = records.get(id)?.streamOrdering;
+      if (streamOrdering === undefined) {
+        streamOrdering = await tx.rooms.appendEvent(newEventOf(id, roomId, event, { outlier: true, updatesCurrentState: false }));
+        await applyWaitingRedactions(tx, id, version, this.clock.now());
+      }
       const [type, stateKey] = splitStateKey(key);
       entries.push({ type, stateKey, eventId: id, streamOrdering, membership: membershipOf(event) ?? null });
     }

@@ -12,7 +12,7 @@ import type { Storage } from "../../storage/interfaces.js";
 import type { Requester } from "../auth.js";
 import type { Clock } from "../clock.js";
 import type { RateLimiter } from "../ratelimiter.js";
-import { applyRedactions } from "./redactions.js";
+import { applyRedaction } from "./redactions.js";
 import { remoteJoinTarget, serversKnowing, type RemoteRooms } from "./remote_rooms.js";
 import { planInitialState, type CreateRoomRequest } from "./create_room.js";
 import { additionalCreatorsFor, RoomIdClaims } from "./room_ids_v12.js";
@@ -42,8 +42,9 @@ export class RoomService {
     private readonly persister: EventPersister,
     private readonly messageLimiter: RateLimiter,
   ) {
-    // Every event the persister stores, local or from another server, applies its redaction here.
-    persister.inTransaction((tx, event, version) => applyRedactions(tx, event, version, this.clock.now()));
+    // Every event the persister stores, local or from another server, applies its redaction here
+    // (the remote persister then applies the redactions that were waiting for its events).
+    persister.inTransaction((tx, event, version) => applyRedaction(tx, event, version, this.clock.now()));
     this.#roomIds = new RoomIdClaims(storage, clock);
   }
 

@@ -5,11 +5,12 @@
  * events, then stored below the events stream (history, not news: no sync sees it, current
  * state is untouched).
  */
-import { AuthError, checkEventAuth, getRoomVersion, pduOf, roomIdOfEvent, serverNameOf, type Pdu, type RoomVersion } from "../../../events/index.js";
+import { getRoomVersion, pduOf, roomIdOfEvent, serverNameOf, type Pdu, type RoomVersion } from "../../../events/index.js";
 import { newEventOf, type RemoteEvent } from "../../rooms/remote_persister.js";
 import type { RemoteHistory } from "../../rooms/reads.js";
 import { applyRedactions } from "../../rooms/redactions.js";
 import { checkAll, type FederatedRoomDeps } from "./types.js";
+import { checkAgainstAuthEvents } from "./auth_events.js";
 
 const enc = encodeURIComponent;
 /** Events asked for at once (Synapse's own backfill asks for 100 at most). */
@@ -59,6 +60,9 @@ export class RemoteBackfill implements RemoteHistory {
         // Newest first, so each is stored below the one before.
         accepted.sort((a, b) => b.pdu.depth - a.pdu.depth || b.pdu.origin_server_ts - a.pdu.origin_server_ts);
         return await storage.transaction(async (tx) => {
+          // Under the room's lock, as every write of its events is: a redaction sent at the same
+          // time either sees its target stored here, or is stored first and waits for it below.
+          await tx.roomDag.lockRoomDag(roomId);
           const stored = await tx.roomDag.insertBackfilled(accepted.map((e) => newEventOf(e.eventId, roomId, e.pdu, {})));
           // Once all are in, so a redaction finds its event wherever the batch put it; one whose
           // event is in an older batch waits for it, and is applied when that batch comes.
@@ -74,28 +78,13 @@ export class RemoteBackfill implements RemoteHistory {
 
   /** The events that pass the auth rules against their own auth events (known here, or in the batch), oldest first. */
   async #authorised(events: RemoteEvent[], version: RoomVersion, roomCreate: Pdu | undefined): Promise<RemoteEvent[]> {
-    const inBatch = new Map(events.map((e) => [e.eventId, e.pdu]));
+    const inBatch = new Set(events.map((e) => e.eventId));
     const wanted = [...new Set(events.flatMap((e) => e.pdu.auth_events))].filter((id) => !inBatch.has(id));
-    const stored = await this.deps.storage.roomDag.getPdus(wanted);
     const available = new Map<string, Pdu>();
-    for (const [id, s] of stored) if (s.rejected === null) available.set(id, pduOf(s));
+    for (const [id, s] of await this.deps.storage.roomDag.getPdus(wanted)) if (s.rejected === null) available.set(id, pduOf(s));
     // Room version 12 leaves the create event out of auth_events: the room's own is used.
-    const create = roomCreate ?? [...available.values(), ...inBatch.values()].find((p) => p.type === "m.room.create" && p.state_key === "");
-    const ok: RemoteEvent[] = [];
-    for (const e of [...events].sort((a, b) => a.pdu.depth - b.pdu.depth)) {
-      const auth = e.pdu.auth_events.map((id) => available.get(id));
-      if (auth.some((a) => a === undefined)) continue;
-      const lookup = (type: string, key: string) =>
-        auth.find((a) => a!.type === type && a!.state_key === key) ?? (type === "m.room.create" && key === "" ? create : undefined);
-      try {
-        checkEventAuth(e.pdu, lookup, version, { verifyServerSignature: () => true });
-      } catch (err) {
-        if (err instanceof AuthError) continue;
-        throw err;
-      }
-      ok.push(e);
-      available.set(e.eventId, e.pdu);
-    }
-    return ok;
+    const create = roomCreate ?? [...available.values(), ...events.map((e) => e.pdu)].find((p) => p.type === "m.room.create" && p.state_key === "");
+    const { passed } = checkAgainstAuthEvents(events, { version, available, create });
+    return [...passed].map(([eventId, pdu]) => ({ eventId, pdu }));
   }
 }

@@ -6,12 +6,13 @@
  * the gap is then judged on that state, as Synapse does; the gap stays in the timeline. A state
  * is used only whole: every event it names is here, fetched, or rejected on its auth events.
  */
-import { AuthError, checkEventAuth, isRecord, pduOf, type Pdu, type RoomVersion } from "../../../events/index.js";
+import { isRecord, pduOf, type Pdu, type RoomVersion } from "../../../events/index.js";
 import type { StoredPdu } from "../../../storage/room_dag.js";
 import { stateKeyOf } from "../../../storage/rooms.js";
 import type { StateIds } from "../../rooms/dag.js";
 import type { RemoteEvent } from "../../rooms/remote_persister.js";
 import { checkAll, type FederatedRoomDeps } from "./types.js";
+import { checkAgainstAuthEvents } from "./auth_events.js";
 
 const enc = encodeURIComponent;
 /** Missing events fetched one by one up to this many; more, and the whole state comes in one `/state`. */
@@ -22,8 +23,6 @@ const MAX_STATE_EVENTS = 20_000;
 const MAX_STATE_BYTES = 256 * 1024 * 1024;
 /** Its IDs alone (MAX_STATE_EVENTS of them, about 50 bytes each), with room to spare. */
 const MAX_STATE_IDS_BYTES = 4 * 1024 * 1024;
-/** Long enough for MAX_STATE_BYTES from a slow server (256 KiB/s, as the transport's size allowance). */
-const STATE_DEADLINE_MS = 20 * 60_000;
 
 export class GapState {
   constructor(private readonly deps: FederatedRoomDeps) {}
@@ -77,8 +76,8 @@ export class GapState {
       const res = await this.deps.client.request(origin, {
         method: "GET",
         path: `/_matrix/federation/v1/state/${enc(roomId)}?event_id=${enc(prevId)}`,
+        // The transport gives an answer this large time to arrive from a slow server.
         maxBytes: MAX_STATE_BYTES,
-        deadlineMs: STATE_DEADLINE_MS,
       });
       const raws = [...(Array.isArray(res.json.pdus) ? res.json.pdus : []), ...(Array.isArray(res.json.auth_chain) ? res.json.auth_chain : [])];
       if (res.status === 200) keep(await checkAll(this.deps.checkPdu, raws.slice(0, MAX_STATE_EVENTS), version));
@@ -117,29 +116,11 @@ export class GapState {
     // Room version 12 leaves the create event out of auth_events: the room's own is used.
     const roomCreate = await this.deps.storage.rooms.currentStateEvent(roomId, "m.room.create", "");
     const create = roomCreate ? pduOf(roomCreate) : [...available.values(), ...fetched.values()].find((p) => p.type === "m.room.create" && p.state_key === "");
-    const ok = new Map<string, Pdu>();
-    for (const [id, pdu] of [...fetched].sort(([, a], [, b]) => a.depth - b.depth)) {
-      if (pdu.auth_events.some((a) => rejected.has(a))) {
-        rejected.add(id);
-        continue;
-      }
-      const auth = pdu.auth_events.map((a) => available.get(a));
-      if (auth.some((a) => a === undefined)) continue;
-      const lookup = (type: string, key: string) =>
-        auth.find((a) => a!.type === type && a!.state_key === key) ?? (type === "m.room.create" && key === "" ? create : undefined);
-      try {
-        checkEventAuth(pdu, lookup, version, { verifyServerSignature: (p, server) => isRecord(p.signatures[server]) });
-      } catch (err) {
-        if (err instanceof AuthError) {
-          rejected.add(id);
-          continue;
-        }
-        throw err;
-      }
-      ok.set(id, pdu);
-      available.set(id, pdu);
-    }
-    return { usable: ok, rejected };
+    const verdict = checkAgainstAuthEvents(
+      [...fetched].map(([eventId, pdu]) => ({ eventId, pdu })),
+      { version, available, rejected, create, verifyServerSignature: (p, server) => isRecord(p.signatures[server]) },
+    );
+    return { usable: verdict.passed, rejected: verdict.rejected };
   }
 }
 

@@ -26,6 +26,7 @@ import { FederationError } from "../client.js";
 import { withoutUnsigned } from "./event_source.js";
 import { strippedFrom } from "./knock.js";
 import { checkAll, type FederatedRoomDeps } from "./types.js";
+import { checkAgainstAuthEvents } from "./auth_events.js";
 
 const enc = encodeURIComponent;
 /** Stripped state an invitee's server gets to show the invite (the spec's recommended set). */
@@ -105,7 +106,10 @@ export class RemoteMembership {
     }
     const state = await checkAll(this.deps.checkPdu, Array.isArray(response.state) ? response.state : [], version);
     const authChain = await checkAll(this.deps.checkPdu, Array.isArray(response.auth_chain) ? response.auth_chain : [], version);
-    const accepted = authorised([...authChain, ...state], version);
+    const events = [...authChain, ...state];
+    // Room version 12 leaves the create event out of auth_events: the room ID names it.
+    const roomCreate = events.find((e) => e.pdu.type === "m.room.create" && e.pdu.state_key === "")?.pdu;
+    const accepted = checkAgainstAuthEvents(events, { version, create: roomCreate }).passed;
     const create = state.find((e) => e.pdu.type === "m.room.create" && e.pdu.state_key === "");
     if (!create || !accepted.has(create.eventId)) throw new MatrixError(502, "M_UNKNOWN", `${server} sent a room state without a valid create event`);
     const outcome = await this.deps.remote.persistJoinedRoom(
@@ -228,27 +232,5 @@ export class RemoteMembership {
     if (outcome?.status === "rejected") throw Errors.forbidden(outcome.reason);
     return built.eventId;
   }
-}
-
-/** The events that pass the auth rules against their own auth events, oldest first; the rest are dropped. */
-function authorised(events: readonly RemoteEvent[], version: RoomVersion): Set<string> {
-  const byId = new Map(events.map((e) => [e.eventId, e.pdu]));
-  // Room version 12 leaves the create event out of auth_events: the room ID names it.
-  const create = events.find((e) => e.pdu.type === "m.room.create" && e.pdu.state_key === "")?.pdu;
-  const ok = new Set<string>();
-  for (const { eventId, pdu } of [...events].sort((a, b) => a.pdu.depth - b.pdu.depth)) {
-    if (ok.has(eventId)) continue;
-    const auth = pdu.auth_events.map((id) => (ok.has(id) ? byId.get(id) : undefined));
-    if (auth.some((a) => a === undefined) && pdu.type !== "m.room.create") continue;
-    const lookup = (type: string, key: string) =>
-      auth.find((a) => a!.type === type && a!.state_key === key) ?? (type === "m.room.create" && key === "" ? create : undefined);
-    try {
-      checkEventAuth(pdu, lookup, version, { verifyServerSignature: () => true });
-      ok.add(eventId);
-    } catch (err) {
-      if (!(err instanceof AuthError)) throw err;
-    }
-  }
-  return ok;
 }
 
