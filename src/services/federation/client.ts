@@ -39,8 +39,6 @@ export interface FederationRequest {
   maxBytes?: number;
   /** Per attempt, instead of the transport's default (a client's `timeout`, say); caps the deadline too. */
   timeoutMs?: number;
-  /** The whole of each attempt, instead of the transport's default (`DEFAULT_DEADLINE_MS`). */
-  deadlineMs?: number;
 }
 
 export interface FederationAnswer {
@@ -79,7 +77,7 @@ export class FederationClient {
     for (const target of targets) {
       let res;
       try {
-        res = await this.deps.transport.request({ method: req.method, target, path: uri, headers, body, maxBytes: req.maxBytes, timeoutMs: req.timeoutMs, deadlineMs: req.deadlineMs });
+        res = await this.deps.transport.request({ method: req.method, target, path: uri, headers, body, maxBytes: req.maxBytes, timeoutMs: req.timeoutMs });
       } catch (err) {
         // Unreachable, refused or untrusted: try the next place discovery gave.
         lastError = err;

@@ -58,8 +58,6 @@ export interface TransportRequest {
    * caller that must have its answer within a time (a client's `timeout`) gets it or a failure.
    */
   timeoutMs?: number;
-  /** Instead of the transport's default overall deadline. */
-  deadlineMs?: number;
 }
 
 export interface FederationTransportOptions {
@@ -80,7 +78,7 @@ const DEFAULT_MAX_BYTES = 1024 * 1024;
  * timeout alone lets a peer that sends a byte every 29 seconds hold a request (and the
  * destination's delivery job) for ever; 60 s is what Synapse allows a federation request.
  */
-export const DEFAULT_DEADLINE_MS = 60_000;
+const DEFAULT_DEADLINE_MS = 60_000;
 /**
  * Answers allowed to be large (a big room's `send_join` or `/state`, up to 256 MiB) get time to
  * arrive on top of the deadline, as if at this rate: slow enough for any working link, so only a
@@ -166,7 +164,7 @@ export class FederationTransport {
     const maxBytes = req.maxBytes ?? DEFAULT_MAX_BYTES;
     const timeoutMs = req.timeoutMs ?? this.#timeoutMs;
     const sizeAllowance = maxBytes > DEFAULT_MAX_BYTES ? ((maxBytes - DEFAULT_MAX_BYTES) / SLOWEST_BYTES_PER_S) * 1000 : 0;
-    const deadlineMs = req.deadlineMs ?? Math.min(this.#deadlineMs + sizeAllowance, req.timeoutMs ?? Infinity);
+    const deadlineMs = Math.min(this.#deadlineMs + sizeAllowance, req.timeoutMs ?? Infinity);
     let deadline: NodeJS.Timeout | undefined;
     return new Promise<TransportResponse>((settle, fail) => {
       const resolve = (res: TransportResponse) => {

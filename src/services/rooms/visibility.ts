@@ -7,9 +7,10 @@ import type { Storage } from "../../storage/interfaces.js";
 import { stateKeyOf, type StoredEvent } from "../../storage/rooms.js";
 import { pduOf } from "../../events/index.js";
 
-type Visibility = "world_readable" | "shared" | "invited" | "joined";
+export type Visibility = "world_readable" | "shared" | "invited" | "joined";
 
-function visibilityOf(content: Record<string, unknown> | undefined): Visibility {
+/** An `m.room.history_visibility` content's setting; anything else, or none, is `shared`. */
+export function visibilityOf(content: Record<string, unknown> | undefined): Visibility {
   const v = content?.history_visibility;
   return v === "world_readable" || v === "invited" || v === "joined" ? v : "shared";
 }

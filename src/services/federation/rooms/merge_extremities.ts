@@ -10,7 +10,7 @@ import { serverNameOf, type RoomVersion } from "../../../events/index.js";
 import { MatrixError } from "../../../errors.js";
 import type { FederatedRoomDeps } from "./types.js";
 
-export const DUMMY_EVENT_TYPE = "org.matrix.dummy_event";
+const DUMMY_EVENT_TYPE = "org.matrix.dummy_event";
 /** Local members tried per merge; each refusal costs a transaction. */
 const MAX_SENDERS = 5;
 /** A room where none of them may send is left alone this long (Synapse waits an hour). */

@@ -13,6 +13,7 @@ import { redact, serverNameOf, type Pdu, type RoomVersion } from "../../../event
 import type { Stores } from "../../../storage/interfaces.js";
 import { stateKeyOf } from "../../../storage/rooms.js";
 import type { RoomDag, StateIds } from "../../rooms/dag.js";
+import { visibilityOf, type Visibility } from "../../rooms/visibility.js";
 
 const VISIBILITY_KEY = stateKeyOf("m.room.history_visibility", "");
 const MEMBER_PREFIX = stateKeyOf("m.room.member", "");
@@ -33,10 +34,9 @@ export async function filterEventsForServer(
     if (id) visibilityIds.add(id);
   }
   const visibilityEvents = await dag.pdus(tx, [...visibilityIds]);
-  const settingOf = (state: StateIds): string => {
+  const settingOf = (state: StateIds): Visibility => {
     const id = state.get(VISIBILITY_KEY);
-    const value = id ? visibilityEvents.get(id)?.content.history_visibility : undefined;
-    return typeof value === "string" ? value : "shared";
+    return visibilityOf(id ? visibilityEvents.get(id)?.content : undefined);
   };
 
   // The origin's users' member events in each state that needs them; states are shared between

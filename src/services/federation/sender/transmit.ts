@@ -18,13 +18,6 @@ export const MAX_EDUS_PER_TXN = 100;
  */
 export type TransmitOutcome = { kind: "sent" } | { kind: "refused"; why: string } | { kind: "failed"; why: string };
 
-/**
- * The whole of one transaction, answer included: a destination that accepts the connection and
- * then trickles bytes holds its own delivery job no longer than this (other destinations have
- * jobs of their own and are never held), and is then backed off as any failing destination.
- */
-export const TRANSACTION_DEADLINE_MS = 60_000;
-
 /** 4xx answers that say "not now" rather than "never": the transaction is tried again later. */
 const RETRYABLE_4XX = new Set([401, 403, 408, 429]);
 
@@ -49,7 +42,10 @@ export async function transmit(
   };
   let answer;
   try {
-    answer = await client.request(destination, { method: "PUT", path: `/_matrix/federation/v1/send/${encodeURIComponent(txnId)}`, body, maxBytes: 1024 * 1024, deadlineMs: TRANSACTION_DEADLINE_MS });
+    // Within the transport's deadline (60 s, answer included): a destination that accepts the
+    // connection and then trickles bytes holds its own delivery job no longer (other
+    // destinations have jobs of their own), and is then backed off as any failing destination.
+    answer = await client.request(destination, { method: "PUT", path: `/_matrix/federation/v1/send/${encodeURIComponent(txnId)}`, body, maxBytes: 1024 * 1024 });
   } catch (err) {
     if (err instanceof FederationError && err.kind === "forbidden_destination") return { kind: "refused", why: err.message, txnId };
     return { kind: "failed", why: err instanceof Error ? err.message : String(err), txnId };
