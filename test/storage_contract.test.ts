@@ -126,7 +126,7 @@ function contract(backend: Backend): void {
       );
       assert.equal(without!.filter((c) => c === undefined).length, 3);
       for (const device of ["WITH_FALLBACK", "NO_FALLBACK"]) assert.deepEqual(await storage.deviceKeys.oneTimeKeyCounts(ALICE, device), {});
-      assert.deepEqual(await storage.deviceKeys.unusedFallbackKeyTypes(ALICE, "WITH_FALLBACK"), []);
+      assert.deepEqual((await storage.deviceKeys.keyCounts(ALICE, "WITH_FALLBACK")).unusedFallbackTypes, []);
     });
 
     test("an upload that reuses a key ID for a different key stores none of its keys", async (t) => {

@@ -40,10 +40,11 @@ export interface DeviceKeyStore {
   oneTimeKeyCounts(userId: string, deviceId: string): Promise<Record<string, number>>;
   /** Replaces the device's fallback key for that algorithm (the same key again keeps its used flag). */
   setFallbackKey(userId: string, deviceId: string, key: UploadedKey): Promise<void>;
-  /** Both of the above, in one round trip: what every sync response tells the device. */
+  /**
+   * The one-time key counts and the algorithms for which the device has a fallback key that
+   * nobody has claimed yet, in one round trip: what every sync response tells the device.
+   */
   keyCounts(userId: string, deviceId: string): Promise<{ oneTimeKeys: Record<string, number>; unusedFallbackTypes: string[] }>;
-  /** Algorithms for which the device has a fallback key that nobody has claimed yet. */
-  unusedFallbackKeyTypes(userId: string, deviceId: string): Promise<string[]>;
   /** Takes one one-time key of the algorithm, or else hands out (and marks used) the fallback key. */
   claimKey(userId: string, deviceId: string, algorithm: string): Promise<ClaimedKey | undefined>;
   /** Records that a user's devices changed (a device-list update other users must hear of); returns its stream ID. */

@@ -126,14 +126,6 @@ export class SqlDeviceKeyStore implements DeviceKeyStore {
     };
   }
 
-  async unusedFallbackKeyTypes(userId: string, deviceId: string): Promise<string[]> {
-    const rows = await this.db.all<{ algorithm: string }>(
-      "SELECT algorithm FROM e2e_fallback_keys WHERE user_id = ? AND device_id = ? AND used = 0 ORDER BY algorithm",
-      [userId, deviceId],
-    );
-    return rows.map((r) => r.algorithm);
-  }
-
   async claimKey(userId: string, deviceId: string, algorithm: string): Promise<ClaimedKey | undefined> {
     const at = [userId, deviceId, algorithm];
     for (;;) {
