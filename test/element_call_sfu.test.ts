@@ -21,7 +21,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, test, type TestContext } from "node:test";
 import { TokenVerifier, TrackType } from "livekit-server-sdk";
-import { openCallPage, type CallPage, type Inbound } from "./helpers/call_page.js";
+import { openCallPage, type CallPage, type Inbound, type SentRequest } from "./helpers/call_page.js";
 import { chromiumMissing, freePort, serveElementCall, type StaticApp } from "./helpers/element_call.js";
 import { eventually, NO_LIMIT } from "./helpers/livekit.js";
 import { sfuMissing, startLiveKitSfu, type LiveKitSfu } from "./helpers/livekit_sfu.js";
@@ -75,6 +75,13 @@ async function nudgeMembershipRecalculation(alice: User, roomId: string, pages: 
 const skip = sfuMissing() || chromiumMissing();
 
 const localpart = (userId: string) => userId.slice(1, userId.indexOf(":"));
+
+/** A request log line for the artifacts: bodies and replies too (not /sync's), with passwords and tokens left out. */
+function requestLine(r: SentRequest): string {
+  const hide = (key: string, value: unknown) => (/password|token/i.test(key) && typeof value === "string" ? "[hidden]" : value);
+  const shown = r.path.includes("/sync") ? "" : ` ${JSON.stringify(r.body ?? null, hide)} ${JSON.stringify(r.reply ?? null, hide)}`;
+  return `${r.method} ${r.path} -> ${r.status ?? "-"}${shown}`;
+}
 
 describe("Element Call: two browsers in one encrypted call through a real LiveKit SFU", { skip, timeout: 900_000 }, () => {
   let sfu: LiveKitSfu;
@@ -293,7 +300,7 @@ describe("Element Call: two browsers in one encrypted call through a real LiveKi
       writeFileSync(artifact("timings.json"), JSON.stringify(timings, null, 2) + "\n");
       writeFileSync(artifact("sfu.log"), sfu.log());
       for (const [i, c] of callers.entries()) {
-        writeFileSync(artifact(`${i === 0 ? "alice" : "bob"}-requests.txt`), c.requests.map((r) => `${r.method} ${r.path} -> ${r.status ?? "-"}${r.path.includes("/sync") ? "" : ` ${JSON.stringify(r.body ?? null)} ${JSON.stringify(r.reply ?? null)}`}`).join("\n") + "\n");
+        writeFileSync(artifact(`${i === 0 ? "alice" : "bob"}-requests.txt`), c.requests.map(requestLine).join("\n") + "\n");
         writeFileSync(artifact(`${i === 0 ? "alice" : "bob"}-console.txt`), c.console.join("\n") + "\n");
       }
       await Promise.all(callers.map((c) => c.close()));
