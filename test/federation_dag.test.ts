@@ -180,6 +180,51 @@ describe("the room DAG between two Switchboards", () => {
     await eventually(async () => ((await bodies(bob, roomId)).includes("after the gap from a") ? true : undefined));
   });
 
+  test("a redaction that came before its event is applied when the event arrives as state across a gap", async () => {
+    // While the servers are apart, bob sets a topic on b.test, and (as b.test would) a redaction of
+    // it reaches a.test first, built on an event a.test has: it waits there for the topic.
+    const before = await alice.fullState(roomId);
+    const tipId = (await timeline(alice, roomId)).at(-1)!.event_id as string;
+    const tip = await pduOn(a, tipId);
+    const topicId = await longGap("redacted gap", async () => {
+      const id = ok(await bob.req("PUT", `/rooms/${enc(roomId)}/state/m.room.topic/`, { topic: "redacted before it came" })).event_id as string;
+      const idOf = (type: string, key = "") => before.find((e) => e.type === type && e.state_key === key)?.event_id as string | undefined;
+      const auth = [version.roomIdIsCreateEventId ? undefined : idOf("m.room.create"), idOf("m.room.power_levels"), idOf("m.room.member", bob.userId)];
+      const redaction = buildEvent(
+        {
+          version,
+          roomId,
+          sender: bob.userId,
+          type: "m.room.redaction",
+          content: {},
+          redacts: id,
+          prevEvents: [tipId],
+          authEvents: auth.filter((x): x is string => x !== undefined),
+          depth: tip.depth + 1,
+          originServerTs: Date.now(),
+        },
+        signerOf(b),
+      );
+      const res = await signedRequest(a, signerOf(b), "PUT", `${SEND}/early-redaction-${Date.now()}`, { body: { origin: "b.test", origin_server_ts: Date.now(), pdus: [redaction.pdu] } });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      assert.deepEqual(res.body.pdus, { [redaction.eventId]: {} });
+      assert.deepEqual(
+        (await a.server.homeserver.storage.roomDag.pendingRedactions(id)).map((p) => p.redactionEventId),
+        [redaction.eventId],
+        "the redaction waits for the topic",
+      );
+      return id;
+    });
+    await bob.send(roomId, "after the redacted gap");
+    await eventually(async () => ((await bodies(alice, roomId)).includes("after the redacted gap") ? true : undefined));
+    // The topic came to a.test only as the state at the gap's far end, and is stored redacted.
+    const stored = await a.server.homeserver.storage.rooms.getEvent(topicId);
+    assert.ok(stored, "a.test has the topic");
+    assert.ok(stored.redactedBy, "the topic is redacted");
+    assert.deepEqual(await a.server.homeserver.storage.roomDag.pendingRedactions(topicId), [], "nothing waits any more");
+    assert.deepEqual(await alice.getState(roomId, "m.room.topic"), {});
+  });
+
   test("many sibling events from a peer: a local dummy event merges them, its prev_events capped at 10", async () => {
     const state = await alice.fullState(roomId);
     const lastId = (await timeline(alice, roomId)).at(-1)!.event_id as string;
