@@ -117,8 +117,28 @@ export class HttpClient {
     url: string,
     opts: { headers?: Record<string, string>; json?: unknown; token?: string; servername?: string } = {},
   ): Promise<HttpReply> {
-    if (this.#refusing) return Promise.reject(new HttpFailure("interrupted", "INTERRUPTED"));
+    return this.#exchange(method, new URL(url), opts);
+  }
+
+  /**
+   * Opens a WebSocket the way a browser does (RFC 6455 opening handshake over HTTP/1.1) and closes
+   * it at once: enough to see whether every hop passes the upgrade. No WebSocket client is needed
+   * (Node 20 has none without a flag), and no frame is sent.
+   */
+  async openWebSocket(url: string): Promise<UpgradeReply> {
     const target = new URL(url);
+    target.protocol = target.protocol === "wss:" || target.protocol === "https:" ? "https:" : "http:";
+    const key = randomBytes(16).toString("base64");
+    const expected = createHash("sha1").update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64");
+    const headers = { connection: "Upgrade", upgrade: "websocket", "sec-websocket-key": key, "sec-websocket-version": "13" };
+    const reply = await this.#exchange("GET", target, { headers });
+    if (reply.status === 101) return { status: 101, acceptOk: headerValues(reply, "sec-websocket-accept")[0] === expected, description: "101" };
+    return { status: reply.status, acceptOk: false, description: describeReply(reply) };
+  }
+
+  /** One request and its whole answer; a 101 (a WebSocket upgrade) is answered with its headers, and its socket closed. */
+  #exchange(method: string, target: URL, opts: { headers?: Record<string, string>; json?: unknown; token?: string; servername?: string }): Promise<HttpReply> {
+    if (this.#refusing) return Promise.reject(new HttpFailure("interrupted", "INTERRUPTED"));
     if (target.protocol === "http:" && !this.options.allowHttp) {
       return Promise.reject(new PlainHttpRefused(`${target.origin} is plain http, which the doctor uses only with --insecure-http`, "PLAIN_HTTP"));
     }
@@ -130,6 +150,11 @@ export class HttpClient {
       headers["content-type"] = "application/json";
     }
     const lib = target.protocol === "https:" ? https : http;
+    const headerLinesOf = (raw: string[]) => {
+      const lines: [string, string][] = [];
+      for (let i = 0; i + 1 < raw.length; i += 2) lines.push([raw[i]!.toLowerCase(), raw[i + 1]!]);
+      return lines;
+    };
     return this.#connectTo(target).then((where) => new Promise<HttpReply>((resolve, reject) => {
       const servername = opts.servername ?? (where && !isIP(target.hostname) ? target.hostname : undefined);
       const req = lib.request(
@@ -147,18 +172,20 @@ export class HttpClient {
           res.on("error", (err) => reject(new HttpFailure(describeError(err), (err as NodeJS.ErrnoException).code)));
           res.on("end", () => {
             const text = Buffer.concat(chunks).toString("utf8");
-            const headerLines: [string, string][] = [];
-            for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) headerLines.push([res.rawHeaders[i]!.toLowerCase(), res.rawHeaders[i + 1]!]);
             let json: unknown;
             try {
               json = text ? JSON.parse(text) : undefined;
             } catch {
               json = undefined;
             }
-            resolve({ status: res.statusCode ?? 0, headerLines, text, json });
+            resolve({ status: res.statusCode ?? 0, headerLines: headerLinesOf(res.rawHeaders), text, json });
           });
         },
       );
+      req.on("upgrade", (res, socket) => {
+        socket.destroy();
+        resolve({ status: res.statusCode ?? 101, headerLines: headerLinesOf(res.rawHeaders), text: "", json: undefined });
+      });
       req.on("timeout", () => req.destroy(Object.assign(new Error("timeout"), { code: "TIMEOUT" })));
       req.on("error", (err) => reject(new HttpFailure(describeError(err), (err as NodeJS.ErrnoException).code)));
       req.end(body);
@@ -185,49 +212,6 @@ export interface UpgradeReply {
   acceptOk: boolean;
   /** For anything else: the reply as `describeReply` puts it. */
   description: string;
-}
-
-/**
- * Opens a WebSocket the way a browser does (RFC 6455 opening handshake over HTTP/1.1) and closes
- * it at once: enough to see whether every hop passes the upgrade. No WebSocket client is needed
- * (Node 20 has none without a flag), and no frame is sent.
- */
-export function openWebSocket(options: HttpOptions, url: string): Promise<UpgradeReply> {
-  const target = new URL(url);
-  target.protocol = target.protocol === "wss:" || target.protocol === "https:" ? "https:" : "http:";
-  if (target.protocol === "http:" && !options.allowHttp) {
-    return Promise.reject(new PlainHttpRefused(`${target.origin} is plain http, which the doctor uses only with --insecure-http`, "PLAIN_HTTP"));
-  }
-  const key = randomBytes(16).toString("base64");
-  const expected = createHash("sha1").update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64");
-  const headers = { connection: "Upgrade", upgrade: "websocket", "sec-websocket-key": key, "sec-websocket-version": "13", "user-agent": "switchboard-doctor" };
-  const lib = target.protocol === "https:" ? https : http;
-  return new Promise((resolve, reject) => {
-    const req = lib.request(target, { method: "GET", headers, timeout: options.timeoutMs, ...(target.protocol === "https:" && options.ca ? { ca: trustedCas(options.ca) } : {}) });
-    req.on("upgrade", (res, socket) => {
-      socket.destroy();
-      resolve({ status: res.statusCode ?? 101, acceptOk: res.headers["sec-websocket-accept"] === expected, description: `${res.statusCode ?? 101}` });
-    });
-    req.on("response", (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("error", (err) => reject(new HttpFailure(describeError(err), (err as NodeJS.ErrnoException).code)));
-      res.on("end", () => {
-        const text = Buffer.concat(chunks).toString("utf8");
-        let json: unknown;
-        try {
-          json = text ? JSON.parse(text) : undefined;
-        } catch {
-          json = undefined;
-        }
-        const status = res.statusCode ?? 0;
-        resolve({ status, acceptOk: false, description: describeReply({ status, headerLines: [], text, json }) });
-      });
-    });
-    req.on("timeout", () => req.destroy(Object.assign(new Error("timeout"), { code: "TIMEOUT" })));
-    req.on("error", (err) => reject(new HttpFailure(describeError(err), (err as NodeJS.ErrnoException).code)));
-    req.end();
-  });
 }
 
 /** The CA list for a TLS connection: Node's own roots plus the `--ca-file` ones. */

@@ -6,7 +6,7 @@
  * plain HTTP but does not pass upgrades lets /rtc/validate through and still breaks every call.
  */
 import type { DoctorContext } from "./context.js";
-import { describeReply, HttpFailure, openWebSocket, PlainHttpRefused, type HttpReply, type UpgradeReply } from "./http.js";
+import { describeReply, HttpFailure, PlainHttpRefused, type HttpReply, type UpgradeReply } from "./http.js";
 import { redact } from "./report.js";
 
 /** `wss://host/path` → `https://host/path/rtc/validate` (or `…/rtc`, the WebSocket itself). */
@@ -83,7 +83,7 @@ export async function openRtcSocket(ctx: DoctorContext, id: string, title: strin
   const asked = `WebSocket upgrade to ${wsUrl}?access_token=${redact(jwt)}, closed at once`;
   let reply: UpgradeReply;
   try {
-    reply = await openWebSocket(ctx.http.options, `${url}?${clientQuery(jwt)}`);
+    reply = await ctx.http.openWebSocket(`${url}?${clientQuery(jwt)}`);
   } catch (err) {
     if (err instanceof PlainHttpRefused) {
       ctx.rec.skip(id, title, asked, `${sfuUrl} is plain ws://: pass --insecure-http to test it`);
