@@ -225,7 +225,7 @@ test("over simplified sliding sync it loads the whole room list past its first r
       assert.deepEqual([...rooms.keys()].sort(), [...expected.keys()].sort());
       for (const [roomId, want] of expected) {
         const got = rooms.get(roomId)!;
-        assert.equal(got.name, want.name, `the name of ${want.name}`);
+        assert.equal(got.name, want.name, `the name of ${want.name} (its m.room.name in the client: ${JSON.stringify(got.state_name)})`);
         assert.equal(got.state, want.state, `the state of ${want.name}`);
         if (want.state === "Invited") assert.deepEqual(got.latest, { invite_from: alice.userId }, `the latest event of ${want.name}`);
         if (want.latest) assert.deepEqual(got.latest, { type: "m.room.message", ...want.latest }, `the latest event of ${want.name}`);

@@ -22,7 +22,7 @@ use matrix_sdk::sliding_sync::VersionBuilder;
 use matrix_sdk::deserialized_responses::EncryptionInfo;
 use matrix_sdk::ruma::events::room::message::{OriginalSyncRoomMessageEvent, RoomMessageEventContent};
 use matrix_sdk::ruma::RoomId;
-use matrix_sdk::{Client, Room, RoomState};
+use matrix_sdk::{Client, Room, RoomDisplayName, RoomState};
 use matrix_sdk::stream::StreamExt;
 use matrix_sdk_ui::eyeball_im::Vector;
 use matrix_sdk_ui::room_list_service::filters::new_filter_non_left;
@@ -111,8 +111,28 @@ fn latest_json(value: &LatestEventValue) -> Value {
     }
 }
 
+/// The room's display name once the SDK has worked it out from the state it holds. The room list
+/// shows a response's rooms as soon as it is saved, but matrix-sdk-base computes their display
+/// names only after that (`display_name::update_for_rooms`), so for a moment a room can still
+/// carry the name cached when it was created: "Empty Room".
+async fn settled_display_name(room: &Room) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + GIVE_UP;
+    loop {
+        let name = room.display_name().await.ok();
+        let settled = match (&name, room.name()) {
+            (Some(shown), Some(named)) => shown.to_string() == named.trim(),
+            (Some(shown), None) => !matches!(shown, RoomDisplayName::Empty),
+            (None, _) => false,
+        };
+        if settled || tokio::time::Instant::now() >= deadline {
+            return name.map(|n| n.to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn describe(room: &Room, latest: &LatestEventValue) -> Value {
-    let name = room.display_name().await.map(|n| n.to_string()).ok();
+    let name = settled_display_name(room).await;
     // An invite's latest event, as the SDK's latest-event builder makes it: who invited, from the stripped state.
     let latest = match (room.state(), latest) {
         (RoomState::Invited, LatestEventValue::None) => match room.invite_details().await {
@@ -126,6 +146,8 @@ async fn describe(room: &Room, latest: &LatestEventValue) -> Value {
         "room_id": room.room_id().to_string(),
         "state": format!("{:?}", room.state()),
         "name": name,
+        // The m.room.name the client holds, beside the name it shows, for a failure's message.
+        "state_name": room.name(),
         "latest": latest,
         "active_call": room.has_active_room_call(),
     })
