@@ -3,7 +3,7 @@ import { spawn } from "node:child_process";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { freePort } from "./postgres.js";
+import { freePort } from "../test/helpers/ports.js";
 
 const SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), "bare_cluster.js");
 

@@ -5,7 +5,8 @@
  * compatibility mode. A figure to watch, with no target; prints one JSON document. Without the
  * SFU binary or Chromium it reports why it was skipped.
  */
-import { freePort, chromiumMissing, serveElementCall } from "../test/helpers/element_call.js";
+import { chromiumMissing, serveElementCall } from "../test/helpers/element_call.js";
+import { freePort } from "../test/helpers/ports.js";
 import { openCallPage, type CallPage, type Inbound } from "../test/helpers/call_page.js";
 import { sfuMissing, startLiveKitSfu } from "../test/helpers/livekit_sfu.js";
 import { User } from "../test/helpers/rooms.js";

@@ -22,7 +22,8 @@ import os from "node:os";
 import path from "node:path";
 import { stringify } from "yaml";
 import { CleanUps, envCount, printReport, runMain } from "./entry.js";
-import { freePort, openPostgres, postmasterOf, procCpuTime, treeCpu } from "./postgres.js";
+import { openPostgres, postmasterOf, procCpuTime, treeCpu } from "./postgres.js";
+import { freePort } from "../test/helpers/ports.js";
 import { spawnSwitchboard } from "./switchboard_process.js";
 import { closeClients, registerClients, request, roomForAll, type SendClient } from "./send_client.js";
 

@@ -36,7 +36,7 @@ import { makeTestCa } from "../test/helpers/livekit.js";
 import { startChild, type Child } from "./children.js";
 import { CleanUps, envCount, printReport, runMain } from "./entry.js";
 import { joinThroughFederation, signedRequest, startStandIn, type Signer, type StandIn } from "./federation_peer.js";
-import { freePort } from "./postgres.js";
+import { freePort } from "../test/helpers/ports.js";
 import { closeClients, newAgent, registerClients, request, roomForAll, sendBatch, type Batch, type SendClient } from "./send_client.js";
 
 const N = envCount("BENCH_FED_MESSAGES", 500);

@@ -9,11 +9,11 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
+import { freePort } from "../test/helpers/ports.js";
 
 /** ../shared/tools beside the project root (this file runs from dist/bench/). */
 export const TOOLS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "shared", "tools");
@@ -50,17 +50,6 @@ export function runTool(script: string, args: string[], timeoutMs: number): Prom
       if (code === 0) return resolve(out.trim());
       const tail = err.trim().split("\n").slice(-3).join(" / ");
       reject(new Error(tail || `${script} exited with status ${String(code)}`));
-    });
-  });
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => resolve(port));
     });
   });
 }

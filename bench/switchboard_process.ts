@@ -8,7 +8,7 @@ import { closeSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
-import { freePort } from "./postgres.js";
+import { freePort } from "../test/helpers/ports.js";
 
 const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "src", "main.js");
 const START_LIMIT_MS = 60_000;

@@ -7,7 +7,8 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { freePort, procCpuTime, runTool } from "./postgres.js";
+import { procCpuTime, runTool } from "./postgres.js";
+import { freePort } from "../test/helpers/ports.js";
 
 /** First start: the install takes about 30 s on a good line; pip gives up slowly without one. */
 const START_TIMEOUT_MS = Number(process.env.BENCH_SYNAPSE_TIMEOUT ?? 600) * 1000;

@@ -10,7 +10,8 @@ import path from "node:path";
 import { describe, test } from "node:test";
 import { parse, stringify } from "yaml";
 import { parseConfig } from "../src/config/load.js";
-import { BIN, children, freePort, generated, getJson, login, run, serve, tempDir, TIMEOUT } from "./helpers/cli.js";
+import { BIN, children, generated, getJson, login, run, serve, tempDir, TIMEOUT } from "./helpers/cli.js";
+import { freePort, portIsFree } from "./helpers/ports.js";
 
 describe("switchboard CLI", { concurrency: 3 }, () => {
   test("generate-config writes a commented 0600 YAML file with fresh secrets that check-config accepts", TIMEOUT, async () => {
@@ -192,7 +193,7 @@ describe("switchboard CLI", { concurrency: 3 }, () => {
   });
 
   test("serve with no --config writes ./switchboard.yaml, says so, and serves on 127.0.0.1:8008", TIMEOUT, async (t) => {
-    if ((await freePort("127.0.0.1", 8008)) === undefined) {
+    if (!(await portIsFree(8008))) {
       t.skip("port 8008 on 127.0.0.1 is in use on this machine");
       return;
     }

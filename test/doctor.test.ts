@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { dump, doctorOn, failures, FakeJwtService, FakeSfu, corsProxy, haveCoturn, livekitBlock, noUpgradeProxy, PASSWORD, startCoturn, startDoctorServer, type DoctorServer } from "./helpers/doctor.js";
-import { freePort, login } from "./helpers/cli.js";
+import { login } from "./helpers/cli.js";
+import { freePort } from "./helpers/ports.js";
 import { testProxy } from "./helpers/doctor_proxy.js";
 import { request } from "./helpers/server.js";
 import type { Transport } from "../src/cli/doctor/context.js";

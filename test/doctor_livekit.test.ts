@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { freePort } from "./helpers/cli.js";
+import { freePort } from "./helpers/ports.js";
 import { doctorOn, dump, failures, livekitBlock, noUpgradeProxy, SFU_KEY, SFU_SECRET, startDoctorServer, type DoctorServer } from "./helpers/doctor.js";
 
 function livekitBinary(): string | undefined {

@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { runDoctor } from "../src/cli/doctor/runner.js";
 import type { DoctorReport } from "../src/cli/doctor/report.js";
-import { freePort } from "./helpers/cli.js";
+import { freePort } from "./helpers/ports.js";
 import { dump, failures, FakeJwtService, FakeSfu, PASSWORD } from "./helpers/doctor.js";
 import { testProxy } from "./helpers/doctor_proxy.js";
 import { registerUser } from "./helpers/server.js";
@@ -30,7 +30,7 @@ interface Synapse {
 /** Starts Synapse named `127.0.0.1:PORT` (so that userinfo is found without DNS), or says why it could not. */
 async function startSynapse(msc4143: boolean, serviceUrl: string): Promise<Synapse | { failed: string }> {
   const dir = mkdtempSync(path.join(tmpdir(), "switchboard-doctor-synapse-"));
-  const port = (await freePort())!;
+  const port = await freePort();
   const name = `127.0.0.1:${port}`;
   const transports = [{ type: "livekit", livekit_service_url: serviceUrl }];
   const extra = {

@@ -11,7 +11,7 @@ import { runDoctor } from "../src/cli/doctor/runner.js";
 import type { DoctorOptions } from "../src/cli/doctor/context.js";
 import type { DoctorReport } from "../src/cli/doctor/report.js";
 import type { SrvRecord } from "../src/services/outbound/dialer.js";
-import { freePort } from "./helpers/cli.js";
+import { freePort } from "./helpers/ports.js";
 import { dump, failures, FakeSfu, livekitBlock, PASSWORD } from "./helpers/doctor.js";
 import { doctorFront, type DoctorFront } from "./helpers/doctor_proxy.js";
 import { makeTestCa, testDialer } from "./helpers/livekit.js";
@@ -33,7 +33,7 @@ describe("switchboard doctor: the userinfo lookup for a server name without a po
     const sfuUrl = await sfu.start();
     front = await doctorFront(pki);
     untrusted = await doctorFront(stranger);
-    closed = (await freePort())!;
+    closed = await freePort();
     server = await startServer({
       server_name: "doctor.test",
       public_baseurl: `https://hs.doctor.test:${front.port}/`,

@@ -14,12 +14,12 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { isDeepStrictEqual, promisify } from "node:util";
 import { after, before, describe, test } from "node:test";
+import { freePort } from "./helpers/ports.js";
 import { ALLOW_LOOPBACK, Gateway, pusherBody, type Notification } from "./helpers/push_gateway.js";
 import { enc, ok, User, type Ev } from "./helpers/rooms.js";
 import { startServer, teardown, type TestServer } from "./helpers/server.js";
@@ -38,14 +38,6 @@ const SYNAPSE_EXTRA = [
   "caches: {sync_response_cache_duration: 0}",
   "",
 ].join("\n");
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, "127.0.0.1", resolve));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 interface Synapse {
   baseUrl: string;

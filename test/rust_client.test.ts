@@ -16,7 +16,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, test } from "node:test";
 import type { MatrixEvent } from "matrix-js-sdk";
-import { freePort } from "./helpers/cli.js";
+import { freePort } from "./helpers/ports.js";
 import { quietSdkLogs } from "./helpers/matrix-sdk.js";
 import { ok, User } from "./helpers/rooms.js";
 import { SdkClients } from "./helpers/sdk_clients.js";
@@ -73,7 +73,7 @@ before(
     const build = await run("cargo", ["build", "-j2", "--locked", "--manifest-path", path.join(CRATE, "Cargo.toml")], env, BUILD_GIVE_UP_MS);
     assert.equal(build.code, 0, `cargo build failed:\n${build.stderr.slice(-4000)}`);
     // The SDK moves to the `well_known` base URL of the login response, so it must be this one.
-    const port = (await freePort())!;
+    const port = await freePort();
     server = await startServer({ public_baseurl: `http://127.0.0.1:${port}/`, listeners: [{ port, bind_addresses: ["127.0.0.1"] }] });
   },
   { timeout: BUILD_GIVE_UP_MS },

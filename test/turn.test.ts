@@ -3,11 +3,11 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { loadSdk } from "./helpers/matrix-sdk.js";
+import { freePort } from "./helpers/ports.js";
 import { registerUser, request, startServer, type TestServer } from "./helpers/server.js";
 
 const TURN = "/_matrix/client/v3/voip/turnServer";
@@ -96,17 +96,6 @@ describe("turnServer, other configurations", () => {
     }
   });
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** One allocation by turnutils_uclient: its exit status (0 when allocated) and what it printed. */
 function allocate(port: number, username: string, password: string): { status: number | null; output: string } {

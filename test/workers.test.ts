@@ -15,7 +15,8 @@ import pg from "pg";
 import { parse, stringify } from "yaml";
 import { refusedProblems } from "./helpers/config.js";
 import { delayedSend, delayIdOf, finalised, sleep, waitFor } from "./helpers/delayed.js";
-import { freePort, serve, start, tempDir } from "./helpers/cli.js";
+import { serve, start, tempDir } from "./helpers/cli.js";
+import { freePort } from "./helpers/ports.js";
 import { loadSdk } from "./helpers/matrix-sdk.js";
 import { enc, ok, User, type Ev } from "./helpers/rooms.js";
 import { request } from "./helpers/server.js";
@@ -327,7 +328,7 @@ describe("several processes on one PostgreSQL database", { skip }, () => {
     // The running worker's config (so the same database), on another port.
     const running = configOf(ws[0]!);
     const config = parse(readFileSync(running, "utf8")) as Record<string, unknown>;
-    const port = (await freePort())!;
+    const port = await freePort();
     const file = path.join(path.dirname(running), "again.yaml");
     writeFileSync(file, stringify({ ...config, listeners: (config.listeners as Record<string, unknown>[]).map((l) => ({ ...l, port })) }));
     const { exited } = start(["--config", file, "--worker-id", "w0"], path.dirname(running));
@@ -338,7 +339,7 @@ describe("several processes on one PostgreSQL database", { skip }, () => {
 
   test("worker_processes: 2 starts two processes on one port; a killed one is started again, also when its first restarts fail; SIGTERM stops all", { timeout: 90_000 }, async () => {
     const dir = tempDir();
-    const port = (await freePort())!;
+    const port = await freePort();
     const file = path.join(dir, "cluster.yaml");
     const config: Record<string, unknown> = { ...(await baseConfig(dir, port)), worker_processes: 2 };
     writeFileSync(file, stringify(config));

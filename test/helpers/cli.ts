@@ -6,7 +6,6 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after } from "node:test";
@@ -88,17 +87,6 @@ export async function serve(args: string[], cwd: string): Promise<Serving> {
     exited.then((r) => reject(new Error(`switchboard exited (${r.code}/${r.signal}) before it was ready:\n${r.stderr}`)), reject);
   });
   return { child, listening, exited, stderr: () => out.stderr, stdout: () => out.stdout };
-}
-
-export function freePort(host = "127.0.0.1", port = 0): Promise<number | undefined> {
-  return new Promise((resolve) => {
-    const probe = net.createServer();
-    probe.once("error", () => resolve(undefined));
-    probe.listen(port, host, () => {
-      const address = probe.address();
-      probe.close(() => resolve(typeof address === "object" && address ? address.port : undefined));
-    });
-  });
 }
 
 async function postJson(url: string, body: unknown, token?: string): Promise<{ status: number; body: Record<string, unknown> }> {

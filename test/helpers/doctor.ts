@@ -17,7 +17,7 @@ import { runDoctor, type Configured } from "../../src/cli/doctor/runner.js";
 import type { DoctorOptions } from "../../src/cli/doctor/context.js";
 import type { CheckResult, DoctorReport } from "../../src/cli/doctor/report.js";
 import { encodeRequest, METHOD, requestedTransportUdp, udpChannel } from "../../src/cli/doctor/stun.js";
-import { freePort } from "./cli.js";
+import { freePort } from "./ports.js";
 import { NO_LIMIT, registerUser, startServer, type TestServer } from "./server.js";
 
 export const SFU_KEY = "doctorkey";
@@ -195,7 +195,7 @@ export interface DoctorServer {
  * (default client and federation) into its listener.
  */
 export async function startDoctorServer(overrides: Record<string, unknown> = {}, resources = ["client", "federation"]): Promise<DoctorServer> {
-  const port = (await freePort())!;
+  const port = await freePort();
   const name = `127.0.0.1:${port}`;
   const server = await startServer({
     server_name: name,
@@ -295,7 +295,7 @@ export const haveCoturn = spawnSync("which", ["turnserver"]).status === 0;
 /** A real coturn in shared-secret mode on a free loopback port, answering once this returns. */
 export async function startCoturn(secret: string): Promise<{ port: number; stop(): void }> {
   const dir = mkdtempSync(path.join(tmpdir(), "switchboard-doctor-coturn-"));
-  const port = (await freePort())!;
+  const port = await freePort();
   const relayBase = 49160 + (port % 200) * 4;
   const turn = spawn(
     "turnserver",

@@ -130,11 +130,3 @@ async function listenOnLoopback(server: http.Server): Promise<StaticApp> {
   };
 }
 
-/** A loopback port that was free a moment ago, for a server whose public URL must be known before it starts. */
-export async function freePort(): Promise<number> {
-  const probe = http.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
-}

@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import path from "node:path";
 import { RoomServiceClient } from "livekit-server-sdk";
-import { freePort } from "./element_call.js";
+import { freePort } from "./ports.js";
 
 /** Where `go install github.com/livekit/livekit-server/cmd/server@v1.11.0` puts the binary. */
 export const SFU_BINARY = process.env.LIVEKIT_SERVER_BIN ?? path.join(process.env.GOPATH ?? path.join(homedir(), "go"), "bin", "server");

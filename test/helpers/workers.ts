@@ -6,7 +6,8 @@ import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parse, stringify } from "yaml";
 import { TEST_POSTGRES } from "./database.js";
-import { freePort, generated, serve, tempDir, type Serving } from "./cli.js";
+import { generated, serve, tempDir, type Serving } from "./cli.js";
+import { freePort } from "./ports.js";
 import { User } from "./rooms.js";
 
 export const skipWithoutPostgres = TEST_POSTGRES ? false : "needs PostgreSQL (SWITCHBOARD_TEST_POSTGRES)";
@@ -37,7 +38,7 @@ export async function baseConfig(dir: string, port: number): Promise<Record<stri
 export async function startWorkers(n: number): Promise<Worker[]> {
   const dir = tempDir();
   const ports: number[] = [];
-  for (let i = 0; i < n; i++) ports.push((await freePort())!);
+  for (let i = 0; i < n; i++) ports.push(await freePort());
   const config = await baseConfig(dir, ports[0]!);
   const workers: Worker[] = [];
   for (let i = 0; i < n; i++) {
