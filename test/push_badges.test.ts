@@ -60,4 +60,29 @@ describe("badge-only pushes", () => {
     await until(() => badgeOnly().length === 2);
     assert.equal(badgeOnly()[1]!.counts.unread, 0);
   });
+
+  test("a thread's receipt lowers the badge by that thread's notifications; an unthreaded one by everything before it", async () => {
+    const carol = await User.register(server.baseUrl, "carol");
+    ok(await carol.req("POST", "/pushers/set", pusherBody(gateway.url, { pushkey: "key-carol", data: { url: gateway.url, format: "event_id_only" } })));
+    const roomId = await alice.createRoom({ preset: "public_chat" });
+    await carol.join(roomId);
+    const root = await alice.send(roomId, "root");
+    const inThread = (body: string) => ({ msgtype: "m.text", body, "m.relates_to": { rel_type: "m.thread", event_id: root } });
+    await alice.send(roomId, inThread("reply 1"));
+    const reply2 = await alice.send(roomId, inThread("reply 2"));
+    const main = await alice.send(roomId, "main");
+    const carols = () => gateway.received.filter((n) => n.devices[0]!.pushkey === "key-carol");
+    await until(() => carols().some((n) => n.event_id === main));
+    assert.equal(carols().find((n) => n.event_id === main)!.counts.unread, 4);
+
+    // The thread read up to its last reply: the root and the main-timeline message remain.
+    ok(await carol.req("POST", `/rooms/${enc(roomId)}/receipt/m.read/${enc(reply2)}`, { thread_id: root }));
+    await until(() => carols().some((n) => !n.event_id));
+    assert.equal(carols().filter((n) => !n.event_id).at(-1)!.counts.unread, 2);
+
+    // An unthreaded receipt at the last message reads everything, threads included.
+    ok(await carol.req("POST", `/rooms/${enc(roomId)}/receipt/m.read/${enc(main)}`, {}));
+    await until(() => carols().filter((n) => !n.event_id).length === 2);
+    assert.equal(carols().filter((n) => !n.event_id).at(-1)!.counts.unread, 0);
+  });
 });
