@@ -37,14 +37,14 @@ export interface PushActionStore {
   /**
    * Unread counts of `userId` in each room, for events at or below `upTo` after the user's
    * read receipts: an unthreaded receipt covers every thread, a threaded one its thread.
-   * Clients' counts (`fromJoin`, the default) start, without an unthreaded receipt, at the
-   * user's join, as Synapse's `/sync` does; the push badge (`fromJoin: false`) also counts what
-   * notified before it, such as the invite, as Synapse's badge does.
+   * Without an unthreaded receipt they start at the user's current membership (the join), as
+   * Synapse's `/sync` does, so the invite that brought the user in no longer counts.
    */
-  counts(userId: string, roomIds: readonly string[], upTo: number, opts?: { fromJoin?: boolean }): Promise<Map<string, RoomCounts>>;
+  counts(userId: string, roomIds: readonly string[], upTo: number): Promise<Map<string, RoomCounts>>;
   /**
-   * Push badges, by user: what `counts` without `fromJoin` gives across the user's joined rooms,
-   * summed, plus one per pending invite. Users with none are left out.
+   * Push badges, by user: the notifications after the read receipts across the user's joined
+   * rooms, summed (the invite that brought them in still counts, as in Synapse's badge), plus
+   * one per pending invite. Users with none are left out.
    */
   badges(userIds: readonly string[], upTo: number): Promise<Map<string, number>>;
   /** The user's notifications, newest first, below `before` (a stream position) when given. */

@@ -25,28 +25,15 @@ export const READ_UP_TO = `COALESCE((
     AND (r.thread_id = '' OR r.thread_id = a.thread_id)
 ), 0)`;
 
-/** The position `row`'s user has read up to in its room, by their receipts in one thread (`''`: unthreaded). */
-const readUpTo = (row: string, thread: string) => `COALESCE((
+/**
+ * The position `row`'s user has read up to in its room by their receipts in one thread (`''`:
+ * unthreaded), or `otherwise` without one.
+ */
+const readUpTo = (row: string, thread: string, otherwise = "0") => `COALESCE((
   SELECT MAX(e.stream_ordering) FROM receipts r JOIN events e ON e.event_id = r.event_id
   WHERE r.room_id = ${row}.room_id AND r.user_id = ${row}.user_id
     AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id = ${thread}
-), 0)`;
-
-/**
- * What `/sync` counts from, as Synapse does: the user's newest unthreaded receipt, or without
- * one their current membership (the join), so that the invite that brought them in stops
- * counting once they join; and for a thread, its threaded receipt when that is later.
- */
-const COUNTED_FROM = sql`${{ sqlite: "MAX", postgres: "GREATEST" }}(
-  COALESCE(
-    (SELECT MAX(e.stream_ordering) FROM receipts r JOIN events e ON e.event_id = r.event_id
-     WHERE r.room_id = a.room_id AND r.user_id = a.user_id AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id = ''),
-    (SELECT m.stream_ordering FROM memberships m WHERE m.room_id = a.room_id AND m.user_id = a.user_id),
-    0),
-  COALESCE(
-    (SELECT MAX(e.stream_ordering) FROM receipts r JOIN events e ON e.event_id = r.event_id
-     WHERE r.room_id = a.room_id AND r.user_id = a.user_id AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id = a.thread_id),
-    0))`;
+), ${otherwise})`;
 
 const toRecord = (r: ActionRow): PushActionRecord => ({
   userId: r.user_id,
@@ -74,14 +61,19 @@ export class SqlPushActionStore implements PushActionStore {
     );
   }
 
-  async counts(userId: string, roomIds: readonly string[], upTo: number, opts: { fromJoin?: boolean } = {}): Promise<Map<string, RoomCounts>> {
+  async counts(userId: string, roomIds: readonly string[], upTo: number): Promise<Map<string, RoomCounts>> {
     const out = new Map<string, RoomCounts>();
     if (roomIds.length === 0) return out;
+    // Room by room, as for badges: each room is scanned from where its count starts, the
+    // user's unthreaded receipt or else their membership (the join), and a threaded row is
+    // checked against its thread's receipt too. Per row, the three lookups cost a /sync of a
+    // user with a long unread backlog milliseconds.
     const rows = await this.db.all<{ room_id: string; thread_id: string; notify: number; highlight: number }>(
       sql`SELECT a.room_id, a.thread_id, SUM(a.notify) AS notify, SUM(a.highlight) AS highlight
-          FROM event_push_actions a
-          WHERE a.user_id = ? AND ${inJsonList("a.room_id")} AND a.stream_ordering <= ? AND a.notify = 1
-            AND a.stream_ordering > ${(opts.fromJoin ?? true) ? COUNTED_FROM : READ_UP_TO}
+          FROM memberships m CROSS JOIN event_push_actions a
+          WHERE m.user_id = ? AND ${inJsonList("m.room_id")} AND a.user_id = m.user_id AND a.room_id = m.room_id
+            AND a.stream_ordering > ${readUpTo("m", "''", "m.stream_ordering")} AND a.stream_ordering <= ? AND a.notify = 1
+            AND (a.thread_id = '' OR a.stream_ordering > ${readUpTo("a", "a.thread_id")})
           GROUP BY a.room_id, a.thread_id`,
       [userId, JSON.stringify(roomIds), upTo],
     );
