@@ -15,25 +15,18 @@ interface ActionRow {
 }
 
 /**
- * The position a user has read up to in a room for the row's thread: the newest of their
- * `m.read` and `m.read.private` receipts that are unthreaded or in that thread.
+ * The position `row`'s user has read up to in its room: the newest of their `m.read` and
+ * `m.read.private` receipts whose thread satisfies `threads` (a condition on `r.thread_id`), or
+ * `otherwise` without one.
  */
-export const READ_UP_TO = `COALESCE((
-  SELECT MAX(e.stream_ordering) FROM receipts r JOIN events e ON e.event_id = r.event_id
-  WHERE r.room_id = a.room_id AND r.user_id = a.user_id
-    AND r.receipt_type IN ('m.read', 'm.read.private')
-    AND (r.thread_id = '' OR r.thread_id = a.thread_id)
-), 0)`;
-
-/**
- * The position `row`'s user has read up to in its room by their receipts in one thread (`''`:
- * unthreaded), or `otherwise` without one.
- */
-const readUpTo = (row: string, thread: string, otherwise = "0") => `COALESCE((
+const readUpTo = (row: string, threads: string, otherwise = "0") => `COALESCE((
   SELECT MAX(e.stream_ordering) FROM receipts r JOIN events e ON e.event_id = r.event_id
   WHERE r.room_id = ${row}.room_id AND r.user_id = ${row}.user_id
-    AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id = ${thread}
+    AND r.receipt_type IN ('m.read', 'm.read.private') AND ${threads}
 ), ${otherwise})`;
+
+/** Where the user has read up to for the row `a`'s thread: receipts unthreaded or in that thread. */
+export const READ_UP_TO = readUpTo("a", "(r.thread_id = '' OR r.thread_id = a.thread_id)");
 
 const toRecord = (r: ActionRow): PushActionRecord => ({
   userId: r.user_id,
@@ -72,8 +65,8 @@ export class SqlPushActionStore implements PushActionStore {
       sql`SELECT a.room_id, a.thread_id, SUM(a.notify) AS notify, SUM(a.highlight) AS highlight
           FROM memberships m CROSS JOIN event_push_actions a
           WHERE m.user_id = ? AND ${inJsonList("m.room_id")} AND a.user_id = m.user_id AND a.room_id = m.room_id
-            AND a.stream_ordering > ${readUpTo("m", "''", "m.stream_ordering")} AND a.stream_ordering <= ? AND a.notify = 1
-            AND (a.thread_id = '' OR a.stream_ordering > ${readUpTo("a", "a.thread_id")})
+            AND a.stream_ordering > ${readUpTo("m", "r.thread_id = ''", "m.stream_ordering")} AND a.stream_ordering <= ? AND a.notify = 1
+            AND (a.thread_id = '' OR a.stream_ordering > ${readUpTo("a", "r.thread_id = a.thread_id")})
           GROUP BY a.room_id, a.thread_id`,
       [userId, JSON.stringify(roomIds), upTo],
     );
@@ -103,8 +96,8 @@ export class SqlPushActionStore implements PushActionStore {
         // made a push to a user with thousands of unread notifications cost milliseconds.
         sql`SELECT m.user_id, COUNT(*) AS n FROM memberships m CROSS JOIN event_push_actions a
             WHERE ${inJsonList("m.user_id")} AND m.membership = 'join' AND a.user_id = m.user_id AND a.room_id = m.room_id
-              AND a.stream_ordering > ${readUpTo("m", "''")} AND a.stream_ordering <= ? AND a.notify = 1
-              AND (a.thread_id = '' OR a.stream_ordering > ${readUpTo("a", "a.thread_id")})
+              AND a.stream_ordering > ${readUpTo("m", "r.thread_id = ''")} AND a.stream_ordering <= ? AND a.notify = 1
+              AND (a.thread_id = '' OR a.stream_ordering > ${readUpTo("a", "r.thread_id = a.thread_id")})
             GROUP BY m.user_id`,
         [users, upTo],
       ),
