@@ -111,3 +111,72 @@ describe("pooled connections of the SSRF-safe fetcher", () => {
     });
   });
 });
+
+describe("calling off pooled fetches, and bodies cut short", () => {
+  /** Answers /slow never (until the test ends), /cut with half its declared body, anything else "ok". */
+  const stalled = new Set<http.ServerResponse>();
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      if (req.url === "/slow") return void stalled.add(res);
+      if (req.url === "/cut") {
+        res.writeHead(200, { "content-type": "text/plain", "content-length": "100" });
+        res.write("x".repeat(50));
+        // The connection ends with 50 of the 100 bytes sent.
+        setImmediate(() => res.socket?.destroy());
+        return;
+      }
+      res.writeHead(200, { "content-type": "text/plain" }).end("ok");
+    });
+  });
+  let port = 0;
+  const policy = new AddressPolicy({ allow: ["127.0.0.1/32"] });
+  const fetcher = new SafeFetcher({ policy, keepAlive: true });
+  const at = (p: string) => `http://127.0.0.1:${port}${p}`;
+
+  before(async () => {
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+  after(async () => {
+    fetcher.close();
+    for (const res of stalled) res.destroy();
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  test("one caller signal shared by many fetches in flight calls off every one of them, and only those", async () => {
+    const controller = new AbortController();
+    const reason = new Error("stopping");
+    const inFlight = Array.from({ length: 20 }, () => fetcher.fetch({ url: at("/slow"), maxBytes: 100, signal: controller.signal }).then(() => "answered", (err: unknown) => err));
+    // A fetch with the same signal that finished before the abort is not touched by it.
+    assert.equal((await fetcher.fetch({ url: at("/ok"), maxBytes: 100, signal: controller.signal })).body.toString(), "ok");
+    while (stalled.size < 20) await new Promise((r) => setTimeout(r, 5));
+    controller.abort(reason);
+    for (const outcome of await Promise.all(inFlight)) assert.equal(outcome, reason);
+    // A signal that has already fired calls off a new fetch at once.
+    await assert.rejects(fetcher.fetch({ url: at("/ok"), maxBytes: 100, signal: controller.signal }), (err) => err === reason);
+    // Other fetches still work, over the same pool.
+    assert.equal((await fetcher.fetch({ url: at("/ok"), maxBytes: 100 })).body.toString(), "ok");
+  });
+
+  test("a body that ends before its declared length is a network failure, not a short answer", async () => {
+    const err = await fetcher.fetch({ url: at("/cut"), maxBytes: 1000 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof SafeFetchError, String(err));
+    assert.equal(err.kind, "network");
+    assert.equal(err.detail.headersReceived, true);
+  });
+
+  test("a body larger than allowed is refused as too large", async () => {
+    const err = await fetcher.fetch({ url: at("/cut"), maxBytes: 10 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof SafeFetchError, String(err));
+    // Declared 100 bytes against a limit of 10: refused before reading.
+    assert.equal(err.kind, "too_large");
+  });
+});

@@ -21,7 +21,7 @@ import http, { type IncomingHttpHeaders, type IncomingMessage } from "node:http"
 import https from "node:https";
 import type { LookupFunction } from "node:net";
 import { isIP } from "node:net";
-import { pipeline, type Readable } from "node:stream";
+import { finished, pipeline, type Readable } from "node:stream";
 import tls from "node:tls";
 import zlib from "node:zlib";
 import type { AddressPolicy } from "./address_policy.js";
@@ -179,9 +179,7 @@ export class SafeFetcher {
       timedOut = new SafeFetchError("timeout", "The remote server took too long to answer");
       cancel.abort(timedOut);
     }, req.timeoutMs ?? this.#timeoutMs);
-    const forward = () => cancel.abort(req.signal?.reason);
-    req.signal?.addEventListener("abort", forward, { once: true });
-    if (req.signal?.aborted) forward();
+    const unfollow = req.signal ? follow(req.signal, cancel) : undefined;
     const state = { headersReceived: false, host: undefined as string | undefined };
     try {
       return await this.#run(req, cancel, state);
@@ -194,7 +192,7 @@ export class SafeFetcher {
     } finally {
       clearTimeout(timer);
       cancel.watch(undefined);
-      req.signal?.removeEventListener("abort", forward);
+      unfollow?.();
     }
   }
 
@@ -383,21 +381,81 @@ async function readBody(res: IncomingMessage, maxBytes: number, host: string): P
     }
     stream = pipeline(res, decoder, () => undefined);
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
   try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > maxBytes) throw tooLarge();
-      chunks.push(chunk);
-    }
+    return await collect(stream, maxBytes, tooLarge);
   } catch (err) {
     res.destroy();
     if (err instanceof SafeFetchError) throw err;
     const kind = (err as { code?: string }).code?.startsWith("Z_") ? "bad_response" : "network";
     throw new SafeFetchError(kind, `Reading the response from ${host} failed`, { host, headersReceived: true }, { cause: err });
   }
-  return Buffer.concat(chunks, size);
+}
+
+/**
+ * A stream's bytes, failing past `maxBytes`. With `data` and `end` listeners rather than
+ * `for await`: the async iterator's set-up and teardown cost more than a push gateway's whole
+ * answer takes to read. `finished` reports a stream closed before its end (a cancelled fetch
+ * destroys the request, and with it the response) as an error.
+ */
+function collect(stream: Readable, maxBytes: number, tooLarge: () => Error): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let settled = false;
+    const fail = (err: unknown) => {
+      if (settled) return;
+      settled = true;
+      reject(err);
+    };
+    stream.on("data", (chunk: Buffer) => {
+      if (settled) return;
+      size += chunk.length;
+      if (size > maxBytes) {
+        fail(tooLarge());
+        stream.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    finished(stream, (err) => {
+      if (err) return fail(err);
+      if (settled) return;
+      settled = true;
+      resolve(Buffer.concat(chunks, size));
+    });
+  });
+}
+
+/**
+ * Cancels that follow each caller's signal. Push delivery passes one signal to every fetch it
+ * makes, thousands at once; an `abort` listener each would make every add and remove walk all
+ * the others (an EventTarget keeps its listeners in a list), so each signal gets one listener,
+ * added the first time, and a set of the fetches it calls off.
+ */
+const followers = new WeakMap<AbortSignal, Set<Cancel>>();
+
+/** Has `cancel` abort when `signal` does (at once if it has); returns how to stop following. */
+function follow(signal: AbortSignal, cancel: Cancel): () => void {
+  if (signal.aborted) {
+    cancel.abort(signal.reason);
+    return () => undefined;
+  }
+  let set = followers.get(signal);
+  if (!set) {
+    const fetches = (set = new Set<Cancel>());
+    followers.set(signal, fetches);
+    signal.addEventListener(
+      "abort",
+      () => {
+        for (const c of fetches) c.abort(signal.reason);
+        fetches.clear();
+      },
+      { once: true },
+    );
+  }
+  set.add(cancel);
+  const following = set;
+  return () => following.delete(cancel);
 }
 
 function decompressor(encoding: string): zlib.Gunzip | zlib.Inflate | zlib.BrotliDecompress | undefined {
