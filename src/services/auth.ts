@@ -7,6 +7,7 @@ import { hash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { DeviceStore } from "../storage/interfaces.js";
 import type { Clock } from "./clock.js";
 import type { Notifier } from "./sync/notifier.js";
+import { trimOldest } from "./bounded_map.js";
 
 export interface Requester {
   userId: string;
@@ -84,8 +85,8 @@ export class AuthService {
       // A revocation published while the lookup ran may be of this token, read just before its
       // deletion committed: answer this request, but leave it to the next one to look again.
       if (seen === this.#revocations) {
-        if (this.#cache.size >= CACHE_LIMIT) this.#cache.delete(this.#cache.keys().next().value!);
         this.#cache.set(hex, cached);
+        trimOldest(this.#cache, CACHE_LIMIT);
       }
     }
     // The map lookup is by hash; this keeps the final comparison constant-time too.

@@ -18,6 +18,7 @@ import { SafeFetcher, SafeFetchError, type FetchHead, type FetchResult } from ".
 import type { RateLimiter } from "../ratelimiter.js";
 import type { MediaService } from "./repository.js";
 import { baseType } from "./thumbnails.js";
+import { trimOldest } from "../bounded_map.js";
 
 /** A preview: OpenGraph keys (`og:title`, ...) plus `matrix:image:size`. */
 export type OpenGraph = Record<string, string | number>;
@@ -87,9 +88,9 @@ export class UrlPreviewService {
     const cached = this.#cache.get(key);
     if (cached && cached.expires > now) return cached.answer;
     this.#cache.delete(key);
-    if (this.#cache.size >= CACHE_ENTRIES) this.#cache.delete(this.#cache.keys().next().value!);
     const answer = this.#build(userId, url);
     this.#cache.set(key, { expires: now + CACHE_TTL_MS, answer });
+    trimOldest(this.#cache, CACHE_ENTRIES);
     answer.catch(() => {
       if (this.#cache.get(key)?.answer === answer) this.#cache.delete(key);
     });

@@ -10,6 +10,7 @@
  * built-in ones included (a preview proxy on a private network, a test site on loopback).
  */
 import { BlockList, isIP, isIPv6 } from "node:net";
+import { trimOldest } from "../bounded_map.js";
 
 /** Ranges no configuration needs to repeat. */
 export const ALWAYS_BLOCKED: readonly string[] = [
@@ -77,8 +78,8 @@ export class AddressPolicy {
     let verdict = this.#verdicts.get(address);
     if (verdict) return verdict;
     verdict = this.#judge(address);
-    if (this.#verdicts.size >= CACHED_VERDICTS) this.#verdicts.delete(this.#verdicts.keys().next().value!);
     this.#verdicts.set(address, verdict);
+    trimOldest(this.#verdicts, CACHED_VERDICTS);
     return verdict;
   }
 

@@ -162,6 +162,7 @@ export class SafeFetcher {
       const opts = { keepAlive: true, maxSockets: SOCKETS_PER_POOL, timeout: IDLE_SOCKET_MS, scheduling: "lifo" as const };
       agent = secure ? new https.Agent(opts) : new http.Agent(opts);
       if (this.#pools.size >= MAX_POOLS) {
+        // One at a time, not trimOldest's tenth: destroying a pool ends its requests in flight.
         const [oldKey, oldest] = this.#pools.entries().next().value!;
         this.#pools.delete(oldKey);
         oldest.destroy();

@@ -18,6 +18,7 @@ import { toClientEvent } from "../rooms/client_format.js";
 import type { PersistedEvent } from "../rooms/persister.js";
 import type { Ruleset } from "./base_rules.js";
 import { evaluatePush, type PushOutcome } from "./evaluator.js";
+import { trimOldest } from "../bounded_map.js";
 
 /** Kept this long for `/notifications` (Synapse keeps a month); counts only look past receipts. */
 export const PUSH_ACTION_RETENTION_MS = 30 * 86_400_000;
@@ -77,7 +78,7 @@ export class PushActionService {
     const notified = await this.#evaluate(tx, event);
     this.#staged.set(event.eventId, notified);
     // A transaction that rolled back leaves its entries behind: keep the map bounded.
-    if (this.#staged.size > MAX_STAGED) this.#staged.delete(this.#staged.keys().next().value!);
+    trimOldest(this.#staged, MAX_STAGED);
   }
 
   /** Once an event is committed: tells pushers what it notifies (evaluating it first if no transaction did). */
@@ -198,7 +199,7 @@ export class PushActionService {
       const name = nameIn(pduOf(stored).content);
       out.set(byEvent.get(stored.eventId)!, name);
       this.#names.set(stored.eventId, name);
-      if (this.#names.size > CACHED_NAMES) this.#names.delete(this.#names.keys().next().value!);
+      trimOldest(this.#names, CACHED_NAMES);
     }
     return out;
   }

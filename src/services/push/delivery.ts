@@ -21,6 +21,7 @@ import type { Clock } from "../clock.js";
 import type { SafeFetcher } from "../outbound/safe_fetch.js";
 import { buildNotification, notifyGateway } from "./gateway.js";
 import { PushContent } from "./push_content.js";
+import { trimOldest } from "../bounded_map.js";
 
 export interface DeliveryLogger {
   info(obj: object, msg: string): void;
@@ -132,7 +133,7 @@ export class PushDelivery {
     if (this.#stopping || users.size === 0) return;
     for (const [eventId, ordering] of orderings ?? []) {
       this.#orderings.set(eventId, ordering);
-      if (this.#orderings.size > RECENT_LIMIT) this.#orderings.delete(this.#orderings.keys().next().value!);
+      trimOldest(this.#orderings, RECENT_LIMIT);
     }
     const rows = await this.storage.pushers.ofUsers([...users.keys()]);
     const claim = this.#claim();
@@ -398,6 +399,6 @@ export class PushDelivery {
 
   #remember(entry: string): void {
     this.#recent.add(entry);
-    if (this.#recent.size > RECENT_LIMIT) this.#recent.delete(this.#recent.values().next().value!);
+    trimOldest(this.#recent, RECENT_LIMIT);
   }
 }

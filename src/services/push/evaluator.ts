@@ -6,6 +6,7 @@
  */
 import { type Action, type Condition, PUSH_RULE_KINDS, type PushRule, type PushRuleKind, type Ruleset } from "./base_rules.js";
 import { compileGlob, containsWord, matchWhole, matchWords } from "./glob.js";
+import { trimOldest } from "../bounded_map.js";
 
 export interface PushEventContext {
   /** The event as a client sees it: type, content, sender, state_key, room_id, event_id, … */
@@ -204,8 +205,8 @@ export function parseKey(key: string): string[] {
     }
   }
   path.push(name);
-  if (keyCache.size >= MAX_CACHED_KEYS) keyCache.delete(keyCache.keys().next().value as string);
   keyCache.set(key, path);
+  trimOldest(keyCache, MAX_CACHED_KEYS);
   return path;
 }
 

@@ -8,6 +8,7 @@
  * Callers pass haystacks already lower-cased (and patterns are lower-cased here): the spec leaves
  * "case-insensitive" to the server, and this is what Synapse does too.
  */
+import { trimOldest } from "../bounded_map.js";
 
 /** `?` in a segment; any other unit is one code point (1 or 2 UTF-16 units) to match literally. */
 const ANY = null;
@@ -43,8 +44,8 @@ export function compileGlob(pattern: string): Glob {
     leadingStar: hasStar && parts[0] === "",
     trailingStar: hasStar && parts[parts.length - 1] === "",
   };
-  if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value as string);
   cache.set(pattern, glob);
+  trimOldest(cache, MAX_CACHED);
   return glob;
 }
 

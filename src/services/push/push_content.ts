@@ -10,6 +10,7 @@ import type { PendingPush } from "../../storage/pushers.js";
 import { stateKeyOf } from "../../storage/rooms.js";
 import type { Clock } from "../clock.js";
 import type { PushContext, PushEvent } from "./gateway.js";
+import { trimOldest } from "../bounded_map.js";
 
 /** Events remembered, and for how long: the pushes of one event go out within moments. */
 const CACHED_EVENTS = 1_000;
@@ -44,7 +45,7 @@ export class PushContent {
       entry = this.#read(push.eventId, now);
       this.#events.delete(push.eventId);
       this.#events.set(push.eventId, entry);
-      if (this.#events.size > CACHED_EVENTS) this.#events.delete(this.#events.keys().next().value!);
+      trimOldest(this.#events, CACHED_EVENTS);
       // A failed read is not remembered.
       entry.catch(() => this.#events.delete(push.eventId));
     }

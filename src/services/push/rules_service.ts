@@ -16,6 +16,7 @@ import type { PushRuleChange, UserPushRule, UserPushRules } from "../../storage/
 import type { Notifier } from "../sync/notifier.js";
 import { defaultPushRules, PUSH_RULE_KINDS, type Action, type DefaultRuleOptions, type PushRule, type PushRuleKind, type Ruleset } from "./base_rules.js";
 import { actionsFromBody, checkKind, checkRuleId, enabledFromBody, ruleFromBody } from "./rule_input.js";
+import { trimOldest } from "../bounded_map.js";
 
 /** Users whose merged rules are kept; the least recently used go first. */
 const CACHE_SIZE = 10_000;
@@ -79,7 +80,7 @@ export class PushRuleService {
       out.set(userId, ruleset);
       if (epoch !== this.#epoch) continue;
       this.#cache.set(userId, ruleset);
-      if (this.#cache.size > CACHE_SIZE) this.#cache.delete(this.#cache.keys().next().value!);
+      trimOldest(this.#cache, CACHE_SIZE);
     }
     return out;
   }

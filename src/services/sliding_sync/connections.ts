@@ -13,6 +13,7 @@ import type { ConnectionKey } from "../../storage/sliding_sync.js";
 import type { Clock } from "../clock.js";
 import { parseSyncToken, type SyncPosition } from "../sync/tokens.js";
 import { ConnectionState, unknownPos } from "./connection.js";
+import { trimOldest } from "../bounded_map.js";
 
 /** Connections unused this long are forgotten (as Synapse's). */
 export const CONNECTION_TTL_MS = 7 * 24 * 3600_000;
@@ -107,8 +108,8 @@ export class Connections {
     // Least recently saved first out: re-inserting moves a connection to the end.
     const k = cacheKey(key);
     this.#recent.delete(k);
-    if (this.#recent.size >= RECENT_MAX) this.#recent.delete(this.#recent.keys().next().value!);
     this.#recent.set(k, recent);
+    trimOldest(this.#recent, RECENT_MAX);
   }
 
   async #cleanup(now: number): Promise<void> {

@@ -10,6 +10,7 @@ import type { Storage } from "../../storage/interfaces.js";
 import type { MembershipRecord } from "../../storage/rooms.js";
 import type { Clock } from "../clock.js";
 import { membershipsAt } from "../sync/memberships.js";
+import { trimOldest } from "../bounded_map.js";
 
 /** Event types that move a room up the list (MSC4186's list, as Synapse's). */
 export const BUMP_TYPES = ["m.room.create", "m.room.message", "m.room.encrypted", "m.sticker", "m.call.invite", "m.poll.start", "m.beacon_info"];
@@ -61,7 +62,7 @@ export class UserRoomsCache {
       : this.#read(userId, position);
     const entry = { position, snapshot };
     this.#touch(userId, entry);
-    if (this.#users.size > MAX_USERS) this.#users.delete(this.#users.keys().next().value!);
+    trimOldest(this.#users, MAX_USERS);
     // A failed read is not kept: the next request reads afresh.
     snapshot.catch(() => {
       if (this.#users.get(userId) === entry) this.#users.delete(userId);
