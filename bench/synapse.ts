@@ -4,7 +4,7 @@
  * of its own, with open registration and rate limits out of the way. One process, no workers,
  * logging at its default level (INFO) to a file in its temporary folder.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { procCpuTime, runTool } from "./postgres.js";
@@ -30,8 +30,11 @@ const alive = (pid: number) => {
   }
 };
 
-/** Starts Synapse on the database at `databaseUrl`; throws with the reason when it cannot. */
-export async function startSynapse(databaseUrl: string): Promise<Synapse> {
+/**
+ * Starts Synapse on the database at `databaseUrl`, with `extraYaml` (a YAML mapping) merged over
+ * synapse.sh's config; throws with the reason when it cannot.
+ */
+export async function startSynapse(databaseUrl: string, extraYaml?: string): Promise<Synapse> {
   const dir = mkdtempSync(path.join(tmpdir(), "switchboard-bench-synapse-"));
   const pidFile = path.join(dir, "synapse.pid");
   const pid = () => (existsSync(pidFile) ? Number(readFileSync(pidFile, "utf8").trim()) : 0);
@@ -46,7 +49,12 @@ export async function startSynapse(databaseUrl: string): Promise<Synapse> {
   };
   try {
     const port = await freePort();
-    const url = await runTool("synapse.sh", ["start", String(port), dir, "--postgres", databaseUrl], START_TIMEOUT_MS);
+    const extra: string[] = [];
+    if (extraYaml !== undefined) {
+      writeFileSync(path.join(dir, "extra.yaml"), extraYaml);
+      extra.push("--extra", path.join(dir, "extra.yaml"));
+    }
+    const url = await runTool("synapse.sh", ["start", String(port), dir, "--postgres", databaseUrl, ...extra], START_TIMEOUT_MS);
     const res = await fetch(`${url}/_matrix/federation/v1/version`);
     const body = (await res.json()) as { server?: { version?: string } };
     return {
