@@ -44,6 +44,19 @@ export interface PusherClaim {
   now: number;
 }
 
+/**
+ * How far a pusher got: it moves past `streamOrdering` (never backwards), records a success at
+ * `successTs` (which also ends a failure) when given, and the badge the gateway was last sent
+ * when given. Only while `worker` holds the pusher.
+ */
+export interface PusherProgress {
+  key: PusherKey;
+  worker: string;
+  streamOrdering: number;
+  successTs: number | null;
+  badge?: number;
+}
+
 /** A notification to push: a push action with `notify`. */
 export interface PendingPush {
   roomId: string;
@@ -86,11 +99,11 @@ export interface PusherStore {
   /** Those of the given events that notified the user and that the user has not read, oldest first. */
   pendingEvents(userId: string, eventIds: readonly string[]): Promise<PendingPush[]>;
   /**
-   * Moves a pusher past `streamOrdering` (never backwards), and records a success at `successTs`
-   * (which also ends a failure) when given, and the badge the gateway was last sent when given.
-   * False when the pusher is gone or `worker` no longer holds it, so the caller stops pushing for it.
+   * Records the progress of several pushers at once, in one transaction; one answer each, in
+   * order: false when that pusher is gone or its worker no longer holds it, so the caller stops
+   * pushing for it.
    */
-  advance(key: PusherKey, worker: string, streamOrdering: number, successTs: number | null, badge?: number): Promise<boolean>;
+  advance(progress: readonly PusherProgress[]): Promise<boolean[]>;
   /**
    * Records `badge` as the last one sent to the pusher's gateway, whoever holds it; false when
    * that was already the last one (or the pusher is gone): then there is nothing new to send.

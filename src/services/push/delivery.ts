@@ -15,12 +15,13 @@
  * its claim a few seconds, so that a burst of events claims and lets go of a pusher once.
  */
 import { setMaxListeners } from "node:events";
-import type { PendingPush, PusherClaim, PusherKey, PusherRecord } from "../../storage/pushers.js";
+import type { PendingPush, PusherClaim, PusherKey, PusherProgress, PusherRecord } from "../../storage/pushers.js";
 import type { Storage } from "../../storage/interfaces.js";
 import type { Clock } from "../clock.js";
 import type { SafeFetcher } from "../outbound/safe_fetch.js";
 import { buildNotification, notifyGateway } from "./gateway.js";
 import { PushContent } from "./push_content.js";
+import { BatchQueue } from "../batch_queue.js";
 import { trimOldest } from "../bounded_map.js";
 
 export interface DeliveryLogger {
@@ -65,6 +66,8 @@ interface Job {
   successTs: number | null;
   /** The badge of the last push delivered since the last write. */
   badge?: number;
+  /** The furthest position this job has written. */
+  written: number;
 }
 
 type Outcome = "next" | "idle" | "gone" | "backoff";
@@ -86,6 +89,8 @@ export class PushDelivery {
   #stopping = true;
   #sweeping = false;
   readonly #content: PushContent;
+  /** Progress written by the jobs of one turn of the event loop (a room's pushers, say) goes in one transaction. */
+  readonly #progress = new BatchQueue<PusherProgress, boolean>(async (_key, items) => (await this.storage.pushers.advance(items)).map((value) => ({ value })));
 
   constructor(
     private readonly storage: Storage,
@@ -146,6 +151,9 @@ export class PushDelivery {
         job.dirty = true;
         for (const e of events) job.late.add(e);
         if (job.state === "lingering") {
+          // The row just read spares the job reading it again, unless it was read before the
+          // job's last progress was written (then its position is behind, and would re-push).
+          if (row.claimedBy === this.#me && row.lastStreamOrdering >= job.written) job.fresh = row;
           clearTimeout(job.linger);
           this.#drive(job);
         }
@@ -221,6 +229,7 @@ export class PushDelivery {
       fresh: row,
       advanceTo: 0,
       successTs: null,
+      written: row.lastStreamOrdering,
     };
     this.#jobs.set(id, job);
     this.#drive(job);
@@ -340,7 +349,8 @@ export class PushDelivery {
     job.advanceTo = 0;
     job.successTs = null;
     job.badge = undefined;
-    return this.storage.pushers.advance(job.key, this.#me, advanceTo, successTs, badge);
+    job.written = Math.max(job.written, advanceTo);
+    return this.#progress.run("", { key: job.key, worker: this.#me, streamOrdering: advanceTo, successTs, badge });
   }
 
   async #pushOne(job: Job, pusher: PusherRecord, push: PendingPush & { late?: boolean }, unread: number): Promise<Outcome> {

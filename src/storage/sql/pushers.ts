@@ -1,5 +1,5 @@
 /** Pushers over SQL; see storage/pushers.ts. Every claim is one conditional statement. */
-import type { NewPusher, PendingPush, PusherClaim, PusherKey, PusherRecord, PusherStore } from "../pushers.js";
+import type { NewPusher, PendingPush, PusherClaim, PusherKey, PusherProgress, PusherRecord, PusherStore } from "../pushers.js";
 import { inJsonList, SKIP_LOCKED, sql, type Executor } from "./executor.js";
 import { READ_UP_TO } from "./push.js";
 
@@ -203,22 +203,37 @@ export class SqlPusherStore implements PusherStore {
     return rows.map((r) => ({ ...toPending(r), read: false }));
   }
 
-  async advance(key: PusherKey, worker: string, streamOrdering: number, successTs: number | null, badge?: number): Promise<boolean> {
-    const success = successTs === null ? "" : ", last_success_ts = ?, failing_since = NULL";
-    const sentBadge = badge === undefined ? "" : ", last_badge = ?";
-    const n = await this.db.run(
-      `UPDATE pushers SET last_stream_ordering = CASE WHEN last_stream_ordering < ? THEN ? ELSE last_stream_ordering END${success}${sentBadge}
-       WHERE ${KEY} AND claimed_by = ?`,
-      [
-        streamOrdering,
-        streamOrdering,
-        ...(successTs === null ? [] : [successTs]),
-        ...(badge === undefined ? [] : [badge]),
-        ...keyParams(key),
-        worker,
-      ],
-    );
-    return n > 0;
+  advance(progress: readonly PusherProgress[]): Promise<boolean[]> {
+    if (progress.length === 0) return Promise.resolve([]);
+    // One commit for a room's worth of pushers. In key order, as claims are taken, so that two
+    // processes touching overlapping rows do not deadlock.
+    const order = progress.map((_, i) => i).sort((x, y) => {
+      const a = idOf(progress[x]!.key);
+      const b = idOf(progress[y]!.key);
+      return a < b ? -1 : a > b ? 1 : 0;
+    });
+    return this.db.transaction(async (tx) => {
+      const out = new Array<boolean>(progress.length);
+      for (const i of order) {
+        const { key, worker, streamOrdering, successTs, badge } = progress[i]!;
+        const success = successTs === null ? "" : ", last_success_ts = ?, failing_since = NULL";
+        const sentBadge = badge === undefined ? "" : ", last_badge = ?";
+        const n = await tx.run(
+          `UPDATE pushers SET last_stream_ordering = CASE WHEN last_stream_ordering < ? THEN ? ELSE last_stream_ordering END${success}${sentBadge}
+           WHERE ${KEY} AND claimed_by = ?`,
+          [
+            streamOrdering,
+            streamOrdering,
+            ...(successTs === null ? [] : [successTs]),
+            ...(badge === undefined ? [] : [badge]),
+            ...keyParams(key),
+            worker,
+          ],
+        );
+        out[i] = n > 0;
+      }
+      return out;
+    });
   }
 
   async noteBadge(key: PusherKey, badge: number): Promise<boolean> {
