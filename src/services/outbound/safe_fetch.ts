@@ -21,42 +21,13 @@ import http, { type IncomingHttpHeaders, type IncomingMessage } from "node:http"
 import https from "node:https";
 import type { LookupFunction } from "node:net";
 import { isIP } from "node:net";
-import { finished, pipeline, type Readable } from "node:stream";
 import tls from "node:tls";
-import zlib from "node:zlib";
 import type { AddressPolicy } from "./address_policy.js";
+import { abortable, Cancel, follow } from "./cancel.js";
+import { SafeFetchError } from "./fetch_error.js";
+import { readBody } from "./response_body.js";
 
-export type SafeFetchErrorKind =
-  /** The URL does not parse, or is not http(s). */
-  | "invalid_url"
-  /** `allowHost` refused the host name. */
-  | "blocked_host"
-  /** The URL names an IP address the policy refuses. */
-  | "blocked_address"
-  /** The host name resolves to at least one address the policy refuses. */
-  | "blocked_resolution"
-  /** The host name does not resolve. */
-  | "dns"
-  /** Connecting, TLS, or the connection failing mid-response. */
-  | "network"
-  /** A response this client cannot read (an unknown or corrupt content encoding). */
-  | "bad_response"
-  | "timeout"
-  | "too_large"
-  | "too_many_redirects";
-
-export class SafeFetchError extends Error {
-  constructor(
-    readonly kind: SafeFetchErrorKind,
-    message: string,
-    /** For logs. `headersReceived` tells a slow server (no answer) from a slow body. */
-    readonly detail: { host?: string; headersReceived?: boolean } = {},
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.name = "SafeFetchError";
-  }
-}
+export { SafeFetchError, type SafeFetchErrorKind } from "./fetch_error.js";
 
 /** How host names become addresses; the default asks the system (`getaddrinfo`). */
 export type Resolver = (hostname: string) => Promise<{ address: string; family: number }[]>;
@@ -327,141 +298,4 @@ function resolveLocation(location: string, base: URL): string {
   } catch {
     throw new SafeFetchError("invalid_url", "A redirect is not a valid URL", { host: base.hostname });
   }
-}
-
-/**
- * How one fetch is called off (its deadline, or the caller's signal): whatever it waits on at
- * that moment fails. Not an AbortController: making one, and the listeners `http.request` adds
- * to its signal, cost more than the rest of a small request (push gateways get thousands a second).
- */
-class Cancel {
-  aborted = false;
-  reason: unknown;
-  #onAbort: (() => void) | undefined;
-
-  abort(reason: unknown): void {
-    if (this.aborted) return;
-    this.aborted = true;
-    this.reason = reason;
-    const onAbort = this.#onAbort;
-    this.#onAbort = undefined;
-    onAbort?.();
-  }
-
-  /** `onAbort` runs on abort (at once if that has happened), instead of any earlier one. */
-  watch(onAbort: (() => void) | undefined): void {
-    if (this.aborted) onAbort?.();
-    else this.#onAbort = onAbort;
-  }
-}
-
-/** Settles as `promise` does, or rejects when `signal` aborts first (DNS cannot be cancelled). */
-function abortable<T>(promise: Promise<T>, signal: Cancel): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason as Error);
-  return new Promise<T>((resolve, reject) => {
-    signal.watch(() => reject(signal.reason as Error));
-    promise.then(resolve, reject).finally(() => signal.watch(undefined));
-  });
-}
-
-/** The body, decompressed, refused once it passes `maxBytes`. */
-async function readBody(res: IncomingMessage, maxBytes: number, host: string): Promise<Buffer> {
-  const tooLarge = () => new SafeFetchError("too_large", `The response is larger than ${maxBytes} bytes`, { host, headersReceived: true });
-  const encoding = (res.headers["content-encoding"] ?? "identity").trim().toLowerCase();
-  const declared = Number(res.headers["content-length"]);
-  if ((encoding === "identity" || encoding === "") && declared > maxBytes) {
-    res.destroy();
-    throw tooLarge();
-  }
-  let stream: Readable = res;
-  if (encoding !== "identity" && encoding !== "") {
-    const decoder = decompressor(encoding);
-    if (!decoder) {
-      res.destroy();
-      throw new SafeFetchError("bad_response", `Unsupported content encoding ${encoding}`, { host, headersReceived: true });
-    }
-    stream = pipeline(res, decoder, () => undefined);
-  }
-  try {
-    return await collect(stream, maxBytes, tooLarge);
-  } catch (err) {
-    res.destroy();
-    if (err instanceof SafeFetchError) throw err;
-    const kind = (err as { code?: string }).code?.startsWith("Z_") ? "bad_response" : "network";
-    throw new SafeFetchError(kind, `Reading the response from ${host} failed`, { host, headersReceived: true }, { cause: err });
-  }
-}
-
-/**
- * A stream's bytes, failing past `maxBytes`. With `data` and `end` listeners rather than
- * `for await`: the async iterator's set-up and teardown cost more than a push gateway's whole
- * answer takes to read. `finished` reports a stream closed before its end (a cancelled fetch
- * destroys the request, and with it the response) as an error.
- */
-function collect(stream: Readable, maxBytes: number, tooLarge: () => Error): Promise<Buffer> {
-  return new Promise<Buffer>((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let settled = false;
-    const fail = (err: unknown) => {
-      if (settled) return;
-      settled = true;
-      reject(err);
-    };
-    stream.on("data", (chunk: Buffer) => {
-      if (settled) return;
-      size += chunk.length;
-      if (size > maxBytes) {
-        fail(tooLarge());
-        stream.destroy();
-        return;
-      }
-      chunks.push(chunk);
-    });
-    finished(stream, (err) => {
-      if (err) return fail(err);
-      if (settled) return;
-      settled = true;
-      resolve(Buffer.concat(chunks, size));
-    });
-  });
-}
-
-/**
- * Cancels that follow each caller's signal. Push delivery passes one signal to every fetch it
- * makes, thousands at once; an `abort` listener each would make every add and remove walk all
- * the others (an EventTarget keeps its listeners in a list), so each signal gets one listener,
- * added the first time, and a set of the fetches it calls off.
- */
-const followers = new WeakMap<AbortSignal, Set<Cancel>>();
-
-/** Has `cancel` abort when `signal` does (at once if it has); returns how to stop following. */
-function follow(signal: AbortSignal, cancel: Cancel): () => void {
-  if (signal.aborted) {
-    cancel.abort(signal.reason);
-    return () => undefined;
-  }
-  let set = followers.get(signal);
-  if (!set) {
-    const fetches = (set = new Set<Cancel>());
-    followers.set(signal, fetches);
-    signal.addEventListener(
-      "abort",
-      () => {
-        for (const c of fetches) c.abort(signal.reason);
-        fetches.clear();
-      },
-      { once: true },
-    );
-  }
-  set.add(cancel);
-  const following = set;
-  return () => following.delete(cancel);
-}
-
-function decompressor(encoding: string): zlib.Gunzip | zlib.Inflate | zlib.BrotliDecompress | undefined {
-  if (encoding === "gzip" || encoding === "x-gzip") return zlib.createGunzip();
-  if (encoding === "deflate") return zlib.createInflate();
-  if (encoding === "br") return zlib.createBrotliDecompress();
-  return undefined;
 }
