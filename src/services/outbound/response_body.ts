@@ -1,6 +1,6 @@
 /** Reading a fetched response's body within a byte limit, decompressing it as it says (safe_fetch.ts). */
 import type { IncomingMessage } from "node:http";
-import { finished, pipeline, type Readable } from "node:stream";
+import { pipeline, type Readable } from "node:stream";
 import zlib from "node:zlib";
 import { SafeFetchError } from "./fetch_error.js";
 
@@ -35,8 +35,9 @@ export async function readBody(res: IncomingMessage, maxBytes: number, host: str
 /**
  * A stream's bytes, failing past `maxBytes`. With `data` and `end` listeners rather than
  * `for await`: the async iterator's set-up and teardown cost more than a push gateway's whole
- * answer takes to read. `finished` reports a stream closed before its end (a cancelled fetch
- * destroys the request, and with it the response) as an error.
+ * answer takes to read; and with `close` rather than `finished`, which listens for much more
+ * than a response can do. A stream closed before its end (the connection dropped, or a
+ * cancelled fetch destroyed the request and with it the response) is an error.
  */
 function collect(stream: Readable, maxBytes: number, tooLarge: () => Error): Promise<Buffer> {
   return new Promise<Buffer>((resolve, reject) => {
@@ -58,12 +59,13 @@ function collect(stream: Readable, maxBytes: number, tooLarge: () => Error): Pro
       }
       chunks.push(chunk);
     });
-    finished(stream, (err) => {
-      if (err) return fail(err);
+    stream.once("end", () => {
       if (settled) return;
       settled = true;
       resolve(Buffer.concat(chunks, size));
     });
+    stream.once("error", fail);
+    stream.once("close", () => fail(Object.assign(new Error("The response ended before its end"), { code: "ERR_STREAM_PREMATURE_CLOSE" })));
   });
 }
 

@@ -77,6 +77,16 @@ export interface FetchResult extends FetchHead {
   body: Buffer;
 }
 
+/** A request without callbacks, as another thread can be given it (fetch_thread.ts). */
+export type PlainFetchRequest = Omit<SafeFetchRequest, "allowHost" | "inspect">;
+
+/** What a caller that needs no callbacks fetches with: a SafeFetcher here, or one on a thread of its own (FetchThread). */
+export interface Fetcher {
+  fetch(req: PlainFetchRequest): Promise<FetchResult>;
+  /** Ends its connections (at shutdown). */
+  close(): void;
+}
+
 interface Target {
   /** The host name to name in TLS and to pin the lookup of; undefined for an IP literal. */
   name: string | undefined;
@@ -93,7 +103,7 @@ const IDLE_SOCKET_MS = 30_000;
 /** Headers that carry the caller's credentials, not to be handed to another origin. */
 const CREDENTIALS = ["authorization", "cookie", "proxy-authorization"];
 
-export class SafeFetcher {
+export class SafeFetcher implements Fetcher {
   readonly policy: AddressPolicy;
   readonly #resolve: Resolver;
   readonly #ca: (string | Buffer)[] | undefined;

@@ -18,7 +18,7 @@ import { setMaxListeners } from "node:events";
 import type { PendingPush, PusherClaim, PusherKey, PusherProgress, PusherRecord } from "../../storage/pushers.js";
 import type { Storage } from "../../storage/interfaces.js";
 import type { Clock } from "../clock.js";
-import type { SafeFetcher } from "../outbound/safe_fetch.js";
+import type { Fetcher } from "../outbound/safe_fetch.js";
 import { buildNotification, notifyGateway } from "./gateway.js";
 import { PushContent } from "./push_content.js";
 import { BatchQueue } from "../batch_queue.js";
@@ -95,7 +95,7 @@ export class PushDelivery {
   constructor(
     private readonly storage: Storage,
     private readonly clock: Clock,
-    private readonly fetcher: SafeFetcher,
+    private readonly fetcher: Fetcher,
     private readonly includeContent: boolean,
     private readonly logger: DeliveryLogger,
   ) {

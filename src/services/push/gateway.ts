@@ -4,7 +4,7 @@
  * an address the policy refuses is never connected to, whatever the name resolves to today.
  */
 import type { PusherRecord } from "../../storage/pushers.js";
-import { SafeFetchError, type SafeFetcher } from "../outbound/safe_fetch.js";
+import { SafeFetchError, type Fetcher } from "../outbound/safe_fetch.js";
 
 /** What a gateway has to say fits in this; a longer answer is a broken gateway. */
 const MAX_RESPONSE_BYTES = 64 * 1024;
@@ -109,7 +109,7 @@ export function buildBadgeNotification(pusher: PusherRecord, unread: number): Re
 
 /** Sends one notification to the pusher's gateway; never throws. */
 export async function notifyGateway(
-  fetcher: SafeFetcher,
+  fetcher: Fetcher,
   pusher: PusherRecord,
   notification: Record<string, unknown>,
   opts: { timeoutMs: number; signal?: AbortSignal },

@@ -19,7 +19,8 @@ import type { Storage } from "../../storage/interfaces.js";
 import type { Requester } from "../auth.js";
 import type { Clock } from "../clock.js";
 import { AddressPolicy } from "../outbound/address_policy.js";
-import { SafeFetcher, systemResolver, type Resolver } from "../outbound/safe_fetch.js";
+import { FetchThread } from "../outbound/fetch_thread.js";
+import { systemResolver } from "../outbound/safe_fetch.js";
 import type { Notified } from "./actions.js";
 import { PushDelivery, type DeliveryLogger } from "./delivery.js";
 import { buildBadgeNotification, notifyGateway } from "./gateway.js";
@@ -36,16 +37,10 @@ const SWEEP_INTERVAL_MS = 60_000;
 /** What a process publishes: users it stored notifications for, with the events. */
 type Message = { u: [string, string[]][] };
 
-export interface PusherServiceOptions {
-  /** How gateway host names become addresses (tests); the system's resolver by default. */
-  resolve?: Resolver;
-}
-
 export class PusherService {
   readonly #delivery: PushDelivery;
   readonly #policy: AddressPolicy;
-  readonly #resolve: Resolver;
-  readonly #fetcher: SafeFetcher;
+  readonly #fetcher: FetchThread;
   /** Users (and their events) told of since the last wake-up, woken together. */
   #toWake = new Map<string, Set<string>>();
   /** Where the events of `#toWake` stand in the stream. */
@@ -62,13 +57,12 @@ export class PusherService {
     private readonly storage: Storage,
     private readonly clock: Clock,
     private readonly logger: DeliveryLogger,
-    opts: PusherServiceOptions = {},
   ) {
     const { ipRangeBlacklist, ipRangeWhitelist } = config.outbound;
     this.#policy = new AddressPolicy({ deny: ipRangeBlacklist, allow: ipRangeWhitelist });
-    this.#resolve = opts.resolve ?? systemResolver;
-    // Connections to a gateway are reused: one per push would cost more than the push itself.
-    this.#fetcher = new SafeFetcher({ policy: this.#policy, resolve: this.#resolve, userAgent: "Switchboard push", keepAlive: true });
+    // On a thread of its own, so that pushes do not queue behind the requests making them; and
+    // with connections to a gateway reused: one per push would cost more than the push itself.
+    this.#fetcher = new FetchThread({ deny: ipRangeBlacklist, allow: ipRangeWhitelist, userAgent: "Switchboard push", keepAlive: true });
     this.#delivery = new PushDelivery(storage, clock, this.#fetcher, config.push.includeContent, logger);
     storage.cluster.subscribe(TOPIC, (body) => {
       const users = parseMessage(body);
@@ -92,7 +86,7 @@ export class PusherService {
       await this.storage.pushers.delete({ appId: body.app_id, pushkey: body.pushkey, userId: requester.userId });
       return;
     }
-    const s = await validatePusher(body, this.#policy, this.#resolve);
+    const s = await validatePusher(body, this.#policy, systemResolver);
     await this.storage.pushers.set(
       {
         userId: requester.userId,

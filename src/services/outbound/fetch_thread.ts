@@ -1,0 +1,115 @@
+/**
+ * A SafeFetcher on a thread of its own. Push delivery sends a request per recipient of every
+ * event, and Node's HTTP client is most of what a push costs: on the main thread it competes
+ * with the requests being served (the sends that make the pushes) and stretches the queue of
+ * pushes behind them. Here the main thread only hands over the request and gets back the answer
+ * (a message each way), and the HTTP work runs on another core.
+ *
+ * The thread's fetcher is a full SafeFetcher built from the same address policy (its ranges),
+ * so every request is vetted, resolved and pinned there exactly as on the main thread. The
+ * thread starts on the first fetch, so a server without pushers never pays for it (a thread is
+ * a V8 isolate of its own: some megabytes), and starts again after a crash; what was in flight
+ * then fails as a network error, which push delivery retries.
+ */
+import { Worker } from "node:worker_threads";
+import { Cancel, follow } from "./cancel.js";
+import { SafeFetchError, type SafeFetchErrorKind } from "./fetch_error.js";
+import type { FetchResult, Fetcher, PlainFetchRequest } from "./safe_fetch.js";
+
+export interface FetchThreadOptions {
+  /** The address policy's ranges (AddressPolicy's `deny` and `allow`). */
+  deny: readonly string[];
+  allow: readonly string[];
+  userAgent: string;
+  keepAlive: boolean;
+}
+
+/** To the thread: a request to run. The caller's signal stays here: a request called off has its answer dropped. */
+export type ToFetchThread = { id: number; req: Omit<PlainFetchRequest, "signal"> };
+
+/** From the thread: a request's answer (the body's bytes transferred, not copied), or how it failed. */
+export type FromFetchThread =
+  | { id: number; ok: { url: string; status: number; headers: FetchResult["headers"]; body: Uint8Array } }
+  | { id: number; error: { kind: SafeFetchErrorKind; message: string; detail: SafeFetchError["detail"] } };
+
+interface Waiting {
+  resolve: (result: FetchResult) => void;
+  reject: (err: unknown) => void;
+}
+
+export class FetchThread implements Fetcher {
+  #worker: Worker | undefined;
+  #next = 0;
+  readonly #waiting = new Map<number, Waiting>();
+
+  constructor(private readonly opts: FetchThreadOptions) {}
+
+  fetch(req: PlainFetchRequest): Promise<FetchResult> {
+    const { signal, ...rest } = req;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const worker = this.#start();
+    const id = this.#next++;
+    return new Promise<FetchResult>((resolve, reject) => {
+      let unfollow: (() => void) | undefined;
+      this.#waiting.set(id, {
+        resolve: (result) => {
+          unfollow?.();
+          resolve(result);
+        },
+        reject: (err) => {
+          unfollow?.();
+          reject(err);
+        },
+      });
+      if (signal) {
+        const cancel = new Cancel();
+        cancel.watch(() => {
+          if (this.#waiting.delete(id)) reject(signal.reason);
+        });
+        unfollow = follow(signal, cancel);
+      }
+      worker.postMessage({ id, req: rest } satisfies ToFetchThread);
+    });
+  }
+
+  /** Stops the thread; what is still in flight fails. */
+  close(): void {
+    const worker = this.#worker;
+    this.#worker = undefined;
+    this.#failAll(new SafeFetchError("network", "The fetcher was closed"));
+    void worker?.terminate();
+  }
+
+  #start(): Worker {
+    if (this.#worker) return this.#worker;
+    const worker = new Worker(new URL("./fetch_worker.js", import.meta.url), { workerData: this.opts });
+    // In-flight requests must not keep a stopping process alive: the server's own sockets do that.
+    worker.unref();
+    worker.on("message", (msg: FromFetchThread) => {
+      const waiting = this.#waiting.get(msg.id);
+      if (!waiting) return;
+      this.#waiting.delete(msg.id);
+      if ("ok" in msg) {
+        const { url, status, headers, body } = msg.ok;
+        waiting.resolve({ url: new URL(url), status, headers, body: Buffer.from(body.buffer, body.byteOffset, body.byteLength) });
+      } else {
+        waiting.reject(new SafeFetchError(msg.error.kind, msg.error.message, msg.error.detail));
+      }
+    });
+    // A crash: what was in flight fails, and the next fetch starts a new thread.
+    worker.on("error", () => undefined);
+    worker.on("exit", () => {
+      if (this.#worker !== worker) return;
+      this.#worker = undefined;
+      this.#failAll(new SafeFetchError("network", "The fetch thread stopped"));
+    });
+    this.#worker = worker;
+    return worker;
+  }
+
+  #failAll(err: SafeFetchError): void {
+    const waiting = [...this.#waiting.values()];
+    this.#waiting.clear();
+    for (const w of waiting) w.reject(err);
+  }
+}
