@@ -65,7 +65,10 @@ function collect(stream: Readable, maxBytes: number, tooLarge: () => Error): Pro
       resolve(Buffer.concat(chunks, size));
     });
     stream.once("error", fail);
-    stream.once("close", () => fail(Object.assign(new Error("The response ended before its end"), { code: "ERR_STREAM_PREMATURE_CLOSE" })));
+    // Every stream closes, most after their end: an Error (and its stack) only when it matters.
+    stream.once("close", () => {
+      if (!settled) fail(Object.assign(new Error("The response ended before its end"), { code: "ERR_STREAM_PREMATURE_CLOSE" }));
+    });
   });
 }
 
