@@ -3,6 +3,7 @@
  * the set-up (users, rooms, pushers) and the rounds of sends, with what each round cost.
  */
 import http from "node:http";
+import { serveGateway } from "../test/helpers/push_gateway.js";
 import { closeClients, newAgent, request, type SendClient } from "./send_client.js";
 
 export interface PushLoadOptions {
@@ -49,17 +50,11 @@ export class Gateway {
   });
 
   url = "";
+  stop: () => Promise<void> = async () => undefined;
 
   async start(): Promise<this> {
-    await new Promise<void>((resolve) => this.#server.listen(0, "127.0.0.1", resolve));
-    const addr = this.#server.address();
-    this.url = `http://127.0.0.1:${typeof addr === "object" && addr ? addr.port : 0}/_matrix/push/v1/notify`;
+    ({ url: this.url, stop: this.stop } = await serveGateway(this.#server));
     return this;
-  }
-
-  async stop(): Promise<void> {
-    this.#server.closeAllConnections();
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
 }
 

@@ -20,6 +20,19 @@ export interface Notification {
 
 export type Answer = { status: number; body?: unknown };
 
+/** Serves `server` on a loopback port: the push gateway URL on it, and how to stop it (open connections too). */
+export async function serveGateway(server: http.Server): Promise<{ url: string; stop: () => Promise<void> }> {
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const addr = server.address();
+  return {
+    url: `http://127.0.0.1:${typeof addr === "object" && addr ? addr.port : 0}/_matrix/push/v1/notify`,
+    stop: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
 /** A push gateway that records every request and answers as `answer` says (200 `{rejected: []}` by default). */
 export class Gateway {
   readonly received: Notification[] = [];
@@ -40,17 +53,11 @@ export class Gateway {
   });
 
   url = "";
+  stop: () => Promise<void> = async () => undefined;
 
   async start(): Promise<this> {
-    await new Promise<void>((resolve) => this.#server.listen(0, "127.0.0.1", resolve));
-    const addr = this.#server.address();
-    this.url = `http://127.0.0.1:${typeof addr === "object" && addr ? addr.port : 0}/_matrix/push/v1/notify`;
+    ({ url: this.url, stop: this.stop } = await serveGateway(this.#server));
     return this;
-  }
-
-  async stop(): Promise<void> {
-    this.#server.closeAllConnections();
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
 
   eventIds(list: Notification[] = this.accepted): string[] {
