@@ -102,6 +102,38 @@ describe("pooled connections of the SSRF-safe fetcher", () => {
     answer = "127.0.0.1";
   });
 
+  test("with resolutionCacheMs, a name is resolved once for many fetches; a failed resolution is not remembered", async () => {
+    let lookups = 0;
+    let failNext = true;
+    const counting: Resolver = async () => {
+      lookups++;
+      if (failNext) {
+        failNext = false;
+        throw new Error("SERVFAIL");
+      }
+      return [{ address: answer, family: 4 }];
+    };
+    const caching = new SafeFetcher({ policy, resolve: counting, keepAlive: true, resolutionCacheMs: 60_000 });
+    try {
+      await fetchFailure(fetchText(caching), "dns");
+      for (let i = 0; i < 5; i++) assert.equal(await fetchText(caching), "127.0.0.1");
+      // One failed lookup, then one for all five fetches.
+      assert.equal(lookups, 2);
+      // A remembered answer is still the vetted one: a name now resolving to a blocked address
+      // is refused once the entry expires, and never reached meanwhile (connections are pinned).
+      const brief = new SafeFetcher({ policy, resolve: counting, keepAlive: true, resolutionCacheMs: 1 });
+      assert.equal(await fetchText(brief), "127.0.0.1");
+      answer = "10.0.0.1";
+      await new Promise((r) => setTimeout(r, 20));
+      await fetchFailure(fetchText(brief), "blocked_resolution");
+      assert.equal(lookups, 4);
+      brief.close();
+    } finally {
+      answer = "127.0.0.1";
+      caching.close();
+    }
+  });
+
   test("close() ends every pooled connection", async () => {
     assert.equal(await fetchText(pooled), "127.0.0.1");
     assert.ok(first.sockets.size > 0);

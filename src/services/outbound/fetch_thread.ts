@@ -22,6 +22,8 @@ export interface FetchThreadOptions {
   allow: readonly string[];
   userAgent: string;
   keepAlive: boolean;
+  /** See SafeFetcherOptions. */
+  resolutionCacheMs?: number;
 }
 
 /** To the thread: a request to run. The caller's signal stays here: a request called off has its answer dropped. */

@@ -13,6 +13,7 @@ const fetcher = new SafeFetcher({
   policy: new AddressPolicy({ deny: opts.deny, allow: opts.allow }),
   userAgent: opts.userAgent,
   keepAlive: opts.keepAlive,
+  resolutionCacheMs: opts.resolutionCacheMs,
 });
 // Nothing is called off here: a caller that gives up on a request drops its answer (FetchThread),
 // and a request runs at most its deadline. An AbortController per request would cost more than

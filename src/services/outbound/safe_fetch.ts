@@ -22,6 +22,7 @@ import https from "node:https";
 import type { LookupFunction } from "node:net";
 import { isIP } from "node:net";
 import tls from "node:tls";
+import { trimOldest } from "../bounded_map.js";
 import type { AddressPolicy } from "./address_policy.js";
 import { abortable, Cancel, follow } from "./cancel.js";
 import { SafeFetchError } from "./fetch_error.js";
@@ -47,6 +48,15 @@ export interface SafeFetcherOptions {
    * few servers again and again, such as push gateways. Off by default: a connection per request.
    */
   keepAlive?: boolean;
+  /**
+   * Remember each host name's vetted addresses this long (ms), instead of asking the resolver
+   * for every request: for callers that fetch from the same few hosts many times a second (push
+   * gateways), where `getaddrinfo` per request costs more than the request. What is remembered
+   * was vetted, and connections are pinned to it, so this never reaches an address the policy
+   * refuses; a changed DNS answer is seen once the entry expires. Failures are not remembered.
+   * Off (0) by default.
+   */
+  resolutionCacheMs?: number;
 }
 
 export interface SafeFetchRequest {
@@ -98,6 +108,8 @@ const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const MAX_POOLS = 256;
 /** Connections per destination; more requests at once wait for one to be free. */
 const SOCKETS_PER_POOL = 64;
+/** Host names whose vetted addresses are remembered, at most (see `resolutionCacheMs`). */
+const CACHED_RESOLUTIONS = 1024;
 /** An idle pooled connection is closed after this. */
 const IDLE_SOCKET_MS = 30_000;
 /** Headers that carry the caller's credentials, not to be handed to another origin. */
@@ -112,6 +124,9 @@ export class SafeFetcher implements Fetcher {
   readonly #keepAlive: boolean;
   /** Connection pools by destination (scheme, TLS name, port and the vetted addresses), least recently used first. */
   readonly #pools = new Map<string, http.Agent>();
+  readonly #resolutionCacheMs: number;
+  /** Vetted resolutions by host name, oldest first (see `resolutionCacheMs`). */
+  readonly #resolved = new Map<string, { target: Target; until: number }>();
 
   constructor(opts: SafeFetcherOptions) {
     this.policy = opts.policy;
@@ -121,6 +136,7 @@ export class SafeFetcher implements Fetcher {
     this.#userAgent = opts.userAgent ?? "Switchboard";
     this.#timeoutMs = opts.timeoutMs ?? 10_000;
     this.#keepAlive = opts.keepAlive ?? false;
+    this.#resolutionCacheMs = opts.resolutionCacheMs ?? 0;
   }
 
   /** Closes every pooled connection (at shutdown). */
@@ -225,6 +241,8 @@ export class SafeFetcher implements Fetcher {
       if (!verdict.allowed) throw new SafeFetchError("blocked_address", "The IP address is blocked", { host });
       return { name: undefined, addresses: [{ address: verdict.connectTo, family: verdict.family }] };
     }
+    const cached = this.#resolved.get(host);
+    if (cached && cached.until > performance.now()) return cached.target;
     let found: { address: string; family: number }[];
     try {
       found = await abortable(this.#resolve(host), signal);
@@ -239,7 +257,13 @@ export class SafeFetcher implements Fetcher {
       if (!verdict.allowed) throw new SafeFetchError("blocked_resolution", `${host} resolves to a blocked address`, { host });
       if (!addresses.some((a) => a.address === verdict.connectTo)) addresses.push({ address: verdict.connectTo, family: verdict.family });
     }
-    return { name: host, addresses };
+    const target = { name: host, addresses };
+    if (this.#resolutionCacheMs > 0) {
+      this.#resolved.delete(host);
+      this.#resolved.set(host, { target, until: performance.now() + this.#resolutionCacheMs });
+      trimOldest(this.#resolved, CACHED_RESOLUTIONS);
+    }
+    return target;
   }
 
   #send(url: URL, target: Target, method: string, headers: Record<string, string>, body: string | Buffer | undefined, signal: Cancel) {

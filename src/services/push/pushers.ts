@@ -62,7 +62,8 @@ export class PusherService {
     this.#policy = new AddressPolicy({ deny: ipRangeBlacklist, allow: ipRangeWhitelist });
     // On a thread of its own, so that pushes do not queue behind the requests making them; and
     // with connections to a gateway reused: one per push would cost more than the push itself.
-    this.#fetcher = new FetchThread({ deny: ipRangeBlacklist, allow: ipRangeWhitelist, userAgent: "Switchboard push", keepAlive: true });
+    // A gateway's name is resolved once a minute, not for every push.
+    this.#fetcher = new FetchThread({ deny: ipRangeBlacklist, allow: ipRangeWhitelist, userAgent: "Switchboard push", keepAlive: true, resolutionCacheMs: 60_000 });
     this.#delivery = new PushDelivery(storage, clock, this.#fetcher, config.push.includeContent, logger);
     storage.cluster.subscribe(TOPIC, (body) => {
       const users = parseMessage(body);
