@@ -150,8 +150,12 @@ export class SafeFetcher implements Fetcher {
    * addresses, through the pinned lookup, so reusing it goes nowhere the vetting did not allow.
    */
   #pool(secure: boolean, target: Target, port: number): http.Agent {
-    const addresses = target.addresses.map((a) => a.address).sort();
-    const key = JSON.stringify([secure, target.name ?? null, port, addresses]);
+    // Made for every request: the usual single address without an array and JSON. A host name
+    // has no "|", and the JSON form starts with "[", so the two forms cannot collide.
+    const key =
+      target.addresses.length === 1
+        ? `${secure ? "s" : "p"}|${target.name ?? ""}|${port}|${target.addresses[0]!.address}`
+        : JSON.stringify([secure, target.name ?? null, port, target.addresses.map((a) => a.address).sort()]);
     let agent = this.#pools.get(key);
     if (agent) {
       this.#pools.delete(key);
@@ -234,7 +238,7 @@ export class SafeFetcher implements Fetcher {
 
   /** Where `url` may be fetched from: its addresses, each allowed by the policy. */
   async #vet(url: URL, req: SafeFetchRequest, signal: Cancel): Promise<Target> {
-    const host = url.hostname.replace(/^\[|\]$/g, "");
+    const host = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
     if (req.allowHost && !req.allowHost(host)) throw new SafeFetchError("blocked_host", `${host} may not be fetched`, { host });
     if (isIP(host)) {
       const verdict = this.policy.check(host);
