@@ -64,7 +64,8 @@ function collect(stream: Readable, maxBytes: number, tooLarge: () => Error): Pro
       settled = true;
       resolve(Buffer.concat(chunks, size));
     });
-    stream.once("error", fail);
+    // `on`, not `once`: a second error with no listener would be thrown at the process.
+    stream.on("error", fail);
     // Every stream closes, most after their end: an Error (and its stack) only when it matters.
     stream.once("close", () => {
       if (!settled) fail(Object.assign(new Error("The response ended before its end"), { code: "ERR_STREAM_PREMATURE_CLOSE" }));
