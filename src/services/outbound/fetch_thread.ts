@@ -44,7 +44,13 @@ export class FetchThread implements Fetcher {
   #next = 0;
   readonly #waiting = new Map<number, Waiting>();
 
-  constructor(private readonly opts: FetchThreadOptions) {}
+  /**
+   * @param onCrash told of an error that ended the thread (it is restarted on the next fetch).
+   */
+  constructor(
+    private readonly opts: FetchThreadOptions,
+    private readonly onCrash: (err: unknown) => void = () => undefined,
+  ) {}
 
   fetch(req: PlainFetchRequest): Promise<FetchResult> {
     const { signal, ...rest } = req;
@@ -99,7 +105,7 @@ export class FetchThread implements Fetcher {
       }
     });
     // A crash: what was in flight fails, and the next fetch starts a new thread.
-    worker.on("error", () => undefined);
+    worker.on("error", (err) => this.onCrash(err));
     worker.on("exit", () => {
       if (this.#worker !== worker) return;
       this.#worker = undefined;

@@ -63,7 +63,10 @@ export class PusherService {
     // On a thread of its own, so that pushes do not queue behind the requests making them; and
     // with connections to a gateway reused: one per push would cost more than the push itself.
     // A gateway's name is resolved once a minute, not for every push.
-    this.#fetcher = new FetchThread({ deny: ipRangeBlacklist, allow: ipRangeWhitelist, userAgent: "Switchboard push", keepAlive: true, resolutionCacheMs: 60_000 });
+    this.#fetcher = new FetchThread(
+      { deny: ipRangeBlacklist, allow: ipRangeWhitelist, userAgent: "Switchboard push", keepAlive: true, resolutionCacheMs: 60_000 },
+      (err) => logger.warn({ err }, "push: the thread that sends to push gateways failed; it starts again with the next push"),
+    );
     this.#delivery = new PushDelivery(storage, clock, this.#fetcher, config.push.includeContent, logger);
     storage.cluster.subscribe(TOPIC, (body) => {
       const users = parseMessage(body);
