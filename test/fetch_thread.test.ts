@@ -62,6 +62,29 @@ describe("FetchThread", () => {
     await fetchFailure(thread.fetch({ url: "ftp://127.0.0.1/x", maxBytes: 100 }), "invalid_url");
   });
 
+  test("the fetches of one turn go over together, and each gets its own answer: successes and refusals mixed", async () => {
+    const asked = Array.from({ length: 30 }, (_, i) =>
+      i % 3 === 0
+        ? fetchFailure(thread.fetch({ url: `http://10.0.0.${i}/x`, maxBytes: 100 }), "blocked_address").then(() => `refused ${i}`)
+        : thread.fetch({ url: at(`/m${i}`), method: "POST", body: String(i), maxBytes: 1000 }).then((a) => (JSON.parse(a.body.toString("utf8")) as { body: string }).body),
+    );
+    assert.deepEqual(
+      await Promise.all(asked),
+      Array.from({ length: 30 }, (_, i) => (i % 3 === 0 ? `refused ${i}` : String(i))),
+    );
+  });
+
+  test("a fetch called off before its turn ends is never sent", async () => {
+    const controller = new AbortController();
+    const before = stalled.size;
+    const gone = failure(thread.fetch({ url: at("/slow"), maxBytes: 100, signal: controller.signal }));
+    controller.abort(new Error("changed my mind"));
+    assert.equal(((await gone) as Error).message, "changed my mind");
+    // A later fetch has been answered, so an order sent with the one called off would have arrived first.
+    assert.equal((await thread.fetch({ url: at("/after"), maxBytes: 1000 })).status, 201);
+    assert.equal(stalled.size, before);
+  });
+
   test("limits hold in the thread: a body over maxBytes is too_large", async () => {
     await fetchFailure(thread.fetch({ url: at("/big"), maxBytes: 100 }), "too_large");
   });

@@ -4,7 +4,7 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { AddressPolicy } from "./address_policy.js";
-import type { FetchThreadOptions, FromFetchThread, ToFetchThread } from "./fetch_thread.js";
+import type { FetchAnswer, FetchThreadOptions, FromFetchThread, ToFetchThread } from "./fetch_thread.js";
 import { SafeFetcher, SafeFetchError } from "./safe_fetch.js";
 
 const opts = workerData as FetchThreadOptions;
@@ -15,25 +15,43 @@ const fetcher = new SafeFetcher({
   keepAlive: opts.keepAlive,
   resolutionCacheMs: opts.resolutionCacheMs,
 });
+/** Answers ready in this turn, sent together at its end (with their bodies' buffers moved, not copied). */
+let answers: FetchAnswer[] = [];
+let bodies: ArrayBuffer[] = [];
+
+function answer(a: FetchAnswer, body?: Uint8Array): void {
+  if (answers.length === 0) setImmediate(flush);
+  answers.push(a);
+  if (body) bodies.push(body.buffer as ArrayBuffer);
+}
+
+function flush(): void {
+  const batch = answers;
+  const transfer = bodies;
+  answers = [];
+  bodies = [];
+  port.postMessage(batch satisfies FromFetchThread, transfer);
+}
+
 // Nothing is called off here: a caller that gives up on a request drops its answer (FetchThread),
 // and a request runs at most its deadline. An AbortController per request would cost more than
 // the rare cancellation saves.
-port.on("message", (msg: ToFetchThread) => {
-  const { id, req } = msg;
-  fetcher.fetch(req).then(
-    (res) => {
-      // A copy of exactly the body's bytes, whose buffer moves to the main thread: a pooled
-      // Buffer's whole pool would otherwise be cloned with it.
-      const body = new Uint8Array(res.body);
-      const answer: FromFetchThread = { id, ok: { url: res.url.href, status: res.status, headers: res.headers, body } };
-      port.postMessage(answer, [body.buffer]);
-    },
-    (err: unknown) => {
-      const error =
-        err instanceof SafeFetchError
-          ? { kind: err.kind, message: err.message, detail: err.detail }
-          : { kind: "network" as const, message: err instanceof Error ? err.message : String(err), detail: {} };
-      port.postMessage({ id, error } satisfies FromFetchThread);
-    },
-  );
+port.on("message", (orders: ToFetchThread) => {
+  for (const { id, req } of orders) {
+    fetcher.fetch(req).then(
+      (res) => {
+        // A copy of exactly the body's bytes, whose buffer moves to the main thread: a pooled
+        // Buffer's whole pool would otherwise be cloned with it.
+        const body = new Uint8Array(res.body);
+        answer({ id, ok: { url: res.url.href, status: res.status, headers: res.headers, body } }, body);
+      },
+      (err: unknown) => {
+        const error =
+          err instanceof SafeFetchError
+            ? { kind: err.kind, message: err.message, detail: err.detail }
+            : { kind: "network" as const, message: err instanceof Error ? err.message : String(err), detail: {} };
+        answer({ id, error });
+      },
+    );
+  }
 });
