@@ -1,6 +1,6 @@
 /** Pushers over SQL; see storage/pushers.ts. Every claim is one conditional statement. */
 import type { NewPusher, PendingPush, PusherClaim, PusherKey, PusherProgress, PusherRecord, PusherStore } from "../pushers.js";
-import { inJsonList, SKIP_LOCKED, sql, type Executor } from "./executor.js";
+import { inJsonList, limitRows, SKIP_LOCKED, sql, type Executor } from "./executor.js";
 import { READ_UP_TO } from "./push.js";
 
 interface Row {
@@ -181,12 +181,12 @@ export class SqlPusherStore implements PusherStore {
     }
   }
 
-  async pending(userId: string, after: number, limit: number): Promise<PendingPush[]> {
+  async pending(userId: string, after: number, count: number): Promise<PendingPush[]> {
     const rows = await this.db.all<PendingRow & { read_up_to: number }>(
       `SELECT ${PENDING_COLUMNS}, ${READ_UP_TO} AS read_up_to FROM event_push_actions a
        WHERE a.user_id = ? AND a.notify = 1 AND a.stream_ordering > ?
-       ORDER BY a.stream_ordering LIMIT ?`,
-      [userId, after, limit],
+       ORDER BY a.stream_ordering ${limitRows(count)}`,
+      [userId, after],
     );
     return rows.map((r) => ({ ...toPending(r), read: Number(r.stream_ordering) <= Number(r.read_up_to) }));
   }
