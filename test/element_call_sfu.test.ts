@@ -79,6 +79,28 @@ const skip = sfuMissing() || chromiumMissing();
 
 const localpart = (userId: string) => userId.slice(1, userId.indexOf(":"));
 
+/**
+ * What a failure message carries besides its own words (CI shows only the message): each page's
+ * latest LiveKit and call lines, and the SFU's latest lines about the room's participants.
+ */
+function callDiagnostics(callers: CallPage[], names: string[], sfu: LiveKitSfu, lkRoom: string): string {
+  const short = (l: string) => (l.length > 200 ? `${l.slice(0, 200)}…` : l);
+  const pages = callers.map((c, i) => {
+    const lines = c.console.filter((l) => /connection state changed|signal (connecting|connected|closed)|could not|failed to|ConnectionError|re-join|Participant (connected|disconnected)/i.test(l));
+    return `${names[i]}'s page:\n  ${lines.slice(-8).map(short).join("\n  ")}`;
+  });
+  // "time LEVEL logger source message {fields}": the time, level, message and participant.
+  const sfuLines = sfu
+    .log()
+    .split("\n")
+    .filter((l) => l.includes(lkRoom) && /starting RTC session|participant (active|closing)|mediaTrack published|ERROR/.test(l))
+    .map((l) => {
+      const [time, level, , , msg] = l.split("\t");
+      return `${time} ${level} ${msg} ${/"participant": "([^"]*)"/.exec(l)?.[1] ?? ""}`;
+    });
+  return `${pages.join("\n")}\nthe SFU:\n  ${sfuLines.slice(-10).map(short).join("\n  ")}`;
+}
+
 /** A request log line for the artifacts: bodies and replies too (not /sync's), with passwords and tokens left out. */
 function requestLine(r: SentRequest): string {
   const hide = (key: string, value: unknown) => (/password|token/i.test(key) && typeof value === "string" ? "[hidden]" : value);
@@ -205,7 +227,7 @@ describe("Element Call: two browsers in one encrypted call through a real LiveKi
         GIVE_UP_MS,
         "both participants publishing audio and video on the SFU",
       ).catch((err: unknown) => {
-        throw new Error(`${(err as Error).message}; the SFU has ${seen}`);
+        throw new Error(`${(err as Error).message}; the SFU has ${seen}\n${callDiagnostics(callers, users.map((u) => u.userId), sfu, lkRoom)}`);
       });
       // Each participant joined with a token Switchboard's service minted for that page.
       const verifier = new TokenVerifier(sfu.apiKey, sfu.apiSecret);
