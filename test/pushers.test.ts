@@ -220,6 +220,22 @@ describe("pushers", () => {
     assert.equal(inDm.counts.unread, byId.get(plain)!.counts.unread + 3);
   });
 
+  test("an invite reaches the invited user's gateway as a member event with its membership, naming them as its target", async () => {
+    const g = await freshGateway();
+    await setPusher(bob, pusherBody(g.url, { pushkey: "bob-invite" }));
+    const roomId = await alice.createRoom({ preset: "private_chat", name: "Secret tea", invite: [bob.userId] });
+    await until(() => g.accepted.some((n) => n.type === "m.room.member"));
+    const n = g.accepted.find((x) => x.type === "m.room.member")! as (typeof g.accepted)[number] & { membership?: unknown; user_is_target?: unknown };
+    assert.equal(n.room_id, roomId);
+    assert.equal(n.sender, alice.userId);
+    assert.equal(n.membership, "invite");
+    assert.equal(n.user_is_target, true);
+    assert.equal(n.room_name, "Secret tea");
+    // `.m.rule.invite_for_me` plays the default sound.
+    assert.equal(n.prio, "high");
+    assert.deepEqual(n.devices[0]!.tweaks, { sound: "default" });
+  });
+
   test("a failing gateway gets the notifications again, in order, once it recovers", async () => {
     const g = await freshGateway();
     g.answer = (_n, i) => (i < 2 ? { status: 500, body: { errcode: "M_UNKNOWN", error: "down" } } : { status: 200, body: { rejected: [] } });
