@@ -31,7 +31,7 @@ export interface FetchThreadOptions {
 /** To the thread: a request to run. The caller's signal stays here: a request called off has its answer dropped. */
 export type FetchOrder = { id: number; req: Omit<PlainFetchRequest, "signal"> };
 
-/** From the thread: a request's answer (the body's bytes transferred, not copied), or how it failed. */
+/** From the thread: a request's answer, or how it failed. */
 export type FetchAnswer =
   | { id: number; ok: { url: string; status: number; headers: FetchResult["headers"]; body: Uint8Array } }
   | { id: number; error: { kind: SafeFetchErrorKind; message: string; detail: SafeFetchError["detail"] } };
