@@ -64,6 +64,12 @@ const toPending = (r: PendingRow): Omit<PendingPush, "read"> => ({
 const KEY = "app_id = ? AND pushkey = ? AND user_id = ?";
 const keyParams = (k: PusherKey) => [k.appId, k.pushkey, k.userId];
 const idOf = (k: PusherKey) => `${k.appId}\u0000${k.pushkey}\u0000${k.userId}`;
+/** The order rows are written in by every statement that takes several, so that two processes touching overlapping rows do not deadlock. */
+const inKeyOrder = (x: PusherKey, y: PusherKey) => {
+  const a = idOf(x);
+  const b = idOf(y);
+  return a < b ? -1 : a > b ? 1 : 0;
+};
 
 /** Nobody holds the row: never claimed, released, the lease ran out, or the holder is gone. Takes `now` and the live list. */
 const FREE = sql`(claimed_by IS NULL OR lease_until <= ? OR NOT ${inJsonList("claimed_by")})`;
@@ -135,7 +141,7 @@ export class SqlPusherStore implements PusherStore {
     // waited for and then judged again, so exactly one of them gets it. All in one transaction
     // (one commit for a whole room's recipients), taken in key order so that two processes
     // claiming overlapping sets do not deadlock.
-    const sorted = [...keys].sort((x, y) => (idOf(x) < idOf(y) ? -1 : idOf(x) > idOf(y) ? 1 : 0));
+    const sorted = [...keys].sort(inKeyOrder);
     return this.db.transaction(async (tx) => {
       const out: PusherRecord[] = [];
       for (const key of sorted) {
@@ -207,11 +213,7 @@ export class SqlPusherStore implements PusherStore {
     if (progress.length === 0) return Promise.resolve([]);
     // One commit for a room's worth of pushers. In key order, as claims are taken, so that two
     // processes touching overlapping rows do not deadlock.
-    const order = progress.map((_, i) => i).sort((x, y) => {
-      const a = idOf(progress[x]!.key);
-      const b = idOf(progress[y]!.key);
-      return a < b ? -1 : a > b ? 1 : 0;
-    });
+    const order = progress.map((_, i) => i).sort((x, y) => inKeyOrder(progress[x]!.key, progress[y]!.key));
     return this.db.transaction(async (tx) => {
       const out = new Array<boolean>(progress.length);
       for (const i of order) {
