@@ -106,7 +106,7 @@ export async function createHomeserver(
         await services.media.stop();
         await services.pushers.stop();
         await services.federation.sender.stop();
-        services.pushActions.stop();
+        await services.pushActions.stop();
         await storage.close();
       })();
       return stopping;

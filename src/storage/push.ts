@@ -33,7 +33,14 @@ export interface NotificationRecord extends PushActionRecord {
 }
 
 export interface PushActionStore {
+  /** Records actions (an event's, in its transaction); readers see them at once, and `settle` files them. */
   add(records: readonly PushActionRecord[]): Promise<void>;
+  /**
+   * Files the actions added so far where per-user reads find them cheaply: a batch of events'
+   * rows at once, which is cheaper than each event's rows on its own (see migration 26).
+   * What readers see is the same before and after. Returns how many rows moved.
+   */
+  settle(): Promise<number>;
   /**
    * Unread counts of `userId` in each room, for events at or below `upTo` after the user's
    * read receipts: an unthreaded receipt covers every thread, a threaded one its thread.

@@ -27,6 +27,14 @@ const PRUNE_INTERVAL_MS = 3_600_000;
 const MAX_STAGED = 10_000;
 /** Member events whose display names are remembered. */
 const CACHED_NAMES = 50_000;
+/**
+ * Staged actions are filed (`PushActionStore.settle`) this long after the first of a batch was
+ * added: long enough that a busy room's events go in one move, short enough that the staging
+ * table, which per-user reads scan, stays small.
+ */
+export const SETTLE_DELAY_MS = 200;
+/** ...or at once, when this many rows wait. */
+const SETTLE_ROWS = 5_000;
 
 interface Logger {
   warn(obj: object, msg: string): void;
@@ -46,6 +54,12 @@ export class PushActionService {
   /** What a local event notifies, from its transaction until it is committed. */
   readonly #staged = new Map<string, Notified[]>();
   #pruner: NodeJS.Timeout | undefined;
+  #settleTimer: NodeJS.Timeout | undefined;
+  /** The move under way, if any. */
+  #settling: Promise<void> | undefined;
+  /** Rows added since the last move began. */
+  #unsettled = 0;
+  #stopped = false;
 
   constructor(
     private readonly storage: Storage,
@@ -67,10 +81,49 @@ export class PushActionService {
         .catch((err: unknown) => this.logger.warn({ err }, "push: pruning old push actions failed"));
     };
     this.#pruner = setInterval(prune, PRUNE_INTERVAL_MS).unref();
+    // Actions a stopped or crashed process staged and never filed.
+    this.#settleSoon(0);
   }
 
-  stop(): void {
+  /** Stops the timers, after the move under way (storage closes next). */
+  async stop(): Promise<void> {
+    this.#stopped = true;
     clearInterval(this.#pruner);
+    clearTimeout(this.#settleTimer);
+    this.#settleTimer = undefined;
+    await this.#settling;
+  }
+
+  /** Files what `rows` more staged rows (and any before them) in a moment, or now if many wait. */
+  #settleSoon(rows: number): void {
+    if (this.#stopped) return;
+    this.#unsettled += rows;
+    if (this.#settling) return; // its end schedules the next
+    if (this.#unsettled >= SETTLE_ROWS) {
+      clearTimeout(this.#settleTimer);
+      this.#settle();
+    } else {
+      // Unreferenced: what waits is safe where it is, and the next start files it.
+      this.#settleTimer ??= setTimeout(() => this.#settle(), SETTLE_DELAY_MS).unref();
+    }
+  }
+
+  #settle(): void {
+    this.#settleTimer = undefined;
+    this.#unsettled = 0;
+    this.#settling = this.storage.pushActions
+      .settle()
+      .then(
+        () => undefined,
+        (err: unknown) => {
+          this.logger.warn({ err }, "push: filing staged push actions failed; trying again shortly");
+          this.#unsettled = Math.max(this.#unsettled, 1);
+        },
+      )
+      .finally(() => {
+        this.#settling = undefined;
+        if (this.#unsettled > 0) this.#settleSoon(0);
+      });
   }
 
   /** In a local event's transaction: evaluates and stores its actions; pushers hear at `committed`. */
@@ -86,7 +139,10 @@ export class PushActionService {
     const staged = this.#staged.get(event.eventId);
     this.#staged.delete(event.eventId);
     const notified = staged ?? (await this.#evaluate(this.storage, event));
-    if (notified.length > 0) for (const listener of this.#listeners) listener(notified);
+    if (notified.length > 0) {
+      this.#settleSoon(notified.length);
+      for (const listener of this.#listeners) listener(notified);
+    }
   }
 
   /** Evaluates the recipients' rules for an event and stores what notifies, through `stores`. */

@@ -1,6 +1,6 @@
 /** Push actions over SQL; see storage/push.ts. */
 import type { NotificationCounts, NotificationRecord, PushActionRecord, PushActionStore, RoomCounts } from "../push.js";
-import { inJsonList, sql, type Executor } from "./executor.js";
+import { inJsonList, sql, type Executor, type Query } from "./executor.js";
 
 interface ActionRow {
   user_id: string;
@@ -13,6 +13,24 @@ interface ActionRow {
   highlight: number;
   ts: number;
 }
+
+/** The columns of both push-action tables, in one order (their keys order them differently). */
+const COLUMNS = "user_id, room_id, event_id, stream_ordering, thread_id, actions, notify, highlight, ts";
+const COLUMNS_OF_A = COLUMNS.split(", ").map((c) => `a.${c}`).join(", ");
+
+/**
+ * Where push actions are: written to the staging table (keyed by room and position, so an
+ * event's rows are written together), then moved by `settle` to the user-keyed table that
+ * per-user reads use. A row is in one or the other, never both, so a reader reads both.
+ */
+export const ACTION_TABLES = ["event_push_actions", "event_push_actions_staging"] as const;
+const STAGING = ACTION_TABLES[1];
+
+/** The query `arm` makes for each push-action table, as one `UNION ALL`; its parameters come `twice`. */
+export function bothTables(arm: (table: string) => Query): Query {
+  return sql`${arm(ACTION_TABLES[0])} UNION ALL ${arm(ACTION_TABLES[1])}`;
+}
+export const twice = <T>(params: readonly T[]): T[] => [...params, ...params];
 
 /**
  * The position `row`'s user has read up to in its room: the newest of their `m.read` and
@@ -45,13 +63,30 @@ export class SqlPushActionStore implements PushActionStore {
 
   async add(records: readonly PushActionRecord[]): Promise<void> {
     if (records.length === 0) return;
-    // One statement for every recipient of an event (or a batch of events).
+    // One statement for every recipient of an event (or a batch of events), into the staging
+    // table, where an event's rows are side by side; `settle` moves them on.
     const rows = records.map(() => "(?, ?, ?, ?, ?, ?, ?, ?, ?)").join(", ");
     await this.db.run(
-      `INSERT INTO event_push_actions (user_id, room_id, event_id, stream_ordering, thread_id, actions, notify, highlight, ts)
-       VALUES ${rows} ON CONFLICT DO NOTHING`,
+      `INSERT INTO ${STAGING} (${COLUMNS}) VALUES ${rows} ON CONFLICT DO NOTHING`,
       records.flatMap((r) => [r.userId, r.roomId, r.eventId, r.streamOrdering, r.threadId, r.actions, r.notify ? 1 : 0, r.highlight ? 1 : 0, r.ts]),
     );
+  }
+
+  settle(): Promise<number> {
+    return this.db.transaction(async (tx) => {
+      if (tx.dialect === "sqlite") {
+        // One writer at a time: nothing can come between the copy and the delete.
+        const moved = await tx.run(`INSERT INTO event_push_actions (${COLUMNS}) SELECT ${COLUMNS} FROM ${STAGING} WHERE true ON CONFLICT DO NOTHING`);
+        await tx.run(`DELETE FROM ${STAGING}`);
+        return moved;
+      }
+      // The delete locks what it moves: a receipt's `forgetRead` that deletes the same rows
+      // either waits and then finds them moved, or goes first and they are not moved at all.
+      return tx.run(
+        `WITH moved AS (DELETE FROM ${STAGING} RETURNING ${COLUMNS})
+         INSERT INTO event_push_actions (${COLUMNS}) SELECT ${COLUMNS} FROM moved ON CONFLICT DO NOTHING`,
+      );
+    });
   }
 
   async counts(userId: string, roomIds: readonly string[], upTo: number): Promise<Map<string, RoomCounts>> {
@@ -62,21 +97,32 @@ export class SqlPushActionStore implements PushActionStore {
     // checked against its thread's receipt too. Per row, the three lookups cost a /sync of a
     // user with a long unread backlog milliseconds.
     const rows = await this.db.all<{ room_id: string; thread_id: string; notify: number; highlight: number }>(
-      sql`SELECT a.room_id, a.thread_id, SUM(a.notify) AS notify, SUM(a.highlight) AS highlight
-          FROM memberships m CROSS JOIN event_push_actions a
-          WHERE m.user_id = ? AND ${inJsonList("m.room_id")} AND a.user_id = m.user_id AND a.room_id = m.room_id
-            AND a.stream_ordering > ${readUpTo("m", "r.thread_id = ''", "m.stream_ordering")} AND a.stream_ordering <= ? AND a.notify = 1
-            AND (a.thread_id = '' OR a.stream_ordering > ${readUpTo("a", "r.thread_id = a.thread_id")})
-          GROUP BY a.room_id, a.thread_id`,
-      [userId, JSON.stringify(roomIds), upTo],
+      bothTables(
+        (table) =>
+          sql`SELECT a.room_id, a.thread_id, SUM(a.notify) AS notify, SUM(a.highlight) AS highlight
+              FROM memberships m CROSS JOIN ${table} a
+              WHERE m.user_id = ? AND ${inJsonList("m.room_id")} AND a.user_id = m.user_id AND a.room_id = m.room_id
+                AND a.stream_ordering > ${readUpTo("m", "r.thread_id = ''", "m.stream_ordering")} AND a.stream_ordering <= ? AND a.notify = 1
+                AND (a.thread_id = '' OR a.stream_ordering > ${readUpTo("a", "r.thread_id = a.thread_id")})
+              GROUP BY a.room_id, a.thread_id`,
+      ),
+      twice([userId, JSON.stringify(roomIds), upTo]),
     );
+    // A room's or thread's rows may be in both tables: its counts are the two rows' sum.
     for (const r of rows) {
       let room = out.get(r.room_id);
       if (!room) out.set(r.room_id, (room = { notify: 0, highlight: 0, threads: new Map<string, NotificationCounts>() }));
-      const counts = { notify: Number(r.notify), highlight: Number(r.highlight) };
-      room.notify += counts.notify;
-      room.highlight += counts.highlight;
-      room.threads.set(r.thread_id, counts);
+      const notify = Number(r.notify);
+      const highlight = Number(r.highlight);
+      room.notify += notify;
+      room.highlight += highlight;
+      const thread = room.threads.get(r.thread_id);
+      if (thread) {
+        thread.notify += notify;
+        thread.highlight += highlight;
+      } else {
+        room.threads.set(r.thread_id, { notify, highlight });
+      }
     }
     return out;
   }
@@ -94,12 +140,15 @@ export class SqlPushActionStore implements PushActionStore {
         // from the room's unthreaded receipt: that position is looked up once per room, and a
         // thread's own receipt only for a threaded row. Per row, as READ_UP_TO is, the lookups
         // made a push to a user with thousands of unread notifications cost milliseconds.
-        sql`SELECT m.user_id, COUNT(*) AS n FROM memberships m CROSS JOIN event_push_actions a
-            WHERE ${inJsonList("m.user_id")} AND m.membership = 'join' AND a.user_id = m.user_id AND a.room_id = m.room_id
-              AND a.stream_ordering > ${readUpTo("m", "r.thread_id = ''")} AND a.stream_ordering <= ? AND a.notify = 1
-              AND (a.thread_id = '' OR a.stream_ordering > ${readUpTo("a", "r.thread_id = a.thread_id")})
-            GROUP BY m.user_id`,
-        [users, upTo],
+        bothTables(
+          (table) =>
+            sql`SELECT m.user_id, COUNT(*) AS n FROM memberships m CROSS JOIN ${table} a
+                WHERE ${inJsonList("m.user_id")} AND m.membership = 'join' AND a.user_id = m.user_id AND a.room_id = m.room_id
+                  AND a.stream_ordering > ${readUpTo("m", "r.thread_id = ''")} AND a.stream_ordering <= ? AND a.notify = 1
+                  AND (a.thread_id = '' OR a.stream_ordering > ${readUpTo("a", "r.thread_id = a.thread_id")})
+                GROUP BY m.user_id`,
+        ),
+        twice([users, upTo]),
       ),
     );
     add(await this.db.all(sql`SELECT user_id, COUNT(*) AS n FROM memberships WHERE ${inJsonList("user_id")} AND membership = 'invite' GROUP BY user_id`, [users]));
@@ -107,22 +156,32 @@ export class SqlPushActionStore implements PushActionStore {
   }
 
   async notifications(userId: string, opts: { before?: number; limit: number; onlyHighlight: boolean }): Promise<NotificationRecord[]> {
+    const highlightOnly = opts.onlyHighlight ? "AND a.highlight = 1" : "";
     const rows = await this.db.all<ActionRow & { read_up_to: number }>(
-      `SELECT a.*, ${READ_UP_TO} AS read_up_to FROM event_push_actions a
-       WHERE a.user_id = ? AND a.notify = 1 AND a.stream_ordering < ? ${opts.onlyHighlight ? "AND a.highlight = 1" : ""}
-       ORDER BY a.stream_ordering DESC LIMIT ?`,
-      [userId, opts.before ?? Number.MAX_SAFE_INTEGER, opts.limit],
+      sql`${bothTables(
+        (table) => `SELECT ${COLUMNS_OF_A}, ${READ_UP_TO} AS read_up_to FROM ${table} a
+                    WHERE a.user_id = ? AND a.notify = 1 AND a.stream_ordering < ? ${highlightOnly}`,
+      )} ORDER BY stream_ordering DESC LIMIT ?`,
+      [...twice([userId, opts.before ?? Number.MAX_SAFE_INTEGER]), opts.limit],
     );
     return rows.map((r) => ({ ...toRecord(r), read: Number(r.stream_ordering) <= Number(r.read_up_to) }));
   }
 
-  async forgetRead(userId: string, roomId: string, upTo: number, threadId: string | null): Promise<void> {
-    const base = "DELETE FROM event_push_actions WHERE user_id = ? AND room_id = ? AND stream_ordering <= ? AND highlight = 0";
-    if (threadId === null) await this.db.run(base, [userId, roomId, upTo]);
-    else await this.db.run(`${base} AND thread_id = ?`, [userId, roomId, upTo, threadId]);
+  forgetRead(userId: string, roomId: string, upTo: number, threadId: string | null): Promise<void> {
+    const thread = threadId === null ? "" : " AND thread_id = ?";
+    const params = threadId === null ? [roomId, userId, upTo] : [roomId, userId, upTo, threadId];
+    return this.db.transaction(async (tx) => {
+      // The staged rows first: if `settle` is moving them, this waits for it, and the second
+      // statement then finds them in the other table (see `settle`).
+      for (const table of [STAGING, ACTION_TABLES[0]]) {
+        await tx.run(`DELETE FROM ${table} WHERE room_id = ? AND user_id = ? AND stream_ordering <= ? AND highlight = 0${thread}`, params);
+      }
+    });
   }
 
   async prune(before: number): Promise<number> {
-    return this.db.run("DELETE FROM event_push_actions WHERE ts < ?", [before]);
+    let pruned = 0;
+    for (const table of ACTION_TABLES) pruned += await this.db.run(`DELETE FROM ${table} WHERE ts < ?`, [before]);
+    return pruned;
   }
 }

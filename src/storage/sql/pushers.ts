@@ -1,7 +1,7 @@
 /** Pushers over SQL; see storage/pushers.ts. Every claim is one conditional statement. */
 import type { NewPusher, PendingPush, PusherClaim, PusherKey, PusherProgress, PusherRecord, PusherStore } from "../pushers.js";
 import { inJsonList, limitRows, SKIP_LOCKED, sql, type Executor } from "./executor.js";
-import { READ_UP_TO } from "./push.js";
+import { ACTION_TABLES, bothTables, READ_UP_TO, twice } from "./push.js";
 
 interface Row {
   user_id: string;
@@ -75,8 +75,9 @@ const inKeyOrder = (x: PusherKey, y: PusherKey) => {
 const FREE = sql`(claimed_by IS NULL OR lease_until <= ? OR NOT ${inJsonList("claimed_by")})`;
 
 /** The user has notifications after the pusher's position. */
-const HAS_PENDING = `EXISTS (SELECT 1 FROM event_push_actions a
-  WHERE a.user_id = p.user_id AND a.notify = 1 AND a.stream_ordering > p.last_stream_ordering)`;
+const HAS_PENDING = ACTION_TABLES.map(
+  (table) => `EXISTS (SELECT 1 FROM ${table} a WHERE a.user_id = p.user_id AND a.notify = 1 AND a.stream_ordering > p.last_stream_ordering)`,
+).join(" OR ");
 
 export class SqlPusherStore implements PusherStore {
   constructor(private readonly db: Executor) {}
@@ -160,7 +161,7 @@ export class SqlPusherStore implements PusherStore {
       sql`UPDATE pushers SET claimed_by = ?, lease_until = ?
           WHERE (app_id, pushkey, user_id) IN (
             SELECT p.app_id, p.pushkey, p.user_id FROM pushers p
-            WHERE ${FREE} AND ${HAS_PENDING}
+            WHERE ${FREE} AND (${HAS_PENDING})
             LIMIT ? ${SKIP_LOCKED})
           RETURNING *`,
       [claim.worker, claim.leaseUntil, claim.now, JSON.stringify(claim.live), limit],
@@ -189,10 +190,11 @@ export class SqlPusherStore implements PusherStore {
 
   async pending(userId: string, after: number, count: number): Promise<PendingPush[]> {
     const rows = await this.db.all<PendingRow & { read_up_to: number }>(
-      `SELECT ${PENDING_COLUMNS}, ${READ_UP_TO} AS read_up_to FROM event_push_actions a
-       WHERE a.user_id = ? AND a.notify = 1 AND a.stream_ordering > ?
-       ORDER BY a.stream_ordering ${limitRows(count)}`,
-      [userId, after],
+      sql`${bothTables(
+        (table) => `SELECT ${PENDING_COLUMNS}, ${READ_UP_TO} AS read_up_to FROM ${table} a
+                    WHERE a.user_id = ? AND a.notify = 1 AND a.stream_ordering > ?`,
+      )} ORDER BY stream_ordering ${limitRows(count)}`,
+      twice([userId, after]),
     );
     return rows.map((r) => ({ ...toPending(r), read: Number(r.stream_ordering) <= Number(r.read_up_to) }));
   }
@@ -200,11 +202,13 @@ export class SqlPusherStore implements PusherStore {
   async pendingEvents(userId: string, eventIds: readonly string[]): Promise<PendingPush[]> {
     if (eventIds.length === 0) return [];
     const rows = await this.db.all<PendingRow>(
-      sql`SELECT ${PENDING_COLUMNS} FROM event_push_actions a
-          WHERE a.user_id = ? AND a.stream_ordering IN (SELECT e.stream_ordering FROM events e WHERE ${inJsonList("e.event_id")})
-            AND a.notify = 1 AND a.stream_ordering > ${READ_UP_TO}
-          ORDER BY a.stream_ordering`,
-      [userId, JSON.stringify(eventIds)],
+      sql`${bothTables(
+        (table) =>
+          sql`SELECT ${PENDING_COLUMNS} FROM ${table} a
+              WHERE a.user_id = ? AND a.stream_ordering IN (SELECT e.stream_ordering FROM events e WHERE ${inJsonList("e.event_id")})
+                AND a.notify = 1 AND a.stream_ordering > ${READ_UP_TO}`,
+      )} ORDER BY stream_ordering`,
+      twice([userId, JSON.stringify(eventIds)]),
     );
     return rows.map((r) => ({ ...toPending(r), read: false }));
   }
