@@ -7,7 +7,9 @@
  * this process is what its own code and data cost; what this process is above a bare node:http
  * server is the price of the chosen stack.
  *
- * Prints its port on stdout; SIGTERM stops it. argv[2]: a directory for the database.
+ * Prints its port on stdout; SIGTERM stops it. argv[2]: a directory for the database. Forked with
+ * an IPC channel (bench/children.ts, as the send benchmark does), it speaks the benchmark's child
+ * protocol instead: "ready" with its URL, CPU usage on request, and "stop".
  */
 import Database from "better-sqlite3";
 import Fastify from "fastify";
@@ -16,9 +18,10 @@ import pino from "pino";
 import { Type } from "typebox";
 import { Value } from "typebox/value";
 import { parse } from "yaml";
+import { handleCommonMessages, type ReadyMessage } from "./protocol.js";
 
-const dir = process.argv[2];
-if (!dir) throw new Error("usage: footprint_floor.js DIR");
+const dir = process.argv[2] ?? process.env.BENCH_FLOOR_DIR;
+if (!dir) throw new Error("usage: footprint_floor.js DIR (or BENCH_FLOOR_DIR=DIR)");
 
 const Config = Type.Object({ server_name: Type.String(), log_level: Type.String({ default: "info" }) });
 const config = Value.Default(Config, parse("server_name: localhost\n")) as { server_name: string; log_level: string };
@@ -39,5 +42,12 @@ app.put<{ Params: { roomId: string } }>("/_matrix/client/v3/rooms/:roomId/send/:
 });
 await app.listen({ port: 0, host: "127.0.0.1" });
 const address = app.server.address();
-console.log(typeof address === "object" && address ? address.port : address);
-process.on("SIGTERM", () => void app.close().then(() => process.exit(0)));
+const port = typeof address === "object" && address ? address.port : address;
+const stop = () => void app.close().then(() => process.exit(0));
+if (process.send) {
+  handleCommonMessages(stop);
+  process.send({ type: "ready", url: `http://127.0.0.1:${port}` } satisfies ReadyMessage);
+} else {
+  console.log(port);
+  process.on("SIGTERM", stop);
+}

@@ -2,6 +2,7 @@
  * Send benchmark (the PostgreSQL issue's benchmark section): `PUT /rooms/{room}/send/m.room.message/{txn}`
  * into one room, on
  *   - a bare node:http server that reads the body and answers `{"event_id":"$x"}` (the yardstick),
+ *   - the library floor: Fastify, pino and better-sqlite3 storing each body, nothing else,
  *   - Switchboard on SQLite and Switchboard on PostgreSQL, each a child process (bench/serve.ts),
  *   - Synapse on PostgreSQL (../shared/tools/synapse.sh), on its own database in the same cluster,
  * all measured in the same run. Two modes: `BENCH_SENDS` messages sent one after another by one
@@ -24,7 +25,8 @@
  *   BENCH_SKIP_SYNAPSE    set: leave Synapse out
  *   BENCH_SENDS_CPU_PROF  a directory: write V8 CPU profiles of the Switchboard children there
  */
-import os from "node:os";
+import { mkdtempSync, rmSync } from "node:fs";
+import os, { tmpdir } from "node:os";
 import path from "node:path";
 import { startChild } from "./children.js";
 import { envCount, printReport, runMain } from "./entry.js";
@@ -47,7 +49,7 @@ const log = (msg: string) => console.error(`[bench:sends] ${msg}`);
 const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
 const reason = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
-type Key = "baseline" | "switchboard_sqlite" | "switchboard_postgres" | "synapse_postgres";
+type Key = "baseline" | "library_floor" | "switchboard_sqlite" | "switchboard_postgres" | "synapse_postgres";
 const MODES = ["sequential", "concurrent"] as const;
 type Mode = (typeof MODES)[number];
 
@@ -96,6 +98,22 @@ async function baseline(): Promise<Target> {
   cleanups.push(async () => closeClients(clients));
   const roomId = `!${"x".repeat(24)}:localhost`;
   return { key: "baseline", url: child.url, cpuTime: () => child.cpuTime(), clients, roomId, batches: { sequential: [], concurrent: [] } };
+}
+
+/**
+ * The library floor (footprint_floor.ts): Fastify logging each request with pino, storing each
+ * body in one better-sqlite3 transaction, and nothing else. What any server on this stack pays
+ * per send before it does anything a homeserver must.
+ */
+async function libraryFloor(): Promise<Target> {
+  const dir = mkdtempSync(path.join(tmpdir(), "switchboard-floor-"));
+  cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+  const child = await startChild("footprint_floor.js", [], undefined, { BENCH_FLOOR_DIR: dir });
+  cleanups.push(() => child.stop());
+  const clients = Array.from({ length: CLIENTS }, (_, i) => ({ token: `sbt_${String(i).padStart(43, "x")}`, agent: newAgent() }));
+  cleanups.push(async () => closeClients(clients));
+  const roomId = `!${"x".repeat(24)}:localhost`;
+  return { key: "library_floor", url: child.url, cpuTime: () => child.cpuTime(), clients, roomId, batches: { sequential: [], concurrent: [] } };
 }
 
 function clientsFor(t: Target, mode: Mode): SendClient[] {
@@ -167,6 +185,7 @@ async function main(): Promise<number> {
   try {
     log(`starting the node:http baseline and Switchboard on SQLite`);
     targets.push(await baseline());
+    targets.push(await libraryFloor());
     targets.push(await switchboard("switchboard_sqlite"));
 
     const pgOrSkip = await openPostgres();
@@ -242,6 +261,8 @@ async function main(): Promise<number> {
     switchboard_postgres_over_synapse_postgres: ratio(rate("switchboard_postgres", mode), rate("synapse_postgres", mode)),
     switchboard_postgres_over_switchboard_sqlite: ratio(rate("switchboard_postgres", mode), rate("switchboard_sqlite", mode)),
     switchboard_sqlite_over_synapse_postgres: ratio(rate("switchboard_sqlite", mode), rate("synapse_postgres", mode)),
+    /** Over the same stack doing nothing but store the body: what the homeserver's own work costs. */
+    switchboard_sqlite_over_library_floor: ratio(rate("switchboard_sqlite", mode), rate("library_floor", mode)),
     /** Over one-row INSERT commits on the same PostgreSQL: how close a send comes to the commit rate. */
     switchboard_postgres_over_bare_postgres_commits: ratio(rate("switchboard_postgres", mode), commits?.[mode]),
   });
@@ -292,6 +313,9 @@ async function main(): Promise<number> {
     loadavg_before: loadBefore,
     loadavg_after: loadAfter,
     baseline: parts.get("baseline"),
+    library_floor_server:
+      "bench/footprint_floor.ts: Fastify logging each request with pino into /dev/null, each body stored in one better-sqlite3 transaction (WAL, synchronous normal); no auth, no event",
+    library_floor: parts.get("library_floor"),
     switchboard_sqlite: parts.get("switchboard_sqlite"),
     switchboard_postgres: parts.get("switchboard_postgres"),
     synapse_postgres: parts.get("synapse_postgres"),
