@@ -38,6 +38,22 @@ const federationTransactions = (idColumn: string) => `
   CREATE INDEX federation_inbound_to_device_ts ON federation_inbound_to_device(received_ts);
 `;
 
+/** Migration 26's table; on SQLite the key holds the rows (`WITHOUT ROWID`). */
+const pushActionStaging = (options: string) => `
+  CREATE TABLE event_push_actions_staging (
+    room_id TEXT NOT NULL,
+    stream_ordering INTEGER NOT NULL,
+    user_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    actions TEXT NOT NULL,
+    notify INTEGER NOT NULL,
+    highlight INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    PRIMARY KEY (room_id, stream_ordering, user_id)
+  ) ${options};
+`;
+
 export const STEPS_FROM_12: Migration[] = [
   // 12: cross-signing keys and their signatures, and server-side key backups. Signatures
   // uploaded separately are kept apart from the keys they sign and merged in when queried.
@@ -275,34 +291,5 @@ export const STEPS_FROM_12: Migration[] = [
   // B-trees, an event's actions touched two pages per recipient (each user's rows are elsewhere
   // in the tree): in a room of ten, some 18 of a send's 40 pages. Here an event's rows sit side
   // by side, and the move writes a user's rows of many events together. Readers look at both.
-  {
-    sqlite: `
-    CREATE TABLE event_push_actions_staging (
-      room_id TEXT NOT NULL,
-      stream_ordering INTEGER NOT NULL,
-      user_id TEXT NOT NULL,
-      event_id TEXT NOT NULL,
-      thread_id TEXT NOT NULL,
-      actions TEXT NOT NULL,
-      notify INTEGER NOT NULL,
-      highlight INTEGER NOT NULL,
-      ts INTEGER NOT NULL,
-      PRIMARY KEY (room_id, stream_ordering, user_id)
-    ) WITHOUT ROWID;
-    `,
-    postgres: `
-    CREATE TABLE event_push_actions_staging (
-      room_id TEXT NOT NULL,
-      stream_ordering BIGINT NOT NULL,
-      user_id TEXT NOT NULL,
-      event_id TEXT NOT NULL,
-      thread_id TEXT NOT NULL,
-      actions TEXT NOT NULL,
-      notify INTEGER NOT NULL,
-      highlight INTEGER NOT NULL,
-      ts BIGINT NOT NULL,
-      PRIMARY KEY (room_id, stream_ordering, user_id)
-    );
-    `,
-  },
+  { sqlite: pushActionStaging("WITHOUT ROWID"), postgres: pushActionStaging("") },
 ];
