@@ -52,6 +52,7 @@ const pushActionStaging = (options: string) => `
     ts INTEGER NOT NULL,
     PRIMARY KEY (room_id, stream_ordering, user_id)
   ) ${options};
+  CREATE INDEX event_push_actions_staging_user ON event_push_actions_staging(user_id, stream_ordering);
 `;
 
 export const STEPS_FROM_12: Migration[] = [
@@ -288,8 +289,9 @@ export const STEPS_FROM_12: Migration[] = [
   `,
   // 26: push actions are first written here, keyed by room and position, and moved in batches to
   // event_push_actions (keyed by user) a moment later. Written straight into the user-keyed
-  // B-trees, an event's actions touched two pages per recipient (each user's rows are elsewhere
-  // in the tree): in a room of ten, some 18 of a send's 40 pages. Here an event's rows sit side
-  // by side, and the move writes a user's rows of many events together. Readers look at both.
+  // B-trees (three of them), an event's actions touched two or three pages per recipient (each
+  // user's rows are elsewhere in the tree): in a room of ten, some 18 of a send's 40 pages. Here
+  // an event's rows sit side by side; the one per-user index, over a table that holds a moment's
+  // rows, keeps a pusher's reads indexed. The move writes a user's rows of many events together.
   { sqlite: pushActionStaging("WITHOUT ROWID"), postgres: pushActionStaging("") },
 ];
