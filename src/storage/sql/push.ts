@@ -26,9 +26,14 @@ const COLUMNS_OF_A = COLUMNS.split(", ").map((c) => `a.${c}`).join(", ");
 export const ACTION_TABLES = ["event_push_actions", "event_push_actions_staging"] as const;
 const STAGING = ACTION_TABLES[1];
 
-/** The query `arm` makes for each push-action table, as one `UNION ALL`; its parameters come `twice`. */
-export function bothTables(arm: (table: string) => Query): Query {
-  return sql`${arm(ACTION_TABLES[0])} UNION ALL ${arm(ACTION_TABLES[1])}`;
+/**
+ * The query `arm` makes for each push-action table, as one `UNION ALL`; its parameters come
+ * `twice`. `sameRoom` matches `a`'s room to `m`'s, with the staging table's room-first key out
+ * of the planners' reach (an expression): there a room's rows are every member's, and each
+ * member's count would scan them all, where the per-user index reaches only the member's own.
+ */
+export function bothTables(arm: (table: string, sameRoom: string) => Query): Query {
+  return sql`${arm(ACTION_TABLES[0], "a.room_id = m.room_id")} UNION ALL ${arm(ACTION_TABLES[1], "(a.room_id || '') = m.room_id")}`;
 }
 export const twice = <T>(params: readonly T[]): T[] => [...params, ...params];
 
@@ -98,10 +103,10 @@ export class SqlPushActionStore implements PushActionStore {
     // user with a long unread backlog milliseconds.
     const rows = await this.db.all<{ room_id: string; thread_id: string; notify: number; highlight: number }>(
       bothTables(
-        (table) =>
+        (table, sameRoom) =>
           sql`SELECT a.room_id, a.thread_id, SUM(a.notify) AS notify, SUM(a.highlight) AS highlight
               FROM memberships m CROSS JOIN ${table} a
-              WHERE m.user_id = ? AND ${inJsonList("m.room_id")} AND a.user_id = m.user_id AND a.room_id = m.room_id
+              WHERE m.user_id = ? AND ${inJsonList("m.room_id")} AND a.user_id = m.user_id AND ${sameRoom}
                 AND a.stream_ordering > ${readUpTo("m", "r.thread_id = ''", "m.stream_ordering")} AND a.stream_ordering <= ? AND a.notify = 1
                 AND (a.thread_id = '' OR a.stream_ordering > ${readUpTo("a", "r.thread_id = a.thread_id")})
               GROUP BY a.room_id, a.thread_id`,
@@ -141,9 +146,9 @@ export class SqlPushActionStore implements PushActionStore {
         // thread's own receipt only for a threaded row. Per row, as READ_UP_TO is, the lookups
         // made a push to a user with thousands of unread notifications cost milliseconds.
         bothTables(
-          (table) =>
+          (table, sameRoom) =>
             sql`SELECT m.user_id, COUNT(*) AS n FROM memberships m CROSS JOIN ${table} a
-                WHERE ${inJsonList("m.user_id")} AND m.membership = 'join' AND a.user_id = m.user_id AND a.room_id = m.room_id
+                WHERE ${inJsonList("m.user_id")} AND m.membership = 'join' AND a.user_id = m.user_id AND ${sameRoom}
                   AND a.stream_ordering > ${readUpTo("m", "r.thread_id = ''")} AND a.stream_ordering <= ? AND a.notify = 1
                   AND (a.thread_id = '' OR a.stream_ordering > ${readUpTo("a", "r.thread_id = a.thread_id")})
                 GROUP BY m.user_id`,
