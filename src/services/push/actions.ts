@@ -31,8 +31,8 @@ const CACHED_NAMES = 50_000;
  * Staged actions are filed (`PushActionStore.settle`) this long after the first of a batch was
  * added: long enough that a user's rows of a busy room's events go in together, short enough
  * that each move is a short transaction. At 200 ms, the push benchmark's room of 100 members
- * moved some 4,000 rows at a time, and push delivery's p99 was 223-237 ms in three runs of four;
- * at 50 ms, 160-187 ms.
+ * moved some 4,000 rows at a time, and push delivery's p99 was 170-237 ms over four runs; at
+ * 50 ms, 160-222 ms over twelve (the per-user index on counts then brought it to 152-200).
  */
 export const SETTLE_DELAY_MS = 50;
 /** ...or at once, when this many rows wait. */
