@@ -3,6 +3,7 @@
  * by room and filed by user later (`settle`). Whichever table a row is in, every reader sees the
  * same: counts, badges, `/notifications`, a pusher's pending pushes, and a read receipt forgets
  * the rows it covers in both. Filing races neither receipts nor the sends still staging rows.
+ * And the badge a pusher's gateway was last sent is the one read last, whichever write lands last.
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
@@ -156,6 +157,33 @@ function suite(backend: Backend): void {
       await storage.pushActions.settle();
       assert.deepEqual((await seen(storage)).pending, ["$m1", "$m2"]);
       assert.equal(await storage.pushActions.settle(), 0);
+    });
+
+    test("a delivery that records its badge late keeps the badge read after it", async (t) => {
+      const storage = await room(t, backend);
+      const key = { appId: "org.example.app", pushkey: "key-1", userId: BOB };
+      await storage.pushers.set(
+        { ...key, kind: "http", appDisplayName: "App", deviceDisplayName: "Phone", profileTag: null, lang: "en", data: { url: "https://push.example/_matrix/push/v1/notify" }, deviceId: null, createdTs: 1, lastStreamOrdering: 0 },
+        false,
+      );
+      const claim = { worker: "w0", leaseUntil: Date.now() + 60_000, live: ["w0"], now: Date.now() };
+      assert.equal((await storage.pushers.claim([key], claim)).length, 1);
+
+      // A push carried badge 2 (read at 1,000 µs); a read receipt's badge 0 (read at 2,000) is
+      // sent and recorded before the delivery writes its progress.
+      assert.equal(await storage.pushers.noteBadge(key, { count: 0, readUs: 2_000 }), true);
+      const late = { key, worker: "w0", streamOrdering: 5, successTs: 1, badge: { count: 2, readUs: 1_000 } };
+      assert.deepEqual(await storage.pushers.advance([late]), [true]);
+      assert.equal((await storage.pushers.get(key))?.lastStreamOrdering, 5, "the position is written");
+      // So the same receipt again finds 0 already sent: nothing to send.
+      assert.equal(await storage.pushers.noteBadge(key, { count: 0, readUs: 3_000 }), false);
+
+      // A badge read later than the recorded one replaces it; one read earlier never does.
+      const newer = { ...late, streamOrdering: 6, badge: { count: 4, readUs: 4_000 } };
+      assert.deepEqual(await storage.pushers.advance([newer]), [true]);
+      assert.equal(await storage.pushers.noteBadge(key, { count: 1, readUs: 3_500 }), false, "read before the recorded one");
+      assert.equal(await storage.pushers.noteBadge(key, { count: 4, readUs: 5_000 }), false, "already sent");
+      assert.equal(await storage.pushers.noteBadge(key, { count: 1, readUs: 6_000 }), true);
     });
   });
 }

@@ -52,7 +52,7 @@ describe("badge-only pushes", () => {
     ok(await bob.req("POST", `/rooms/${enc(roomId)}/receipt/m.read.private/${enc(two)}`, {}));
     const three = await alice.send(roomId, "three");
     await until(() => gateway.received.some((n) => n.event_id === three));
-    assert.equal(badgeOnly().length, 1);
+    assert.equal(badgeOnly().length, 1, `badge-only pushes: ${JSON.stringify(badgeOnly().map((n) => n.counts))}`);
     assert.equal(gateway.received.find((n) => n.event_id === three)!.counts.unread, 1);
 
     // A private receipt lowers it too.

@@ -54,7 +54,8 @@ export interface PusherProgress {
   worker: string;
   streamOrdering: number;
   successTs: number | null;
-  badge?: number;
+  /** The badge the pushes carried, and when it was read (`badgeStamp`); recorded unless a later-read one is. */
+  badge?: { count: number; readUs: number };
 }
 
 /** A notification to push: a push action with `notify`. */
@@ -105,10 +106,11 @@ export interface PusherStore {
    */
   advance(progress: readonly PusherProgress[]): Promise<boolean[]>;
   /**
-   * Records `badge` as the last one sent to the pusher's gateway, whoever holds it; false when
-   * that was already the last one (or the pusher is gone): then there is nothing new to send.
+   * Records `badge` (read at `badge.readUs`) as the last one sent to the pusher's gateway,
+   * whoever holds it; false when that was already the last one, when a badge read later is
+   * recorded, or when the pusher is gone: then there is nothing new to send.
    */
-  noteBadge(key: PusherKey, badge: number): Promise<boolean>;
+  noteBadge(key: PusherKey, badge: { count: number; readUs: number }): Promise<boolean>;
   /** Records when pushing started failing (`null`: it no longer is). */
   setFailingSince(key: PusherKey, worker: string, since: number | null): Promise<void>;
 }

@@ -20,7 +20,7 @@ import type { Storage } from "../../storage/interfaces.js";
 import type { Clock } from "../clock.js";
 import type { Fetcher } from "../outbound/safe_fetch.js";
 import { buildNotification, notifyGateway } from "./gateway.js";
-import { PushContent } from "./push_content.js";
+import { PushContent, type Badge } from "./push_content.js";
 import { BatchQueue } from "../batch_queue.js";
 import { trimOldest } from "../bounded_map.js";
 
@@ -65,12 +65,15 @@ interface Job {
   advanceTo: number;
   successTs: number | null;
   /** The badge of the last push delivered since the last write. */
-  badge?: number;
+  badge?: Badge;
   /** The furthest position this job has written. */
   written: number;
 }
 
 type Outcome = "next" | "idle" | "gone" | "backoff";
+
+/** For a batch whose pushes are all read or too old to send: none is delivered, so it is never recorded. */
+const NO_BADGE: Badge = { count: 0, readUs: 0 };
 
 const idOf = (k: PusherKey) => JSON.stringify([k.appId, k.pushkey, k.userId]);
 const keyOf = (p: PusherRecord): PusherKey => ({ appId: p.appId, pushkey: p.pushkey, userId: p.userId });
@@ -103,7 +106,7 @@ export class PushDelivery {
   }
 
   /** The user's badge, as pushes carry it. */
-  badge(userId: string): Promise<number> {
+  badge(userId: string): Promise<Badge> {
     return this.#content.badge(userId);
   }
 
@@ -327,7 +330,7 @@ export class PushDelivery {
         return "idle";
       }
       // The badge as of now, for every push of the batch: the latest count is the one to show.
-      const unread = batch.some((p) => !p.read && this.clock.now() - p.ts <= GIVE_UP_MS) ? await this.#content.badge(pusher.userId) : 0;
+      const unread = batch.some((p) => !p.read && this.clock.now() - p.ts <= GIVE_UP_MS) ? await this.#content.badge(pusher.userId) : NO_BADGE;
       for (const push of batch) {
         const outcome = await this.#pushOne(job, pusher, push, unread);
         if (outcome !== "next") {
@@ -353,7 +356,7 @@ export class PushDelivery {
     return this.#progress.run("", { key: job.key, worker: this.#me, streamOrdering: advanceTo, successTs, badge });
   }
 
-  async #pushOne(job: Job, pusher: PusherRecord, push: PendingPush & { late?: boolean }, unread: number): Promise<Outcome> {
+  async #pushOne(job: Job, pusher: PusherRecord, push: PendingPush & { late?: boolean }, unread: Badge): Promise<Outcome> {
     const now = this.clock.now();
     // Late ones never move the position: it is already past them.
     const position = push.late ? 0 : push.streamOrdering;
@@ -366,7 +369,7 @@ export class PushDelivery {
     if (push.read || now - push.ts > GIVE_UP_MS) return skip();
     const found = await this.#content.event(push);
     if (!found) return skip();
-    const notification = buildNotification(pusher, found.event, { ...found.names, unread }, this.includeContent);
+    const notification = buildNotification(pusher, found.event, { ...found.names, unread: unread.count }, this.includeContent);
     const result = await notifyGateway(this.fetcher, pusher, notification, { timeoutMs: GATEWAY_TIMEOUT_MS, signal: this.#abort.signal });
     if (this.#stopping) return "idle";
     const who = { userId: pusher.userId, appId: pusher.appId, eventId: push.eventId };

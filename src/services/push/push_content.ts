@@ -19,6 +19,23 @@ const CACHE_MS = 10_000;
 type EventPart = Omit<PushEvent, "actions">;
 type Names = Omit<PushContext, "unread">;
 
+/** A user's badge, and when it was read (`badgeStamp`). */
+export interface Badge {
+  count: number;
+  readUs: number;
+}
+
+/**
+ * When a badge is read, in microseconds since the epoch: the pushers' record of the last badge
+ * sent keeps the latest-read one, so a delivery that records its badge late cannot overwrite a
+ * newer one sent meanwhile (a read receipt's badge-only push). A monotonic clock from the
+ * process's start, so that no wall-clock step reorders one process's reads; other processes'
+ * stamps are as comparable as their clocks.
+ */
+export function badgeStamp(): number {
+  return Math.round((performance.timeOrigin + performance.now()) * 1000);
+}
+
 interface Entry {
   at: number;
   /** Undefined when the event is gone or redacted: nothing worth alerting about. */
@@ -29,7 +46,7 @@ interface Entry {
 export class PushContent {
   readonly #events = new Map<string, Promise<Entry>>();
   /** Badges asked for and not read yet, by user. */
-  #badgeWaiters = new Map<string, { resolve: (badge: number) => void; reject: (err: unknown) => void }[]>();
+  #badgeWaiters = new Map<string, { resolve: (badge: Badge) => void; reject: (err: unknown) => void }[]>();
 
   constructor(
     private readonly storage: Storage,
@@ -58,7 +75,7 @@ export class PushContent {
    * badge). An event notifies a whole room's members at once, and their pushers ask at once:
    * the badges asked for in one turn of the event loop are read together, with one query.
    */
-  badge(userId: string): Promise<number> {
+  badge(userId: string): Promise<Badge> {
     return new Promise((resolve, reject) => {
       let waiting = this.#badgeWaiters.get(userId);
       if (!waiting) this.#badgeWaiters.set(userId, (waiting = []));
@@ -71,8 +88,9 @@ export class PushContent {
     const waiters = this.#badgeWaiters;
     this.#badgeWaiters = new Map();
     try {
+      const readUs = badgeStamp();
       const badges = await this.storage.pushActions.badges([...waiters.keys()], this.storage.streams.current("events"));
-      for (const [userId, list] of waiters) for (const w of list) w.resolve(badges.get(userId) ?? 0);
+      for (const [userId, list] of waiters) for (const w of list) w.resolve({ count: badges.get(userId) ?? 0, readUs });
     } catch (err) {
       for (const list of waiters.values()) for (const w of list) w.reject(err);
     }

@@ -24,6 +24,7 @@ import { systemResolver } from "../outbound/safe_fetch.js";
 import type { Notified } from "./actions.js";
 import { PushDelivery, type DeliveryLogger } from "./delivery.js";
 import { buildBadgeNotification, notifyGateway } from "./gateway.js";
+import type { Badge } from "./push_content.js";
 import { checkKey, pusherView, validatePusher, type SetPusherBody } from "./pusher_settings.js";
 
 const TOPIC = "pushers";
@@ -170,14 +171,14 @@ export class PusherService {
 
   async #sendBadges(userIds: string[]): Promise<void> {
     const pushers = await this.storage.pushers.ofUsers(userIds);
-    const badges = new Map<string, Promise<number>>();
+    const badges = new Map<string, Promise<Badge>>();
     await Promise.all(
       pushers.map(async (pusher) => {
         let badge = badges.get(pusher.userId);
         if (!badge) badges.set(pusher.userId, (badge = this.#delivery.badge(pusher.userId)));
         const unread = await badge;
         if (!this.#started || !(await this.storage.pushers.noteBadge(pusher, unread))) return;
-        const result = await notifyGateway(this.#fetcher, pusher, buildBadgeNotification(pusher, unread), { timeoutMs: BADGE_TIMEOUT_MS });
+        const result = await notifyGateway(this.#fetcher, pusher, buildBadgeNotification(pusher, unread.count), { timeoutMs: BADGE_TIMEOUT_MS });
         if (result.kind !== "delivered") {
           this.logger.info({ userId: pusher.userId, appId: pusher.appId, result }, "push: sending a badge update failed");
         }

@@ -74,6 +74,9 @@ const inKeyOrder = (x: PusherKey, y: PusherKey) => {
 /** Nobody holds the row: never claimed, released, the lease ran out, or the holder is gone. Takes `now` and the live list. */
 const FREE = sql`(claimed_by IS NULL OR lease_until <= ? OR NOT ${inJsonList("claimed_by")})`;
 
+/** The recorded badge was read before the one given (a parameter, in microseconds): the given one may replace it. */
+const BADGE_IS_OLDER = "(last_badge_read_us IS NULL OR last_badge_read_us < ?)";
+
 /** The user has notifications after the pusher's position. */
 const HAS_PENDING = ACTION_TABLES.map(
   (table) => `EXISTS (SELECT 1 FROM ${table} a WHERE a.user_id = p.user_id AND a.notify = 1 AND a.stream_ordering > p.last_stream_ordering)`,
@@ -223,7 +226,12 @@ export class SqlPusherStore implements PusherStore {
       for (const i of order) {
         const { key, worker, streamOrdering, successTs, badge } = progress[i]!;
         const success = successTs === null ? "" : ", last_success_ts = ?, failing_since = NULL";
-        const sentBadge = badge === undefined ? "" : ", last_badge = ?";
+        // Both CASEs see the row as it was: the badge and its time go together, or not at all.
+        const sentBadge =
+          badge === undefined
+            ? ""
+            : `, last_badge = CASE WHEN ${BADGE_IS_OLDER} THEN ? ELSE last_badge END,
+                 last_badge_read_us = CASE WHEN ${BADGE_IS_OLDER} THEN ? ELSE last_badge_read_us END`;
         const n = await tx.run(
           `UPDATE pushers SET last_stream_ordering = CASE WHEN last_stream_ordering < ? THEN ? ELSE last_stream_ordering END${success}${sentBadge}
            WHERE ${KEY} AND claimed_by = ?`,
@@ -231,7 +239,7 @@ export class SqlPusherStore implements PusherStore {
             streamOrdering,
             streamOrdering,
             ...(successTs === null ? [] : [successTs]),
-            ...(badge === undefined ? [] : [badge]),
+            ...(badge === undefined ? [] : [badge.readUs, badge.count, badge.readUs, badge.readUs]),
             ...keyParams(key),
             worker,
           ],
@@ -242,12 +250,12 @@ export class SqlPusherStore implements PusherStore {
     });
   }
 
-  async noteBadge(key: PusherKey, badge: number): Promise<boolean> {
-    const n = await this.db.run(`UPDATE pushers SET last_badge = ? WHERE ${KEY} AND (last_badge IS NULL OR last_badge <> ?)`, [
-      badge,
-      ...keyParams(key),
-      badge,
-    ]);
+  async noteBadge(key: PusherKey, badge: { count: number; readUs: number }): Promise<boolean> {
+    const n = await this.db.run(
+      `UPDATE pushers SET last_badge = ?, last_badge_read_us = ?
+       WHERE ${KEY} AND ${BADGE_IS_OLDER} AND (last_badge IS NULL OR last_badge <> ?)`,
+      [badge.count, badge.readUs, ...keyParams(key), badge.readUs, badge.count],
+    );
     return n > 0;
   }
 
