@@ -148,6 +148,8 @@ describe("pushers", () => {
     await setPusher(bob, pusherBody(full.url, { pushkey: "bob-full", data: { url: full.url, extra: "kept" } }));
     await setPusher(phone, pusherBody(idOnly.url, { app_id: "org.example.app.ios", pushkey: "bob-id", data: { url: idOnly.url, format: "event_id_only" } }));
     const first = await alice.send(roomId, "hello there");
+    // The pushes read together carry the badge as of their read: wait for the first on its own.
+    await until(() => full.accepted.length === 1 && idOnly.accepted.length === 1);
     const second = await alice.send(roomId, "are you there?");
     await until(() => full.accepted.length === 2 && idOnly.accepted.length === 2);
     assert.deepEqual(full.eventIds(), [first, second]);
@@ -194,6 +196,9 @@ describe("pushers", () => {
     await bob.join(dm);
     await setPusher(bob, pusherBody(g.url, { pushkey: "bob-prio" }));
     const plain = await alice.send(group, "hi all");
+    // Pushes read together carry the badge as of their read: the first one on its own, so that
+    // its badge counts only what came before it.
+    await until(() => g.accepted.length === 1);
     const encrypted = await alice.send(group, { algorithm: "m.megolm.v1.aes-sha2", ciphertext: "xyz", session_id: "s", sender_key: "k", device_id: "D" }, "m.room.encrypted");
     const ring = await alice.send(
       group,
