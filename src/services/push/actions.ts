@@ -34,7 +34,7 @@ const CACHED_NAMES = 50_000;
  * moved some 4,000 rows at a time, and push delivery's p99 was 170-237 ms over four runs; at
  * 50 ms, 160-222 ms over twelve (the per-user index on counts then brought it to 152-200).
  */
-export const SETTLE_DELAY_MS = 50;
+const SETTLE_DELAY_MS = 50;
 /** ...or at once, when this many rows wait. */
 const SETTLE_ROWS = 2_000;
 

@@ -32,7 +32,7 @@ export interface Badge {
  * process's start, so that no wall-clock step reorders one process's reads; other processes'
  * stamps are as comparable as their clocks.
  */
-export function badgeStamp(): number {
+function badgeStamp(): number {
   return Math.round((performance.timeOrigin + performance.now()) * 1000);
 }
 

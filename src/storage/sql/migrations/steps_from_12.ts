@@ -294,8 +294,9 @@ export const STEPS_FROM_12: Migration[] = [
   // an event's rows sit side by side; the one per-user index, over a table that holds a moment's
   // rows, keeps a pusher's reads indexed. The move writes a user's rows of many events together.
   { sqlite: pushActionStaging("WITHOUT ROWID"), postgres: pushActionStaging("") },
-  // 27: when the badge in last_badge was read (microseconds since the epoch, see push/badge_stamp.ts):
-  // a delivery that records its badge late must not overwrite a badge read and sent after it.
+  // 27: when the badge in last_badge was read, in microseconds since the epoch (badgeStamp in
+  // services/push/push_content.ts): a delivery that records its badge late must not overwrite a
+  // badge read and sent after it.
   `
   ALTER TABLE pushers ADD COLUMN last_badge_read_us INTEGER;
   `,
