@@ -143,7 +143,7 @@ async function main(): Promise<number> {
     node_flags: flags,
     baseline_node_http: bare,
     baseline_library_floor: {
-      what: "Fastify with pino, better-sqlite3 in WAL mode, yaml and TypeBox, each used once as Switchboard uses it at start, one PUT route storing each body (bench/footprint_floor.ts)",
+      what: "Fastify with pino, better-sqlite3 in WAL mode, yaml and Ajv, each used once as Switchboard uses it at start, one PUT route storing each body (bench/footprint_floor.ts)",
       ...floor,
     },
     switchboard_sqlite: switchboard,

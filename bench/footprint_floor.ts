@@ -1,7 +1,7 @@
 /**
  * Footprint benchmark child: the floor under Switchboard's memory. It loads the libraries every
  * Switchboard process loads on a default config, and uses each once, as Switchboard does at start:
- * a YAML config parsed with `yaml` and checked with TypeBox, a SQLite file in WAL mode
+ * a YAML config parsed with `yaml` and checked (defaults filled in) with Ajv, a SQLite file in WAL mode
  * (better-sqlite3), and a Fastify server logging each request with pino, which answers
  * `/versions` and stores each `PUT` body in one transaction. What Switchboard's idle RSS is above
  * this process is what its own code and data cost; what this process is above a bare node:http
@@ -11,21 +11,24 @@
  * an IPC channel (bench/children.ts, as the send benchmark does), it speaks the benchmark's child
  * protocol instead: "ready" with its URL, CPU usage on request, and "stop".
  */
+import { Ajv } from "ajv";
 import Database from "better-sqlite3";
 import Fastify from "fastify";
 import path from "node:path";
 import pino from "pino";
-import { Type } from "typebox";
-import { Value } from "typebox/value";
 import { parse } from "yaml";
 import { handleCommonMessages, type ReadyMessage } from "./protocol.js";
 
 const dir = process.argv[2] ?? process.env.BENCH_FLOOR_DIR;
 if (!dir) throw new Error("usage: footprint_floor.js DIR (or BENCH_FLOOR_DIR=DIR)");
 
-const Config = Type.Object({ server_name: Type.String(), log_level: Type.String({ default: "info" }) });
-const config = Value.Default(Config, parse("server_name: localhost\n")) as { server_name: string; log_level: string };
-if (!Value.Check(Config, config)) throw new Error("the floor's config does not match its schema");
+const checkConfig = new Ajv({ allErrors: true, useDefaults: true }).compile<{ server_name: string; log_level: string }>({
+  type: "object",
+  required: ["server_name"],
+  properties: { server_name: { type: "string" }, log_level: { type: "string", default: "info" } },
+});
+const config: unknown = parse("server_name: localhost\n");
+if (!checkConfig(config)) throw new Error("the floor's config does not match its schema");
 
 const db = new Database(path.join(dir, "floor.db"));
 db.pragma("journal_mode = WAL");

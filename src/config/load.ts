@@ -2,7 +2,6 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import path from "node:path";
-import { Value } from "typebox/value";
 import { LineCounter, parseDocument } from "yaml";
 import { DEFAULT_SQLITE_CACHE_MIB, type Config, type DatabaseConfig, type RateLimitConfig } from "./config.js";
 import { ConfigError, inFileOrder, Problems, type ConfigPath } from "./errors.js";
@@ -13,7 +12,7 @@ import { resolvePush } from "./push.js";
 import { ConfigSchema, type RawConfig } from "./schema.js";
 import { resolveExtraWellKnown, resolveTransports } from "./transports.js";
 import { parseDuration, parseSize, Secret } from "./types.js";
-import { lineInFile, schemaProblems } from "./validate.js";
+import { lineInFile, schemaProblems, validateWithDefaults } from "./validate.js";
 
 export interface LoadResult {
   config: Config;
@@ -47,8 +46,8 @@ export function parseConfig(text: string, configPath?: string): LoadResult {
   if (typeof raw !== "object" || Array.isArray(raw) || raw === null) {
     throw new ConfigError([`${where}: the file must be a YAML mapping of keys to values`]);
   }
-  const withDefaults = Value.Default(ConfigSchema, structuredClone(raw)) as unknown;
-  const problems = schemaProblems(ConfigSchema, withDefaults, doc, counter);
+  const { value: withDefaults, errors } = validateWithDefaults(ConfigSchema, raw);
+  const problems = schemaProblems(ConfigSchema, withDefaults, errors, doc, counter);
   if (problems.length) throw new ConfigError(problems.map((p) => `${where}: ${p}`));
   const warnings: string[] = [];
   const config = resolve(withDefaults as RawConfig, configPath, warnings, (at) => lineInFile(doc, counter, at));
@@ -57,8 +56,8 @@ export function parseConfig(text: string, configPath?: string): LoadResult {
 
 /** Builds a config from a plain object, as tests and tools do. */
 export function configFromObject(raw: Record<string, unknown>, configPath?: string): LoadResult {
-  const withDefaults = Value.Default(ConfigSchema, structuredClone(raw)) as unknown;
-  const problems = schemaProblems(ConfigSchema, withDefaults, undefined, undefined);
+  const { value: withDefaults, errors } = validateWithDefaults(ConfigSchema, raw);
+  const problems = schemaProblems(ConfigSchema, withDefaults, errors, undefined, undefined);
   if (problems.length) throw new ConfigError(problems);
   const warnings: string[] = [];
   return { config: resolve(withDefaults as RawConfig, configPath, warnings), warnings };

@@ -1,5 +1,5 @@
 /** The whole config file: one schema, composed from one module per section. */
-import { Type, type Static } from "typebox";
+import { Type, type Static } from "../json_schema.js";
 import { databaseFields } from "./sections/database.js";
 import { experimentalFields } from "./sections/experimental.js";
 import { federationFields } from "./sections/federation.js";

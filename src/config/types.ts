@@ -3,7 +3,7 @@
  * `description` (rendered into docs/configuration.md) and, where the JSON type
  * alone does not say it, an `allowed` text used in validation errors.
  */
-import { Type, type TSchema } from "typebox";
+import { Type, type TSchema } from "../json_schema.js";
 
 export interface DocMeta {
   description: string;

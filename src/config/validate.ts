@@ -2,18 +2,10 @@
  * Turns schema errors into messages an operator can act on: the key's dotted
  * path, its line in the file, the offending value and what is allowed.
  */
-import { Settings } from "typebox/system";
-import { Value } from "typebox/value";
+import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import { isMap, isScalar, isSeq, LineCounter, type Document } from "yaml";
 import { dottedPath, inFileOrder, type ConfigPath } from "./errors.js";
 import type { SchemaWithMeta } from "./types.js";
-
-interface SchemaError {
-  keyword: string;
-  instancePath: string;
-  params: Record<string, unknown>;
-  message: string;
-}
 
 function splitPointer(pointer: string): string[] {
   if (!pointer) return [];
@@ -122,25 +114,37 @@ function shown(value: unknown): string {
   return text && text.length > 80 ? text.slice(0, 77) + "..." : String(text);
 }
 
-/** typebox stops at 8 errors; an operator fixing a file wants every problem in one go. */
-function allErrors(schema: SchemaWithMeta, value: unknown): SchemaError[] {
-  const { maxErrors } = Settings.Get();
-  Settings.Set({ maxErrors: Number.MAX_SAFE_INTEGER });
-  try {
-    return [...Value.Errors(schema, value)] as unknown as SchemaError[];
-  } finally {
-    Settings.Set({ maxErrors });
+/**
+ * Every error, not the first: an operator fixing a file wants every problem in one go. Defaults
+ * fill in what the file leaves out, as the schema's `default`s say; the annotations the config
+ * schema carries for its docs and messages are declared, so a misspelt keyword still fails.
+ */
+const ajv = new Ajv({ allErrors: true, useDefaults: true, coerceTypes: false, strict: true, strictTypes: false, strictRequired: false });
+ajv.addVocabulary(["allowed", "docDefault", "x-doc-type", "x-kind", "x-secret"]);
+const compiled = new WeakMap<object, ValidateFunction>();
+
+/**
+ * Checks `value` against `schema`: the value with the schema's defaults filled in (a copy; the
+ * argument is left as it was), and every way it fails the schema.
+ */
+export function validateWithDefaults(schema: SchemaWithMeta, value: unknown): { value: unknown; errors: ErrorObject[] } {
+  let validate = compiled.get(schema);
+  if (!validate) {
+    validate = ajv.compile(schema);
+    compiled.set(schema, validate);
   }
+  const copy = structuredClone(value);
+  return validate(copy) ? { value: copy, errors: [] } : { value: copy, errors: validate.errors ?? [] };
 }
 
 /** Returns one message per problem, in file order; empty when the value is valid. */
 export function schemaProblems(
   schema: SchemaWithMeta,
   value: unknown,
+  errors: ErrorObject[],
   doc: Document | undefined,
   counter: LineCounter | undefined,
 ): string[] {
-  const errors = allErrors(schema, value);
   const problems: { line: number | undefined; text: string }[] = [];
   const seen = new Set<string>();
   const at = (segments: string[], key?: string) =>
@@ -155,7 +159,8 @@ export function schemaProblems(
   for (const err of errors) {
     const segments = splitPointer(err.instancePath);
     if (err.keyword === "additionalProperties") {
-      for (const key of (err.params.additionalProperties as string[]) ?? []) {
+      {
+        const key = String((err.params as { additionalProperty: string }).additionalProperty);
         const allowed = Object.keys(((schemaAt(schema, segments) as Record<string, unknown>)?.properties ?? {}) as object);
         push(
           at(segments, key),
@@ -166,12 +171,12 @@ export function schemaProblems(
       continue;
     }
     if (err.keyword === "required") {
-      for (const key of (err.params.requiredProperties as string[]) ?? []) {
+      {
+        const key = String((err.params as { missingProperty: string }).missingProperty);
         push(at(segments), `missing required key \`${dottedPath([...segments, key])}\`: ${describeAllowed(schemaAt(schema, [...segments, key]))}`);
       }
       continue;
     }
-    if (err.keyword === "boolean" && err.message === "schema is false") continue; // reported as additionalProperties
     // Union branches report once per branch; report the value once, with the union's own description.
     const pathKey = segments.join("/");
     if (handledPaths.has(pathKey)) continue;

@@ -3,8 +3,7 @@
  * parsing, validation, 404/405, and a log line per request. It knows nothing
  * of the domain; routes are added by the caller.
  */
-import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyTypeProvider, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import FindMyWay, { type HTTPMethod } from "find-my-way";
 import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
@@ -16,10 +15,17 @@ import { MAX_JSON_NESTING, nestsDeeperThan } from "../json_nesting.js";
 import { CORS_HEADERS } from "./cors.js";
 import { lazyChildLogger, redactUrl, requestLineLogger } from "./logging.js";
 import { writeResponsesPerTurn } from "./response_batching.js";
+import type { Static, TSchema } from "../json_schema.js";
 import { validationError, validatorCompiler } from "./validation.js";
 
+/** Types a route's `request.body`, `params` and `query` by the schemas it declares. */
+export interface SchemaTypeProvider extends FastifyTypeProvider {
+  readonly validator: this["schema"] extends TSchema ? Static<this["schema"]> : unknown;
+  readonly serializer: this["schema"] extends TSchema ? Static<this["schema"]> : unknown;
+}
+
 /** Requests log through `FastifyBaseLogger`: their loggers are made lazily (see `lazyChildLogger`). */
-export type App = FastifyInstance<Server, IncomingMessage, ServerResponse, FastifyBaseLogger, TypeBoxTypeProvider>;
+export type App = FastifyInstance<Server, IncomingMessage, ServerResponse, FastifyBaseLogger, SchemaTypeProvider>;
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -158,7 +164,7 @@ export function createHttpApp(opts: HttpOptions): App {
     },
     forceCloseConnections: "idle",
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 1000 },
-  }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
+  }).withTypeProvider<SchemaTypeProvider>() as unknown as App;
 
   // Declared up front, so that setting it does not change the request object's shape.
   app.decorateRequest("logUser", undefined);

@@ -1,5 +1,5 @@
 /** Synapse's shared-secret registration, as `register_new_matrix_user` speaks it. */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 

@@ -1,5 +1,5 @@
 /** `/account/whoami` and `/account/password`. */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 import type { AuthDict } from "../../services/uia.js";

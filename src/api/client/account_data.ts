@@ -1,5 +1,5 @@
 /** Account data: `GET`/`PUT /user/{userId}[/rooms/{roomId}]/account_data/{type}`. */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 import { authHook, requester } from "../auth.js";

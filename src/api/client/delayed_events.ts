@@ -1,6 +1,6 @@
 /** MSC4140 delayed events: the accepted API (v1/v3) beside the unstable forms deployed clients send. */
 import type { FastifyRequest } from "fastify";
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import { Errors } from "../../errors.js";
 import type { App } from "../../http/server.js";
 import type { Requester } from "../../services/auth.js";

@@ -2,7 +2,7 @@
  * End-to-end encryption keys: `/keys/upload`, `/keys/query`, `/keys/claim`, `/keys/changes`, and
  * cross-signing's `/keys/device_signing/upload` and `/keys/signatures/upload`.
  */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import type { App } from "../../http/server.js";
 import type { DeviceSigningUploadBody } from "../../services/e2ee/cross_signing.js";
 import type { Services } from "../../services/index.js";

@@ -1,5 +1,5 @@
 /** `GET /notifications`: the events that notified the user (spec: Push Notifications). */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 import { authHook, requester } from "../auth.js";

@@ -1,5 +1,5 @@
 /** Profiles: display name and avatar. */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import type { App } from "../../http/server.js";
 import { Errors } from "../../errors.js";
 import { serverNameOf } from "../../events/ids.js";

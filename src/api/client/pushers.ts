@@ -1,5 +1,5 @@
 /** `GET /pushers` and `POST /pushers/set` (spec: Push Notifications, "Pushers"). */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 import { authHook, requester } from "../auth.js";

@@ -1,5 +1,5 @@
 /** Typing notifications, read receipts and read markers. */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import { optionalBody } from "../../http/hooks.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";

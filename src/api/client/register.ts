@@ -1,5 +1,5 @@
 /** Registration: `/register` with user-interactive auth, availability and token validity. */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 import type { AuthDict } from "../../services/uia.js";

@@ -1,5 +1,5 @@
 /** Server-side key backup: `/room_keys/version` and `/room_keys/keys` in their three scopes. */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import type { App } from "../../http/server.js";
 import type { KeysBackup } from "../../services/e2ee/key_backup.js";
 import type { Services } from "../../services/index.js";

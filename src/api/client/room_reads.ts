@@ -1,5 +1,5 @@
 /** Reading rooms: state, members, events, `/messages`, `/context`. */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import { Errors } from "../../errors.js";
 import { MAX_JSON_NESTING, nestsDeeperThan } from "../../json_nesting.js";
 import type { App } from "../../http/server.js";

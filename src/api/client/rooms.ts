@@ -1,5 +1,5 @@
 /** Room creation, membership and aliases. */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import { optionalBody } from "../../http/hooks.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";

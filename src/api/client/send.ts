@@ -1,5 +1,5 @@
 /** Sending events: messages, state and redactions. */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import { optionalBody } from "../../http/hooks.js";
 import { Errors } from "../../errors.js";
 import { MSC4354_MAX_STICKY_MS } from "../../events/index.js";

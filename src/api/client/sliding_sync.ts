@@ -1,5 +1,5 @@
 /** `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync`: simplified sliding sync (MSC4186). */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 import { authHook, requester } from "../auth.js";

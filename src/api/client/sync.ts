@@ -1,5 +1,5 @@
 /** `GET /sync` and the filters it uses. */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 import type { StateAfterMode } from "../../services/sync/sync_service.js";

@@ -1,5 +1,5 @@
 /** `PUT /sendToDevice/{eventType}/{txnId}`. */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 import { authHook, requester } from "../auth.js";

@@ -2,7 +2,7 @@
  * `/_matrix/key/v2`: this server's signing keys, and the notary query for other servers' keys.
  * None of it is authenticated: key responses carry their own signatures.
  */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 

@@ -1,5 +1,5 @@
 /** `GET /_matrix/federation/v1/query/profile` and `/query/directory`: a local user's profile, a local alias, for another server. */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 import { federationAuthHook } from "./auth.js";

@@ -3,7 +3,7 @@
  * invites to our users (v2), and reading a room's DAG (events, state, auth chains, gaps,
  * history). Thin: each parses and hands to `services.federatedRooms`.
  */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 import { federationAuthHook, originOf } from "./auth.js";

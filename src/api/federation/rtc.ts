@@ -2,7 +2,7 @@
  * MSC4195 over federation: `POST /_matrix/federation/v1/rtc/livekit/get_token` and the unstable
  * `io.element.msc4195` form. Only with `livekit` configured; otherwise 404 `M_UNRECOGNIZED`.
  */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 import { federationAuthHook, originOf } from "./auth.js";

@@ -1,5 +1,5 @@
 /** `PUT /_matrix/federation/v1/send/{txnId}`: a transaction of PDUs and EDUs from another server. */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 import { federationAuthHook, originOf } from "./auth.js";

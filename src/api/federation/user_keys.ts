@@ -3,7 +3,7 @@
  * `POST /_matrix/federation/v1/user/keys/query` and `POST /_matrix/federation/v1/user/keys/claim`,
  * for this server's users, X-Matrix authenticated.
  */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 import { federationAuthHook } from "./auth.js";

@@ -4,7 +4,7 @@
  * token replaces the OpenID token. Without `livekit` configured the routes do
  * not exist, and the 404 `M_UNRECOGNIZED` tells clients the feature is not there.
  */
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import type { App } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 import { authHook, requester } from "../auth.js";

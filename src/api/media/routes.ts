@@ -4,12 +4,11 @@
  * the frozen unauthenticated downloads, which find nothing uploaded since the freeze, i.e.
  * nothing on this server.
  */
-import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import { Readable } from "node:stream";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import { Errors } from "../../errors.js";
-import type { App } from "../../http/server.js";
+import type { App, SchemaTypeProvider } from "../../http/server.js";
 import type { Services } from "../../services/index.js";
 import { DEFAULT_WAIT_MS, type MediaContent, type UploadInput } from "../../services/media/repository.js";
 import { authHook, requester } from "../auth.js";
@@ -108,7 +107,7 @@ export function registerMediaRoutes(app: App, services: Services): void {
 
   // Uploads take the body as a stream, straight to disk: their own parser, in their own scope.
   void app.register(async (plugin) => {
-    const scope = plugin.withTypeProvider<TypeBoxTypeProvider>();
+    const scope = plugin.withTypeProvider<SchemaTypeProvider>();
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser("*", (_request, payload, done) => done(null, payload));
     // Refused before its body was read (too large, no token): the rest of the body is not

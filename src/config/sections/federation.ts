@@ -1,4 +1,4 @@
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import { duration } from "../types.js";
 
 const base64Key = Type.String({ pattern: "^[A-Za-z0-9+/]{43}=?$", allowed: "an ed25519 public key in unpadded base64 (43 characters)" });

@@ -1,4 +1,4 @@
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 
 export const keyFields = {
   signing_key_path: Type.Optional(

@@ -1,4 +1,4 @@
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import { duration, ratelimit, size } from "../types.js";
 
 const thumbnailSize = Type.Object(

@@ -1,4 +1,4 @@
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 
 export const pushFields = {
   ip_range_blacklist: Type.Array(Type.String({ minLength: 1 }), {

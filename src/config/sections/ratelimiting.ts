@@ -1,4 +1,4 @@
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import { ratelimit } from "../types.js";
 
 export const ratelimitFields = {

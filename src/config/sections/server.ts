@@ -1,4 +1,4 @@
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 import { DEFAULT_ROOM_VERSION, ROOM_VERSIONS } from "../../events/room_versions.js";
 import { size } from "../types.js";
 

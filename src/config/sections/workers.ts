@@ -1,4 +1,4 @@
-import { Type } from "typebox";
+import { Type } from "../../json_schema.js";
 
 export const workerFields = {
   worker_processes: Type.Union([Type.Integer({ minimum: 1, maximum: 64 }), Type.Literal("auto")], {
