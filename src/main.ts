@@ -6,6 +6,7 @@ import { hostname } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseCommand, USAGE, UsageError, type Command } from "./cli/args.js";
+import { compactHeap } from "./compact_heap.js";
 import { READY_MESSAGE, superviseWorkers, WORKER_ID_ENV } from "./cli/supervisor.js";
 import { ConfigError } from "./config/errors.js";
 import { generateConfig } from "./config/generate.js";
@@ -86,6 +87,11 @@ async function serve(configFile: string | undefined, workerIdArg: string | undef
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
   const urls = await server.start();
+  const compacted = compactHeap();
+  if (compacted) {
+    const mib = (bytes: number) => Math.round((bytes / 1048576) * 10) / 10;
+    logger.debug({ heap_before_mib: mib(compacted.beforeBytes), heap_after_mib: mib(compacted.afterBytes), took_ms: Math.round(compacted.tookMs) }, "released what starting left on the heap");
+  }
   logger.info({ server_name: config.serverName, listening: urls, config: config.configPath, worker: server.storage.cluster.workerId }, "Switchboard is running");
   if (cluster.isWorker) process.send?.(READY_MESSAGE);
   return -1; // keeps running until a signal

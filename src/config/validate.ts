@@ -119,19 +119,28 @@ function shown(value: unknown): string {
  * fill in what the file leaves out, as the schema's `default`s say; the annotations the config
  * schema carries for its docs and messages are declared, so a misspelt keyword still fails.
  */
-const ajv = new Ajv({ allErrors: true, useDefaults: true, coerceTypes: false, strict: true, strictTypes: false, strictRequired: false });
-ajv.addVocabulary(["allowed", "docDefault", "x-doc-type", "x-kind", "x-secret"]);
-const compiled = new WeakMap<object, ValidateFunction>();
+function compile(schema: SchemaWithMeta): ValidateFunction {
+  const ajv = new Ajv({ allErrors: true, useDefaults: true, coerceTypes: false, strict: true, strictTypes: false, strictRequired: false });
+  ajv.addVocabulary(["allowed", "docDefault", "x-doc-type", "x-kind", "x-secret"]);
+  return ajv.compile(schema);
+}
+
+/**
+ * A process checks its config once, and the compiled check of the whole config is large (its
+ * generated source alone is 170 KB): held weakly, it is garbage once the config is loaded, yet
+ * reused by a process that loads configs often (the tests) for as long as it survives.
+ */
+const compiled = new WeakMap<object, WeakRef<ValidateFunction>>();
 
 /**
  * Checks `value` against `schema`: the value with the schema's defaults filled in (a copy; the
  * argument is left as it was), and every way it fails the schema.
  */
 export function validateWithDefaults(schema: SchemaWithMeta, value: unknown): { value: unknown; errors: ErrorObject[] } {
-  let validate = compiled.get(schema);
+  let validate = compiled.get(schema)?.deref();
   if (!validate) {
-    validate = ajv.compile(schema);
-    compiled.set(schema, validate);
+    validate = compile(schema);
+    compiled.set(schema, new WeakRef(validate));
   }
   const copy = structuredClone(value);
   return validate(copy) ? { value: copy, errors: [] } : { value: copy, errors: validate.errors ?? [] };
