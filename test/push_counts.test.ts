@@ -74,6 +74,25 @@ describe("notification counts", () => {
     assert.deepEqual(await counts(bob, roomId), { notification_count: 2, highlight_count: 1 });
   });
 
+  test("a change of power levels decides the room mentions sent after it, not before", async () => {
+    const roomId = await alice.createRoom({ preset: "public_chat" });
+    await bob.join(roomId);
+    await carol.join(roomId);
+    const path = `/rooms/${enc(roomId)}/state/m.room.power_levels/`;
+    const levels = ok(await alice.req("GET", path)) as Record<string, unknown>;
+    const mention = { msgtype: "m.text", body: "@room hi", "m.mentions": { room: true } };
+    await carol.send(roomId, mention);
+    assert.deepEqual(await counts(bob, roomId), { notification_count: 1, highlight_count: 0 });
+    // Anyone may now notify the room: Carol's next @room highlights.
+    ok(await alice.req("PUT", path, { ...levels, notifications: { room: 0 } }));
+    await carol.send(roomId, mention);
+    assert.deepEqual(await counts(bob, roomId), { notification_count: 2, highlight_count: 1 });
+    // And no longer: the room is back to its old rule for the mention after.
+    ok(await alice.req("PUT", path, { ...levels, notifications: { room: 100 } }));
+    await carol.send(roomId, mention);
+    assert.deepEqual(await counts(bob, roomId), { notification_count: 3, highlight_count: 1 });
+  });
+
   test("thread replies count in their thread when the client asks; a threaded receipt clears only its thread", async () => {
     const roomId = await alice.createRoom({ preset: "public_chat" });
     await bob.join(roomId);

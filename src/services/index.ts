@@ -210,7 +210,7 @@ export function createServices(deps: ServiceDeps): Services {
   deviceKeys.onDeviceChange((userId, deviceId) => outgoing.deviceChanged(userId, deviceId));
   // In the event's transaction (local events), or before sync is woken for it (remote ones), so
   // the response that brings an event brings its counts.
-  persister.inTransaction((tx, event) => services.pushActions.stage(tx, event));
+  persister.inTransaction((tx, event, _version, before) => services.pushActions.stage(tx, event, before));
   persister.onPersisted((event) => services.pushActions.committed(event));
   services.pushActions.onNotified((notified) => services.pushers.notified(notified));
   services.receipts.onRead((userId) => services.pushers.read(userId));

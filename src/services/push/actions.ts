@@ -12,7 +12,7 @@ import type { Storage, Stores } from "../../storage/interfaces.js";
 import type { PushActionRecord } from "../../storage/push.js";
 import type { MembershipRecord } from "../../storage/rooms.js";
 import { Errors } from "../../errors.js";
-import { getRoomVersion, MAX_ID_BYTES, pduOf, roomCreators, roomIdOfEvent } from "../../events/index.js";
+import { EventTypes, getRoomVersion, MAX_ID_BYTES, pduOf, roomCreators, roomIdOfEvent, type Pdu, type StateLookup } from "../../events/index.js";
 import type { Clock } from "../clock.js";
 import { toClientEvent } from "../rooms/client_format.js";
 import type { PersistedEvent } from "../rooms/persister.js";
@@ -129,8 +129,8 @@ export class PushActionService {
   }
 
   /** In a local event's transaction: evaluates and stores its actions; pushers hear at `committed`. */
-  async stage(tx: Stores, event: PersistedEvent): Promise<void> {
-    const notified = await this.#evaluate(tx, event);
+  async stage(tx: Stores, event: PersistedEvent, before?: StateLookup): Promise<void> {
+    const notified = await this.#evaluate(tx, event, before);
     this.#staged.set(event.eventId, notified);
     // A transaction that rolled back leaves its entries behind: keep the map bounded.
     trimOldest(this.#staged, MAX_STAGED);
@@ -147,8 +147,11 @@ export class PushActionService {
     }
   }
 
-  /** Evaluates the recipients' rules for an event and stores what notifies, through `stores`. */
-  async #evaluate(stores: Stores, event: PersistedEvent): Promise<Notified[]> {
+  /**
+   * Evaluates the recipients' rules for an event and stores what notifies, through `stores`.
+   * `before` is the room's state before the event as its persister read it for the auth rules.
+   */
+  async #evaluate(stores: Stores, event: PersistedEvent, before?: StateLookup): Promise<Notified[]> {
     const { pdu } = event;
     const roomId = roomIdOfEvent(pdu, event.eventId);
     const members = await stores.rooms.membersOf(roomId, "join");
@@ -162,11 +165,9 @@ export class PushActionService {
     if (recipients.size === 0) return [];
 
     const users = [...recipients];
-    const powerEvent = await stores.rooms.currentStateEvent(roomId, "m.room.power_levels", "");
-    const levels = powerLevels(powerEvent ? pduOf(powerEvent).content : undefined);
+    const levels = powerLevels((await this.#currentState(stores, pdu, roomId, EventTypes.powerLevels, before))?.content);
     // Room version 12: the creators' power level is infinite, whatever power levels say.
-    const createEvent = await stores.rooms.currentStateEvent(roomId, "m.room.create", "");
-    const createPdu = createEvent ? pduOf(createEvent) : undefined;
+    const createPdu = await this.#currentState(stores, pdu, roomId, EventTypes.create, before);
     const createVersion = getRoomVersion(String(createPdu?.content.room_version ?? "1"));
     const senderIsCreator = createVersion !== undefined && roomCreators(createPdu, createVersion).includes(pdu.sender);
     const names = await this.#displayNames(stores, members.filter((m) => recipients.has(m.userId)));
@@ -260,6 +261,18 @@ export class PushActionService {
       trimOldest(this.#names, CACHED_NAMES);
     }
     return out;
+  }
+
+  /**
+   * The room's current `(type, "")` state event, `pdu` being the newest event. The state before
+   * `pdu` that its persister read already answers, unless `pdu` is the create event (nothing was
+   * read for it) or the one it asks for.
+   */
+  async #currentState(stores: Stores, pdu: Pdu, roomId: string, type: string, before: StateLookup | undefined): Promise<Pdu | undefined> {
+    const replaced = pdu.type === type && pdu.state_key === "";
+    if (before && pdu.type !== EventTypes.create && !replaced) return before(type, "");
+    const stored = await stores.rooms.currentStateEvent(roomId, type, "");
+    return stored && pduOf(stored);
   }
 
   #isLocal(userId: string): boolean {

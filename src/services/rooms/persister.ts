@@ -91,8 +91,12 @@ export interface RoomHead {
 /** At most this many prev_events on a new event, the deepest extremities first (as Synapse). */
 const MAX_PREV_EVENTS = 10;
 
-/** Writes that belong to the event itself (a redaction's effect): they commit with it or not at all. */
-export type PersistHook = (tx: Stores, event: PersistedEvent, roomVersion: RoomVersion) => Promise<void>;
+/**
+ * Writes that belong to the event itself (a redaction's effect): they commit with it or not at all.
+ * `before`, when given, answers the room's state as it was just before the event, for the keys
+ * its auth rules read: always the create and power-levels events, unless it is the create event.
+ */
+export type PersistHook = (tx: Stores, event: PersistedEvent, roomVersion: RoomVersion, before?: StateLookup) => Promise<void>;
 
 /** The idempotency key of a transaction: its ID, scoped to its endpoint when one is given. */
 function txnKey(txn: { txnId: string; scope?: string[] }): string {
@@ -141,8 +145,8 @@ export class EventPersister {
   }
 
   /** Runs the `inTransaction` hooks for an event just appended through `tx` (here, or by the remote persister). */
-  async afterAppend(tx: Stores, event: PersistedEvent, version: RoomVersion): Promise<void> {
-    for (const hook of this.#hooks) await hook(tx, event, version);
+  async afterAppend(tx: Stores, event: PersistedEvent, version: RoomVersion, before?: StateLookup): Promise<void> {
+    for (const hook of this.#hooks) await hook(tx, event, version, before);
   }
 
   async roomVersion(roomId: string, stores: Stores = this.storage): Promise<RoomVersion> {
@@ -400,7 +404,7 @@ export class EventPersister {
     head.extremities = [{ eventId, depth: pdu.depth }];
     head.group = group;
     const event = { eventId, streamOrdering, pdu };
-    await this.afterAppend(tx, event, version);
+    await this.afterAppend(tx, event, version, lookup);
     return { event, fresh: true, version };
   }
 }
