@@ -96,6 +96,20 @@ describe("canonical JSON: numbers and non-JSON values", () => {
       () => canonicalJson({ content: { list: [1, 2.5] } }),
       (e: unknown) => e instanceof CanonicalJsonError && e.path === "content.list[1]" && /2\.5/.test(e.message),
     );
+    const cases: [unknown, string][] = [
+      [[0, [1, { a: [2, 0.5] }]], "[1][1].a[1]"],
+      [{ a: { b: { c: undefined, d: [[NaN]] } } }, "a.b.d[0][0]"],
+      [{ ok: 1, [`bad\uD800key`]: 1 }, "bad\uD800key"],
+      [{ x: [undefined] }, "x[0]"],
+      [1.5, ""],
+    ];
+    for (const [value, path] of cases) {
+      assert.throws(
+        () => canonicalJson(value),
+        (e: unknown) => e instanceof CanonicalJsonError && e.path === path && e.message === (path ? `${e.reason} (at ${path})` : e.reason),
+        path,
+      );
+    }
   });
 
   test("non-JSON values throw; undefined object properties are omitted as JSON.stringify does", () => {

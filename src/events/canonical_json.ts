@@ -24,12 +24,26 @@ export const CANONICAL_JSON_MIN_INT = Number.MIN_SAFE_INTEGER;
 /** The value can't be written as canonical JSON. `path` points at the offending value. */
 export class CanonicalJsonError extends Error {
   constructor(
-    message: string,
+    /** What is wrong, without where. */
+    readonly reason: string,
     readonly path: string,
   ) {
-    super(path === "" ? message : `${message} (at ${path})`);
+    super(path === "" ? reason : `${reason} (at ${path})`);
     this.name = "CanonicalJsonError";
   }
+}
+
+/**
+ * Rethrows a failure found inside the member `segment` (a key or an index) with the path from
+ * here. Paths are put together only when something fails, as the error unwinds: every event is
+ * serialised several times, and building each member's path as it went made most of the
+ * writer's garbage.
+ */
+function within(err: unknown, segment: string | number): never {
+  if (!(err instanceof CanonicalJsonError)) throw err;
+  const head = typeof segment === "number" ? `[${segment}]` : segment;
+  const rest = err.path === "" || err.path.startsWith("[") ? err.path : `.${err.path}`;
+  throw new CanonicalJsonError(err.reason, head + rest);
 }
 
 /** Matches a lone (unpaired) UTF-16 surrogate; in `u` mode a valid pair is one code point. */
@@ -60,7 +74,7 @@ function fixUp(unit: number): number {
 /** Serialises `value` as canonical JSON. Throws {@link CanonicalJsonError}. */
 export function canonicalJson(value: unknown): string {
   if (value === undefined) throw new CanonicalJsonError("undefined is not a JSON value", "");
-  return write(value, "");
+  return write(value);
 }
 
 /** Canonical JSON as UTF-8 bytes, the form that is hashed and signed. */
@@ -68,31 +82,31 @@ export function canonicalJsonBytes(value: unknown): Buffer {
   return Buffer.from(canonicalJson(value), "utf8");
 }
 
-function write(value: unknown, path: string): string {
+function write(value: unknown): string {
   switch (typeof value) {
     case "string":
-      return writeString(value, path);
+      return writeString(value);
     case "number":
-      return writeNumber(value, path);
+      return writeNumber(value);
     case "boolean":
       return value ? "true" : "false";
     case "bigint":
       if (value > BigInt(CANONICAL_JSON_MAX_INT) || value < BigInt(CANONICAL_JSON_MIN_INT)) {
-        throw new CanonicalJsonError(`integer ${value} is outside [-(2**53)+1, 2**53-1]`, path);
+        throw new CanonicalJsonError(`integer ${value} is outside [-(2**53)+1, 2**53-1]`, "");
       }
       return value.toString();
     case "object":
       if (value === null) return "null";
-      if (Array.isArray(value)) return writeArray(value, path);
-      return writeObject(value, path);
+      if (Array.isArray(value)) return writeArray(value);
+      return writeObject(value);
     default:
-      throw new CanonicalJsonError(`${typeof value} is not a JSON value`, path);
+      throw new CanonicalJsonError(`${typeof value} is not a JSON value`, "");
   }
 }
 
-function writeString(s: string, path: string): string {
+function writeString(s: string): string {
   if (LONE_SURROGATE.test(s)) {
-    throw new CanonicalJsonError("string contains a lone UTF-16 surrogate, which is not valid UTF-8", path);
+    throw new CanonicalJsonError("string contains a lone UTF-16 surrogate, which is not valid UTF-8", "");
   }
   // JSON.stringify emits exactly the escapes of the canonical grammar for well-formed
   // strings: the short forms for \b \t \n \f \r \" \\, lowercase \u00XX for the other
@@ -100,40 +114,46 @@ function writeString(s: string, path: string): string {
   return JSON.stringify(s);
 }
 
-function writeNumber(n: number, path: string): string {
-  if (!Number.isFinite(n)) throw new CanonicalJsonError(`${n} is not a JSON number`, path);
-  if (!Number.isInteger(n)) throw new CanonicalJsonError(`${n} is not an integer; canonical JSON has no floats`, path);
+function writeNumber(n: number): string {
+  if (!Number.isFinite(n)) throw new CanonicalJsonError(`${n} is not a JSON number`, "");
+  if (!Number.isInteger(n)) throw new CanonicalJsonError(`${n} is not an integer; canonical JSON has no floats`, "");
   if (n > CANONICAL_JSON_MAX_INT || n < CANONICAL_JSON_MIN_INT) {
-    throw new CanonicalJsonError(`integer ${n} is outside [-(2**53)+1, 2**53-1]`, path);
+    throw new CanonicalJsonError(`integer ${n} is outside [-(2**53)+1, 2**53-1]`, "");
   }
   // String(-0) is "0"; safe integers never print with an exponent.
   return String(n);
 }
 
-function writeArray(items: readonly unknown[], path: string): string {
+function writeArray(items: readonly unknown[]): string {
   const parts: string[] = [];
   for (let i = 0; i < items.length; i++) {
     const item = items[i];
-    const p = `${path}[${i}]`;
-    if (item === undefined) throw new CanonicalJsonError("undefined is not a JSON value", p);
-    parts.push(write(item, p));
+    try {
+      if (item === undefined) throw new CanonicalJsonError("undefined is not a JSON value", "");
+      parts.push(write(item));
+    } catch (err) {
+      within(err, i);
+    }
   }
   return `[${parts.join(",")}]`;
 }
 
-function writeObject(obj: object, path: string): string {
+function writeObject(obj: object): string {
   const proto = Object.getPrototypeOf(obj) as unknown;
   if (proto !== Object.prototype && proto !== null) {
     const name = (obj.constructor as { name?: string } | undefined)?.name ?? "object";
-    throw new CanonicalJsonError(`${name} is not a plain JSON object`, path);
+    throw new CanonicalJsonError(`${name} is not a plain JSON object`, "");
   }
   const record = obj as Record<string, unknown>;
   const keys = Object.keys(record).filter((k) => record[k] !== undefined);
   keys.sort(compareCodePoints);
   const parts: string[] = [];
   for (const key of keys) {
-    const p = path === "" ? key : `${path}.${key}`;
-    parts.push(`${writeString(key, p)}:${write(record[key], p)}`);
+    try {
+      parts.push(`${writeString(key)}:${write(record[key])}`);
+    } catch (err) {
+      within(err, key);
+    }
   }
   return `{${parts.join(",")}}`;
 }

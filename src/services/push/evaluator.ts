@@ -48,7 +48,9 @@ export function matchingRule(rules: Ruleset, ctx: PushEventContext): PushRule | 
   // nobody does not notify everyone whose name happens to be in the text.
   const hasMentions = content !== undefined && Object.hasOwn(content, "m.mentions");
   for (const kind of PUSH_RULE_KINDS) {
-    for (const rule of rules[kind] ?? []) {
+    const ofKind = rules[kind];
+    if (!ofKind) continue;
+    for (const rule of ofKind) {
       if (!rule.enabled) continue;
       if (hasMentions && isLegacyMentionRule(kind, rule.rule_id)) continue;
       if (ruleMatches(kind, rule, ctx)) return rule;
@@ -69,7 +71,7 @@ function ruleMatches(kind: PushRuleKind, rule: PushRule, ctx: PushEventContext):
     case "override":
     case "underride":
       // No conditions (or an empty list) matches every event: `.m.rule.master`.
-      return (rule.conditions ?? []).every((c) => conditionHolds(c, ctx));
+      return allHold(rule.conditions, ctx);
     case "content": {
       // The pattern is a glob over `content.body`, at word boundaries, like `event_match` there.
       const body = asObject(ctx.event.content)?.body;
@@ -94,6 +96,13 @@ function outcome(rule: PushRule): PushOutcome | undefined {
     if (action.set_tweak === "sound" && sound === undefined && typeof action.value === "string") sound = action.value;
   }
   return { ruleId: rule.rule_id, actions, notify: true, highlight: highlight ?? false, ...(sound !== undefined ? { sound } : {}) };
+}
+
+/** Whether every condition holds (a loop, not `every`: no closure per rule per recipient). */
+function allHold(conditions: readonly Condition[] | undefined, ctx: PushEventContext): boolean {
+  if (!conditions) return true;
+  for (const cond of conditions) if (!conditionHolds(cond, ctx)) return false;
+  return true;
 }
 
 /** Whether one condition holds. Unknown kinds, and known kinds with bad parameters, never do. */
