@@ -20,6 +20,7 @@ import {
   verifyKeyFromBase64,
   type Pdu,
 } from "../src/events/index.js";
+import { hashSignAndIdentify } from "../src/events/signing.js";
 
 // Source of every vector in the first three blocks: matrix-org/matrix-spec, content/appendices.md,
 // "Cryptographic Test Vectors" ("Signing Key", "JSON Signing", "Event Signing").
@@ -142,6 +143,19 @@ describe("event IDs (published vector)", () => {
 
   test("room version 11 rules redact differently (origin, prev_state dropped), so the ID differs", () => {
     assert.notEqual(eventIdFor(event, v11), eventIdFor(event, v10));
+  });
+
+  test("signing and naming in one pass gives the event hashAndSignEvent gives, and the ID eventIdFor gives", () => {
+    const { hashes: _h, signatures: _s, ...unsignedCreate } = event as unknown as Record<string, unknown>;
+    const message = { ...unsignedCreate, type: "m.room.message", state_key: undefined, content: { body: "hi", "m.mentions": {} } };
+    for (const input of [unsignedCreate, message] as unknown as Pdu[]) {
+      for (const version of [v10, v11, ROOM_VERSIONS["12"]!]) {
+        const { pdu, eventId } = hashSignAndIdentify(input, version, signer);
+        assert.deepEqual(pdu, hashAndSignEvent(input, version, signer));
+        assert.equal(eventId, eventIdFor(pdu, version));
+        assert.ok(verifyEventSignature(pdu, version, SERVER_NAME, KEY_ID, key));
+      }
+    }
   });
 });
 

@@ -6,7 +6,7 @@ import { CANONICAL_JSON_MAX_INT } from "./canonical_json.js";
 import { contentHash, eventIdFor, roomIdForCreateEvent } from "./hashes.js";
 import { checkEventLimits } from "./limits.js";
 import type { RoomVersion } from "./room_versions.js";
-import { hashAndSignEvent } from "./signing.js";
+import { hashSignAndIdentify } from "./signing.js";
 import { EventTypes, isRecord, type Pdu } from "./types.js";
 
 export interface BuildEventInput {
@@ -63,10 +63,9 @@ export class BuildEventError extends Error {
  */
 export function buildEvent(input: BuildEventInput, signer: EventSigner): { eventId: string; pdu: Pdu } {
   const { version } = input;
-  const pdu = assemblePdu(input);
-  const signed = hashAndSignEvent(pdu, version, signer);
-  checkEventLimits(signed, version);
-  return { eventId: eventIdFor(signed, version), pdu: signed };
+  const { pdu, eventId } = hashSignAndIdentify(assemblePdu(input), version, signer);
+  checkEventLimits(pdu, version);
+  return { eventId, pdu };
 }
 
 /**

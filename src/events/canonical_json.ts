@@ -74,7 +74,7 @@ function fixUp(unit: number): number {
 /** Serialises `value` as canonical JSON. Throws {@link CanonicalJsonError}. */
 export function canonicalJson(value: unknown): string {
   if (value === undefined) throw new CanonicalJsonError("undefined is not a JSON value", "");
-  return write(value);
+  return write(value, "");
 }
 
 /** Canonical JSON as UTF-8 bytes, the form that is hashed and signed. */
@@ -82,23 +82,28 @@ export function canonicalJsonBytes(value: unknown): Buffer {
   return Buffer.from(canonicalJson(value), "utf8");
 }
 
-function write(value: unknown): string {
+/**
+ * Appends `value` to `out`. One string grows through the whole value, rather than each array
+ * and object joining its members into a string of its own that its parent then copies: every
+ * event is serialised four times (hashes, signature, event ID, size limit).
+ */
+function write(value: unknown, out: string): string {
   switch (typeof value) {
     case "string":
-      return writeString(value);
+      return out + writeString(value);
     case "number":
-      return writeNumber(value);
+      return out + writeNumber(value);
     case "boolean":
-      return value ? "true" : "false";
+      return out + (value ? "true" : "false");
     case "bigint":
       if (value > BigInt(CANONICAL_JSON_MAX_INT) || value < BigInt(CANONICAL_JSON_MIN_INT)) {
         throw new CanonicalJsonError(`integer ${value} is outside [-(2**53)+1, 2**53-1]`, "");
       }
-      return value.toString();
+      return out + value.toString();
     case "object":
-      if (value === null) return "null";
-      if (Array.isArray(value)) return writeArray(value);
-      return writeObject(value);
+      if (value === null) return out + "null";
+      if (Array.isArray(value)) return writeArray(value, out);
+      return writeObject(value, out);
     default:
       throw new CanonicalJsonError(`${typeof value} is not a JSON value`, "");
   }
@@ -124,36 +129,48 @@ function writeNumber(n: number): string {
   return String(n);
 }
 
-function writeArray(items: readonly unknown[]): string {
-  const parts: string[] = [];
+function writeArray(items: readonly unknown[], out: string): string {
+  out += "[";
   for (let i = 0; i < items.length; i++) {
+    if (i > 0) out += ",";
     const item = items[i];
     try {
       if (item === undefined) throw new CanonicalJsonError("undefined is not a JSON value", "");
-      parts.push(write(item));
+      out = write(item, out);
     } catch (err) {
       within(err, i);
     }
   }
-  return `[${parts.join(",")}]`;
+  return out + "]";
 }
 
-function writeObject(obj: object): string {
+/** A code unit from U+D800 up, where UTF-16 order and code point order can differ. */
+const HIGH_UNIT = /[\uD800-\uFFFF]/;
+
+function writeObject(obj: object, out: string): string {
   const proto = Object.getPrototypeOf(obj) as unknown;
   if (proto !== Object.prototype && proto !== null) {
     const name = (obj.constructor as { name?: string } | undefined)?.name ?? "object";
     throw new CanonicalJsonError(`${name} is not a plain JSON object`, "");
   }
   const record = obj as Record<string, unknown>;
-  const keys = Object.keys(record).filter((k) => record[k] !== undefined);
-  keys.sort(compareCodePoints);
-  const parts: string[] = [];
+  const keys = Object.keys(record);
+  // The built-in order (UTF-16 code units) is code point order unless a key has a unit from
+  // U+D800 up; the comparator, a call per comparison, is kept for those.
+  if (keys.some((k) => HIGH_UNIT.test(k))) keys.sort(compareCodePoints);
+  else keys.sort();
+  out += "{";
+  let first = true;
   for (const key of keys) {
+    const value = record[key];
+    if (value === undefined) continue;
     try {
-      parts.push(`${writeString(key)}:${write(record[key])}`);
+      out += first ? writeString(key) : "," + writeString(key);
+      out = write(value, out + ":");
     } catch (err) {
       within(err, key);
     }
+    first = false;
   }
-  return `{${parts.join(",")}}`;
+  return out + "}";
 }

@@ -50,6 +50,11 @@ export function eventIdFor(pdu: Pdu, version: RoomVersion): string {
   return `$${encodeBase64Url(referenceHashBytes(pdu, version))}`;
 }
 
+/** The event ID from what its reference hash covers: the redacted event's canonical JSON, without `signatures` and `unsigned`. */
+export function eventIdOfCovered(covered: Uint8Array): string {
+  return `$${encodeBase64Url(sha256(covered))}`;
+}
+
 /**
  * Room version 12 (MSC4291): the room ID of a room whose create event is `create`, its
  * event ID with the sigil `!` instead of `$`.

@@ -9,7 +9,7 @@
 import { createPrivateKey, createPublicKey, randomBytes, sign, verify, type KeyObject } from "node:crypto";
 import { Base64Error, decodeBase64, encodeBase64 } from "./base64.js";
 import { canonicalJsonBytes } from "./canonical_json.js";
-import { contentHash } from "./hashes.js";
+import { contentHash, eventIdOfCovered } from "./hashes.js";
 import { redact } from "./redaction.js";
 import type { RoomVersion } from "./room_versions.js";
 import { isRecord, type Pdu } from "./types.js";
@@ -60,8 +60,8 @@ export function publicKeyBase64(key: KeyObject): string {
 }
 
 /** Removes `signatures` and `unsigned`: the part of an object a signature covers. */
-function signedPart(obj: Record<string, unknown>): Record<string, unknown> {
-  const { signatures: _s, unsigned: _u, ...rest } = obj;
+function signedPart(obj: object): Record<string, unknown> {
+  const { signatures: _s, unsigned: _u, ...rest } = obj as Record<string, unknown>;
   return rest;
 }
 
@@ -72,9 +72,13 @@ function signedPart(obj: Record<string, unknown>): Record<string, unknown> {
 export function signJson<T extends object>(obj: T, serverName: string, keyId: string, privateKey: KeyObject): T {
   const source = obj as Record<string, unknown>;
   const signature = encodeBase64(sign(null, canonicalJsonBytes(signedPart(source)), privateKey));
+  return { ...source, signatures: withSignature(source, serverName, keyId, signature) } as T;
+}
+
+/** `source`'s signatures with one more (or one replaced). */
+function withSignature(source: { signatures?: unknown }, serverName: string, keyId: string, signature: string): Signatures {
   const existing = isRecord(source.signatures) ? (source.signatures as Signatures) : {};
-  const signatures: Signatures = { ...existing, [serverName]: { ...(existing[serverName] ?? {}), [keyId]: signature } };
-  return { ...source, signatures } as T;
+  return { ...existing, [serverName]: { ...(existing[serverName] ?? {}), [keyId]: signature } };
 }
 
 /**
@@ -103,6 +107,19 @@ export function verifyJsonSignature(obj: object, serverName: string, keyId: stri
 export function hashAndSignEvent(pdu: Pdu, version: RoomVersion, signer: Signer): Pdu {
   const hashed: Pdu = { ...pdu, hashes: { sha256: contentHash(pdu) } };
   return signEvent(hashed, version, signer);
+}
+
+/**
+ * As {@link hashAndSignEvent}, and the event's ID as well. The signature and the reference hash
+ * cover the same bytes, the redacted event without `signatures` and `unsigned`, so those are
+ * redacted and serialised once for both.
+ */
+export function hashSignAndIdentify(pdu: Pdu, version: RoomVersion, signer: Signer): { pdu: Pdu; eventId: string } {
+  const hashed: Pdu = { ...pdu, hashes: { sha256: contentHash(pdu) } };
+  const covered = canonicalJsonBytes(signedPart(redact(hashed, version)));
+  const signature = encodeBase64(sign(null, covered, signer.privateKey));
+  const signatures = withSignature(hashed, signer.serverName, signer.keyId, signature);
+  return { pdu: { ...hashed, signatures }, eventId: eventIdOfCovered(covered) };
 }
 
 /** Signs an event whose `hashes` are already set: the signature covers its redacted form. */
