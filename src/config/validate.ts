@@ -167,23 +167,19 @@ export function schemaProblems(
   const handledPaths = new Set<string>();
   for (const err of errors) {
     const segments = splitPointer(err.instancePath);
+    // Ajv reports each unknown or missing key as an error of its own.
     if (err.keyword === "additionalProperties") {
-      {
-        const key = String((err.params as { additionalProperty: string }).additionalProperty);
-        const allowed = Object.keys(((schemaAt(schema, segments) as Record<string, unknown>)?.properties ?? {}) as object);
-        push(
-          at(segments, key),
-          `unknown key \`${dottedPath([...segments, key])}\`` +
-            (allowed.length ? `; the keys allowed here are: ${allowed.join(", ")}` : ""),
-        );
-      }
+      const key = String((err.params as { additionalProperty: string }).additionalProperty);
+      const allowed = Object.keys(((schemaAt(schema, segments) as Record<string, unknown>)?.properties ?? {}) as object);
+      push(
+        at(segments, key),
+        `unknown key \`${dottedPath([...segments, key])}\`` + (allowed.length ? `; the keys allowed here are: ${allowed.join(", ")}` : ""),
+      );
       continue;
     }
     if (err.keyword === "required") {
-      {
-        const key = String((err.params as { missingProperty: string }).missingProperty);
-        push(at(segments), `missing required key \`${dottedPath([...segments, key])}\`: ${describeAllowed(schemaAt(schema, [...segments, key]))}`);
-      }
+      const key = String((err.params as { missingProperty: string }).missingProperty);
+      push(at(segments), `missing required key \`${dottedPath([...segments, key])}\`: ${describeAllowed(schemaAt(schema, [...segments, key]))}`);
       continue;
     }
     // Union branches report once per branch; report the value once, with the union's own description.
