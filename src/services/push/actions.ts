@@ -266,11 +266,11 @@ export class PushActionService {
   /**
    * The room's current `(type, "")` state event, `pdu` being the newest event. The state before
    * `pdu` that its persister read already answers, unless `pdu` is the create event (nothing was
-   * read for it) or the one it asks for.
+   * read for it), the one it asks for, or a redaction (which may have just stripped it).
    */
   async #currentState(stores: Stores, pdu: Pdu, roomId: string, type: string, before: StateLookup | undefined): Promise<Pdu | undefined> {
-    const replaced = pdu.type === type && pdu.state_key === "";
-    if (before && pdu.type !== EventTypes.create && !replaced) return before(type, "");
+    const changed = (pdu.type === type && pdu.state_key === "") || pdu.type === EventTypes.redaction;
+    if (before && pdu.type !== EventTypes.create && !changed) return before(type, "");
     const stored = await stores.rooms.currentStateEvent(roomId, type, "");
     return stored && pduOf(stored);
   }
