@@ -129,9 +129,9 @@ export function createServices(deps: ServiceDeps): Services {
   const accountData = new AccountDataService(storage, notifier);
   const filters = new FilterService(storage);
   const typing = new TypingService(storage, notifier, clock);
-  persister.onPersisted(({ pdu }) => {
+  persister.onPersisted(async ({ pdu }) => {
     if (pdu.type === "m.room.member" && pdu.state_key !== undefined) {
-      typing.membershipChanged(pdu.room_id, pdu.state_key, pdu.content.membership);
+      await typing.membershipChanged(pdu.room_id, pdu.state_key, pdu.content.membership);
     }
   });
   const deviceKeys = new DeviceKeyService(storage, notifier, config.serverName);

@@ -115,9 +115,13 @@ export class TypingService {
     await this.#change(roomId, userId, typing, typing ? this.clock.now() + REMOTE_TIMEOUT_MS : 0);
   }
 
-  /** A member who leaves (or is kicked or banned) stops typing at once. */
-  membershipChanged(roomId: string, userId: string, membership: unknown): void {
-    if (membership !== "join" && this.#rooms.get(roomId)?.users.has(userId)) void this.#change(roomId, userId, false, 0).catch(() => undefined);
+  /**
+   * A member who leaves (or is kicked or banned) stops typing at once. Resolves once the stop
+   * has its position and is applied, so the leave is answered only after a sync can see it. A
+   * stop that fails does not fail the leave: the typing state still times out.
+   */
+  async membershipChanged(roomId: string, userId: string, membership: unknown): Promise<void> {
+    if (membership !== "join" && this.#rooms.get(roomId)?.users.has(userId)) await this.#change(roomId, userId, false, 0).catch(() => undefined);
   }
 
   /** Takes a position, tells the other processes, applies it here and wakes this room's syncs. */
