@@ -47,6 +47,7 @@ export {
   formatSigningKeyFile,
   generateSigningKey,
   hashAndSignEvent,
+  hashSignAndIdentify,
   parseSigningKeyFile,
   publicKeyBase64,
   seedFromSigningKey,

@@ -105,8 +105,7 @@ export function verifyJsonSignature(obj: object, serverName: string, keyId: stri
  * redacted event and copies the signature into the full event. Returns a new PDU.
  */
 export function hashAndSignEvent(pdu: Pdu, version: RoomVersion, signer: Signer): Pdu {
-  const hashed: Pdu = { ...pdu, hashes: { sha256: contentHash(pdu) } };
-  return signEvent(hashed, version, signer);
+  return signEvent(withContentHash(pdu), version, signer);
 }
 
 /**
@@ -115,17 +114,24 @@ export function hashAndSignEvent(pdu: Pdu, version: RoomVersion, signer: Signer)
  * redacted and serialised once for both.
  */
 export function hashSignAndIdentify(pdu: Pdu, version: RoomVersion, signer: Signer): { pdu: Pdu; eventId: string } {
-  const hashed: Pdu = { ...pdu, hashes: { sha256: contentHash(pdu) } };
-  const covered = canonicalJsonBytes(signedPart(redact(hashed, version)));
-  const signature = encodeBase64(sign(null, covered, signer.privateKey));
-  const signatures = withSignature(hashed, signer.serverName, signer.keyId, signature);
-  return { pdu: { ...hashed, signatures }, eventId: eventIdOfCovered(covered) };
+  const { signed, covered } = signCovered(withContentHash(pdu), version, signer);
+  return { pdu: signed, eventId: eventIdOfCovered(covered) };
 }
 
 /** Signs an event whose `hashes` are already set: the signature covers its redacted form. */
 export function signEvent(pdu: Pdu, version: RoomVersion, signer: Signer): Pdu {
-  const signed = signJson(redact(pdu, version), signer.serverName, signer.keyId, signer.privateKey);
-  return { ...pdu, signatures: signed.signatures };
+  return signCovered(pdu, version, signer).signed;
+}
+
+function withContentHash(pdu: Pdu): Pdu {
+  return { ...pdu, hashes: { sha256: contentHash(pdu) } };
+}
+
+/** The event with this server's signature added, and the bytes it covers. */
+function signCovered(pdu: Pdu, version: RoomVersion, signer: Signer): { signed: Pdu; covered: Buffer } {
+  const covered = canonicalJsonBytes(signedPart(redact(pdu, version)));
+  const signature = encodeBase64(sign(null, covered, signer.privateKey));
+  return { signed: { ...pdu, signatures: withSignature(pdu, signer.serverName, signer.keyId, signature) }, covered };
 }
 
 /** Checks a server's signature on an event (over its redacted form, so it also holds for a redacted copy). */

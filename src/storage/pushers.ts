@@ -44,6 +44,12 @@ export interface PusherClaim {
   now: number;
 }
 
+/** A user's badge (unread count), and when it was read, in microseconds since the epoch. */
+export interface Badge {
+  count: number;
+  readUs: number;
+}
+
 /**
  * How far a pusher got: it moves past `streamOrdering` (never backwards), records a success at
  * `successTs` (which also ends a failure) when given, and the badge the gateway was last sent
@@ -54,8 +60,8 @@ export interface PusherProgress {
   worker: string;
   streamOrdering: number;
   successTs: number | null;
-  /** The badge the pushes carried, and when it was read (`badgeStamp`); recorded unless a later-read one is. */
-  badge?: { count: number; readUs: number };
+  /** The badge the pushes carried; recorded unless a later-read one is. */
+  badge?: Badge;
 }
 
 /** A notification to push: a push action with `notify`. */
@@ -110,7 +116,7 @@ export interface PusherStore {
    * whoever holds it; false when that was already the last one, when a badge read later is
    * recorded, or when the pusher is gone: then there is nothing new to send.
    */
-  noteBadge(key: PusherKey, badge: { count: number; readUs: number }): Promise<boolean>;
+  noteBadge(key: PusherKey, badge: Badge): Promise<boolean>;
   /** Records when pushing started failing (`null`: it no longer is). */
   setFailingSince(key: PusherKey, worker: string, since: number | null): Promise<void>;
 }

@@ -20,7 +20,8 @@ import type { Storage } from "../../storage/interfaces.js";
 import type { Clock } from "../clock.js";
 import type { Fetcher } from "../outbound/safe_fetch.js";
 import { buildNotification, notifyGateway } from "./gateway.js";
-import { PushContent, type Badge } from "./push_content.js";
+import type { Badge } from "../../storage/pushers.js";
+import { PushContent } from "./push_content.js";
 import { BatchQueue } from "../batch_queue.js";
 import { trimOldest } from "../bounded_map.js";
 

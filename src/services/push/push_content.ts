@@ -6,7 +6,7 @@
  */
 import { pduOf } from "../../events/index.js";
 import type { Storage } from "../../storage/interfaces.js";
-import type { PendingPush } from "../../storage/pushers.js";
+import type { Badge, PendingPush } from "../../storage/pushers.js";
 import { stateKeyOf } from "../../storage/rooms.js";
 import type { Clock } from "../clock.js";
 import type { PushContext, PushEvent } from "./gateway.js";
@@ -18,12 +18,6 @@ const CACHE_MS = 10_000;
 
 type EventPart = Omit<PushEvent, "actions">;
 type Names = Omit<PushContext, "unread">;
-
-/** A user's badge, and when it was read (`badgeStamp`). */
-export interface Badge {
-  count: number;
-  readUs: number;
-}
 
 /**
  * When a badge is read, in microseconds since the epoch: the pushers' record of the last badge

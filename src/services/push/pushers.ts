@@ -24,7 +24,7 @@ import { systemResolver } from "../outbound/safe_fetch.js";
 import type { Notified } from "./actions.js";
 import { PushDelivery, type DeliveryLogger } from "./delivery.js";
 import { buildBadgeNotification, notifyGateway } from "./gateway.js";
-import type { Badge } from "./push_content.js";
+import type { Badge } from "../../storage/pushers.js";
 import { checkKey, pusherView, validatePusher, type SetPusherBody } from "./pusher_settings.js";
 
 const TOPIC = "pushers";

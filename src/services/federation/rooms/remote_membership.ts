@@ -9,9 +9,8 @@ import {
   authEventTypes,
   buildEvent,
   checkEventAuth,
-  eventIdFor,
   getRoomVersion,
-  hashAndSignEvent,
+  hashSignAndIdentify,
   isRecord,
   ROOM_VERSIONS,
   serverNameOf,
@@ -75,8 +74,7 @@ export class RemoteMembership {
   #sign(template: Record<string, unknown>, version: RoomVersion, content: Record<string, unknown>): RemoteEvent {
     const { signatures: _s, hashes: _h, unsigned: _u, ...rest } = template;
     const draft = { ...rest, content: { ...(isRecord(rest.content) ? rest.content : {}), ...content }, origin_server_ts: this.deps.clock.now() } as unknown as Pdu;
-    const pdu = hashAndSignEvent(draft, version, this.#signer());
-    return { eventId: eventIdFor(pdu, version), pdu };
+    return hashSignAndIdentify(draft, version, this.#signer());
   }
 
   /** Joins `userId` to a room resident elsewhere; answers the room ID once our join is stored. */
