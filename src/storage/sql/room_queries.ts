@@ -96,12 +96,17 @@ export const Q = {
   currentStateEvent: `SELECT e.* FROM current_state c JOIN events e ON e.event_id = c.event_id
     WHERE c.room_id = ? AND c.type = ? AND c.state_key = ?`,
   // The keys are one JSON array of [type, state_key] pairs: one round trip for any number of keys.
+  // The keys drive, each found through current_state's key: joined the other way round (both
+  // planners' choice) the query read every state event of the room, so that each send into a
+  // room of thousands cost thousands of lookups. SQLite keeps a CROSS JOIN's order; PostgreSQL
+  // evaluates a LATERAL subquery per key (its LIMIT, which the key makes true anyway, keeps the
+  // planner from flattening it back into the join).
   currentStateEvents: {
-    sqlite: `SELECT e.* FROM json_each(?) k
-      JOIN current_state c ON c.room_id = ? AND c.type = json_extract(k.value, '$[0]') AND c.state_key = json_extract(k.value, '$[1]')
-      JOIN events e ON e.event_id = c.event_id`,
+    sqlite: `SELECT e.* FROM json_each(?) k CROSS JOIN current_state c CROSS JOIN events e
+      WHERE c.room_id = ? AND c.type = json_extract(k.value, '$[0]') AND c.state_key = json_extract(k.value, '$[1]')
+        AND e.event_id = c.event_id`,
     postgres: `SELECT e.* FROM json_array_elements(?::json) k
-      JOIN current_state c ON c.room_id = ? AND c.type = k.value->>0 AND c.state_key = k.value->>1
+      CROSS JOIN LATERAL (SELECT c.event_id FROM current_state c WHERE c.room_id = ? AND c.type = k.value->>0 AND c.state_key = k.value->>1 LIMIT 1) c
       JOIN events e ON e.event_id = c.event_id`,
   },
   // The latest state event per (type, state_key) in a range: MAX per group, then the rows holding it.
