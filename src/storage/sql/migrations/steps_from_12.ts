@@ -318,4 +318,11 @@ export const STEPS_FROM_12: Migration[] = [
     `,
     postgres: "SELECT 1;",
   },
+  // 29: event_push_actions loses its (user, position) index. Filing staged actions writes a row
+  // per recipient into each of the table's B-trees, each row in its own user's part of the tree:
+  // in a room of a thousand members, a thousand scattered pages per B-tree for every batch moved,
+  // and on SQLite each is a whole page in the WAL. The index served /notifications alone, which
+  // the key (user first) serves too: it reads the user's rows and sorts them, and read receipts
+  // (forgetRead) and the retention keep those few.
+  "DROP INDEX event_push_actions_user;",
 ];
