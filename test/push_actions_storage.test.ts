@@ -94,6 +94,32 @@ function suite(backend: Backend): void {
       assert.deepEqual(await seen(storage), expected, "all five in one table");
     });
 
+    test("an event that notifies thousands of members is staged in one statement, values and all", async (t) => {
+      const storage = await room(t, backend);
+      const [forBob] = await sendToBob(storage, 1, 1, [1]);
+      // More recipients than either backend takes parameters in one statement at nine a row
+      // (SQLite 32,766; PostgreSQL 65,535), as a room of 8,000 members makes.
+      const others = Array.from({ length: 7_999 }, (_, i): PushActionRecord => ({ ...forBob!, userId: `@member${i}:test`, highlight: false }));
+      await storage.pushActions.add([forBob!, ...others]);
+
+      const expected = {
+        counts: { notify: 1, highlight: 1, threads: { main: { notify: 1, highlight: 1 } } },
+        badge: 1,
+        notifications: ["$m1"],
+        highlights: ["$m1"],
+        pending: ["$m1"],
+      };
+      assert.deepEqual(await seen(storage), expected, "staged");
+      const [notification] = await storage.pushActions.notifications(BOB, { limit: 1, onlyHighlight: false });
+      assert.deepEqual(
+        { ...notification, read: undefined },
+        { ...forBob, read: undefined },
+        "every value comes back as it was given, types included",
+      );
+      assert.equal(await storage.pushActions.settle(), 8_000, "every row is filed");
+      assert.deepEqual(await seen(storage), expected, "filed");
+    });
+
     test("a receipt forgets what it covers in both tables, keeping highlights", async (t) => {
       const storage = await room(t, backend);
       const older = await sendToBob(storage, 1, 3, [1]);

@@ -51,6 +51,21 @@ const readUpTo = (row: string, threads: string, otherwise = "0") => `COALESCE((
 /** Where the user has read up to for the row `a`'s thread: receipts unthreaded or in that thread. */
 export const READ_UP_TO = readUpTo("a", "(r.thread_id = '' OR r.thread_id = a.thread_id)");
 
+/**
+ * Staged rows arrive as one JSON array of rows (in COLUMNS' order): one parameter and one
+ * statement whatever the number of recipients. A parameter per value made a statement of its own
+ * for each room size, each kept prepared, and failed outright past SQLite's 32,766 parameters
+ * (an event notifying 3,641 members) or PostgreSQL's 65,535.
+ */
+const STAGE_ROWS: Query = {
+  sqlite: `INSERT INTO ${STAGING} (${COLUMNS})
+    SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4, r.value ->> 5, r.value ->> 6, r.value ->> 7, r.value ->> 8
+    FROM json_each(?) r WHERE true ON CONFLICT DO NOTHING`,
+  postgres: `INSERT INTO ${STAGING} (${COLUMNS})
+    SELECT r ->> 0, r ->> 1, r ->> 2, (r ->> 3)::bigint, r ->> 4, r ->> 5, (r ->> 6)::int, (r ->> 7)::int, (r ->> 8)::bigint
+    FROM json_array_elements(?::json) r ON CONFLICT DO NOTHING`,
+};
+
 const toRecord = (r: ActionRow): PushActionRecord => ({
   userId: r.user_id,
   roomId: r.room_id,
@@ -68,12 +83,11 @@ export class SqlPushActionStore implements PushActionStore {
 
   async add(records: readonly PushActionRecord[]): Promise<void> {
     if (records.length === 0) return;
-    // One statement for every recipient of an event (or a batch of events), into the staging
+    // Every recipient of an event (or a batch of events) in one statement, into the staging
     // table, where an event's rows are side by side; `settle` moves them on.
-    const rows = records.map(() => "(?, ?, ?, ?, ?, ?, ?, ?, ?)").join(", ");
     await this.db.run(
-      `INSERT INTO ${STAGING} (${COLUMNS}) VALUES ${rows} ON CONFLICT DO NOTHING`,
-      records.flatMap((r) => [r.userId, r.roomId, r.eventId, r.streamOrdering, r.threadId, r.actions, r.notify ? 1 : 0, r.highlight ? 1 : 0, r.ts]),
+      STAGE_ROWS,
+      [JSON.stringify(records.map((r) => [r.userId, r.roomId, r.eventId, r.streamOrdering, r.threadId, r.actions, r.notify ? 1 : 0, r.highlight ? 1 : 0, r.ts]))],
     );
   }
 
