@@ -13,6 +13,9 @@ export interface SentRequest {
   body: unknown;
   status?: number;
   reply?: unknown;
+  /** When the page sent it and when its answer came (ms since the epoch): orders requests across pages. */
+  sentAt: number;
+  answeredAt?: number;
 }
 
 /** What the page receives, summed over its peer connections' `inbound-rtp` reports. */
@@ -69,13 +72,14 @@ export async function openCallPage(opts: {
     } catch {
       body = r.postData();
     }
-    const entry: SentRequest = { method: r.method(), path: decodeURIComponent(new URL(r.url()).pathname), body };
+    const entry: SentRequest = { method: r.method(), path: decodeURIComponent(new URL(r.url()).pathname), body, sentAt: Date.now() };
     requests.push(entry);
     void r
       .response()
       .then(async (res) => {
         entry.status = res?.status();
-        if (res && /get_token|sfu\/get|delayed|\/state\/|\/send\//.test(entry.path)) entry.reply = await res.json().catch(() => undefined);
+        if (res && /get_token|sfu\/get|delayed|\/state\/|\/send\/|\/keys\/query/.test(entry.path)) entry.reply = await res.json().catch(() => undefined);
+        entry.answeredAt = Date.now();
       })
       .catch(() => undefined);
   });
