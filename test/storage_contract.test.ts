@@ -129,6 +129,17 @@ function contract(backend: Backend): void {
       assert.deepEqual((await storage.deviceKeys.keyCounts(ALICE, "WITH_FALLBACK")).unusedFallbackTypes, []);
     });
 
+    test("an upload of many keys of two algorithms keeps each key exactly as sent", async (t) => {
+      const storage = await freshStorage(t, backend);
+      await seedUser(storage, ALICE);
+      const odd = (i: number) => JSON.stringify({ key: `k${i} "quoted" \\ é ☎`, signatures: { [ALICE]: { "ed25519:DEV": `s${i}` } } });
+      const keys: UploadedKey[] = Array.from({ length: 100 }, (_, i) => ({ algorithm: i % 2 ? OTK : "curve25519", keyId: `K${String(i).padStart(3, "0")}`, json: odd(i) }));
+      assert.equal(await storage.deviceKeys.addOneTimeKeys(ALICE, "DEV", keys), undefined);
+      assert.deepEqual(await storage.deviceKeys.oneTimeKeyCounts(ALICE, "DEV"), { [OTK]: 50, curve25519: 50 });
+      assert.deepEqual(await storage.deviceKeys.claimKey(ALICE, "DEV", OTK), { id: `${OTK}:K001`, json: odd(1) });
+      assert.deepEqual(await storage.deviceKeys.claimKey(ALICE, "DEV", "curve25519"), { id: "curve25519:K000", json: odd(0) });
+    });
+
     test("an upload that reuses a key ID for a different key stores none of its keys", async (t) => {
       const storage = await freshStorage(t, backend);
       await seedUser(storage, ALICE);
@@ -137,11 +148,17 @@ function contract(backend: Backend): void {
       assert.equal(await storage.deviceKeys.addOneTimeKeys(ALICE, "DEV", [key("a"), key("b")]), undefined);
       assert.equal(await storage.deviceKeys.addOneTimeKeys(ALICE, "DEV", [key("c"), key("a", "other")]), `${OTK}:a`);
       assert.deepEqual(await storage.deviceKeys.oneTimeKeyCounts(ALICE, "DEV"), { [OTK]: 2 });
+      // Of several clashes, the first in the upload's order is named.
+      assert.equal(await storage.deviceKeys.addOneTimeKeys(ALICE, "DEV", [key("c"), key("b", "other"), key("a", "other")]), `${OTK}:b`);
+      assert.deepEqual(await storage.deviceKeys.oneTimeKeyCounts(ALICE, "DEV"), { [OTK]: 2 });
+      // New keys beside one already stored: the new ones are added.
+      assert.equal(await storage.deviceKeys.addOneTimeKeys(ALICE, "DEV", [key("b"), key("c")]), undefined);
       const claimed = [];
-      for (let i = 0; i < 3; i++) claimed.push(await storage.deviceKeys.claimKey(ALICE, "DEV", OTK));
+      for (let i = 0; i < 4; i++) claimed.push(await storage.deviceKeys.claimKey(ALICE, "DEV", OTK));
       assert.deepEqual(claimed, [
         { id: `${OTK}:a`, json: key("a").json },
         { id: `${OTK}:b`, json: key("b").json },
+        { id: `${OTK}:c`, json: key("c").json },
         undefined,
       ]);
     });

@@ -20,6 +20,10 @@ class KeyConflict extends Error {
   }
 }
 
+/** The rows of a JSON list parameter, each `k`, and its three fields as the key's columns. */
+const ONE_TIME_KEY_LIST = { sqlite: "json_each(?) k", postgres: "json_array_elements(?::json) k" };
+const ONE_TIME_KEY_COLUMNS = { sqlite: "k.value ->> 0, k.value ->> 1, k.value ->> 2", postgres: "k ->> 0, k ->> 1, k ->> 2" };
+
 const Q = {
   deviceKeys: `SELECT k.device_id, k.key_json, d.display_name FROM e2e_device_keys k
     JOIN devices d ON d.user_id = k.user_id AND d.device_id = k.device_id
@@ -27,7 +31,16 @@ const Q = {
   someDeviceKeys: sql`SELECT k.device_id, k.key_json, d.display_name FROM e2e_device_keys k
     JOIN devices d ON d.user_id = k.user_id AND d.device_id = k.device_id
     WHERE k.user_id = ? AND ${inJsonList("k.device_id")} ORDER BY k.device_id`,
-  oneTimeKey: "SELECT key_json FROM e2e_one_time_keys WHERE user_id = ? AND device_id = ? AND algorithm = ? AND key_id = ?",
+  // An upload's keys go as one JSON list of [algorithm, key ID, key] in one statement, not a
+  // statement each: a client's first upload carries 50, and on PostgreSQL each statement is a
+  // round trip, which under load kept a new device's keys unpublished for seconds.
+  addOneTimeKeys: sql`INSERT INTO e2e_one_time_keys (user_id, device_id, algorithm, key_id, key_json)
+    SELECT ?, ?, ${ONE_TIME_KEY_COLUMNS} FROM ${ONE_TIME_KEY_LIST} WHERE true ON CONFLICT DO NOTHING`,
+  // Those of the listed keys already stored with a different value.
+  conflictingOneTimeKeys: sql`SELECT o.algorithm, o.key_id FROM ${ONE_TIME_KEY_LIST}
+    JOIN e2e_one_time_keys o ON o.user_id = ? AND o.device_id = ? AND o.algorithm = ${{ sqlite: "k.value ->> 0", postgres: "k ->> 0" }}
+      AND o.key_id = ${{ sqlite: "k.value ->> 1", postgres: "k ->> 1" }}
+    WHERE o.key_json != ${{ sqlite: "k.value ->> 2", postgres: "k ->> 2" }}`,
   // One statement takes a key, so two claims never get the same one; PostgreSQL's SKIP LOCKED lets
   // a second claim take the next key instead of waiting for the first.
   takeOneTimeKey: sql`DELETE FROM e2e_one_time_keys WHERE user_id = ? AND device_id = ? AND algorithm = ? AND key_id = (
@@ -73,19 +86,17 @@ export class SqlDeviceKeyStore implements DeviceKeyStore {
   }
 
   async addOneTimeKeys(userId: string, deviceId: string, keys: UploadedKey[]): Promise<string | undefined> {
+    if (keys.length === 0) return undefined;
+    const list = JSON.stringify(keys.map((k) => [k.algorithm, k.keyId, k.json]));
     try {
       await this.db.transaction(async (tx) => {
-        for (const k of keys) {
-          const inserted = await tx.run(
-            `INSERT INTO e2e_one_time_keys (user_id, device_id, algorithm, key_id, key_json) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT DO NOTHING`,
-            [userId, deviceId, k.algorithm, k.keyId, k.json],
-          );
-          if (inserted > 0) continue;
-          // Already there: the same key again is fine (a retried upload); a different one refuses the whole upload.
-          const stored = await tx.get<{ key_json: string }>(Q.oneTimeKey, [userId, deviceId, k.algorithm, k.keyId]);
-          if (stored && stored.key_json !== k.json) throw new KeyConflict(`${k.algorithm}:${k.keyId}`);
-        }
+        const inserted = await tx.run(Q.addOneTimeKeys, [userId, deviceId, list]);
+        if (inserted === keys.length) return;
+        // Some were there: the same key again is fine (a retried upload); a different one refuses the whole upload.
+        const clashes = await tx.all<{ algorithm: string; key_id: string }>(Q.conflictingOneTimeKeys, [list, userId, deviceId]);
+        const clashing = new Set(clashes.map((c) => `${c.algorithm}:${c.key_id}`));
+        const first = keys.find((k) => clashing.has(`${k.algorithm}:${k.keyId}`));
+        if (first) throw new KeyConflict(`${first.algorithm}:${first.keyId}`);
       });
       return undefined;
     } catch (err) {
