@@ -13,6 +13,8 @@ export interface SentRequest {
   body: unknown;
   status?: number;
   reply?: unknown;
+  /** For /sync, the `since` token: the page has taken in everything before it. */
+  since?: string;
   /** When the page sent it and when its answer came (ms since the epoch): orders requests across pages. */
   sentAt: number;
   answeredAt?: number;
@@ -72,7 +74,9 @@ export async function openCallPage(opts: {
     } catch {
       body = r.postData();
     }
-    const entry: SentRequest = { method: r.method(), path: decodeURIComponent(new URL(r.url()).pathname), body, sentAt: Date.now() };
+    const url = new URL(r.url());
+    const entry: SentRequest = { method: r.method(), path: decodeURIComponent(url.pathname), body, sentAt: Date.now() };
+    if (url.searchParams.has("since")) entry.since = url.searchParams.get("since")!;
     requests.push(entry);
     void r
       .response()

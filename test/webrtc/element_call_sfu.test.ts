@@ -28,6 +28,7 @@ import { eventually, NO_LIMIT } from "../helpers/livekit.js";
 import { sfuMissing, startLiveKitSfu, type LiveKitSfu } from "../helpers/livekit_sfu.js";
 import { quietSdkLogs } from "../helpers/matrix-sdk.js";
 import { User } from "../helpers/rooms.js";
+import { parseSyncToken } from "../../src/services/sync/tokens.js";
 import { startServer, teardown, type TestServer } from "../helpers/server.js";
 
 const ARTIFACTS = fileURLToPath(new URL("../../../test-artifacts/", import.meta.url));
@@ -104,15 +105,13 @@ async function devicesKnowEachOther(callers: CallPage[], users: User[]): Promise
 }
 
 /**
- * Waits until each page has sent two /sync requests after `since` (ms since the epoch). The first
- * of them returns what happened before `since`; matrix-js-sdk sends the next one only after it has
- * processed that answer.
+ * Waits until each page has asked /sync for what comes after `position` of the events stream:
+ * matrix-js-sdk sends its next /sync only once it has processed the answer before.
  */
-async function syncedPast(callers: CallPage[], users: User[], since: number): Promise<void> {
+async function syncedPast(callers: CallPage[], users: User[], position: number): Promise<void> {
+  const past = (r: SentRequest) => r.path.endsWith("/sync") && r.since !== undefined && parseSyncToken(r.since).events >= position;
   await Promise.all(
-    callers.map((c, i) =>
-      eventually(() => (c.requests.filter((r) => r.path.endsWith("/sync") && r.sentAt > since).length >= 2 ? true : undefined), GIVE_UP_MS, `${users[i]!.userId}'s page to sync past both joins`),
-    ),
+    callers.map((c, i) => eventually(() => (c.requests.some(past) ? true : undefined), GIVE_UP_MS, `${users[i]!.userId}'s page to sync past both joins`)),
   );
 }
 
@@ -228,17 +227,17 @@ describe("Element Call: two browsers in one encrypted call through a real LiveKi
       await Promise.all(callers.map((c) => c.page.getByRole("button", { name: "Join call" }).click()));
       if (encrypted && mode === "matrix_2_0") {
         // Each page sent its join as an encrypted sticky event.
-        const joins = await Promise.all(
+        await Promise.all(
           callers.map((c, i) =>
             eventually(
-              () => c.requests.find((r) => r.method === "PUT" && r.path.includes("/send/m.room.encrypted/") && r.status === 200 && r.answeredAt !== undefined),
+              () => c.requests.find((r) => r.method === "PUT" && r.path.includes("/send/m.room.encrypted/") && r.status === 200),
               GIVE_UP_MS,
               `${users[i]!.userId}'s encrypted sticky join`,
             ),
           ),
         );
         // Recalculating before a page has its own join makes it re-join (see ENCRYPTED_STICKY_BUG).
-        await syncedPast(callers, users, Math.max(...joins.map((r) => r.answeredAt!)));
+        await syncedPast(callers, users, server.homeserver.storage.streams.current("events"));
         await nudgeMembershipRecalculation(alice, roomId, callers);
       }
 
