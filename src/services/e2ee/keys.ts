@@ -101,10 +101,9 @@ export class DeviceKeyService {
   async usersSharingRoomsWith(userId: string): Promise<string[]> {
     const rooms = this.storage.rooms;
     const users = new Set<string>([userId]);
-    for (const m of await rooms.membershipsOf(userId)) {
-      if (m.membership !== "join") continue;
-      for (const member of await rooms.membersOf(m.roomId, "join")) users.add(member.userId);
-    }
+    const joined = (await rooms.membershipsOf(userId)).filter((m) => m.membership === "join").map((m) => m.roomId);
+    // All the rooms in one query, not one each: a user in many rooms asked once per room on every key upload.
+    for (const m of await rooms.membershipsIn(joined)) if (m.membership === "join") users.add(m.userId);
     return [...users];
   }
 
