@@ -4,7 +4,7 @@
  * a device deletes its keys and inbox (the device-list change that this is, DeviceStore records).
  */
 import type { ClaimedKey, DeviceKeyStore, DeviceKeysRecord, StoredToDevice, ToDeviceMessage, ToDeviceStore, UploadedKey } from "../e2ee.js";
-import { inJsonList, sql, type Executor, type Transaction } from "./executor.js";
+import { inJsonList, jsonRows, sql, type Executor, type Transaction } from "./executor.js";
 
 /** Records that a user's devices changed, inside the transaction that changed them. */
 export async function recordDeviceListChange(tx: Transaction, userId: string): Promise<number> {
@@ -20,10 +20,6 @@ class KeyConflict extends Error {
   }
 }
 
-/** The rows of a JSON list parameter, each `k`, and its three fields as the key's columns. */
-const ONE_TIME_KEY_LIST = { sqlite: "json_each(?) k", postgres: "json_array_elements(?::json) k" };
-const ONE_TIME_KEY_COLUMNS = { sqlite: "k.value ->> 0, k.value ->> 1, k.value ->> 2", postgres: "k ->> 0, k ->> 1, k ->> 2" };
-
 const Q = {
   deviceKeys: `SELECT k.device_id, k.key_json, d.display_name FROM e2e_device_keys k
     JOIN devices d ON d.user_id = k.user_id AND d.device_id = k.device_id
@@ -35,12 +31,11 @@ const Q = {
   // statement each: a client's first upload carries 50, and on PostgreSQL each statement is a
   // round trip, which under load kept a new device's keys unpublished for seconds.
   addOneTimeKeys: sql`INSERT INTO e2e_one_time_keys (user_id, device_id, algorithm, key_id, key_json)
-    SELECT ?, ?, ${ONE_TIME_KEY_COLUMNS} FROM ${ONE_TIME_KEY_LIST} WHERE true ON CONFLICT DO NOTHING`,
+    SELECT ?, ?, k.value ->> 0, k.value ->> 1, k.value ->> 2 FROM ${jsonRows("k")} WHERE true ON CONFLICT DO NOTHING`,
   // Those of the listed keys already stored with a different value.
-  conflictingOneTimeKeys: sql`SELECT o.algorithm, o.key_id FROM ${ONE_TIME_KEY_LIST}
-    JOIN e2e_one_time_keys o ON o.user_id = ? AND o.device_id = ? AND o.algorithm = ${{ sqlite: "k.value ->> 0", postgres: "k ->> 0" }}
-      AND o.key_id = ${{ sqlite: "k.value ->> 1", postgres: "k ->> 1" }}
-    WHERE o.key_json != ${{ sqlite: "k.value ->> 2", postgres: "k ->> 2" }}`,
+  conflictingOneTimeKeys: sql`SELECT o.algorithm, o.key_id FROM ${jsonRows("k")}
+    JOIN e2e_one_time_keys o ON o.user_id = ? AND o.device_id = ? AND o.algorithm = k.value ->> 0 AND o.key_id = k.value ->> 1
+    WHERE o.key_json != k.value ->> 2`,
   // One statement takes a key, so two claims never get the same one; PostgreSQL's SKIP LOCKED lets
   // a second claim take the next key instead of waiting for the first.
   takeOneTimeKey: sql`DELETE FROM e2e_one_time_keys WHERE user_id = ? AND device_id = ? AND algorithm = ? AND key_id = (

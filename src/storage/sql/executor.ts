@@ -70,6 +70,15 @@ export function inJsonList(column: string): Query {
 }
 
 /**
+ * The elements of a JSON array parameter as rows named `alias`, for sending many rows in one
+ * parameter. In both dialects `alias.value` is the element, so `alias.value ->> 0` is its first
+ * field as text.
+ */
+export function jsonRows(alias: string): Query {
+  return { sqlite: `json_each(?) ${alias}`, postgres: `json_array_elements(?::json) ${alias}` };
+}
+
+/**
  * `LIMIT n` with the number written into the statement, for limits the server chooses (a batch
  * size, a page it caps). SQLite prepares a statement again whenever a LIMIT parameter is bound
  * afresh, since its planner may use the value: about 9 µs per run, measured on the push

@@ -1,6 +1,6 @@
 /** Push actions over SQL; see storage/push.ts. */
 import type { NotificationCounts, NotificationRecord, PushActionRecord, PushActionStore, RoomCounts } from "../push.js";
-import { inJsonList, sql, type Executor, type Query } from "./executor.js";
+import { inJsonList, jsonRows, sql, type Executor, type Query } from "./executor.js";
 
 interface ActionRow {
   user_id: string;
@@ -57,14 +57,10 @@ export const READ_UP_TO = readUpTo("a", "(r.thread_id = '' OR r.thread_id = a.th
  * for each room size, each kept prepared, and failed outright past SQLite's 32,766 parameters
  * (an event notifying 3,641 members) or PostgreSQL's 65,535.
  */
-const STAGE_ROWS: Query = {
-  sqlite: `INSERT INTO ${STAGING} (${COLUMNS})
-    SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4, r.value ->> 5, r.value ->> 6, r.value ->> 7, r.value ->> 8
-    FROM json_each(?) r WHERE true ON CONFLICT DO NOTHING`,
-  postgres: `INSERT INTO ${STAGING} (${COLUMNS})
-    SELECT r ->> 0, r ->> 1, r ->> 2, (r ->> 3)::bigint, r ->> 4, r ->> 5, (r ->> 6)::int, (r ->> 7)::int, (r ->> 8)::bigint
-    FROM json_array_elements(?::json) r ON CONFLICT DO NOTHING`,
-};
+const STAGE_ROWS: Query = sql`INSERT INTO ${STAGING} (${COLUMNS})
+  SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, ${{ sqlite: "r.value ->> 3", postgres: "(r.value ->> 3)::bigint" }}, r.value ->> 4, r.value ->> 5,
+    ${{ sqlite: "r.value ->> 6, r.value ->> 7, r.value ->> 8", postgres: "(r.value ->> 6)::int, (r.value ->> 7)::int, (r.value ->> 8)::bigint" }}
+  FROM ${jsonRows("r")} WHERE true ON CONFLICT DO NOTHING`;
 
 const toRecord = (r: ActionRow): PushActionRecord => ({
   userId: r.user_id,
