@@ -2,8 +2,9 @@
  * Turns schema errors into messages an operator can act on: the key's dotted
  * path, its line in the file, the offending value and what is allowed.
  */
-import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
+import type { ErrorObject } from "ajv";
 import { isMap, isScalar, isSeq, LineCounter, type Document } from "yaml";
+import { configCheck } from "./compiled_check.js";
 import { dottedPath, inFileOrder, type ConfigPath } from "./errors.js";
 import type { SchemaWithMeta } from "./types.js";
 
@@ -115,33 +116,11 @@ function shown(value: unknown): string {
 }
 
 /**
- * Every error, not the first: an operator fixing a file wants every problem in one go. Defaults
- * fill in what the file leaves out, as the schema's `default`s say; the annotations the config
- * schema carries for its docs and messages are declared, so a misspelt keyword still fails.
- */
-function compile(schema: SchemaWithMeta): ValidateFunction {
-  const ajv = new Ajv({ allErrors: true, useDefaults: true, coerceTypes: false, strict: true, strictTypes: false, strictRequired: false });
-  ajv.addVocabulary(["allowed", "docDefault", "x-doc-type", "x-kind", "x-secret"]);
-  return ajv.compile(schema);
-}
-
-/**
- * A process checks its config once, and the compiled check of the whole config is large (its
- * generated source alone is 170 KB): held weakly, it is garbage once the config is loaded, yet
- * reused by a process that loads configs often (the tests) for as long as it survives.
- */
-const compiled = new WeakMap<object, WeakRef<ValidateFunction>>();
-
-/**
  * Checks `value` against `schema`: the value with the schema's defaults filled in (a copy; the
  * argument is left as it was), and every way it fails the schema.
  */
 export function validateWithDefaults(schema: SchemaWithMeta, value: unknown): { value: unknown; errors: ErrorObject[] } {
-  let validate = compiled.get(schema)?.deref();
-  if (!validate) {
-    validate = compile(schema);
-    compiled.set(schema, new WeakRef(validate));
-  }
+  const validate = configCheck(schema);
   const copy = structuredClone(value);
   return validate(copy) ? { value: copy, errors: [] } : { value: copy, errors: validate.errors ?? [] };
 }
