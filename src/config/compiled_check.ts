@@ -1,12 +1,11 @@
 /**
  * The compiled check of a config schema. Ajv compiles a schema by generating JavaScript: for the
- * whole config that is about 200 KB of source and 70 ms of code generation, and that work is hot
- * enough for V8 to optimise Ajv's code generator, whose machine code and compiler memory a server
- * then keeps for life (about 8 MiB of its idle RSS, measured). So the build generates the check
- * once (`scripts/build_config_check.ts`, through Ajv's standalone code), and a process loads that
- * file instead of compiling. The file names the schema and options it was built from by a hash;
- * a schema that hashes otherwise (a build step skipped, a schema built at run time) is compiled
- * here as before, so a stale file can cost time but never a wrong answer.
+ * whole config that is about 200 KB of source and some 70 ms of code generation, paid by every
+ * process at every start. So the build generates the check once (`scripts/build_config_check.ts`,
+ * through Ajv's standalone code), and a process loads that file instead of compiling. The file
+ * names the schema and options it was built from by a hash; a schema that hashes otherwise (a
+ * build step skipped, a schema built at run time) is compiled here as before, so a stale file can
+ * cost time but never a wrong answer.
  */
 import { Ajv, type Options, type ValidateFunction } from "ajv";
 import { createHash } from "node:crypto";
